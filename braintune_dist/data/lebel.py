@@ -1,0 +1,299 @@
+"""Reader for the LeBel et al. 2023 "Moth Radio Hour" layout (OpenNeuro ds003020), real or simulated.
+
+Layout read (paths relative to the dataset root)::
+
+    derivative/preprocessed_data/<subject>/<story>.hf5   'data' (n_rows, n_voxels); the test story
+                                                         also 'individual_repeats' (n_rep, n_rows, n_vox)
+    derivative/respdict.json                             {story: n_trs}  (TR count of the TR grid)
+    derivative/TextGrids/<story>.TextGrid                tier 0 phones, tier 1 words
+    stimuli/<story>.wav                                  story audio (resampled to 16 kHz if needed)
+
+TR conventions (method.md §1.3, the Huth-lab ``load_simulated_trfiles(respdict, tr=2.0, start_time=10,
+pad=5)``): the TR grid of a story has ``n_trs - 5`` triggers at ``k * TR``, audio starts 10 s after the
+first trigger, so TR ``k`` covers audio time ``[k*TR - 10, (k+1)*TR - 10)`` and its mid-point is
+``tr_times[k] = k*TR - 10 + TR/2``. Stimulus features are trimmed ``[10:-5]`` and then line up row for
+row with the hf5 ``data`` (``n_trs - 20`` rows). For the test story the seeds drop 40 more TRs:
+features ``[50:-5]`` against ``data[40:]`` and ``individual_repeats[:, 40:]``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .textgrid import TextGrid, TextGridError, read_textgrid
+
+SAMPLE_RATE = 16_000
+TR = 2.0
+SOUND_ONSET = 10.0          # seconds from the first trigger to audio onset
+TRFILE_PAD = 5              # load_simulated_trfiles(pad=5): TR grid has n_trs - 5 triggers
+TRIM_START, TRIM_END = 10, 5
+TEST_STORY = "wheretheressmoke"
+TEST_EXTRA_TRIM = 40        # test story: data[40:] against features [50:-5]
+
+
+class DatasetError(ValueError):
+    """Bad or inconsistent input data; the message names the offending file or field."""
+
+
+@dataclass
+class DataConfig:
+    """Where the dataset lives and how stories are split."""
+
+    root: str = "data/sim"
+    """Dataset root holding `derivative/` (or `derivatives/`) and `stimuli/` (ds003020 layout)."""
+    subjects: list[str] = field(default_factory=list)
+    """Participants to use (e.g. UTS01 UTS02); empty = every folder under preprocessed_data/."""
+    train_stories: list[str] = field(default_factory=list)
+    """Training stories; empty = every story all chosen subjects have, minus validation and test."""
+    val_stories: list[str] = field(default_factory=list)
+    """Validation stories (early stopping); the seeds use ['itsabox'] (multi) or ['stagefright']."""
+    test_story: str = TEST_STORY
+    """Held-out story with `individual_repeats` (noise ceiling and alignment test)."""
+    tr: float = TR
+    """Repetition time in seconds of the simulated TR grid (ds003020: 2.0)."""
+    sound_onset: float = SOUND_ONSET
+    """Seconds from the first trigger to audio onset (ds003020: 10.0)."""
+    audio_tolerance: float = 20.0
+    """Allowed mismatch in seconds between the audio length and the TR grid before it is an error."""
+
+
+class LebelDataset:
+    """Validated access to one dataset root in the ds003020 layout.
+
+    Parameters
+    ----------
+    root : path
+        Dataset root (contains ``derivative/`` or ``derivatives/`` and ``stimuli/``).
+    cfg : DataConfig, optional
+        TR conventions and story split; ``cfg.root`` is ignored when ``root`` is given.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, cfg: DataConfig | None = None):
+        self.cfg = cfg or DataConfig()
+        self.root = Path(root if root is not None else self.cfg.root)
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset root not found: {self.root}")
+        for name in ("derivative", "derivatives"):
+            if (self.root / name / "preprocessed_data").is_dir():
+                self.deriv = self.root / name
+                break
+        else:
+            raise DatasetError(f"{self.root}: no derivative/preprocessed_data/ folder (ds003020 layout expected)")
+        self.resp_dir = self.deriv / "preprocessed_data"
+
+    # ------------------------------------------------------------------ index
+    @cached_property
+    def respdict(self) -> dict[str, int]:
+        """Story → TR count of its TR grid, from ``derivative/respdict.json``."""
+        path = self.deriv / "respdict.json"
+        if not path.is_file():
+            raise DatasetError(f"missing {path} (story → number of TRs)")
+        try:
+            d = json.loads(path.read_text())
+            return {str(k): int(v) for k, v in d.items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise DatasetError(f"{path}: not a JSON mapping story → int ({exc})") from None
+
+    def subjects(self) -> list[str]:
+        """Participant folders, or the configured subset (each checked to exist)."""
+        found = sorted(p.name for p in self.resp_dir.iterdir() if p.is_dir())
+        if not self.cfg.subjects:
+            return found
+        missing = [s for s in self.cfg.subjects if s not in found]
+        if missing:
+            raise DatasetError(f"unknown subject(s) {missing} in {self.resp_dir} (found {found})")
+        return list(self.cfg.subjects)
+
+    def stories(self, subject: str) -> list[str]:
+        """Stories with a response file for ``subject``, sorted."""
+        d = self.resp_dir / subject
+        if not d.is_dir():
+            raise DatasetError(f"unknown subject {subject!r}: no folder {d}")
+        return sorted(p.stem for p in d.glob("*.hf5"))
+
+    def split(self) -> dict[str, list[str]]:
+        """``{'train': [...], 'val': [...], 'test': [story]}`` for the configured subjects.
+
+        Stories named in the config must exist for every subject; the default training set is
+        every story all subjects share minus validation and test stories.
+        """
+        subs = self.subjects()
+        shared = set.intersection(*(set(self.stories(s)) for s in subs)) if subs else set()
+        test, val = self.cfg.test_story, list(self.cfg.val_stories)
+        train = list(self.cfg.train_stories) or sorted(shared - set(val) - {test})
+        for s in train + val + [test]:
+            for sub in subs:
+                if not self.response_path(sub, s).is_file():
+                    raise DatasetError(f"story {s!r} missing for subject {sub}: {self.response_path(sub, s)}")
+        return {"train": train, "val": val, "test": [test]}
+
+    # ------------------------------------------------------------------ paths
+    def response_path(self, subject: str, story: str) -> Path:
+        return self.resp_dir / subject / f"{story}.hf5"
+
+    def audio_path(self, story: str) -> Path:
+        return self.root / "stimuli" / f"{story}.wav"
+
+    def textgrid_path(self, story: str) -> Path:
+        return self.deriv / "TextGrids" / f"{story}.TextGrid"
+
+    # ------------------------------------------------------------------ TR grid
+    def n_trs(self, story: str) -> int:
+        """TR count of ``story`` from respdict.json."""
+        if story not in self.respdict:
+            raise DatasetError(f"story {story!r} not in {self.deriv / 'respdict.json'}")
+        return self.respdict[story]
+
+    def tr_times(self, story: str) -> np.ndarray:
+        """TR mid-points relative to audio onset, shape (n_trs - 5,), seconds."""
+        n = self.n_trs(story) - TRFILE_PAD
+        return np.arange(n) * self.cfg.tr - self.cfg.sound_onset + self.cfg.tr / 2
+
+    def row_tr_index(self, story: str) -> np.ndarray:
+        """Index into ``tr_times`` of each response row returned by ``load_responses`` (trims applied).
+
+        Shape (n_rows,): ``[10, n-5)`` for training stories, ``[50, n-5)`` for the test story.
+        """
+        n = self.n_trs(story) - TRFILE_PAD
+        start = TRIM_START + (TEST_EXTRA_TRIM if story == self.cfg.test_story else 0)
+        return np.arange(start, n - TRIM_END)
+
+    # ------------------------------------------------------------------ responses
+    def _open(self, subject: str, story: str):
+        import h5py
+        path = self.response_path(subject, story)
+        if not (self.resp_dir / subject).is_dir():
+            raise DatasetError(f"unknown subject {subject!r}: no folder {self.resp_dir / subject}")
+        if not path.is_file():
+            raise DatasetError(f"missing story {story!r} for subject {subject}: {path}")
+        try:
+            return h5py.File(path, "r"), path
+        except OSError as exc:
+            raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+    def _read_key(self, subject: str, story: str, key: str, ndim: int) -> np.ndarray:
+        f, path = self._open(subject, story)
+        with f:
+            if key not in f:
+                raise DatasetError(f"{path}: no key {key!r} (keys: {sorted(f.keys())})")
+            arr = np.asarray(f[key], dtype=np.float32)
+        if arr.ndim != ndim:
+            raise DatasetError(f"{path}: '{key}' has shape {arr.shape}, expected {ndim} dimensions")
+        if arr.size and np.isnan(arr).all():
+            raise DatasetError(f"{path}: '{key}' is all NaN")
+        n_expected = self.n_trs(story) - TRFILE_PAD - TRIM_START - TRIM_END
+        if arr.shape[-2] != n_expected:
+            raise DatasetError(
+                f"{path}: '{key}' has {arr.shape[-2]} TRs but respdict.json says {self.n_trs(story)} TRs for "
+                f"{story!r}, i.e. {n_expected} rows after the [10:-5] trim (TR-count mismatch)")
+        return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def load_responses(self, subject: str, story: str) -> np.ndarray:
+        """Responses aligned with ``row_tr_index(story)``, NaN → 0.
+
+        Returns
+        -------
+        Y : array of shape (n_rows, n_voxels), float32
+            ``data`` for training stories; ``data[40:]`` for the test story.
+        """
+        Y = self._read_key(subject, story, "data", 2)
+        return Y[TEST_EXTRA_TRIM:] if story == self.cfg.test_story else Y
+
+    def load_repeats(self, subject: str, story: str | None = None) -> np.ndarray:
+        """Individual repeats of the test story, NaN → 0.
+
+        Returns
+        -------
+        R : array of shape (n_repeats, n_rows, n_voxels), float32
+            ``individual_repeats[:, 40:]`` (aligned with ``load_responses`` of the test story).
+        """
+        story = story or self.cfg.test_story
+        R = self._read_key(subject, story, "individual_repeats", 3)
+        if R.shape[0] < 2:
+            raise DatasetError(f"{self.response_path(subject, story)}: 'individual_repeats' needs ≥ 2 repeats")
+        return R[:, TEST_EXTRA_TRIM:] if story == self.cfg.test_story else R
+
+    def n_voxels(self, subject: str, story: str | None = None) -> int:
+        f, _ = self._open(subject, story or self.cfg.test_story)
+        with f:
+            return int(f["data"].shape[1]) if "data" in f else 0
+
+    # ------------------------------------------------------------------ stimuli
+    def load_audio(self, story: str) -> np.ndarray:
+        """Story waveform, mono float32 at 16 kHz, shape (n_samples,).
+
+        Other sample rates are resampled (polyphase) with a warning; the length is checked against
+        the TR grid (``audio_tolerance`` seconds).
+        """
+        import soundfile as sf
+        path = self.audio_path(story)
+        if not path.is_file():
+            raise DatasetError(f"missing audio for story {story!r}: {path}")
+        try:
+            wav, sr = sf.read(path, dtype="float32", always_2d=True)
+        except (RuntimeError, sf.LibsndfileError) as exc:
+            raise DatasetError(f"{path}: unreadable audio ({exc})") from None
+        wav = wav.mean(axis=1)
+        if sr != SAMPLE_RATE:
+            from math import gcd
+            from scipy.signal import resample_poly
+            warnings.warn(f"{path}: sample rate {sr} Hz, resampling to {SAMPLE_RATE} Hz", stacklevel=2)
+            g = gcd(int(sr), SAMPLE_RATE)
+            wav = resample_poly(wav, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
+        self._check_audio_length(story, len(wav) / SAMPLE_RATE, path)
+        return wav
+
+    def _check_audio_length(self, story: str, seconds: float, path: Path) -> None:
+        # the TR grid covers audio time [-onset, (n_trs - 5) * TR - onset)
+        grid_end = (self.n_trs(story) - TRFILE_PAD) * self.cfg.tr - self.cfg.sound_onset
+        if abs(seconds - grid_end) > self.cfg.audio_tolerance:
+            raise DatasetError(
+                f"{path}: audio lasts {seconds:.1f} s but respdict.json's {self.n_trs(story)} TRs cover "
+                f"{grid_end:.1f} s of audio (TR {self.cfg.tr} s, onset {self.cfg.sound_onset} s): TR-count mismatch")
+
+    def load_textgrid(self, story: str) -> TextGrid:
+        """Word/phone alignment of ``story`` (times relative to audio onset)."""
+        path = self.textgrid_path(story)
+        if not path.is_file():
+            raise DatasetError(f"missing TextGrid for story {story!r}: {path}")
+        try:
+            return read_textgrid(path)
+        except TextGridError as exc:
+            raise DatasetError(str(exc)) from None
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, subjects: list[str] | None = None, stories: list[str] | None = None,
+                 check_audio: bool = True) -> dict:
+        """Read every (subject, story) once and return a summary; raises ``DatasetError`` on the first problem.
+
+        Returns
+        -------
+        summary : dict
+            ``{'subjects': {sub: {'n_voxels', 'n_stories', 'n_rows', 'n_repeats'}}, 'stories': [...],
+            'audio_seconds': float}``
+        """
+        subjects = subjects or self.subjects()
+        split = self.split()
+        stories = stories or sorted(set(split["train"] + split["val"] + split["test"]))
+        summary: dict = {"subjects": {}, "stories": stories, "audio_seconds": 0.0}
+        for sub in subjects:
+            n_vox, n_rows = None, 0
+            for story in stories:
+                Y = self.load_responses(sub, story)
+                if n_vox is not None and Y.shape[1] != n_vox:
+                    raise DatasetError(f"{self.response_path(sub, story)}: {Y.shape[1]} voxels, "
+                                       f"other stories of {sub} have {n_vox}")
+                n_vox, n_rows = Y.shape[1], n_rows + Y.shape[0]
+            n_rep = self.load_repeats(sub).shape[0] if self.cfg.test_story in stories else 0
+            summary["subjects"][sub] = dict(n_voxels=n_vox, n_stories=len(stories), n_rows=n_rows, n_repeats=n_rep)
+        if check_audio:
+            for story in stories:
+                summary["audio_seconds"] += len(self.load_audio(story)) / SAMPLE_RATE
+                self.load_textgrid(story)
+        return summary

@@ -1,0 +1,152 @@
+"""Voxels: noise ceiling from repeats, selection by threshold, region masks, common-space projection.
+
+Noise ceiling follows Schoppe et al. 2016 as the seeds' ``spe_and_cc_norm`` implements it
+(method.md §3): with N z-scored repeats, ``y = mean over repeats``, total power TP = 1, signal power
+``SP = (N·var(y) − TP) / (N − 1)`` (ddof=1), and ``cc_max = 1 / sqrt(1 + (1/N)·(TP/SP − 1))`` with
+NaN → 0 (SP ≤ 0 gives no ceiling). Normalised alignment is ``r / cc_max``.
+
+Common space: every participant's voxels map to a shared vertex index (simulated data:
+``ground_truth/``; real data: a directory the user supplies in the same format)::
+
+    <dir>/common_space.npz               vertex_region (n_vertices,) int, region_names (n_regions,) str
+    <dir>/<subject>/voxel_to_vertex.npy  (n_voxels,) int64, -1 = voxel not mapped
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .lebel import DatasetError
+
+
+def noise_ceiling(repeats: np.ndarray, zscore: bool = True) -> np.ndarray:
+    """Schoppe cc_max per voxel from individual repeats.
+
+    Parameters
+    ----------
+    repeats : array of shape (n_repeats, n_trs, n_voxels)
+        Responses to the same stimulus, one slab per repeat.
+    zscore : bool
+        z-score each repeat over time first (the formula assumes TP = 1, i.e. z-scored repeats).
+
+    Returns
+    -------
+    cc_max : array of shape (n_voxels,), float64
+        Maximum achievable Pearson r with the repeat mean; 0 where the signal power is ≤ 0.
+    """
+    R = np.asarray(repeats, dtype=np.float64)
+    if R.ndim != 3 or R.shape[0] < 2:
+        raise ValueError(f"repeats must have shape (n_repeats ≥ 2, n_trs, n_voxels), got {R.shape}")
+    n = R.shape[0]
+    if zscore:
+        mu, sd = R.mean(axis=1, keepdims=True), R.std(axis=1, keepdims=True)
+        R = np.where(sd > 0, (R - mu) / np.where(sd > 0, sd, 1.0), 0.0)
+    y = R.mean(axis=0)                                   # (n_trs, n_voxels)
+    sp = (n * y.var(axis=0, ddof=1) - 1.0) / (n - 1)     # signal power, TP = 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cc_max = 1.0 / np.sqrt(1.0 + (1.0 / n) * (1.0 / sp - 1.0))
+    return np.nan_to_num(np.where(sp > 0, cc_max, 0.0), nan=0.0)
+
+
+def select_voxels(cc_max: np.ndarray, threshold: float = 0.4) -> np.ndarray:
+    """Indices of voxels with ``cc_max > threshold`` (the seeds' NC > 0.4 rule), shape (n_selected,)."""
+    return np.flatnonzero(np.asarray(cc_max) > threshold)
+
+
+def normalised_alignment(r: np.ndarray, cc_max: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """``r / cc_max`` per voxel; NaN where ``cc_max <= threshold`` (no reliable ceiling)."""
+    r, cc = np.asarray(r, dtype=np.float64), np.asarray(cc_max, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(cc > threshold, r / cc, np.nan)
+
+
+@dataclass
+class CommonSpace:
+    """Shared vertex space of all participants and each participant's voxel → vertex map."""
+
+    vertex_region: np.ndarray
+    """(n_vertices,) int: index into ``region_names`` of each vertex (-1 = none)."""
+    region_names: list[str]
+    """Region labels, e.g. ['null', 'auditory', 'semantic'] for simulated data."""
+    maps: dict[str, np.ndarray]
+    """subject → (n_voxels,) int64 vertex index of each voxel, -1 = unmapped."""
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.vertex_region.shape[0])
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, subjects: list[str]) -> "CommonSpace":
+        """Read ``common_space.npz`` and ``<subject>/voxel_to_vertex.npy`` for each subject."""
+        d = Path(directory)
+        path = d / "common_space.npz"
+        if not path.is_file():
+            raise DatasetError(f"common-space map not found: {path} (needs vertex_region, region_names)")
+        with np.load(path, allow_pickle=False) as z:
+            for key in ("vertex_region", "region_names"):
+                if key not in z:
+                    raise DatasetError(f"{path}: missing array {key!r}")
+            vertex_region = z["vertex_region"].astype(np.int64)
+            names = [str(s) for s in z["region_names"]]
+        maps = {}
+        for sub in subjects:
+            p = d / sub / "voxel_to_vertex.npy"
+            if not p.is_file():
+                raise DatasetError(f"no common-space map for subject {sub}: {p}")
+            m = np.load(p).astype(np.int64)
+            if m.ndim != 1 or (m >= len(vertex_region)).any() or (m < -1).any():
+                raise DatasetError(f"{p}: must be a 1-D vector of vertex indices in [-1, {len(vertex_region)})")
+            maps[sub] = m
+        return cls(vertex_region, names, maps)
+
+    def _map(self, subject: str, n_voxels: int | None = None) -> np.ndarray:
+        if subject not in self.maps:
+            raise DatasetError(f"subject {subject!r} has no common-space map (have {sorted(self.maps)})")
+        m = self.maps[subject]
+        if n_voxels is not None and m.shape[0] != n_voxels:
+            raise DatasetError(f"common-space map of {subject} has {m.shape[0]} voxels, responses have {n_voxels}")
+        return m
+
+    def coverage(self, subject: str) -> np.ndarray:
+        """(n_vertices,) bool: vertices that at least one voxel of ``subject`` maps to."""
+        m = self._map(subject)
+        cov = np.zeros(self.n_vertices, dtype=bool)
+        cov[m[m >= 0]] = True
+        return cov
+
+    def to_common(self, subject: str, Y: np.ndarray) -> np.ndarray:
+        """Project participant responses to the common space.
+
+        Parameters
+        ----------
+        Y : array of shape (n_rows, n_voxels)
+
+        Returns
+        -------
+        Yc : array of shape (n_rows, n_vertices), float32
+            Mean of the voxels mapped to each vertex; 0 at vertices the subject does not cover.
+        """
+        Y = np.asarray(Y, dtype=np.float32)
+        m = self._map(subject, Y.shape[1])
+        keep = m >= 0
+        counts = np.bincount(m[keep], minlength=self.n_vertices).astype(np.float32)   # (n_vertices,)
+        # one sparse scatter: (n_rows, n_kept) @ (n_kept, n_vertices) one-hot, done with add.at on columns
+        out = np.zeros((Y.shape[0], self.n_vertices), dtype=np.float32)
+        np.add.at(out.T, m[keep], Y[:, keep].T)
+        return out / np.maximum(counts, 1.0)
+
+    def voxel_regions(self, subject: str) -> np.ndarray:
+        """(n_voxels,) region name of each voxel of ``subject`` ('' where unmapped)."""
+        m = self._map(subject)
+        reg = np.where(m >= 0, self.vertex_region[np.maximum(m, 0)], -1)
+        names = np.array(self.region_names + [""], dtype=object)
+        return names[reg].astype(str)
+
+    def region_mask(self, subject: str, region: str) -> np.ndarray:
+        """(n_voxels,) bool mask of ``subject``'s voxels in ``region``."""
+        if region not in self.region_names:
+            raise DatasetError(f"unknown region {region!r} (regions: {self.region_names})")
+        return self.voxel_regions(subject) == region

@@ -1,0 +1,149 @@
+"""Reader of the ds003020 layout on a tiny dataset built by hand (not with the simulator)."""
+import json
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+
+from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset, TEST_STORY
+from braintune_dist.data.textgrid import Interval, TextGrid, Tier, write_textgrid
+
+N_TRS = {"alpha": 40, "beta": 36, TEST_STORY: 70}   # respdict values: grid has n-5 TRs, hf5 has n-20 rows
+N_VOX = {"UTS01": 7, "UTS02": 5}
+
+
+def build_real_layout(root, sr=16000, n_rep=3, seed=0):
+    """Write a minimal dataset in the real ds003020 layout with plain h5py/soundfile calls."""
+    rng = np.random.default_rng(seed)
+    deriv = root / "derivative"
+    (deriv / "TextGrids").mkdir(parents=True)
+    (root / "stimuli").mkdir()
+    (deriv / "respdict.json").write_text(json.dumps(N_TRS))
+    for story, n in N_TRS.items():
+        seconds = (n - 5) * 2.0 - 10.0                       # audio covers the TR grid
+        sf.write(root / "stimuli" / f"{story}.wav", rng.standard_normal(int(seconds * sr)) * 0.1, sr)
+        words = Tier("words", [Interval(0.0, 0.5, "hello"), Interval(0.5, 0.7, "sp"), Interval(0.7, 1.2, "world")])
+        phones = Tier("phones", [Interval(0.0, 0.25, "HH"), Interval(0.25, 0.5, "AH"), Interval(0.5, 1.2, "")])
+        write_textgrid(TextGrid(0.0, seconds, [phones, words]), deriv / "TextGrids" / f"{story}.TextGrid")
+        for sub, v in N_VOX.items():
+            d = deriv / "preprocessed_data" / sub
+            d.mkdir(parents=True, exist_ok=True)
+            data = rng.standard_normal((n - 20, v)).astype(np.float32)
+            data[:, 0] = np.nan                               # an all-NaN voxel, as in the real files
+            with h5py.File(d / f"{story}.hf5", "w") as f:
+                f["data"] = data
+                if story == TEST_STORY:
+                    f["individual_repeats"] = rng.standard_normal((n_rep, n - 20, v)).astype(np.float32)
+    return root
+
+
+@pytest.fixture
+def real_root(tmp_path):
+    return build_real_layout(tmp_path / "ds003020")
+
+
+def test_reads_real_layout(real_root):
+    ds = LebelDataset(real_root)
+    assert ds.subjects() == ["UTS01", "UTS02"]
+    assert ds.split() == {"train": ["alpha", "beta"], "val": [], "test": [TEST_STORY]}
+    Y = ds.load_responses("UTS01", "alpha")
+    assert Y.shape == (40 - 20, 7) and Y.dtype == np.float32
+    assert np.all(Y[:, 0] == 0) and np.isfinite(Y).all()          # NaN -> 0
+    assert ds.load_audio("alpha").shape == (int(((40 - 5) * 2 - 10) * 16000),)
+    tg = ds.load_textgrid("alpha")
+    assert [iv.text for iv in tg.tier("words").labelled()] == ["hello", "world"]
+    assert tg.tier("phone").intervals[0].text == "HH"
+    summary = ds.validate()
+    assert summary["subjects"]["UTS02"] == dict(n_voxels=5, n_stories=3, n_rows=20 + 16 + 10, n_repeats=3)
+
+
+def test_trims_line_up_with_feature_grid(real_root):
+    ds = LebelDataset(real_root)
+    # training story: features [10:-5] of the n-5 TR grid line up with the hf5 rows
+    t = ds.tr_times("alpha")
+    assert len(t) == 40 - 5 and t[0] == -9.0 and np.allclose(np.diff(t), 2.0)
+    idx = ds.row_tr_index("alpha")
+    assert np.array_equal(idx, np.arange(len(t))[10:-5])
+    assert len(idx) == ds.load_responses("UTS01", "alpha").shape[0]
+    # test story: features [50:-5] against data[40:] and individual_repeats[:, 40:]
+    idx = ds.row_tr_index(TEST_STORY)
+    assert np.array_equal(idx, np.arange(70 - 5)[50:-5])
+    assert ds.load_responses("UTS01", TEST_STORY).shape[0] == len(idx) == 10
+    with h5py.File(ds.response_path("UTS01", TEST_STORY)) as f:
+        raw = np.nan_to_num(f["individual_repeats"][:])
+    assert np.array_equal(ds.load_repeats("UTS01"), raw[:, 40:])
+    # the first kept training row (TR 10) starts 10 s after audio onset
+    assert ds.tr_times("alpha")[10] - 1.0 == 10.0
+
+
+def test_resamples_other_rates_with_warning(real_root):
+    ds = LebelDataset(real_root)
+    seconds = (40 - 5) * 2.0 - 10.0
+    sf.write(ds.audio_path("alpha"), np.zeros(int(seconds * 22050)), 22050)
+    with pytest.warns(UserWarning, match="22050 Hz, resampling"):
+        wav = ds.load_audio("alpha")
+    assert abs(len(wav) - seconds * 16000) <= 1
+
+
+def _expect(match, fn, *args):
+    with pytest.raises(DatasetError, match=match) as info:
+        fn(*args)
+    return str(info.value)
+
+
+def test_bad_inputs_name_the_file(real_root):
+    ds = LebelDataset(real_root)
+    # missing subject / story
+    _expect(r"unknown subject 'UTS09'", ds.load_responses, "UTS09", "alpha")
+    _expect(r"missing story 'gamma' for subject UTS01: .*UTS01/gamma.hf5", ds.load_responses, "UTS01", "gamma")
+    with pytest.raises(DatasetError, match=r"unknown subject\(s\) \['UTS09'\]"):
+        LebelDataset(real_root, DataConfig(subjects=["UTS09"])).subjects()
+    with pytest.raises(DatasetError, match="story 'gamma' missing for subject UTS01"):
+        LebelDataset(real_root, DataConfig(train_stories=["gamma"])).split()
+    # TR-count mismatch between respdict and responses
+    with h5py.File(ds.response_path("UTS02", "beta"), "w") as f:
+        f["data"] = np.zeros((15, 5), np.float32)
+    _expect(r"beta.hf5: 'data' has 15 TRs but respdict.json says 36 TRs.*mismatch", ds.load_responses, "UTS02", "beta")
+    # audio too short for the TR grid
+    sf.write(ds.audio_path("beta"), np.zeros(16000 * 5), 16000)
+    _expect(r"beta.wav: audio lasts 5.0 s .* TR-count mismatch", ds.load_audio, "beta")
+    # all-NaN file
+    with h5py.File(ds.response_path("UTS01", "beta"), "w") as f:
+        f["data"] = np.full((16, 7), np.nan, np.float32)
+    _expect(r"UTS01/beta.hf5: 'data' is all NaN", ds.load_responses, "UTS01", "beta")
+    # unknown key
+    with h5py.File(ds.response_path("UTS01", "alpha"), "w") as f:
+        f["responses"] = np.zeros((20, 7), np.float32)
+    _expect(r"UTS01/alpha.hf5: no key 'data' \(keys: \['responses'\]\)", ds.load_responses, "UTS01", "alpha")
+    # not an HDF5 file at all
+    ds.response_path("UTS02", "alpha").write_bytes(b"garbage")
+    _expect(r"UTS02/alpha.hf5: not a readable HDF5 file", ds.load_responses, "UTS02", "alpha")
+    # missing audio / TextGrid, story absent from respdict
+    ds.audio_path("alpha").unlink()
+    _expect(r"missing audio for story 'alpha': .*stimuli/alpha.wav", ds.load_audio, "alpha")
+    ds.textgrid_path("alpha").unlink()
+    _expect(r"missing TextGrid for story 'alpha'", ds.load_textgrid, "alpha")
+    _expect(r"story 'gamma' not in .*respdict.json", ds.n_trs, "gamma")
+
+
+def test_bad_root_and_textgrid(tmp_path, real_root):
+    with pytest.raises(DatasetError, match="dataset root not found"):
+        LebelDataset(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no derivative/preprocessed_data"):
+        LebelDataset(tmp_path / "empty")
+    ds = LebelDataset(real_root)
+    ds.textgrid_path("beta").write_text("not a textgrid")
+    _expect(r"beta.TextGrid: not a Praat TextGrid", ds.load_textgrid, "beta")
+    ds.respdict  # cached before we break it: a fresh reader sees the broken file
+    (ds.deriv / "respdict.json").write_text("[1, 2]")
+    _expect(r"respdict.json: not a JSON mapping", LebelDataset(real_root).n_trs, "alpha")
+
+
+def test_plural_derivatives_folder(real_root):
+    (real_root / "derivative").rename(real_root / "derivatives")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert LebelDataset(real_root).load_responses("UTS01", "beta").shape == (16, 7)

@@ -1,0 +1,94 @@
+"""Noise ceiling against a direct float64 computation; selection; common-space projection."""
+import numpy as np
+import pytest
+
+from braintune_dist.data.lebel import DatasetError
+from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment, select_voxels
+
+
+def reference_cc_max(repeats):
+    """Schoppe et al. 2016 / spe_and_cc_norm, written out voxel by voxel in float64."""
+    n, t, v = repeats.shape
+    out = np.zeros(v)
+    for j in range(v):
+        reps = []
+        for i in range(n):
+            x = repeats[i, :, j].astype(np.float64)
+            reps.append((x - x.mean()) / x.std() if x.std() > 0 else np.zeros(t))
+        y = np.mean(reps, axis=0)
+        sp = (n * np.var(y, ddof=1) - 1.0) / (n - 1)
+        out[j] = 1.0 / np.sqrt(1.0 + (1.0 / n) * (1.0 / sp - 1.0)) if sp > 0 else 0.0
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_noise_ceiling_matches_reference(dtype):
+    rng = np.random.default_rng(0)
+    n_rep, n_tr, v = 5, 200, 60
+    signal = rng.standard_normal((n_tr, v))
+    snr = np.r_[np.zeros(20), np.logspace(-1.5, 1, 40)]              # 20 null voxels, then planted
+    R = (signal * np.sqrt(snr))[None] + rng.standard_normal((n_rep, n_tr, v))
+    R[:, :, 3] = 0.0                                                  # constant voxel -> no ceiling
+    got = noise_ceiling(R.astype(dtype))
+    ref = reference_cc_max(R.astype(dtype))
+    np.testing.assert_allclose(got, ref, rtol=1e-5 if dtype == np.float32 else 1e-10, atol=1e-6)
+    assert got[3] == 0.0 and np.all((got >= 0) & (got <= 1))
+    # the ceiling grows with the planted SNR, and null voxels sit far below strong ones
+    rank = lambda a: np.argsort(np.argsort(a))  # noqa: E731  (cc_max saturates: compare ranks)
+    assert np.corrcoef(rank(got[20:]), rank(snr[20:]))[0, 1] > 0.8
+    assert got[:20].mean() < 0.35 < got[-10:].min()
+
+
+def test_noise_ceiling_bad_shape():
+    with pytest.raises(ValueError, match=r"n_repeats ≥ 2"):
+        noise_ceiling(np.zeros((1, 10, 3)))
+
+
+def test_selection_and_normalisation():
+    cc = np.array([0.1, 0.5, 0.41, 0.4, 0.0])
+    assert select_voxels(cc, 0.4).tolist() == [1, 2]
+    r = np.array([0.05, 0.25, 0.41, 0.2, 0.3])
+    out = normalised_alignment(r, cc)
+    assert np.allclose(out[:4], [0.5, 0.5, 1.0, 0.5]) and np.isnan(out[4])
+
+
+def _space(tmp_path):
+    np.savez(tmp_path / "common_space.npz", vertex_region=np.array([0, 1, 1, 2, 2], np.int8),
+             region_names=np.array(["null", "auditory", "semantic"]))
+    (tmp_path / "s1").mkdir()
+    np.save(tmp_path / "s1" / "voxel_to_vertex.npy", np.array([4, 1, 1, -1, 0], np.int64))
+    return CommonSpace.load(tmp_path, ["s1"])
+
+
+def test_common_space_projection(tmp_path):
+    cs = _space(tmp_path)
+    assert cs.n_vertices == 5
+    Y = np.arange(15, dtype=np.float32).reshape(3, 5)                 # (n_rows, n_voxels)
+    Yc = cs.to_common("s1", Y)
+    # direct float64 reference: mean of the voxels mapped to each vertex, 0 where uncovered
+    ref = np.zeros((3, 5))
+    for vert in range(5):
+        vox = np.flatnonzero(cs.maps["s1"] == vert)
+        if len(vox):
+            ref[:, vert] = Y[:, vox].astype(np.float64).mean(axis=1)
+    np.testing.assert_allclose(Yc, ref)
+    assert cs.coverage("s1").tolist() == [True, True, False, False, True]
+    assert cs.voxel_regions("s1").tolist() == ["semantic", "auditory", "auditory", "", "null"]
+    assert cs.region_mask("s1", "auditory").tolist() == [False, True, True, False, False]
+
+
+def test_common_space_errors(tmp_path):
+    cs = _space(tmp_path)
+    with pytest.raises(DatasetError, match="map of s1 has 5 voxels, responses have 4"):
+        cs.to_common("s1", np.zeros((2, 4)))
+    with pytest.raises(DatasetError, match="subject 's2' has no common-space map"):
+        cs.coverage("s2")
+    with pytest.raises(DatasetError, match="unknown region 'visual'"):
+        cs.region_mask("s1", "visual")
+    with pytest.raises(DatasetError, match=r"no common-space map for subject s2: .*s2/voxel_to_vertex.npy"):
+        CommonSpace.load(tmp_path, ["s2"])
+    np.save(tmp_path / "s1" / "voxel_to_vertex.npy", np.array([9]))
+    with pytest.raises(DatasetError, match=r"voxel_to_vertex.npy: must be a 1-D vector of vertex indices"):
+        CommonSpace.load(tmp_path, ["s1"])
+    with pytest.raises(DatasetError, match="common-space map not found"):
+        CommonSpace.load(tmp_path / "nowhere", ["s1"])
