@@ -1,0 +1,148 @@
+"""Speech backbones (HF wav2vec2 / HuBERT / Whisper encoder): build, normalise input, run with hidden states.
+
+One wrapper serves training (mean-pooled last layer → head) and evaluation (per-layer features).
+Waveform normalisation runs on the model's device (the seeds ran the HF processor on CPU numpy inside
+``forward``, a GPU→CPU→GPU copy per step: method.md §12.6).
+
+* wav2vec2/HuBERT: per-sample zero-mean/unit-variance when the checkpoint's feature extractor has
+  ``do_normalize`` (random-init models: True). ``layerdrop`` and SpecAugment time masking are forced
+  off (stack-notes §2: layerdrop skips whole layers in train mode and leaves LoRA params unused).
+* Whisper encoder: log-mel (the ``WhisperFeatureExtractor`` recipe in torch) of audio zero-padded to
+  ``2 * max_source_positions`` frames; the output frames that real input reaches are tracked so pooling
+  and "last frame" features ignore the padding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+SAMPLE_RATE = 16_000
+
+# Tiny architectures for tests and the CPU demo (random init, ~0.1-0.2 M params; stack-notes §2).
+TINY_SPEECH = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                   conv_dim=(32,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+TINY_WHISPER = dict(d_model=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
+                    decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=128,
+                    num_mel_bins=80, max_source_positions=1500)
+
+
+@dataclass
+class ModelConfig:
+    """Which speech backbone to use and how to build it."""
+
+    family: Literal["wav2vec2", "hubert", "whisper"] = "wav2vec2"
+    """Backbone family: HF Wav2Vec2Model, HubertModel or the WhisperEncoder of WhisperModel."""
+    pretrained: str = ""
+    """Local path or hub name of a checkpoint (e.g. facebook/hubert-base-ls960); empty = random init."""
+    size: Literal["tiny", "base"] = "tiny"
+    """Random-init architecture when `pretrained` is empty: tiny (tests, CPU demo) or base (HF defaults)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Extra HF config fields for random init (e.g. {num_hidden_layers: 4})."""
+    seed: int = 0
+    """Seed of the random initialisation."""
+
+
+def _hf_classes(family: str):
+    from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WhisperConfig,
+                              WhisperModel)
+    return {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel),
+            "whisper": (WhisperConfig, WhisperModel)}[family]
+
+
+class Backbone(nn.Module):
+    """A speech encoder that takes raw 16 kHz waveforms ``(batch, n_samples)``.
+
+    ``forward(wav)`` returns ``(hidden_states, n_valid)``: a tuple of ``n_layers + 1`` tensors of
+    shape ``(batch, n_frames, hidden)`` (index 0 = CNN/embedding output, as HF numbers them) and the
+    number of output frames that real input reaches (``n_frames`` except for padded Whisper input).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        cfg_cls, model_cls = _hf_classes(cfg.family)
+        no_drop = dict(layerdrop=0.0, mask_time_prob=0.0, mask_feature_prob=0.0)
+        if cfg.pretrained:
+            model = model_cls.from_pretrained(cfg.pretrained, **({} if cfg.family == "whisper" else no_drop))
+            self.do_normalize = self._pretrained_do_normalize(cfg.pretrained)
+        else:
+            base = dict(TINY_WHISPER if cfg.family == "whisper" else TINY_SPEECH) if cfg.size == "tiny" else {}
+            if cfg.family != "whisper":
+                base.update(no_drop)
+            base.update(cfg.overrides)
+            torch.manual_seed(cfg.seed)
+            model = model_cls(cfg_cls(**base))
+            self.do_normalize = True
+        if cfg.family == "whisper":
+            model = model.get_encoder()
+            for p in [*model.conv1.parameters(), *model.conv2.parameters(), *model.embed_positions.parameters()]:
+                p.requires_grad_(False)           # frozen front end, as in the seeds
+            from transformers import WhisperFeatureExtractor
+            fe = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+            self.register_buffer("mel_filters", torch.from_numpy(fe.mel_filters).float(), persistent=False)
+            self.register_buffer("hann", torch.hann_window(fe.n_fft), persistent=False)
+            self.n_fft, self.hop = fe.n_fft, fe.hop_length
+        else:
+            model.feature_extractor._freeze_parameters()   # frozen CNN front end (wav2vec2 and HuBERT)
+        self.model = model
+
+    @staticmethod
+    def _pretrained_do_normalize(path: str) -> bool:
+        try:
+            from transformers import AutoFeatureExtractor
+            return bool(getattr(AutoFeatureExtractor.from_pretrained(path), "do_normalize", True))
+        except (OSError, ValueError):
+            return True
+
+    @property
+    def hidden_size(self) -> int:
+        c = self.model.config
+        return c.d_model if self.cfg.family == "whisper" else c.hidden_size
+
+    @property
+    def n_layers(self) -> int:
+        c = self.model.config
+        return c.encoder_layers if self.cfg.family == "whisper" else c.num_hidden_layers
+
+    # ------------------------------------------------------------------ input
+    def _log_mel(self, wav: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Whisper log-mel of ``wav`` (batch, n_samples) zero-padded to the encoder's fixed length."""
+        n_frames = 2 * self.model.config.max_source_positions           # mel frames the encoder needs
+        n_samples = n_frames * self.hop
+        if wav.shape[1] > n_samples:
+            raise ValueError(f"Whisper takes at most {n_samples / SAMPLE_RATE:.1f} s of audio, got "
+                             f"{wav.shape[1] / SAMPLE_RATE:.1f} s")
+        valid = wav.shape[1] // self.hop                                  # mel frames carrying real audio
+        wav = nn.functional.pad(wav.float(), (0, n_samples - wav.shape[1]))
+        stft = torch.stft(wav, self.n_fft, self.hop, window=self.hann, return_complex=True)
+        mag = (stft[..., :-1].abs() ** 2).contiguous()                   # (batch, n_freq, n_frames)
+        log_spec = torch.clamp(self.mel_filters.T @ mag, min=1e-10).log10()
+        log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log_spec + 4.0) / 4.0, valid
+
+    def forward(self, wav: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int]:
+        if self.cfg.family == "whisper":
+            feats, valid = self._log_mel(wav)
+            out = self.model(feats.to(self.model.conv1.weight.dtype), output_hidden_states=True)
+            n_valid = max(1, (valid + 1) // 2)                            # conv2 has stride 2
+            return out.hidden_states, n_valid
+        x = wav.float()
+        if self.do_normalize:                                             # per-sample, on device
+            x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
+        dtype = next(self.model.parameters()).dtype
+        out = self.model(x.to(dtype), output_hidden_states=True)
+        return out.hidden_states, out.hidden_states[-1].shape[1]
+
+    def pooled(self, wav: torch.Tensor) -> torch.Tensor:
+        """Mean over the real output frames of the last layer, shape (batch, hidden)."""
+        hs, n_valid = self(wav)
+        return hs[-1][:, :n_valid].mean(dim=1)
+
+
+def build_backbone(cfg: ModelConfig) -> Backbone:
+    """Build the backbone described by ``cfg`` (random init from a config, or a local/hub checkpoint)."""
+    return Backbone(cfg)
