@@ -1,0 +1,298 @@
+"""Simulated dataset in the exact OpenNeuro ds003020 (LeBel et al. 2023) layout, with known ground truth.
+
+Usage::
+
+    python -m braintune_dist.data.simulate --out data/sim [--participants 4 --stories 8 --trs-per-story 80 --seed 0]
+
+Writes (paths relative to ``--out``)::
+
+    stimuli/<story>.wav                                   real espeak-ng speech, 16 kHz mono, 16 bit
+    derivative/TextGrids/<story>.TextGrid                 tier 0 phones, tier 1 words (from audio onset)
+    derivative/respdict.json                              {story: n_trs}
+    derivative/preprocessed_data/sim01/<story>.hf5        'data' float32 (n_trs - 20, n_voxels), z-scored,
+                                                          already trimmed like the real files ([10:-5]);
+                                                          wheretheressmoke also 'individual_repeats'
+                                                          (n_repeats, n_trs - 20, n_voxels)
+    ground_truth/common_space.npz                         vertex_region int8, region_names
+    ground_truth/<subject>/voxel_to_vertex.npy, snr.npy   voxel → vertex (-1 unmapped), planted SNR
+    ground_truth/meta.json                                seed, config, categories, stories, per-vertex truth
+
+The story text and speech come from ``speech.py``, the simulated brain from ``brain.py``. Every random
+draw uses its own stream keyed by (seed, purpose, participant, story, repeat), so a seed gives
+byte-identical wavs and hf5 files (for a given espeak-ng version), and adding a story or participant
+leaves the others' audio and noise unchanged.
+The dataset is built in a temporary folder next to ``--out`` and renamed into place at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError, parse_cli, to_dict
+from . import brain, speech
+from .lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
+    TRIM_START, LebelDataset
+from .textgrid import write_textgrid
+
+# purposes of the random streams (first key after the seed)
+_SPACE, _TEXT, _LAYOUT, _NOISE = 1, 2, 3, 4
+
+
+@dataclass
+class SimConfig:
+    """Generate a simulated ds003020-layout dataset (real speech, simulated fMRI with ground truth)."""
+
+    out: str = "data/sim"
+    """Output dataset root; must not exist or be empty unless --overwrite true."""
+    overwrite: bool = False
+    """Replace an existing non-empty --out (the old one is removed only after the new one is complete)."""
+    seed: int = 0
+    """Random seed: the same seed gives byte-identical audio and responses."""
+    participants: int = 4
+    """Number of participants (sim01, sim02, ...)."""
+    stories: int = 8
+    """Number of training stories (story01, ...); the test story wheretheressmoke is added."""
+    trs_per_story: int = 80
+    """respdict TR count of each training story: TR grid of n-5 TRs, hf5 rows n-20, audio (n-5)*2-10 s."""
+    test_extra_trs: int = 40
+    """Extra TRs of the test story, so its evaluation rows data[40:] number as many as a training story's."""
+    n_repeats: int = 4
+    """Times the test story was heard (individual_repeats); at least 2 for a noise ceiling."""
+    n_vertices: int = 600
+    """Vertices of the common space shared by all participants."""
+    frac_auditory: float = 0.25
+    """Fraction of vertices driven by band envelopes of the audio."""
+    frac_semantic: float = 0.35
+    """Fraction of vertices driven by semantic-category indicators (the rest are null)."""
+    n_bands: int = 8
+    """Log-spaced frequency bands of the acoustic envelope features."""
+    snr_auditory: float = 0.8
+    """Median planted signal/noise variance ratio of auditory vertices (before participant noise)."""
+    snr_semantic: float = 0.5
+    """Median planted signal/noise variance ratio of semantic vertices (before participant noise)."""
+    snr_spread: float = 0.5
+    """Log-normal sigma of vertex SNRs around their region median."""
+    noise_spread: float = 0.25
+    """Participant noise SD multiplier is exp(U(-s, s)); their SNRs are divided by its square."""
+    noise_ar: float = 0.3
+    """AR(1) coefficient of the measurement noise over TRs (0 = white)."""
+    coverage_min: float = 0.7
+    """Smallest fraction of common-space vertices a participant's voxels cover."""
+    coverage_max: float = 0.95
+    """Largest fraction of common-space vertices a participant's voxels cover."""
+    duplicate_frac: float = 0.1
+    """Extra voxels (fraction of covered vertices) mapped to an already covered vertex."""
+    unmapped_frac: float = 0.02
+    """Noise-only voxels with no vertex (voxel_to_vertex -1), fraction of mapped voxels (at least 1)."""
+    nan_voxels: int = 3
+    """All-NaN voxels per participant, as in the real hf5 files."""
+    voice: str = "en-us"
+    """espeak-ng voice."""
+    speed: int = 170
+    """espeak-ng speaking rate in words per minute."""
+    word_gap: float = 0.08
+    """Mean pause between words of a sentence, seconds (jittered x U(0.5, 1.5))."""
+    sentence_gap: float = 0.5
+    """Mean pause between sentences, seconds (jittered x U(0.5, 1.5))."""
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    """Independent stream for one purpose; keys like (purpose, participant, story, repeat)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def check_config(cfg: SimConfig) -> None:
+    """Raise ConfigError naming the field whose value cannot make a valid dataset."""
+    min_trs = TRFILE_PAD + TRIM_START + TRIM_END + 2     # at least 2 hf5 rows to z-score
+    checks = [
+        ("participants", cfg.participants >= 1, "must be >= 1"),
+        ("stories", cfg.stories >= 1, "must be >= 1"),
+        ("trs_per_story", cfg.trs_per_story >= min_trs, f"must be >= {min_trs} (hf5 keeps n-20 rows)"),
+        ("test_extra_trs", cfg.trs_per_story + cfg.test_extra_trs >= min_trs + TEST_EXTRA_TRIM,
+         f"trs_per_story + test_extra_trs must be >= {min_trs + TEST_EXTRA_TRIM} (test rows [40:])"),
+        ("n_repeats", cfg.n_repeats >= 2, "must be >= 2 (noise ceiling)"),
+        ("n_vertices", cfg.n_vertices >= 3, "must be >= 3"),
+        ("frac_auditory", 0 <= cfg.frac_auditory and 0 <= cfg.frac_semantic
+         and cfg.frac_auditory + cfg.frac_semantic <= 1, "frac_auditory, frac_semantic >= 0 with sum <= 1"),
+        ("coverage_min", 0 < cfg.coverage_min <= cfg.coverage_max <= 1, "need 0 < coverage_min <= coverage_max <= 1"),
+        ("noise_ar", -1 < cfg.noise_ar < 1, "must be in (-1, 1)"),
+        ("nan_voxels", cfg.nan_voxels >= 0, "must be >= 0"),
+        ("n_bands", cfg.n_bands >= 1, "must be >= 1"),
+        ("snr_auditory", cfg.snr_auditory >= 0 and cfg.snr_semantic >= 0, "SNRs must be >= 0"),
+    ]
+    for name, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"SimConfig.{name}={getattr(cfg, name)!r}: {why}")
+
+
+def _write_hf5(path: Path, **arrays: np.ndarray) -> None:
+    import h5py
+    # track_times=False: no timestamps in the object headers, so a seed gives byte-identical files
+    with h5py.File(path, "w") as f:
+        for key, arr in arrays.items():
+            f.create_dataset(key, data=arr, track_times=False)
+
+
+def _build(cfg: SimConfig, root: Path) -> dict:
+    """Write the whole dataset under ``root`` (a fresh folder); returns the meta dict."""
+    deriv = root / "derivative"
+    for d in (deriv / "TextGrids", deriv / "preprocessed_data", root / "stimuli", root / "ground_truth"):
+        d.mkdir(parents=True)
+    train = [f"story{i + 1:02d}" for i in range(cfg.stories)]
+    stories = train + [TEST_STORY]
+    respdict = {s: cfg.trs_per_story for s in train}
+    respdict[TEST_STORY] = cfg.trs_per_story + cfg.test_extra_trs
+    (deriv / "respdict.json").write_text(json.dumps(respdict, indent=1))
+    ds = LebelDataset(root)   # the reader itself gives the TR mid-points, so features line up with it
+
+    words = speech.vocabulary()
+    clips = speech.synthesize_vocabulary(words, cfg.voice, cfg.speed)
+    category = speech.word_category()
+    n_cat = len(speech.CATEGORIES)
+    space = brain.make_common_space(_rng(cfg.seed, _SPACE), cfg.n_vertices, cfg.frac_auditory, cfg.frac_semantic,
+                                    cfg.n_bands, n_cat, cfg.snr_auditory, cfg.snr_semantic, cfg.snr_spread)
+
+    # ---- stimuli and noise-free vertex signals, story by story
+    # stream key of each story: the test story's is fixed, so --stories does not change its text or noise
+    key = {s: i for i, s in enumerate(train)}
+    key[TEST_STORY] = 10_000
+    signals = {}          # story → (n_trs - 20, n_vertices) unit-variance signals
+    n_words = {}
+    for story in stories:
+        n_grid = ds.n_trs(story) - TRFILE_PAD                  # triggers of the TR grid
+        duration = n_grid * TR - SOUND_ONSET                   # audio covers the grid exactly
+        st = speech.compose_story(_rng(cfg.seed, _TEXT, key[story]), clips, duration, cfg.word_gap, cfg.sentence_gap)
+        _write_wav(ds.audio_path(story), st.audio)
+        write_textgrid(st.textgrid(), ds.textgrid_path(story))
+        n_words[story] = len(st.words)
+        n_fine = int(round(n_grid * TR * brain.FINE_HZ))      # fine grid from the first trigger
+        aud = brain.band_envelopes(st.audio, cfg.n_bands, SOUND_ONSET, n_fine)
+        sem = brain.category_timecourses(st.words, category, n_cat, SOUND_ONSET, n_fine)
+        rows = np.round((ds.tr_times(story) + SOUND_ONSET) * brain.FINE_HZ).astype(np.int64)
+        rows = rows[TRIM_START: n_grid - TRIM_END]             # the real hf5 files are trimmed [10:-5]
+        signals[story] = brain.vertex_signals(space, aud, sem, rows)
+
+    # ---- participants: voxel sets, noise, responses
+    subjects = [f"sim{p + 1:02d}" for p in range(cfg.participants)]
+    noise_levels = {}
+    for p, sub in enumerate(subjects):
+        part = brain.make_participant(_rng(cfg.seed, _LAYOUT, p), space, (cfg.coverage_min, cfg.coverage_max),
+                                      cfg.duplicate_frac, cfg.unmapped_frac, cfg.nan_voxels, cfg.noise_spread)
+        noise_levels[sub] = part.noise_level
+        (ds.resp_dir / sub).mkdir()
+        for story in stories:
+            S = signals[story]
+            if story != TEST_STORY:
+                Y = brain.participant_responses(_rng(cfg.seed, _NOISE, p, key[story], 0), S, part, cfg.noise_ar)
+                _write_hf5(ds.response_path(sub, story), data=Y)
+                continue
+            # test story: independent noise per repeat, each z-scored; data = z-scored mean of repeats
+            reps = np.stack([brain.participant_responses(_rng(cfg.seed, _NOISE, p, key[story], r), S, part,
+                                                         cfg.noise_ar)
+                             for r in range(cfg.n_repeats)])          # (n_repeats, n_rows, n_voxels)
+            mean = reps.astype(np.float64).mean(axis=0)
+            _write_hf5(ds.response_path(sub, story), data=brain.zscore_voxels(mean, part.nan_voxels),
+                       individual_repeats=reps)
+        gt = root / "ground_truth" / sub
+        gt.mkdir()
+        np.save(gt / "voxel_to_vertex.npy", part.voxel_to_vertex.astype(np.int64))
+        np.save(gt / "snr.npy", part.snr.astype(np.float32))
+
+    np.savez(root / "ground_truth" / "common_space.npz", vertex_region=space.region.astype(np.int8),
+             region_names=np.array(brain.REGION_NAMES))
+    config = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "overwrite")}
+    meta = dict(
+        generator="braintune_dist.data.simulate", seed=cfg.seed, config=config,
+        categories=speech.CATEGORIES, category_names=list(speech.CATEGORIES),
+        function_words=[w for w in words if w not in category],
+        stories=dict(train=train, test=TEST_STORY), respdict=respdict, n_words=n_words,
+        participants=subjects, participant_noise_level=noise_levels, n_repeats=cfg.n_repeats,
+        n_vertices=cfg.n_vertices, region_names=list(brain.REGION_NAMES),
+        region_counts={name: int((space.region == r).sum()) for r, name in enumerate(brain.REGION_NAMES)},
+        vertex_preferred_category=space.preferred.tolist(), vertex_snr=space.snr.tolist(),
+        features=dict(auditory=f"log power in {cfg.n_bands} log-spaced bands 100-7600 Hz, z-scored per story",
+                      semantic="fraction of each 100 ms bin a word of the category is heard",
+                      fine_hz=brain.FINE_HZ, hrf="SPM double gamma (6 s, 16 s, 1/6), unit sum",
+                      sampling="TR mid-points (LebelDataset.tr_times), rows [10:-5]"),
+        response_model="voxel = sqrt(snr) * zscore(signal[vertex]) + AR(1) unit noise, then z-scored per story",
+        phone_alignment="espeak-ng --ipa phonemes; each word's duration split equally among its phonemes",
+    )
+    (root / "ground_truth" / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _write_wav(path: Path, audio: np.ndarray) -> None:
+    import soundfile as sf
+    # audio is already on the 16-bit grid (speech.compose_story), so the int16 write is exact
+    pcm = np.round(audio.astype(np.float64) * 32768).astype(np.int16)
+    sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16")
+
+
+def simulate(cfg: SimConfig) -> Path:
+    """Generate the dataset described by ``cfg`` at ``cfg.out`` and return that path.
+
+    The dataset is written to a temporary sibling folder and renamed to ``cfg.out`` only when complete,
+    so an interrupted run never leaves a dataset that looks finished.
+
+    Raises
+    ------
+    FileExistsError
+        ``cfg.out`` exists and is not an empty folder, and ``cfg.overwrite`` is false.
+    ConfigError
+        A field has a value that cannot make a valid dataset (the message names it).
+    """
+    check_config(cfg)
+    out = Path(cfg.out).absolute()
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not cfg.overwrite:
+        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite true to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    moved = False
+    try:
+        _build(cfg, tmp)
+        os.chmod(tmp, 0o755)                       # mkdtemp makes it 0700
+        if out.exists() or out.is_symlink():       # overwrite: keep the old one until the new one is in place
+            os.rename(out, old)
+            moved = True
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if moved and not out.exists():
+            os.rename(old, out)                    # put the previous dataset back
+        raise
+    if moved:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``braintune-simulate``."""
+    cfg = parse_cli(SimConfig, argv)
+    t0 = time.perf_counter()
+    try:
+        out = simulate(cfg)
+    except (FileExistsError, ConfigError, RuntimeError) as exc:
+        print(f"braintune-simulate: error: {exc}", file=sys.stderr)
+        return 2
+    summary = LebelDataset(out).validate()
+    n_vox = {s: v["n_voxels"] for s, v in summary["subjects"].items()}
+    print(f"wrote {out} in {time.perf_counter() - t0:.1f} s: {len(summary['stories'])} stories "
+          f"({summary['audio_seconds']:.0f} s of audio), voxels per participant {n_vox}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

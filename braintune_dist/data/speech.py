@@ -1,0 +1,178 @@
+"""Story text and real speech for the simulated dataset: espeak-ng, word by word, with exact alignments.
+
+Stories are random sentences from a small vocabulary whose content words belong to a few semantic
+categories (``CATEGORIES``); every other word is a function word with no category. Each distinct word
+is synthesised once by espeak-ng (cached), trimmed of its leading/trailing silence, resampled to
+16 kHz and concatenated with short pauses, so word onsets and offsets are known to the sample.
+
+Phone alignment is an approximation: espeak-ng gives the phonemes of each word (``--ipa``) but not
+their timing, so a word's duration is split equally among its phonemes. Word boundaries are exact;
+phone boundaries inside a word are not.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from .lebel import SAMPLE_RATE
+from .textgrid import Interval, TextGrid, Tier, fill_gaps
+
+# Content words by semantic category (12 each); the semantic vertices of the simulated brain respond
+# to these categories. Order matters: category index = position in this dict.
+CATEGORIES: dict[str, list[str]] = {
+    "animals": ["dog", "cat", "horse", "rabbit", "tiger", "elephant", "monkey", "snake", "bird", "fish",
+                "cow", "wolf"],
+    "food": ["bread", "apple", "cheese", "rice", "soup", "cake", "banana", "egg", "butter", "honey",
+             "pasta", "tomato"],
+    "places": ["kitchen", "garden", "forest", "city", "school", "beach", "river", "village", "market",
+               "church", "island", "street"],
+    "tools": ["hammer", "knife", "shovel", "ladder", "rope", "saw", "needle", "drill", "axe", "wrench",
+              "bucket", "brush"],
+    "emotions": ["happy", "sad", "angry", "afraid", "proud", "lonely", "calm", "nervous", "excited",
+                 "jealous", "glad", "upset"],
+}
+# Sentence templates: {category} slots are filled with a random word of that category, the rest are
+# function words (category -1).
+TEMPLATES = [
+    "the {animals} ate the {food} in the {places}",
+    "my friend was {emotions} when the {animals} took the {tools}",
+    "we carried a {tools} and some {food} to the {places}",
+    "in the {places} i felt {emotions} and {emotions}",
+    "the {animals} and the {animals} ran to the {places}",
+    "she used the {tools} to cut the {food}",
+    "he was {emotions} because the {tools} was in the {places}",
+    "they found a {animals} near the {places}",
+    "i was {emotions} so i bought {food} and {food}",
+    "the {animals} slept under the {tools}",
+]
+SPEECH_START = 0.5   # seconds of silence before the first word of a story
+
+
+def word_category() -> dict[str, int]:
+    """Category index of every content word (function words are absent → -1 by convention)."""
+    return {w: c for c, words in enumerate(CATEGORIES.values()) for w in words}
+
+
+def vocabulary() -> list[str]:
+    """Every word any template can produce, sorted (the set synthesised once per run)."""
+    words = {w for ws in CATEGORIES.values() for w in ws}
+    for t in TEMPLATES:
+        words |= {tok for tok in t.split() if not tok.startswith("{")}
+    return sorted(words)
+
+
+@dataclass
+class WordClip:
+    audio: np.ndarray
+    """Trimmed speech of one word, float32 (n_samples,) at 16 kHz."""
+    phones: list[str]
+    """IPA phonemes from espeak-ng, stress marks removed."""
+
+
+def _espeak_word(word: str, voice: str, speed: int, tmpdir: Path) -> WordClip:
+    """Synthesise one word with espeak-ng: wav written to ``tmpdir``, IPA phonemes read from stdout."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+    wav_path = tmpdir / f"{word}.wav"
+    cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "--ipa", "--sep=_", "-w", str(wav_path), word]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0 or not wav_path.is_file():
+        raise RuntimeError(f"espeak-ng failed on word {word!r} (voice {voice!r}): {res.stderr.strip()}")
+    x, sr = sf.read(wav_path, dtype="float32")
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    g = gcd(int(sr), SAMPLE_RATE)   # espeak-ng writes 22050 Hz: 22050 → 16000 is up 320, down 441
+    x = resample_poly(x, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
+    # trim leading/trailing silence so the word interval starts and ends on speech (5 ms margin)
+    loud = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())
+    if loud.size == 0:
+        raise RuntimeError(f"espeak-ng produced silence for word {word!r}")
+    margin = SAMPLE_RATE // 200
+    x = x[max(loud[0] - margin, 0): loud[-1] + margin + 1]
+    phones = [p.replace("ˈ", "").replace("ˌ", "") for p in res.stdout.replace(" ", "_").strip().split("_")]
+    phones = [p for p in phones if p]
+    return WordClip(x, phones or [word])
+
+
+def synthesize_vocabulary(words: list[str], voice: str = "en-us", speed: int = 170) -> dict[str, WordClip]:
+    """Speech and phonemes of each distinct word, synthesised once (2 espeak-ng processes at a time).
+
+    Returns
+    -------
+    clips : dict word → WordClip
+    """
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng not found on PATH (apt-get install espeak-ng); the simulator needs it")
+    with tempfile.TemporaryDirectory(prefix="espeak-") as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        clips = list(pool.map(lambda w: _espeak_word(w, voice, speed, Path(tmp)), words))
+    return dict(zip(words, clips))
+
+
+@dataclass
+class Story:
+    audio: np.ndarray
+    """Waveform float32 (n_samples,) at 16 kHz, exactly ``duration`` seconds, quantised to 16 bit."""
+    words: list[Interval]
+    """Spoken words in time order (seconds from audio onset)."""
+    phones: list[Interval]
+    """Phones in time order, each word's duration split equally among its phonemes."""
+
+    def textgrid(self) -> TextGrid:
+        """Tier 0 "phones", tier 1 "words" (ds003020 order), gaps filled with empty intervals."""
+        dur = len(self.audio) / SAMPLE_RATE
+        return TextGrid(0.0, dur, [Tier("phones", fill_gaps(self.phones, 0.0, dur)),
+                                   Tier("words", fill_gaps(self.words, 0.0, dur))])
+
+
+def compose_story(rng: np.random.Generator, clips: dict[str, WordClip], duration: float,
+                  word_gap: float = 0.08, sentence_gap: float = 0.5, noise_floor: float = 1e-3,
+                  loudness_jitter: float = 0.4) -> Story:
+    """Concatenate random sentences until ``duration`` seconds are full.
+
+    Words are appended while they fit; the first word that would run past the end stops the story
+    (the last sentence may be cut), and the rest is silence. Pauses are jittered ×U(0.5, 1.5), and each
+    sentence gets a gain ×U(1 - loudness_jitter, 1 + loudness_jitter) so the acoustics vary slowly
+    (at the TR scale) independently of the words. A faint white-noise floor (std ``noise_floor``) keeps
+    pauses from being digital silence.
+    """
+    n_total = int(round(duration * SAMPLE_RATE))
+    audio = np.zeros(n_total, dtype=np.float64)
+    words: list[Interval] = []
+    phones: list[Interval] = []
+    pos = int(SPEECH_START * SAMPLE_RATE)   # sample index where the next word starts
+    # scale so the loudest word at the largest gain peaks at 0.9: no clipping in the 16-bit wav
+    peak = max(float(np.abs(c.audio).max()) for c in clips.values())
+    scale = 0.9 / (peak * (1 + loudness_jitter))
+    full = False
+    while not full:
+        template = TEMPLATES[rng.integers(len(TEMPLATES))]
+        gain = scale * rng.uniform(1 - loudness_jitter, 1 + loudness_jitter)
+        for tok in template.split():
+            w = tok
+            if tok.startswith("{"):
+                cat = tok.strip("{}")
+                w = CATEGORIES[cat][rng.integers(len(CATEGORIES[cat]))]
+            clip = clips[w]
+            if pos + len(clip.audio) > n_total:
+                full = True
+                break
+            audio[pos: pos + len(clip.audio)] += gain * clip.audio
+            t0, t1 = pos / SAMPLE_RATE, (pos + len(clip.audio)) / SAMPLE_RATE
+            words.append(Interval(t0, t1, w))
+            step = (t1 - t0) / len(clip.phones)   # equal split: see module docstring
+            for i, p in enumerate(clip.phones):
+                phones.append(Interval(t0 + i * step, t1 if i == len(clip.phones) - 1 else t0 + (i + 1) * step, p))
+            pos += len(clip.audio) + int(word_gap * rng.uniform(0.5, 1.5) * SAMPLE_RATE)
+        pos += int(sentence_gap * rng.uniform(0.5, 1.5) * SAMPLE_RATE)
+        full = full or pos >= n_total
+    audio += noise_floor * rng.standard_normal(n_total)
+    # quantise to 16 bit now so the features computed from it equal those of the written wav
+    audio = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768) / 32768
+    return Story(audio.astype(np.float32), words, phones)

@@ -1,0 +1,88 @@
+"""Brain-tuning checkpoints: loadable without Ray.
+
+A checkpoint directory holds::
+
+    model.pt        {'config': TuneConfig dict, 'backbone': trainable backbone weights (LoRA or full),
+                     'head': head/bottleneck weights, 'n_vertices', 'participants', 'epoch', 'step',
+                     'val_loss'}
+    deepspeed/ | optimizer.pt    optimizer + scheduler state, for resuming (engine-specific)
+    COMPLETE        written last: a directory without it is an interrupted write and is refused
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..backbone import Backbone, ModelConfig
+from ..config import from_dict
+from .model import BrainTuner, HeadSettings, LoraSettings
+
+MODEL_FILE, MARKER = "model.pt", "COMPLETE"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or does not match the model; names the path."""
+
+
+def save_model(directory: Path, model: BrainTuner, meta: dict[str, Any]) -> None:
+    """Write ``model.pt`` atomically (temp name, rename). Call ``mark_complete`` after all files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    head = {n: p.detach().cpu() for n, p in model.named_parameters() if not n.startswith("backbone.")}
+    tmp = directory / f".{MODEL_FILE}.tmp"
+    torch.save(dict(meta, backbone=model.backbone_state(), head=head), tmp)
+    os.replace(tmp, directory / MODEL_FILE)
+
+
+def mark_complete(directory: Path) -> None:
+    (directory / MARKER).write_text("ok\n")
+
+
+def read_model_file(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``model.pt`` payload of a complete checkpoint directory."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint not found: {d}")
+    if not (d / MARKER).is_file() or not (d / MODEL_FILE).is_file():
+        raise CheckpointError(f"incomplete checkpoint {d}: missing {MARKER if (d / MODEL_FILE).is_file() else MODEL_FILE} "
+                              "(the write was interrupted; use an earlier checkpoint)")
+    try:
+        return torch.load(d / MODEL_FILE, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001  (pickle/zip errors of a damaged file)
+        raise CheckpointError(f"{d / MODEL_FILE}: unreadable ({exc.__class__.__name__}: {exc})") from None
+
+
+def load_tuner(directory: str | os.PathLike) -> tuple[BrainTuner, dict[str, Any]]:
+    """Rebuild the full ``BrainTuner`` (backbone + LoRA + head) from a checkpoint, on CPU, in eval mode."""
+    payload = read_model_file(directory)
+    cfg = payload["config"]
+    model = BrainTuner(from_dict(ModelConfig, cfg["model"]), from_dict(LoraSettings, cfg["lora"]),
+                       from_dict(HeadSettings, cfg["head"]), n_vertices=payload["n_vertices"],
+                       n_participants=len(payload["participants"]))
+    restore_weights(model, payload, directory)
+    return model.eval(), payload
+
+
+def restore_weights(model: BrainTuner, payload: dict[str, Any], source: str | os.PathLike = "checkpoint") -> None:
+    """Copy the checkpoint's trainable backbone and head weights into ``model`` (frozen weights are rebuilt
+    from the same config/seed or pretrained path)."""
+    result = model.backbone.load_state_dict(payload["backbone"], strict=False)
+    if result.unexpected_keys:
+        raise CheckpointError(f"{source}: backbone weights do not match the model "
+                              f"(unexpected {result.unexpected_keys[:3]}...)")
+    head = {n: p for n, p in model.named_parameters() if not n.startswith("backbone.")}
+    for n, t in payload["head"].items():
+        if n not in head or head[n].shape != t.shape:
+            raise CheckpointError(f"{source}: head weight {n} does not match the model")
+        head[n].data.copy_(t)
+
+
+def load_backbone(model_cfg: ModelConfig, checkpoint: str = "") -> Backbone:
+    """Backbone for feature extraction: untuned (``checkpoint`` empty) or tuned with LoRA merged in."""
+    if not checkpoint:
+        from ..backbone import build_backbone
+        return build_backbone(model_cfg).eval()
+    model, _ = load_tuner(checkpoint)
+    return model.merged_backbone()

@@ -1,0 +1,184 @@
+"""The Ray Train worker loop of multi-participant brain-tuning.
+
+Each worker streams its shard of the training windows (bind by stimulus: one backbone pass per window,
+scored against every participant who heard it), steps the engine, validates on held-out stories every
+epoch (loss all-reduced across workers), and reports metrics plus a checkpoint through
+``ray.train.report``. Rank 0 logs to MLflow. On restart after a failure the loop resumes from the
+latest reported checkpoint: same weights, optimizer, scheduler and step; finished epochs are not redone.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..backbone import ModelConfig
+from ..config import from_dict, to_dict
+from ..data.lebel import DataConfig
+from ..data.stream import StreamConfig, iter_kwargs
+from ..tracking import Tracker, TrackingConfig
+from .checkpoint import mark_complete, read_model_file, restore_weights, save_model
+from .engine import Engine, EngineSettings, OptimSettings
+from .losses import brain_loss
+from .model import BrainTuner, HeadSettings, LoraSettings
+
+
+@dataclass
+class TrainSettings:
+    """Epochs, batches, loss, early stopping."""
+
+    epochs: int = 30
+    """Maximum epochs over the training windows."""
+    loss: Literal["mse", "spatial_corr", "cos_huber", "temporal_corr"] = "mse"
+    """Brain loss (see braintune_dist/train/losses.py for the combination rule)."""
+    patience: int = 5
+    """Stop after this many epochs without a lower validation loss (0 = never)."""
+    max_steps_per_epoch: int = 0
+    """Cap on micro-batches per epoch and worker (0 = the whole shard); for smoke tests."""
+    log_every: int = 10
+    """Log train metrics to MLflow every this many optimizer steps."""
+    seed: int = 122
+    """Seed of dropout and data order (model init uses model.seed)."""
+
+
+@dataclass
+class RaySettings:
+    """Ray Train resources and fault tolerance."""
+
+    address: str = ""
+    """Ray cluster address; empty = the job's cluster (ray job submit) or a new local one."""
+    num_workers: int = 2
+    """Training workers (one per GPU on a GPU cluster)."""
+    use_gpu: bool = False
+    """One GPU per worker."""
+    cpus_per_worker: float = 0.5
+    """CPUs per worker; 0.5 on a 2-core laptop leaves Ray Data a CPU (else fit() hangs)."""
+    max_failures: int = 2
+    """Restarts from the latest checkpoint after a worker dies (FailureConfig)."""
+    keep_checkpoints: int = 2
+    """Best-k checkpoints kept (by validation loss)."""
+    storage_path: str = "runs/ray"
+    """Where Ray Train writes checkpoints (a shared path or s3:// on a cluster)."""
+    run_name: str = ""
+    """Ray Train run name; empty = brain-<timestamp>."""
+
+
+@dataclass
+class TuneConfig:
+    """Multi-participant brain-tuning of a speech model on Ray Train."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Dataset (for shards and the alignment report)."""
+    shards: str = "runs/shards"
+    """Shard directory written by braintune-shards / jobs/prepare_data.py."""
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    """How training windows are streamed (bind mode, shuffle, data-size selection, batch size)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Speech backbone."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA adapters (or full fine-tuning)."""
+    head: HeadSettings = field(default_factory=HeadSettings)
+    """Shared or per-participant head."""
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    """Optimizer and LR schedule."""
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    """DeepSpeed or DDP."""
+    train: TrainSettings = field(default_factory=TrainSettings)
+    """Epochs, loss, early stopping."""
+    ray: RaySettings = field(default_factory=RaySettings)
+    """Ray resources and fault tolerance."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow."""
+
+
+def _allreduce_mean(total: float, count: int, device) -> float:
+    t = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return float(t[0] / max(t[1], 1.0))
+
+
+def _batch_loss(engine: Engine, name: str, batch: dict, vmask: torch.Tensor) -> torch.Tensor:
+    pred = engine.forward(batch["audio"])                                  # (B, V) or (B, P, V)
+    dev = engine.device
+    return brain_loss(name, pred, batch["responses"].to(dev), batch["mask"].to(dev), vmask)
+
+
+@torch.no_grad()
+def validate(engine: Engine, shard, cfg: TuneConfig, vmask: torch.Tensor) -> float:
+    """Mean loss over this worker's validation windows, averaged across workers (weighted by batches)."""
+    engine.module.eval()
+    total, n = 0.0, 0
+    for batch in shard.iter_torch_batches(**dict(iter_kwargs(cfg.stream), local_shuffle_buffer_size=None)):
+        total += float(_batch_loss(engine, cfg.train.loss, batch, vmask))
+        n += 1
+    engine.module.train()
+    return _allreduce_mean(total, n, engine.device)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point. ``config``: cfg (TuneConfig dict), total_steps, coverage (P, V) bool,
+    participants, n_vertices, mlflow_run_id."""
+    import ray.train
+
+    cfg = from_dict(TuneConfig, config["cfg"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(cfg.train.seed + rank)
+    participants = config["participants"]
+    model = BrainTuner(cfg.model, cfg.lora, cfg.head, config["n_vertices"], len(participants))
+
+    # -- resume: weights from model.pt, optimizer/scheduler/step from the engine's own state
+    start_epoch, best_val, bad_epochs = 0, math.inf, 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            payload = read_model_file(d)
+            restore_weights(model, payload, d)
+            start_epoch, best_val, bad_epochs = payload["epoch"] + 1, payload["best_val"], payload["bad_epochs"]
+    engine = Engine(model, cfg.optim, cfg.engine, config["total_steps"], cfg.stream.batch_size)
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            engine.load(Path(d))
+    vmask = torch.as_tensor(config["coverage"], dtype=torch.bool, device=engine.device)   # (P, V)
+
+    tracker = Tracker(cfg.tracking if rank == 0 else TrackingConfig(enabled=False))
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    with tracker.start("train", run_id=config.get("mlflow_run_id")):
+        for epoch in range(start_epoch, cfg.train.epochs):
+            engine.module.train()
+            t0, total, n = time.time(), 0.0, 0
+            for i, batch in enumerate(train_shard.iter_torch_batches(**iter_kwargs(cfg.stream))):
+                if cfg.train.max_steps_per_epoch and i >= cfg.train.max_steps_per_epoch:
+                    break
+                loss = _batch_loss(engine, cfg.train.loss, batch, vmask)
+                stepped = engine.backward_step(loss)
+                total, n = total + float(loss.detach()), n + 1
+                if stepped and engine.step % cfg.train.log_every == 0:
+                    tracker.log_metrics({"train/loss": float(loss), **engine.lrs()}, step=engine.step)
+            train_loss = _allreduce_mean(total, n, engine.device)
+            val_loss = validate(engine, val_shard, cfg, vmask) if cfg.data.val_stories else train_loss
+            if val_loss < best_val:
+                best_val, bad_epochs = val_loss, 0
+            else:
+                bad_epochs += 1
+            metrics = dict(epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
+                           best_val=best_val, epoch_seconds=time.time() - t0, samples=n * cfg.stream.batch_size)
+            tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            with tempfile.TemporaryDirectory() as tmp:
+                tmp = Path(tmp)
+                engine.save(tmp)
+                if rank == 0:
+                    save_model(tmp, engine.module, dict(config=to_dict(cfg), n_vertices=config["n_vertices"],
+                                                        participants=participants, epoch=epoch, step=engine.step,
+                                                        val_loss=val_loss, best_val=best_val, bad_epochs=bad_epochs,
+                                                        total_steps=config["total_steps"]))
+                    mark_complete(tmp)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
+            if cfg.train.patience and bad_epochs >= cfg.train.patience:
+                break

@@ -1,0 +1,113 @@
+"""The brain-tuning model: speech backbone (+ peft LoRA, or full fine-tuning) → mean-pool → linear head.
+
+Heads predict common-space vertices. ``shared`` (default, the NeurIPS setup): one head for every
+participant, ``(batch, hidden) → (batch, n_vertices)``. ``per_participant``: one head each,
+``(batch, hidden) → (batch, n_participants, n_vertices)`` — an ablation. An optional bottleneck
+(``hidden → bottleneck → n_vertices``, linear) shrinks the head when the vertex count is large.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone, ModelConfig, build_backbone
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters on the backbone's attention projections (peft)."""
+
+    enabled: bool = True
+    """Train LoRA adapters; false = full fine-tuning of the transformer (CNN front end stays frozen)."""
+    rank: int = 8
+    """LoRA rank r."""
+    alpha: int = 32
+    """LoRA scaling alpha."""
+    dropout: float = 0.1
+    """Dropout on the LoRA branch."""
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    """Module name suffixes to adapt (attention projections of wav2vec2 / HuBERT / Whisper)."""
+
+
+@dataclass
+class HeadSettings:
+    """The linear readout from pooled features to voxel responses."""
+
+    kind: Literal["shared", "per_participant"] = "shared"
+    """One common-space head for all participants, or one head per participant."""
+    bottleneck: int = 0
+    """Width of a linear bottleneck before the head (0 = none; the seeds defined 200, unused)."""
+
+
+class BrainTuner(nn.Module):
+    """Backbone + LoRA + head.
+
+    Parameters
+    ----------
+    model : ModelConfig
+    lora : LoraSettings
+    head : HeadSettings
+    n_vertices : int   width of the common space
+    n_participants : int   number of heads when ``head.kind == 'per_participant'``
+    """
+
+    def __init__(self, model: ModelConfig, lora: LoraSettings, head: HeadSettings, n_vertices: int,
+                 n_participants: int = 1):
+        super().__init__()
+        self.backbone: Backbone = build_backbone(model)
+        self.lora_enabled = lora.enabled
+        if lora.enabled:
+            from peft import LoraConfig, get_peft_model
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+            self.backbone.model = get_peft_model(self.backbone.model, LoraConfig(
+                r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                target_modules=list(lora.target_modules)))
+        h = self.backbone.hidden_size
+        torch.manual_seed(model.seed + 1)
+        self.bottleneck = nn.Linear(h, head.bottleneck) if head.bottleneck else nn.Identity()
+        h = head.bottleneck or h
+        self.per_participant = head.kind == "per_participant"
+        if self.per_participant:
+            self.head_weight = nn.Parameter(torch.randn(n_participants, h, n_vertices) / h ** 0.5 * 0.1)
+            self.head_bias = nn.Parameter(torch.zeros(n_participants, n_vertices))
+        else:
+            self.head = nn.Linear(h, n_vertices)
+
+    def train(self, mode: bool = True) -> "BrainTuner":
+        """Train mode, but backbone dropouts stay off (only LoRA dropout is active), as in the seeds."""
+        super().train(mode)
+        if mode:
+            for name, m in self.backbone.named_modules():
+                if isinstance(m, nn.Dropout) and "lora_dropout" not in name:
+                    m.eval()
+        return self
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (batch, n_samples) → predictions (batch, n_vertices) or (batch, P, n_vertices)."""
+        z = self.bottleneck(self.backbone.pooled(wav))                     # (batch, hidden)
+        if self.per_participant:
+            return torch.einsum("bh,phv->bpv", z, self.head_weight) + self.head_bias
+        return self.head(z)
+
+    def param_groups(self, backbone_lr: float, head_lr: float) -> list[dict]:
+        """Optimizer groups: trainable backbone (LoRA or transformer) and head, each with its own LR."""
+        head = [p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+        body = [p for n, p in self.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+        return [{"params": body, "lr": backbone_lr, "name": "backbone"},
+                {"params": head, "lr": head_lr, "name": "head"}]
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        """Trainable backbone weights only (LoRA adapters, or the tuned transformer)."""
+        return {n: p.detach().cpu() for n, p in self.backbone.named_parameters() if p.requires_grad}
+
+    def merged_backbone(self) -> Backbone:
+        """A plain ``Backbone`` with LoRA merged in, for feature extraction (head dropped)."""
+        import copy
+        bb = copy.deepcopy(self.backbone)
+        if self.lora_enabled:
+            bb.model = bb.model.merge_and_unload()
+        return bb.eval()

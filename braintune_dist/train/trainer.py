@@ -1,0 +1,80 @@
+"""Driver side of brain-tuning: build the Ray Train ``TorchTrainer`` from a ``TuneConfig``.
+
+The schedule's total step count is computed here from the exact epoch size in the shard manifest
+(rows per worker after Ray Data's equal split), so the warm-up/decay spans the steps actually taken.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import to_dict
+from ..data.shards import COVERAGE
+from ..data.stream import load_manifest, make_dataset, select, summarize
+from .loop import TuneConfig, train_loop_per_worker
+
+
+def plan(cfg: TuneConfig) -> dict:
+    """Participants, coverage mask, epoch size and total optimizer steps of a run (no Ray needed).
+
+    Returns
+    -------
+    dict with ``participants`` (list), ``coverage`` (n_participants, n_vertices) bool, ``n_vertices``,
+    ``train_rows``, ``val_rows``, ``steps_per_epoch`` (optimizer steps per worker), ``total_steps``.
+    """
+    manifest = load_manifest(cfg.shards)
+    sel = select(manifest, "train", cfg.stream)
+    subjects = manifest["subjects"]
+    coverage = np.load(Path(cfg.shards) / COVERAGE)[[subjects.index(p) for p in sel.participants]]
+    train_rows = summarize(cfg.shards, "train", cfg.stream)["rows"]
+    val_rows = summarize(cfg.shards, "val", cfg.stream)["rows"] if manifest["rows"].get("val") else 0
+    per_worker = train_rows // cfg.ray.num_workers                 # streaming_split(equal=True) floors
+    micro = per_worker // cfg.stream.batch_size if cfg.stream.drop_last else math.ceil(per_worker / cfg.stream.batch_size)
+    if cfg.train.max_steps_per_epoch:
+        micro = min(micro, cfg.train.max_steps_per_epoch)
+    steps = micro // cfg.optim.grad_accum
+    if steps < 1:
+        raise ValueError(f"stream.batch_size={cfg.stream.batch_size} × optim.grad_accum={cfg.optim.grad_accum} × "
+                         f"ray.num_workers={cfg.ray.num_workers} exceeds the {train_rows} training rows")
+    return dict(participants=sel.participants, coverage=coverage, n_vertices=int(manifest["n_vertices"]),
+                train_rows=train_rows, val_rows=val_rows, steps_per_epoch=steps,
+                total_steps=steps * cfg.train.epochs)
+
+
+def build_trainer(cfg: TuneConfig, mlflow_run_id: str | None = None, run_plan: dict | None = None):
+    """A ``TorchTrainer`` running ``train_loop_per_worker`` on the configured shards."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    p = run_plan or plan(cfg)
+    datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream)}
+    if p["val_rows"]:
+        val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p["participants"], n_participants=0)
+        datasets["val"] = make_dataset(cfg.shards, "val", val_stream)
+    else:
+        import ray.data
+        datasets["val"] = ray.data.from_items([{"audio": np.zeros(1, np.float32)}]).limit(0)
+    resources = {"CPU": cfg.ray.cpus_per_worker}
+    if cfg.ray.use_gpu:
+        resources["GPU"] = 1
+    storage = cfg.ray.storage_path if "://" in cfg.ray.storage_path else str(Path(cfg.ray.storage_path).resolve())
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=dict(cfg=to_dict(cfg), total_steps=p["total_steps"], coverage=p["coverage"],
+                               participants=p["participants"], n_vertices=p["n_vertices"],
+                               mlflow_run_id=mlflow_run_id),
+        scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+        datasets=datasets,
+        run_config=RunConfig(
+            name=cfg.ray.run_name or time.strftime("brain-%Y%m%d-%H%M%S"), storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.ray.keep_checkpoints,
+                                               checkpoint_score_attribute="val_loss",
+                                               checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
+    )
