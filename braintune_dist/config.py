@@ -121,7 +121,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    return typing.get_type_hints(cls)       # resolves each base class in its own module
 
 
 # --------------------------------------------------------------------------- dict / yaml
@@ -237,6 +237,7 @@ def parse_cli(cls: type[T], argv: list[str] | None = None, description: str | No
 # --------------------------------------------------------------------------- job registry
 JOB_CONFIGS: dict[str, str] = {
     "prepare_data": "braintune_dist.pipeline:PrepareConfig",
+    "multi_brain": "braintune_dist.multibrain:MultiBrainConfig",
 }
 """Job name (folder under ``jobs/configs/``) → ``module:Class`` of its config."""
 

@@ -74,7 +74,8 @@ class Tracker:
     @contextlib.contextmanager
     def start(self, run_name: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
               nested: bool = False, run_id: str | None = None) -> Iterator["Tracker"]:
-        """Open (or resume, with ``run_id``) a run; yields self. Ends the run on exit."""
+        """Open a run (or attach to an existing ``run_id``, e.g. the driver's run from a Ray worker); yields
+        self. A run opened here is ended on exit; an attached run is left to its owner."""
         if not self.cfg.enabled:
             yield self
             return
@@ -97,9 +98,9 @@ class Tracker:
         try:
             yield self
         finally:
-            if self.run_id:
+            if self.run_id and not run_id:
                 self._guard("end_run", mlflow.end_run)
-                self.run_id = None
+            self.run_id = None
 
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow
@@ -150,3 +151,28 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
         fig.savefig(tmp.name, dpi=120, bbox_inches="tight")
     os.replace(tmp.name, path)
     return path
+
+
+def run_manifest(config: dict, shard_dir: str | os.PathLike | None = None) -> dict:
+    """What a run needs to be reproduced: config, data manifest checksum, git commit, package versions."""
+    import hashlib
+    import platform
+    import subprocess
+    from importlib import metadata
+    commit = ""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    versions = {}
+    for pkg in ("braintune_dist", "torch", "transformers", "peft", "ray", "deepspeed", "mlflow", "numpy", "pyarrow"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "absent"
+    data = {}
+    if shard_dir is not None and (Path(shard_dir) / "manifest.json").is_file():
+        data = {"shard_manifest": str(Path(shard_dir).resolve() / "manifest.json"),
+                "shard_manifest_sha256": hashlib.sha256((Path(shard_dir) / "manifest.json").read_bytes()).hexdigest()}
+    return dict(config=config, git_commit=commit, python=platform.python_version(), packages=versions, **data)

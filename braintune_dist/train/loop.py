@@ -121,6 +121,11 @@ def validate(engine: Engine, shard, cfg: TuneConfig, vmask: torch.Tensor) -> flo
     return _allreduce_mean(total, n, engine.device)
 
 
+def weights_checksum(model: BrainTuner) -> float:
+    """Sum of |w| over the trainable weights (float64): equal before and after a faithful restore."""
+    return float(sum(p.detach().double().abs().sum() for p in model.parameters() if p.requires_grad))
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. ``config``: cfg (TuneConfig dict), total_steps, coverage (P, V) bool,
     participants, n_vertices, mlflow_run_id."""
@@ -145,7 +150,9 @@ def train_loop_per_worker(config: dict) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             engine.load(Path(d))
-    vmask = torch.as_tensor(config["coverage"], dtype=torch.bool, device=engine.device)   # (P, V)
+    vmask = torch.as_tensor(config["coverage"].copy(), dtype=torch.bool, device=engine.device)   # (P, V)
+    # where this (possibly restarted) run began: lets tests and users check a resume picked up the right state
+    start = dict(start_epoch=start_epoch, start_step=engine.step, start_checksum=weights_checksum(engine.module))
 
     tracker = Tracker(cfg.tracking if rank == 0 else TrackingConfig(enabled=False))
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
@@ -167,7 +174,7 @@ def train_loop_per_worker(config: dict) -> None:
                 best_val, bad_epochs = val_loss, 0
             else:
                 bad_epochs += 1
-            metrics = dict(epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
+            metrics = dict(start, epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
                            best_val=best_val, epoch_seconds=time.time() - t0, samples=n * cfg.stream.batch_size)
             tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             with tempfile.TemporaryDirectory() as tmp:

@@ -78,12 +78,14 @@ class BrainTuner(nn.Module):
             self.head = nn.Linear(h, n_vertices)
 
     def train(self, mode: bool = True) -> "BrainTuner":
-        """Train mode, but backbone dropouts stay off (only LoRA dropout is active), as in the seeds."""
+        """Train mode for the head and LoRA dropout only: the backbone stays in eval mode (no dropout,
+        attention dropout, layerdrop or time masking), as the seeds' multi-brain code did."""
         super().train(mode)
         if mode:
+            self.backbone.eval()
             for name, m in self.backbone.named_modules():
-                if isinstance(m, nn.Dropout) and "lora_dropout" not in name:
-                    m.eval()
+                if "lora_dropout" in name:
+                    m.train()
         return self
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:

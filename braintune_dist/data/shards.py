@@ -1,0 +1,385 @@
+"""Parquet shards of brain-tuning training pairs: one row = one audio window + every listener's response.
+
+For every (story, response row k) the fine-tuning input of method.md §2.1 is a contiguous ``window``-s
+waveform ending at the end of TR ``row_tr_index[k]`` (``tr_times + TR/2``), moved ``lag`` s earlier,
+zero-padded where it falls before audio onset or after the audio ends. The row also holds the responses
+of every participant who heard the story, so the backbone runs once per window ("bind by stimulus").
+
+Output layout (``<out>/``)::
+
+    manifest.json                      written last (atomic): config, subjects, stories, splits, shards + sha256
+    coverage.npy                       (n_subjects, n_vertices) bool: common-space vertices each subject has
+    <split>/part-00000.parquet         rows of one split, stories in split order, TRs in order
+
+Row schema (``SCHEMA_VERSION`` 1; subject order = ``manifest["subjects"]``)::
+
+    story           string                          story name
+    split           string                          'train' | 'val' | 'test'
+    row             int32                           response row (after the [10:-5] trim, test story [40:])
+    tr              int32                           index into tr_times(story) of that row
+    window_start    float64                         window start in s relative to audio onset (< 0: zero padded)
+    audio           fixed_size_list<float32|float16>[window_samples]
+    present         fixed_size_list<bool>[n_subjects]       who heard this story
+    common_<SUB>    list<float32>  n_vertices values; null where SUB did not hear the story
+    voxel_<SUB>     list<float32>  n_voxels(SUB) values (manifest subject_info); null where SUB did not hear
+
+Per-participant nullable columns (not one padded block) keep absent participants free on disk (UTS01–03
+heard 84 stories, the others 27) and let the reader fetch only the participants a scaling run selects.
+They are ``list`` rather than ``fixed_size_list`` because pyarrow ≤ 25 cannot read null fixed-size
+lists back from Parquet ("Expected all lists to be of size=N but index i had size=0", apache/arrow#35692).
+
+Re-runs: an output directory holding ``manifest.json`` is complete and is refused unless
+``overwrite=True``; then the manifest is deleted first (the old set is visibly incomplete from that
+moment) and the shards are rewritten. A directory without a manifest is an interrupted run: its leftover
+``<split>/part-*`` files are removed and it is rewritten.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..config import parse_cli, to_dict
+from .lebel import SAMPLE_RATE, DataConfig, DatasetError, LebelDataset
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+COVERAGE = "coverage.npy"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ShardConfig:
+    """Write Parquet shards of (audio window, responses of every listener) for Ray Data."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Dataset root, participants and story split (``--root`` is short for ``--data.root``)."""
+    out: str = "data/shards"
+    """Output directory (manifest.json, coverage.npy, <split>/part-*.parquet)."""
+    common_space: str = ""
+    """Directory with common_space.npz and <subject>/voxel_to_vertex.npy; '' = <root>/ground_truth (simulated)."""
+    spaces: list[str] = field(default_factory=lambda: ["common"])
+    """Response spaces to write: 'common' (n_vertices, via the common-space map) and/or 'voxel' (per participant)."""
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    """Splits to write (subset of train, val, test)."""
+    stories: Literal["union", "shared"] = "union"
+    """Default training stories: 'union' = every story any participant heard (absent listeners masked);
+    'shared' = only stories every participant heard (LebelDataset.split())."""
+    window: float = 10.0
+    """Audio window length in seconds (method.md §2.1: 10 s = 5 TRs)."""
+    lag: float = 0.0
+    """Seconds the window is moved earlier: 0 = it ends at the end of the TR; > 0 = ends lag s before."""
+    rows_per_shard: int = 256
+    """Windows per Parquet file (256 × 10 s float32 ≈ 165 MB of audio)."""
+    row_group_rows: int = 32
+    """Rows per Parquet row group (the unit Ray Data and pyarrow read at once)."""
+    audio_dtype: Literal["float32", "float16"] = "float32"
+    """Stored audio dtype; float16 halves the audio bytes (≈3 significant digits)."""
+    compression: Literal["none", "snappy", "zstd", "lz4"] = "none"
+    """Parquet codec (float audio and responses barely compress)."""
+    audio_dictionary: bool = False
+    """Dictionary-encode the audio samples: ~2× smaller files when the source is 16-bit PCM (≤ 65,536
+    distinct values), at ~2× the write and ~1.4× the read time (BENCHMARKS.md)."""
+    overwrite: bool = False
+    """Rewrite an existing complete output (else it is refused)."""
+
+
+# --------------------------------------------------------------------------- small helpers
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in 8 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsl(flat: np.ndarray, size: int) -> pa.FixedSizeListArray:
+    """(n * size,) values → fixed_size_list<…>[size] of n rows (zero-copy for numeric dtypes)."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat), size)
+
+
+def _responses(Y: np.ndarray | None, n_rows: int) -> pa.ListArray:
+    """(n_rows, size) responses → list<float32> column; ``None`` (participant absent) → all null."""
+    if Y is None:
+        return pa.nulls(n_rows, pa.list_(pa.float32()))
+    offsets = np.arange(n_rows + 1, dtype=np.int32) * Y.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(Y, np.float32).ravel()))
+
+
+def cut_windows(wav: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
+    """Audio windows of ``n`` samples ending (exclusive) at sample ``ends``, zero-padded outside the audio.
+
+    Parameters
+    ----------
+    wav : array of shape (n_samples,)
+    ends : int array of shape (n_rows,)
+        End sample of each window (may lie beyond ``len(wav)`` or below ``n``).
+
+    Returns
+    -------
+    windows : array of shape (n_rows, n), dtype of ``wav``
+    """
+    out = np.zeros((len(ends), n), dtype=wav.dtype)
+    for i, end in enumerate(ends):              # one memcpy per row; a (rows, n) gather index would be huge
+        start = end - n
+        lo, hi = max(start, 0), min(end, len(wav))
+        if hi > lo:
+            out[i, lo - start:hi - start] = wav[lo:hi]
+    return out
+
+
+# --------------------------------------------------------------------------- story split
+def story_split(ds: LebelDataset, subjects: list[str], mode: str) -> dict[str, list[str]]:
+    """``{'train', 'val', 'test'} → stories``; every named story must be heard by ≥ 1 participant."""
+    if mode == "shared":
+        return ds.split()
+    heard = {sub: set(ds.stories(sub)) for sub in subjects}
+    union = set().union(*heard.values()) if heard else set()
+    val, test = list(ds.cfg.val_stories), ds.cfg.test_story
+    train = list(ds.cfg.train_stories) or sorted(union - set(val) - {test})
+    split = {"train": train, "val": val, "test": [test]}
+    for name, stories in split.items():
+        for s in stories:
+            if s not in union:
+                raise DatasetError(f"{name} story {s!r}: no participant has it "
+                                   f"(expected e.g. {ds.response_path(subjects[0], s)})")
+    return split
+
+
+# --------------------------------------------------------------------------- writer
+class _ShardSink:
+    """Collects per-story tables of one split and writes ``rows_per_shard``-row files atomically."""
+
+    def __init__(self, out: Path, split: str, cfg: ShardConfig, metadata: dict):
+        self.dir, self.split, self.cfg, self.meta = out / split, split, cfg, metadata
+        self.pending: list[pa.Table] = []
+        self.n_pending = 0
+        self.shards: list[dict] = []
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.n_pending += table.num_rows
+        while self.n_pending >= self.cfg.rows_per_shard:
+            self._flush(self.cfg.rows_per_shard)
+
+    def close(self) -> list[dict]:
+        if self.n_pending:
+            self._flush(self.n_pending)
+        return self.shards
+
+    def _flush(self, n: int) -> None:
+        table = pa.concat_tables(self.pending)
+        head, rest = table.slice(0, n), table.slice(n)
+        self.pending, self.n_pending = ([rest] if rest.num_rows else []), rest.num_rows
+        rel = f"{self.split}/part-{len(self.shards):05d}.parquet"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir.parent / rel
+        write_table_atomic(head.replace_schema_metadata(self.meta), path, self.cfg)
+        self.shards.append(dict(file=rel, split=self.split, rows=head.num_rows, bytes=path.stat().st_size,
+                                sha256=sha256_file(path),
+                                stories=list(dict.fromkeys(head.column("story").to_pylist()))))
+
+
+def write_table_atomic(table: pa.Table, path: Path, cfg: ShardConfig) -> None:
+    """``pq.write_table`` to ``<path>.tmp``, fsync, then ``os.replace``: no partial file under ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    # dictionaries only where they pay: strings, and the audio if asked (16-bit PCM sources)
+    dictionary = ["story", "split"] + (["audio.list.element"] if cfg.audio_dictionary else [])
+    try:
+        pq.write_table(table, tmp, row_group_size=cfg.row_group_rows, compression=cfg.compression,
+                       use_dictionary=dictionary, write_statistics=["story", "split", "row", "tr"])
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    manifest = out / MANIFEST
+    if manifest.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a complete shard set ({manifest}); "
+                                  "pass --overwrite true to rewrite it")
+        manifest.unlink()                       # first: from now on the old set reads as incomplete
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:                        # only files this writer makes
+        for p in (out / split).glob("part-*.parquet*"):
+            p.unlink()
+    for p in (out / COVERAGE, out / (COVERAGE + ".tmp"), out / (MANIFEST + ".tmp")):
+        p.unlink(missing_ok=True)
+
+
+def write_shards(cfg: ShardConfig) -> Path:
+    """Write the shards and manifest of ``cfg.data`` into ``cfg.out``; returns the output directory.
+
+    Raises
+    ------
+    DatasetError
+        Unknown subject/story, inconsistent voxel counts, missing/invalid common-space map, bad option.
+    FileExistsError
+        ``cfg.out`` already holds a complete shard set and ``cfg.overwrite`` is false.
+    """
+    from .voxels import CommonSpace   # numpy-only module; imported here to keep the reader import light
+
+    if not cfg.spaces or set(cfg.spaces) - {"common", "voxel"}:
+        raise DatasetError(f"ShardConfig.spaces={cfg.spaces}: choose one or both of ['common', 'voxel']")
+    bad = [s for s in cfg.splits if s not in SPLITS]
+    if bad:
+        raise DatasetError(f"ShardConfig.splits: {bad} not in {list(SPLITS)}")
+    if cfg.window <= 0 or cfg.rows_per_shard < 1 or cfg.row_group_rows < 1:
+        raise DatasetError("ShardConfig: window must be > 0, rows_per_shard and row_group_rows ≥ 1")
+
+    ds = LebelDataset(cfg.data.root, cfg.data)
+    subjects = ds.subjects()
+    if not subjects:
+        raise DatasetError(f"no participant folders in {ds.resp_dir}")
+    for sub in subjects:                        # subject names become column names
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", sub):
+            raise DatasetError(f"{ds.resp_dir / sub}: participant name must match [A-Za-z0-9_-]+")
+    split = story_split(ds, subjects, cfg.stories)
+    named = [s for name in cfg.splits for s in split[name]]
+    if len(named) != len(set(named)):
+        raise DatasetError(f"a story is in two splits or listed twice: {split} (DataConfig train/val/test)")
+    heard = {sub: set(ds.stories(sub)) for sub in subjects}
+    # voxel count of each participant from its first story; every other story must agree
+    n_vox = {sub: ds.n_voxels(sub, min(heard[sub])) if heard[sub] else 0 for sub in subjects}
+
+    cs_dir = Path(cfg.common_space or Path(cfg.data.root) / "ground_truth")
+    space = CommonSpace.load(cs_dir, subjects) if "common" in cfg.spaces else None
+    n_vert = space.n_vertices if space else 0
+    coverage = (np.stack([space.coverage(s) for s in subjects]) if space
+                else np.zeros((len(subjects), 0), dtype=bool))          # (n_subjects, n_vertices)
+
+    out = Path(cfg.out)
+    _prepare_out(out, cfg.overwrite)
+    sr, tr = SAMPLE_RATE, float(cfg.data.tr)
+    n_win = int(round(cfg.window * sr))
+    audio_dtype = np.dtype(cfg.audio_dtype)
+    meta = {b"braintune.shards": json.dumps(dict(schema_version=SCHEMA_VERSION, subjects=subjects,
+                                                 n_vertices=n_vert, sample_rate=sr, window_samples=n_win))}
+    story_info: dict[str, dict] = {}
+    shards: list[dict] = []
+
+    for split_name in cfg.splits:
+        sink = _ShardSink(out, split_name, cfg, meta)
+        for story in split[split_name]:
+            listeners = [s for s in subjects if story in heard[s]]
+            wav = ds.load_audio(story)                                   # (n_samples,) float32
+            if audio_dtype == np.float16 and len(wav) and np.abs(wav).max() > np.finfo(np.float16).max:
+                raise DatasetError(f"{ds.audio_path(story)}: samples up to {np.abs(wav).max():.3g} overflow "
+                                   "float16 (max 65504); use audio_dtype float32")
+            wav = wav.astype(audio_dtype)
+            k = ds.row_tr_index(story)                                   # (n_rows,) index into tr_times
+            # window end = end of TR k (mid-point + TR/2) minus the lag, in samples from audio onset
+            ends = np.round((ds.tr_times(story)[k] + tr / 2 - cfg.lag) * sr).astype(np.int64)
+            windows = cut_windows(wav, ends, n_win)                      # (n_rows, n_win)
+            n_rows = len(k)
+            cols = {
+                "story": pa.array([story] * n_rows, pa.string()),
+                "split": pa.array([split_name] * n_rows, pa.string()),
+                "row": pa.array(np.arange(n_rows, dtype=np.int32)),
+                "tr": pa.array(k.astype(np.int32)),
+                "window_start": pa.array((ends - n_win) / sr),
+                "audio": _fsl(windows.ravel(), n_win),
+                "present": _fsl(np.tile([s in listeners for s in subjects], n_rows), len(subjects)),
+            }
+            for sub in subjects:
+                Y = None
+                if sub in listeners:
+                    Y = ds.load_responses(sub, story)                    # (n_rows, n_voxels)
+                    path = ds.response_path(sub, story)
+                    if Y.shape[0] != n_rows:
+                        raise DatasetError(f"{path}: {Y.shape[0]} rows, the TR grid gives {n_rows}")
+                    if Y.shape[1] != n_vox[sub]:
+                        raise DatasetError(f"{path}: {Y.shape[1]} voxels, other stories of {sub} have {n_vox[sub]}")
+                    if space is not None and len(space.maps[sub]) != Y.shape[1]:
+                        raise DatasetError(f"{cs_dir / sub / 'voxel_to_vertex.npy'} maps {len(space.maps[sub])} "
+                                           f"voxels but {path} has {Y.shape[1]}")
+                if space is not None:                                    # (n_rows, n_vertices)
+                    cols[f"common_{sub}"] = _responses(None if Y is None else space.to_common(sub, Y), n_rows)
+                if "voxel" in cfg.spaces:
+                    cols[f"voxel_{sub}"] = _responses(Y, n_rows)
+            sink.add(pa.table(cols))
+            story_info[story] = dict(split=split_name, n_rows=n_rows, participants=listeners,
+                                     audio_s=round(len(wav) / sr, 3))
+            del wav, windows
+        shards += sink.close()
+
+    buf = _npy_bytes(coverage)
+    _atomic_write_bytes(out / COVERAGE, buf)
+    manifest = dict(
+        schema_version=SCHEMA_VERSION,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        config=to_dict(cfg),
+        dataset_root=str(Path(cfg.data.root).resolve()),
+        common_space_dir=str(cs_dir.resolve()) if space else None,
+        sample_rate=sr, tr=tr, window_s=cfg.window, lag_s=cfg.lag, window_samples=n_win,
+        audio_dtype=cfg.audio_dtype, spaces=list(cfg.spaces),
+        n_vertices=n_vert, region_names=space.region_names if space else [],
+        subjects=subjects,
+        subject_info={s: dict(n_voxels=n_vox[s], coverage=int(coverage[i].sum()),
+                              stories=sorted(heard[s])) for i, s in enumerate(subjects)},
+        coverage=dict(file=COVERAGE, shape=list(coverage.shape), sha256=hashlib.sha256(buf).hexdigest()),
+        splits={s: list(split[s]) for s in cfg.splits},
+        stories=story_info,
+        columns={f.name: str(f.type) for f in pq.read_schema(out / shards[0]["file"])} if shards else {},
+        rows={s: sum(sh["rows"] for sh in shards if sh["split"] == s) for s in cfg.splits},
+        shards=shards,
+    )
+    _atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    return out
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    b = io.BytesIO()
+    np.save(b, arr)
+    return b.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``braintune-shards --root DATA --out SHARDS [--spaces common,voxel] [--window 10] ...``; exit status."""
+    alias = {"--root": "--data.root", "--subjects": "--data.subjects"}   # short forms of nested fields
+    args = []
+    for a in (sys.argv[1:] if argv is None else argv):
+        flag, eq, value = a.partition("=")
+        args.append(alias.get(flag, flag) + eq + value)
+    cfg = parse_cli(ShardConfig, args)
+    try:
+        out = write_shards(cfg)
+    except (DatasetError, FileExistsError) as exc:          # bad input: one line, not a traceback
+        print(f"braintune-shards: error: {exc}", file=sys.stderr)
+        return 2
+    m = json.loads((out / MANIFEST).read_text())
+    gb = sum(s["bytes"] for s in m["shards"]) / 1e9
+    print(f"wrote {len(m['shards'])} shards ({gb:.2f} GB) to {out}: rows {m['rows']}, "
+          f"{len(m['subjects'])} participants, {len(m['stories'])} stories, n_vertices {m['n_vertices']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The data layer end to end: (simulate) → validate → noise ceilings → Parquet shards → Ray Data stream.
+
+``prepare(cfg)`` is what ``jobs/prepare_data.py`` runs and the first stage of ``jobs/multi_brain.py``.
+Each stage is skipped when its output already exists and is complete (a dataset root with
+``derivative/``, a shard directory with ``manifest.json``), so re-running a job is cheap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data.lebel import DataConfig, LebelDataset
+from .data.shards import MANIFEST, ShardConfig, write_shards
+from .data.simulate import SimConfig, simulate
+from .data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
+from .data.voxels import CommonSpace, noise_ceiling
+
+
+@dataclass
+class PrepareConfig:
+    """Generate or read a dataset, validate it, compute noise ceilings, write shards and stream them."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Dataset root and story split."""
+    simulate: bool = True
+    """Generate a simulated dataset at data.root when that folder does not exist yet."""
+    sim: SimConfig = field(default_factory=SimConfig)
+    """Simulator settings (sim.out is ignored: the dataset is written to data.root)."""
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    """Shard writer settings (shard.data is ignored: the top-level data block is used)."""
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    """Ray Data stream used for the summary epoch."""
+    nc_threshold: float = 0.4
+    """Noise-ceiling threshold reported (the seeds keep voxels with cc_max > 0.4)."""
+    stream_check: bool = True
+    """Stream one epoch of the training shards through Ray Data and report its rate."""
+
+
+def ensure_dataset(cfg: PrepareConfig, log=print) -> LebelDataset:
+    root = Path(cfg.data.root)
+    if not root.exists():
+        if not cfg.simulate:
+            from .data.lebel import DatasetError
+            raise DatasetError(f"dataset root not found: {root} (set simulate: true to generate one)")
+        t = time.time()
+        simulate(dataclasses.replace(cfg.sim, out=str(root)))
+        log(f"[simulate] wrote a simulated dataset to {root} in {time.time() - t:.1f} s")
+    return LebelDataset(root, cfg.data)
+
+
+def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "") -> list[dict]:
+    """Per participant (and region, when a common-space map exists): voxels, median cc_max, share above threshold."""
+    subjects = ds.subjects()
+    cs_dir = Path(common_space_dir) if common_space_dir else ds.root / "ground_truth"
+    space = CommonSpace.load(cs_dir, subjects) if (cs_dir / "common_space.npz").is_file() else None
+    rows = []
+    for sub in subjects:
+        cc = noise_ceiling(ds.load_repeats(sub))                          # (n_voxels,)
+        regions = space.voxel_regions(sub) if space else np.full(cc.shape, "all")
+        for region in ["all"] + sorted(set(regions) - {"", "all"}):
+            m = np.ones(cc.shape, bool) if region == "all" else regions == region
+            rows.append(dict(subject=sub, region=region, n_voxels=int(m.sum()), median_cc_max=float(np.median(cc[m])),
+                             frac_above=float(np.mean(cc[m] > threshold))))
+    return rows
+
+
+def ensure_shards(cfg: PrepareConfig, out: str, log=print) -> Path:
+    out_p = Path(out)
+    if (out_p / MANIFEST).is_file() and not cfg.shard.overwrite:
+        log(f"[shards] using existing shards in {out_p} (delete it or set shard.overwrite to rewrite)")
+        return out_p
+    t = time.time()
+    write_shards(dataclasses.replace(cfg.shard, data=cfg.data, out=out))
+    mb = sum(p.stat().st_size for p in out_p.rglob("*.parquet")) / 1e6
+    log(f"[shards] wrote {mb:.1f} MB of Parquet shards to {out_p} in {time.time() - t:.1f} s")
+    return out_p
+
+
+def stream_epoch(shard_dir: Path, stream: StreamConfig) -> dict:
+    """One epoch of the training split through Ray Data ``iter_torch_batches``: rows, seconds, shapes."""
+    ds = make_dataset(shard_dir, "train", stream)
+    t, rows, nbytes, shapes = time.time(), 0, 0, {}
+    for batch in ds.iter_torch_batches(**iter_kwargs(stream)):
+        rows += len(batch["audio"])
+        nbytes += sum(v.numel() * v.element_size() for v in batch.values())
+        shapes = {k: tuple(v.shape) for k, v in batch.items()}
+    dt = time.time() - t
+    return dict(rows=rows, seconds=dt, rows_per_s=rows / dt, mb_per_s=nbytes / 1e6 / dt, batch_shapes=shapes)
+
+
+def prepare(cfg: PrepareConfig, shard_dir: str, log=print) -> dict:
+    """Run the data layer; returns a summary dict (also printed through ``log``)."""
+    ds = ensure_dataset(cfg, log)
+    t = time.time()
+    summary = ds.validate()
+    split = ds.split()
+    log(f"[validate] {len(summary['subjects'])} participants, {len(summary['stories'])} stories "
+        f"({summary['audio_seconds'] / 60:.1f} min of audio) in {time.time() - t:.1f} s; split: "
+        f"{len(split['train'])} train, {len(split['val'])} val, test '{split['test'][0]}'")
+    for sub, info in summary["subjects"].items():
+        log(f"  {sub}: {info['n_voxels']} voxels, {info['n_rows']} TRs, {info['n_repeats']} test repeats")
+    ceil = ceiling_report(ds, cfg.nc_threshold, cfg.shard.common_space)
+    log(f"[noise ceiling] median cc_max and share of voxels above {cfg.nc_threshold}:")
+    for r in ceil:
+        log(f"  {r['subject']:>8} {r['region']:>9}: {r['n_voxels']:5d} voxels, median {r['median_cc_max']:.2f}, "
+            f"{100 * r['frac_above']:.0f}% above")
+    out = ensure_shards(cfg, shard_dir, log)
+    for s in ("train", "val", "test"):
+        if s in cfg.shard.splits and (s != "val" or split["val"]):
+            log("[stream] " + format_summary(summarize(out, s, cfg.stream)))
+    result = dict(dataset=summary, ceiling=ceil, shards=str(out))
+    if cfg.stream_check:
+        ep = stream_epoch(out, cfg.stream)
+        log(f"[stream] one epoch through Ray Data: {ep['rows']} rows in {ep['seconds']:.1f} s "
+            f"({ep['rows_per_s']:.0f} rows/s, {ep['mb_per_s']:.0f} MB/s); batch: {ep['batch_shapes']}")
+        result["stream"] = ep
+    return result

@@ -1,0 +1,93 @@
+"""Shared fixtures: one local Ray for the session (loopback only) and a tiny hand-made ds003020 dataset."""
+from __future__ import annotations
+
+import json
+import os
+
+# before Ray is imported anywhere: keep every Ray socket on 127.0.0.1, no usage stats
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
+
+import numpy as np
+import pytest
+
+SR = 16_000
+# tiny dataset: story → TR count (respdict); rows after the [10:-5] trim = n_trs - 20
+TINY_STORIES = {"alpha": 30, "bravo": 26, "charlie": 28, "delta": 27, "wheretheressmoke": 62}
+TINY_SUBJECTS = {"UTS01": 30, "UTS02": 40, "UTS03": 25}          # subject → n_voxels
+TINY_MISSING = {("UTS02", "charlie"), ("UTS03", "delta")}        # (subject, story) not heard
+TINY_SHORT_AUDIO = {"delta": 14.0}                               # story → seconds cut off the audio end
+N_VERTICES = 20
+
+
+def response_code(subject: str, story: str) -> float:
+    """Base value of a (subject, story) response block: row r, voxel v hold code + r + 0.001 v."""
+    return 1000.0 * list(TINY_SUBJECTS).index(subject) + 100.0 * list(TINY_STORIES).index(story)
+
+
+def tiny_responses(subject: str, story: str, n_rows: int) -> np.ndarray:
+    """(n_rows, n_voxels) float32 responses that name their subject, story and row."""
+    n_vox = TINY_SUBJECTS[subject]
+    return (response_code(subject, story) + np.arange(n_rows)[:, None]
+            + 0.001 * np.arange(n_vox)[None, :]).astype(np.float32)
+
+
+def tiny_map(subject: str) -> np.ndarray:
+    """(n_voxels,) int64 vertex of each voxel; a few unmapped (-1); UTS03 misses some vertices."""
+    i, n = list(TINY_SUBJECTS).index(subject), TINY_SUBJECTS[subject]
+    m = (np.arange(n) * (3 if i == 2 else 1) + i) % (17 if i == 2 else N_VERTICES)
+    m[::7] = -1
+    return m.astype(np.int64)
+
+
+def make_tiny_dataset(root, audio_scale: float = 1.0) -> None:
+    """Write the ds003020 layout under ``root``; audio sample i holds (i + 1) · audio_scale (a ramp marker)."""
+    import h5py
+    import soundfile as sf
+    deriv = root / "derivative"
+    (deriv / "preprocessed_data").mkdir(parents=True)
+    (root / "stimuli").mkdir()
+    (deriv / "respdict.json").write_text(json.dumps(TINY_STORIES))
+    for story, n_trs in TINY_STORIES.items():
+        seconds = (n_trs - 5) * 2.0 - 10.0 - TINY_SHORT_AUDIO.get(story, 0.0)   # the TR grid's audio span
+        wav = np.arange(1, int(seconds * SR) + 1, dtype=np.float32) * np.float32(audio_scale)
+        sf.write(root / "stimuli" / f"{story}.wav", wav, SR, subtype="FLOAT")
+    for sub in TINY_SUBJECTS:
+        d = deriv / "preprocessed_data" / sub
+        d.mkdir()
+        for story, n_trs in TINY_STORIES.items():
+            if (sub, story) in TINY_MISSING:
+                continue
+            Y = tiny_responses(sub, story, n_trs - 20)
+            with h5py.File(d / f"{story}.hf5", "w") as f:
+                f["data"] = Y
+                if story == "wheretheressmoke":
+                    f["individual_repeats"] = np.stack([Y, Y + 0.5, Y - 0.5])
+    gt = root / "ground_truth"
+    gt.mkdir()
+    np.savez(gt / "common_space.npz", vertex_region=np.arange(N_VERTICES) % 2,
+             region_names=np.array(["null", "auditory"]))
+    for sub in TINY_SUBJECTS:
+        (gt / sub).mkdir()
+        np.save(gt / sub / "voxel_to_vertex.npy", tiny_map(sub))
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_lebel")
+    make_tiny_dataset(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A 2-CPU local Ray for the whole session, no dashboard, quiet Ray Data progress bars."""
+    import ray
+    import ray.data
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, ignore_reinit_error=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    yield ray
+    ray.shutdown()
