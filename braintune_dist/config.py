@@ -238,6 +238,7 @@ def parse_cli(cls: type[T], argv: list[str] | None = None, description: str | No
 JOB_CONFIGS: dict[str, str] = {
     "prepare_data": "braintune_dist.pipeline:PrepareConfig",
     "multi_brain": "braintune_dist.multibrain:MultiBrainConfig",
+    "evaluate": "braintune_dist.evaluate:EvaluateConfig",
 }
 """Job name (folder under ``jobs/configs/``) → ``module:Class`` of its config."""
 

@@ -17,10 +17,13 @@ from braintune_dist.multibrain import MultiBrainConfig, run  # noqa: E402
 
 def main(argv=None) -> int:
     cfg = parse_cli(MultiBrainConfig, argv)
-    # under `ray job submit` RAY_ADDRESS is set and ray.init() joins that cluster; else a local one starts
-    ray.init(address=cfg.ray.address or None, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE":
-                                       os.environ.get("HF_HUB_OFFLINE", "0")}} if not cfg.ray.address else None)
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:        # `ray job submit` sets RAY_ADDRESS; the job's runtime_env is already in force
+        ray.init(address=address)
+    else:              # a new local cluster: pass this shell's settings to its workers
+        ray.init(include_dashboard=False, runtime_env={"env_vars": {
+            k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI")
+            if k in os.environ}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     run(cfg)
     return 0

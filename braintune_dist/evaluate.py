@@ -1,0 +1,45 @@
+"""Alignment evaluation job: per-layer features of one or more models → voxel-wise ridge → r, r/ceiling,
+region summaries, data-efficiency curves → MLflow. ``jobs/evaluate.py`` is its thin driver."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backbone import ModelConfig
+from .config import to_dict
+from .data.lebel import DataConfig, LebelDataset
+from .encoding.report import EvalSettings, alignment_report
+from .tracking import Tracker, TrackingConfig
+from .train.checkpoint import load_backbone
+
+
+@dataclass
+class EvaluateConfig:
+    """Brain alignment of speech models (untuned and/or brain-tuned checkpoints) on a dataset."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Dataset and story split (train stories fit the encoding models; the test story scores them)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Backbone of the untuned model (and the architecture of the checkpoints)."""
+    checkpoints: list[str] = field(default_factory=list)
+    """Brain-tuning checkpoint directories to evaluate (LoRA merged into the backbone; head dropped)."""
+    include_untuned: bool = True
+    """Also evaluate the untuned backbone, as the reference."""
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    """Participants, features, ridge, data-efficiency curve, output directory."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow."""
+    run_name: str = "evaluate"
+    """MLflow run name."""
+
+
+def run(cfg: EvaluateConfig, log=print) -> list[dict]:
+    ds = LebelDataset(cfg.data.root, cfg.data)
+    models = {"untuned": load_backbone(cfg.model)} if cfg.include_untuned else {}
+    for ck in cfg.checkpoints:
+        models[Path(ck).name] = load_backbone(cfg.model, ck)
+    if not models:
+        raise ValueError("nothing to evaluate: give checkpoints or set include_untuned: true")
+    subjects = list(cfg.eval.subjects) or ds.subjects()
+    with Tracker(cfg.tracking).start(cfg.run_name, params=to_dict(cfg), tags={"job": "evaluate"}) as tr:
+        return alignment_report(ds, models, cfg.eval, subjects, tr, log)
