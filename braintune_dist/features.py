@@ -105,6 +105,28 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def align_to_trs(times: np.ndarray, feats: dict, ds: LebelDataset, story: str, cfg: FeatureConfig) -> dict:
+    """Lanczos to the TR grid, per-story z-score, FIR delays, rows that line up with the responses.
+
+    Parameters
+    ----------
+    times : array of shape (n_samples,)  sample times in s from audio onset
+    feats : dict name → array of shape (n_samples, D)
+
+    Returns
+    -------
+    dict name → array of shape (n_rows, D * len(cfg.delays)), float32
+    """
+    tr_times, rows = ds.tr_times(story), ds.row_tr_index(story)
+    out = {}
+    for name, f in feats.items():
+        X = lanczos_interp(f, times, tr_times, cfg.lanczos_window)        # (n_grid, D)
+        mu, sd = X[rows].mean(0), X[rows].std(0)
+        X = np.nan_to_num((X - mu) / np.where(sd > 0, sd, 1.0))
+        out[name] = make_delayed(X, cfg.delays)[rows]
+    return out
+
+
 class FeatureExtractor:
     """Per-layer, TR-aligned features of one backbone (optionally LoRA-tuned) on a dataset.
 
@@ -189,14 +211,7 @@ class FeatureExtractor:
     def story_features(self, ds: LebelDataset, story: str) -> dict[int, np.ndarray]:
         """TR-aligned features of one story: layer → array of shape (n_rows, hidden * n_delays)."""
         times, feats = self._cached_windows(ds, story)
-        tr_times, rows = ds.tr_times(story), ds.row_tr_index(story)
-        out = {}
-        for lay, f in feats.items():
-            X = lanczos_interp(f, times, tr_times, self.cfg.lanczos_window)   # (n_grid, hidden)
-            mu, sd = X[rows].mean(0), X[rows].std(0)
-            X = np.nan_to_num((X - mu) / np.where(sd > 0, sd, 1.0))
-            out[lay] = make_delayed(X, self.cfg.delays)[rows]
-        return out
+        return align_to_trs(times, feats, ds, story, self.cfg)
 
     def design(self, ds: LebelDataset, stories: list[str]) -> dict[int, np.ndarray]:
         """Stacked features of several stories: layer → (sum of n_rows, hidden * n_delays), float32."""
