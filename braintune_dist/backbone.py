@@ -44,6 +44,9 @@ class ModelConfig:
     """Extra HF config fields for random init (e.g. {num_hidden_layers: 4})."""
     seed: int = 0
     """Seed of the random initialisation."""
+    freeze_frontend: bool = True
+    """Freeze the convolutional front end (the seeds do, with pretrained weights; a random-init model
+    tuned from scratch may need it trainable)."""
 
 
 def _hf_classes(family: str):
@@ -80,14 +83,15 @@ class Backbone(nn.Module):
         if cfg.family == "whisper":
             model = model.get_encoder()
             for p in [*model.conv1.parameters(), *model.conv2.parameters(), *model.embed_positions.parameters()]:
-                p.requires_grad_(False)           # frozen front end, as in the seeds
+                p.requires_grad_(not cfg.freeze_frontend)    # frozen front end, as in the seeds
             from transformers import WhisperFeatureExtractor
             fe = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
             self.register_buffer("mel_filters", torch.from_numpy(fe.mel_filters).float(), persistent=False)
             self.register_buffer("hann", torch.hann_window(fe.n_fft), persistent=False)
             self.n_fft, self.hop = fe.n_fft, fe.hop_length
         else:
-            model.feature_extractor._freeze_parameters()   # frozen CNN front end (wav2vec2 and HuBERT)
+            if cfg.freeze_frontend:
+                model.feature_extractor._freeze_parameters()   # frozen CNN front end (wav2vec2 and HuBERT)
         self.model = model
 
     @staticmethod

@@ -92,3 +92,25 @@ def test_checkpoint_errors(tmp_path):
     mark_complete(tmp_path)
     with pytest.raises(CheckpointError, match="model.pt: unreadable"):
         load_tuner(tmp_path)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "whisper"])
+def test_pretrained_checkpoint_by_path(tmp_path, family):
+    """`model.pretrained` loads a local checkpoint (here a tiny one saved by the test)."""
+    over = {"max_source_positions": 200} if family == "whisper" else {}
+    src = BrainTuner(ModelConfig(family=family, seed=7, overrides=over), LoraSettings(enabled=False),
+                     HeadSettings(), n_vertices=4).backbone
+    hf = src.model if family != "whisper" else None
+    if family == "whisper":                      # a WhisperModel checkpoint: the encoder is taken from it
+        from transformers import WhisperConfig, WhisperModel
+        from braintune_dist.backbone import TINY_WHISPER
+        full = WhisperModel(WhisperConfig(**{**TINY_WHISPER, **over}))
+        full.encoder.load_state_dict(src.model.state_dict())
+        hf = full
+    hf.save_pretrained(tmp_path / "ckpt")
+    loaded = load_backbone(ModelConfig(family=family, pretrained=str(tmp_path / "ckpt")))
+    src.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded.pooled(WAV), src.pooled(WAV), atol=1e-5)
+    if family != "whisper":
+        assert loaded.model.config.layerdrop == 0.0 and loaded.model.config.mask_time_prob == 0.0

@@ -29,8 +29,8 @@ class RidgeConfig:
     """0 = leave-one-story-out over the training stories; K > 1 = K contiguous folds."""
     backend: str = "auto"
     """numpy, cupy, or auto (cupy when a GPU is usable)."""
-    nc_threshold: float = 0.0
-    """Voxels with noise ceiling ≤ this get no normalised score (NaN), as the seeds' `get_fil_acc`."""
+    nc_threshold: float = 0.4
+    """Voxels with noise ceiling ≤ this get no normalised score (NaN), as the seeds' `get_fil_acc` (0.4)."""
 
 
 def zscore(Y: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,6 +41,7 @@ def plot_layers(rows: list[dict], title: str = "Brain alignment per layer") -> p
     for region, ax in axes.items():
         ax.set_title(f"region: {region}")
         ax.set_xlabel("layer (hidden_states index)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.axhline(0, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
     first = axes[regions[0]]
