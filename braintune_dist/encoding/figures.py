@@ -25,23 +25,21 @@ def _mean_over_subjects(rows: list[dict], kind: str, x_key: str) -> dict[tuple[s
     return out
 
 
-def _region_axes(regions: list[str], title: str):
+def _curves_by_region(rows: list[dict], kind: str, x_key: str, title: str, xlabel: str, x_scale: float = 1.0,
+                      integer_x: bool = False) -> plt.Figure:
+    """One panel per region (``all`` first), one errorbar line per model of mean_r_norm against ``x_key``."""
+    curves = _mean_over_subjects(rows, kind, x_key)
+    regions = sorted({reg for _, reg in curves}, key=lambda s: (s != "all", s))
     fig, axes = plt.subplots(1, len(regions), figsize=(4.2 * len(regions), 3.6), sharey=True, squeeze=False)
     fig.suptitle(title)
-    return fig, dict(zip(regions, axes[0]))
-
-
-def plot_layers(rows: list[dict], title: str = "Brain alignment per layer") -> plt.Figure:
-    """Mean normalised alignment (r / noise ceiling) per layer, one panel per region, one line per model."""
-    curves = _mean_over_subjects(rows, "layer", "layer")
-    regions = sorted({reg for _, reg in curves}, key=lambda s: (s != "all", s))
-    fig, axes = _region_axes(regions, title)
+    axes = dict(zip(regions, axes[0]))
     for (model, region), (xs, ys, es) in sorted(curves.items()):
-        axes[region].errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=model)
+        axes[region].errorbar(np.asarray(xs) * x_scale, ys, yerr=es, marker="o", capsize=3, label=model)
     for region, ax in axes.items():
         ax.set_title(f"region: {region}")
-        ax.set_xlabel("layer (hidden_states index)")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel(xlabel)
+        if integer_x:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.axhline(0, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
     first = axes[regions[0]]
@@ -51,19 +49,12 @@ def plot_layers(rows: list[dict], title: str = "Brain alignment per layer") -> p
     return fig
 
 
+def plot_layers(rows: list[dict], title: str = "Brain alignment per layer") -> plt.Figure:
+    """Mean normalised alignment (r / noise ceiling) per layer, one panel per region, one line per model."""
+    return _curves_by_region(rows, "layer", "layer", title, "layer (hidden_states index)", integer_x=True)
+
+
 def plot_efficiency(rows: list[dict], title: str = "Data efficiency for new participants") -> plt.Figure:
-    """Mean normalised alignment vs hours of the participant's training data, per region and model."""
-    curves = _mean_over_subjects(rows, "efficiency", "hours")
-    regions = sorted({reg for _, reg in curves}, key=lambda s: (s != "all", s))
-    fig, axes = _region_axes(regions, title)
-    for (model, region), (xs, ys, es) in sorted(curves.items()):
-        axes[region].errorbar(np.asarray(xs) * 60, ys, yerr=es, marker="o", capsize=3, label=model)
-    for region, ax in axes.items():
-        ax.set_title(f"region: {region}")
-        ax.set_xlabel("encoding-model training data (minutes of fMRI)")
-        ax.grid(alpha=0.3)
-    first = axes[regions[0]]
-    first.set_ylabel("mean r / noise ceiling (test story)")
-    first.legend(title="model", fontsize=8)
-    fig.tight_layout()
-    return fig
+    """Mean normalised alignment vs minutes of the participant's training data, per region and model."""
+    return _curves_by_region(rows, "efficiency", "hours", title, "encoding-model training data (minutes of fMRI)",
+                             x_scale=60.0)
