@@ -239,6 +239,8 @@ JOB_CONFIGS: dict[str, str] = {
     "prepare_data": "braintune_dist.pipeline:PrepareConfig",
     "multi_brain": "braintune_dist.multibrain:MultiBrainConfig",
     "evaluate": "braintune_dist.evaluate:EvaluateConfig",
+    "sweep": "braintune_dist.sweep:SweepConfig",
+    "scaling": "braintune_dist.scaling:ScalingJobConfig",
 }
 """Job name (folder under ``jobs/configs/``) → ``module:Class`` of its config."""
 

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import mlflow
-        clean = {k.replace("/", "."): float(v) for k, v in metrics.items() if v == v}  # drop NaN
+        # MLflow names allow [A-Za-z0-9_-. :/]; '/' is shown as a folder in the UI, keep keys flat with '.'
+        clean = {re.sub(r"[^\w\-. :]", "_", k.replace("/", ".")): float(v) for k, v in metrics.items() if v == v}
         self._guard("log_metrics", mlflow.log_metrics, clean, step=step)
 
     def set_tags(self, tags: dict[str, str]) -> None:

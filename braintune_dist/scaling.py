@@ -1,0 +1,188 @@
+"""Scaling curves of brain-tuning: a grid of tuning-data sizes × {single-participant, multi-participant}.
+
+For each grid point the usual Ray Train fit runs (``build_trainer``) on the first ``size`` stories (or hours)
+of each tuning participant, then the tuned model's alignment on held-out participants is measured with
+``alignment_report`` (the untuned model is measured once: it does not depend on the grid). Two figures
+summarise the grid: alignment vs tuning-data size per region (one line per mode, the untuned model as a
+dashed line), and the fMRI a *new* participant needs for the tuned model to match the untuned model's
+full-data alignment (from the data-efficiency curves). Every point is a nested MLflow run under one parent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .config import to_dict
+from .data.lebel import LebelDataset
+from .encoding.report import alignment_report, headline
+from .multibrain import MultiBrainConfig, held_out, tune_part
+from .pipeline import prepare
+from .tracking import Tracker, save_figure
+from .train.checkpoint import load_backbone
+from .train.trainer import build_trainer, plan
+
+
+@dataclass
+class GridSettings:
+    """The scaling grid."""
+
+    unit: Literal["stories", "hours"] = "stories"
+    """Tuning-data size unit: stories or hours of fMRI per tuning participant."""
+    sizes: list[float] = field(default_factory=lambda: [1, 2, 4])
+    """Tuning-data sizes per participant (in `unit`); 0 = all of it. Sizes nest (stream.selection_seed)."""
+    modes: list[Literal["single", "multi"]] = field(default_factory=lambda: ["single", "multi"])
+    """'single': tune on one participant; 'multi': on every tuning participant (stream.participants or all)."""
+    single_participant: str = ""
+    """The participant of the 'single' mode; '' = the first tuning participant."""
+    name: str = "scaling"
+    """MLflow parent run name and prefix of the Ray Train run names."""
+
+
+@dataclass
+class ScalingJobConfig(MultiBrainConfig):
+    """Scaling curves: brain-tune at several data sizes, single vs multi participant, then held-out alignment."""
+
+    grid: GridSettings = field(default_factory=GridSettings)
+    """Data sizes and tuning modes."""
+
+
+def point_config(cfg: ScalingJobConfig, mode: str, size: float, participants: list[str]):
+    """The TuneConfig of one grid point: its participants and per-participant data budget."""
+    tune = tune_part(cfg)
+    who = [cfg.grid.single_participant or participants[0]] if mode == "single" else list(participants)
+    budget = {"stories_per_participant": int(size)} if cfg.grid.unit == "stories" else {"hours_per_participant": float(size)}
+    stream = dataclasses.replace(tune.stream, participants=who, n_participants=0, **budget)
+    ray = dataclasses.replace(tune.ray, run_name=f"{cfg.grid.name}-{mode}-{size:g}")
+    return dataclasses.replace(tune, stream=stream, ray=ray)
+
+
+def _curve(rows: list[dict], model: str, region: str) -> tuple[np.ndarray, np.ndarray]:
+    """Data-efficiency curve of ``model`` in ``region``: hours of the new participant's fMRI → mean r/ceiling."""
+    by = defaultdict(list)
+    for r in rows:
+        if r["kind"] == "efficiency" and r["model"] == model and r["region"] == region and np.isfinite(r["mean_r_norm"]):
+            by[r["hours"]].append(r["mean_r_norm"])
+    hours = sorted(by)
+    return np.asarray(hours, float), np.asarray([np.mean(by[h]) for h in hours], float)
+
+
+def hours_to_match(hours: np.ndarray, values: np.ndarray, target: float) -> float:
+    """First hours (linear interpolation between curve points) where the curve reaches ``target``; NaN if never.
+    A curve already at target at its first point returns that point (an upper bound)."""
+    for i, (h, v) in enumerate(zip(hours, values)):
+        if v >= target:
+            if i == 0:
+                return float(h)
+            h0, v0 = hours[i - 1], values[i - 1]
+            return float(h0 + (target - v0) * (h - h0) / (v - v0))
+    return math.nan
+
+
+def scaling_table(untuned: list[dict], points: list[dict]) -> list[dict]:
+    """One row per (grid point, region): tuned and untuned alignment, hours a new participant needs, ratio."""
+    base = headline(untuned)
+    full_hours = max(r["hours"] for r in untuned if r["kind"] == "layer")
+    table = []
+    for pt in points:
+        head = headline(pt["rows"])
+        for key, value in sorted(head.items()):
+            region = key.split("/", 1)[1]
+            target = base.get(f"untuned/{region}", math.nan)
+            needed = hours_to_match(*_curve(pt["rows"], pt["label"], region), target)
+            table.append(dict(mode=pt["mode"], size=pt["size"], unit=pt["unit"], train_rows=pt["train_rows"],
+                              region=region, tuned=value, untuned=target, new_participant_hours=needed,
+                              untuned_hours=full_hours, efficiency_ratio=full_hours / needed if needed > 0 else math.nan))
+    return table
+
+
+def plot_scaling(table: list[dict]):
+    """(alignment vs tuning-data size, new-participant hours needed vs tuning-data size), per region panel."""
+    import matplotlib.pyplot as plt
+    regions = sorted({r["region"] for r in table}, key=lambda s: (s != "all", s))
+    unit = table[0]["unit"]
+    figs = []
+    for key, ylabel, title in (
+            ("tuned", "mean r / noise ceiling (held-out participants)", "Brain alignment vs tuning data"),
+            ("new_participant_hours", "new participant's fMRI needed (minutes)",
+             "Data a new participant needs to match the untuned model (full data)")):
+        fig, axes = plt.subplots(1, len(regions), figsize=(4.4 * len(regions), 3.8), sharey=True, squeeze=False)
+        fig.suptitle(title)
+        for ax, region in zip(axes[0], regions):
+            rows = [r for r in table if r["region"] == region]
+            for mode in sorted({r["mode"] for r in rows}):
+                pts = sorted((r["size"], r[key]) for r in rows if r["mode"] == mode)
+                xs, ys = zip(*pts)
+                ys = np.asarray(ys, float) * (60.0 if key == "new_participant_hours" else 1.0)
+                ax.plot(xs, ys, marker="o", label=f"{mode}-participant tuning")
+            ref = rows[0]["untuned"] if key == "tuned" else rows[0]["untuned_hours"] * 60.0
+            ax.axhline(ref, color="k", ls="--", lw=1, label="untuned (all data)")
+            ax.set_title(f"region: {region}")
+            ax.set_xlabel(f"tuning data per participant ({unit})")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(ylabel)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        figs.append(fig)
+    return figs
+
+
+def run(cfg: ScalingJobConfig, log=print) -> dict:
+    """Prepare, train every grid point, evaluate; returns ``{'table', 'points', 'figures', 'run_id'}``."""
+    import matplotlib.pyplot as plt
+    prepare(dataclasses.replace(cfg.prepare, data=cfg.data, stream_check=False), cfg.shards, log)
+    participants = plan(tune_part(cfg))["participants"]
+    subjects = held_out(cfg, participants)
+    ds = LebelDataset(cfg.data.root, cfg.data)
+    out = Path(cfg.eval.out_dir) / cfg.grid.name
+    tracker = Tracker(cfg.tracking)
+    points: list[dict] = []
+    with tracker.start(cfg.grid.name, params=to_dict(cfg), tags={"job": "scaling"}) as tr:
+        log(f"[scaling] untuned model on held-out {subjects}")
+        ev = dataclasses.replace(cfg.eval, out_dir=str(out / "untuned"))
+        untuned = alignment_report(ds, {"untuned": load_backbone(cfg.model)}, ev, subjects, None, log)
+        for size in cfg.grid.sizes:                      # explicit loop: each point is one Ray Train fit
+            for mode in cfg.grid.modes:
+                pc = point_config(cfg, mode, size, participants)
+                p = plan(pc)
+                label = f"{mode}@{size:g}"
+                log(f"[scaling] {label}: {p['participants']}, {p['train_rows']} windows, {p['total_steps']} steps")
+                t = time.time()
+                with Tracker(cfg.tracking).start(pc.ray.run_name, nested=True, tags={"job": "scaling_point"}) as pt:
+                    pt.log_params({"point.mode": mode, "point.size": size, "point.unit": cfg.grid.unit,
+                                   "point.participants": ",".join(p["participants"]), "point.train_rows": p["train_rows"]})
+                    result = build_trainer(pc, mlflow_run_id=pt.run_id, run_plan=p).fit()
+                    best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+                    with best.as_directory() as ckpt:
+                        model = {label: load_backbone(cfg.model, ckpt)}
+                    ev = dataclasses.replace(cfg.eval, out_dir=str(out / label.replace("@", "_")))
+                    rows = alignment_report(ds, model, ev, subjects, pt, log)
+                    pt.log_metrics({"train.seconds": time.time() - t})
+                points.append(dict(mode=mode, size=size, unit=cfg.grid.unit, label=label, rows=rows,
+                                   train_rows=p["train_rows"], checkpoint=best.path))
+        table = scaling_table(untuned, points)
+        figures = {}
+        for name, fig in zip(("scaling_alignment.png", "scaling_new_participant_data.png"), plot_scaling(table)):
+            figures[name] = save_figure(fig, out / name)
+            tr.log_figure(fig, f"scaling/{name}")
+            plt.close(fig)
+        tr.log_table(table, "scaling/scaling.csv")
+        tr.log_table(untuned + [r for pt in points for r in pt["rows"]], "scaling/alignment_rows.csv")
+        for r in table:
+            tr.log_metrics({f"scaling.{r['mode']}.{r['region']}.tuned": r["tuned"],
+                            f"scaling.{r['mode']}.{r['region']}.efficiency_ratio": r["efficiency_ratio"]},
+                           step=int(r["size"] * (1 if cfg.grid.unit == "stories" else 60)))
+        run_id = tr.run_id
+    log("[scaling] efficiency ratio = untuned full-data hours / hours the tuned model needs to match it:")
+    for r in table:
+        log(f"  {r['mode']:>6} @ {r['size']:g} {r['unit']:<7} {r['region']:>9}: alignment {r['tuned']:.3f} "
+            f"(untuned {r['untuned']:.3f}), new participant needs {60 * r['new_participant_hours']:.1f} of "
+            f"{60 * r['untuned_hours']:.1f} min → ratio {r['efficiency_ratio']:.2f}")
+    log(f"[scaling] figures in {out}; MLflow run {run_id} in {tracker.uri}")
+    return dict(table=table, points=points, untuned=untuned, figures=figures, run_id=run_id)
