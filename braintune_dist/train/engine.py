@@ -83,9 +83,11 @@ class Engine:
         if eng.kind == "deepspeed":
             self._init_deepspeed(model, opt, sched, micro_batch)
         else:
-            import ray.train.torch
-            self.model = ray.train.torch.prepare_model(model.to(self.device), parallel_strategy_kwargs={
-                "find_unused_parameters": False}) if _world_size() > 1 else model.to(self.device)
+            self.model = model.to(self.device)
+            if _world_size() > 1:                          # DDP only inside a Ray Train worker group
+                import ray.train.torch
+                self.model = ray.train.torch.prepare_model(self.model, parallel_strategy_kwargs={
+                    "find_unused_parameters": False})
             self.opt, self.sched = opt, sched
 
     def _init_deepspeed(self, model, opt, sched, micro_batch):
@@ -98,7 +100,11 @@ class Engine:
         import deepspeed
         for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1").items():
             os.environ.setdefault(k, v)                  # single process outside Ray: no MPI discovery
-        os.environ.setdefault("MASTER_PORT", "29511")
+        if "MASTER_PORT" not in os.environ:              # a free port: two single-process runs must not collide
+            import socket
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
         ds_cfg = {
             "train_micro_batch_size_per_gpu": micro_batch,
             "gradient_accumulation_steps": self.optim_cfg.grad_accum,
@@ -128,7 +134,7 @@ class Engine:
         if self.cfg.kind == "ddp" and self.bf16:
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 return self.model(wav)
-        return self.model(wav.to(torch.bfloat16) if self.bf16 else wav)
+        return self.model(wav)          # the backbone normalises in fp32, then casts to its own (bf16) dtype
 
     def backward_step(self, loss: torch.Tensor) -> bool:
         """Backward one micro-batch; returns True when an optimizer step was taken."""

@@ -159,15 +159,16 @@ def train_loop_per_worker(config: dict) -> None:
     with tracker.start("train", run_id=config.get("mlflow_run_id")):
         for epoch in range(start_epoch, cfg.train.epochs):
             engine.module.train()
-            t0, total, n = time.time(), 0.0, 0
+            t0, total, n, samples = time.time(), 0.0, 0, 0
             for i, batch in enumerate(train_shard.iter_torch_batches(**iter_kwargs(cfg.stream))):
                 if cfg.train.max_steps_per_epoch and i >= cfg.train.max_steps_per_epoch:
                     break
                 loss = _batch_loss(engine, cfg.train.loss, batch, vmask)
                 stepped = engine.backward_step(loss)
-                total, n = total + float(loss.detach()), n + 1
+                total, n, samples = total + float(loss.detach()), n + 1, samples + len(batch["audio"])
                 if stepped and engine.step % cfg.train.log_every == 0:
                     tracker.log_metrics({"train/loss": float(loss), **engine.lrs()}, step=engine.step)
+            train_seconds = time.time() - t0                                  # training only (no validation)
             train_loss = _allreduce_mean(total, n, engine.device)
             val_loss = validate(engine, val_shard, cfg, vmask) if cfg.data.val_stories else train_loss
             if val_loss < best_val:
@@ -175,7 +176,8 @@ def train_loop_per_worker(config: dict) -> None:
             else:
                 bad_epochs += 1
             metrics = dict(start, epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
-                           best_val=best_val, epoch_seconds=time.time() - t0, samples=n * cfg.stream.batch_size)
+                           best_val=best_val, epoch_seconds=time.time() - t0, train_seconds=train_seconds,
+                           samples=samples)
             tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)
