@@ -1,0 +1,161 @@
+"""Array backends for the voxel-wise ridge: NumPy on CPU, CuPy on a CUDA GPU.
+
+A backend is a small namespace object (himalaya style). It forwards every array-module function
+(``zeros``, ``matmul``, ``sqrt``, ...) to its module ``xp`` and adds what the ridge needs on top:
+
+* ``asarray(x, dtype=None)`` : move/convert to this backend (host <-> device as needed),
+* ``to_numpy(x)``            : a NumPy array on the host,
+* ``eigh(a)``                : float64 symmetric eigendecomposition, ascending eigenvalues,
+* ``synchronize()``          : wait for queued device work (timing),
+* the fused kernels of :mod:`kernels.ridge` and :mod:`kernels.correlation`
+  (``sse_columns``, ``pole_terms``, ``alpha_scale``, ``pearson_columns``): CuPy kernels on the
+  GPU, their NumPy twins on the CPU,
+* ``f64_cost``               : time of a float64 GEMM relative to float32 (picks the ridge's
+  float64 "pole" form only where float64 is cheap enough).
+
+``get_backend("auto")`` gives CuPy only when a GPU is actually usable. On a CPU box with the cupy
+wheel installed ``import cupy`` succeeds but any device call raises ``CUDARuntimeError``, so
+usability is probed with a real device query, never assumed from the import.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from kernels import correlation as _kcorr
+from kernels import ridge as _kridge
+
+BACKENDS = ("numpy", "cupy", "auto")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run on this machine (e.g. ``"cupy"`` without a usable GPU)."""
+
+
+class Backend:
+    """Namespace over an array module ``xp``; unknown attributes are looked up on ``xp``."""
+
+    def __init__(self, name: str, xp, kernels: dict):
+        self.name = name
+        self.xp = xp
+        self.__dict__.update(kernels)
+
+    def __getattr__(self, attr):        # only called when normal lookup fails
+        if attr == "xp":                # not yet set (copy/pickle): no recursion
+            raise AttributeError(attr)
+        return getattr(self.xp, attr)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+    def is_backend_array(self, x) -> bool:
+        return isinstance(x, self.xp.ndarray)
+
+
+def _numpy_backend() -> Backend:
+    def asarray(x, dtype=None):
+        if _is_cupy_array(x):           # device -> host
+            x = x.get()
+        return np.asarray(x, dtype=dtype)
+
+    def eigh(a):
+        return np.linalg.eigh(np.asarray(a, dtype=np.float64))
+
+    return Backend("numpy", np, dict(
+        asarray=asarray, to_numpy=asarray, eigh=eigh, synchronize=lambda: None,
+        sse_columns=_kridge.sse_columns_numpy, pole_terms=_kridge.pole_terms_numpy, f64_cost=2.0,
+        alpha_scale=_kridge.alpha_scale_numpy, pearson_columns=_kcorr.pearson_columns_numpy))
+
+
+def _cupy_backend() -> Backend:
+    import cupy as cp
+
+    def asarray(x, dtype=None):
+        return cp.asarray(x, dtype=dtype)
+
+    def to_numpy(x):
+        return cp.asnumpy(x) if isinstance(x, cp.ndarray) else np.asarray(x)
+
+    def eigh(a):
+        return cp.linalg.eigh(cp.asarray(a, dtype=cp.float64))
+
+    return Backend("cupy", cp, dict(
+        asarray=asarray, to_numpy=to_numpy, eigh=eigh,
+        synchronize=lambda: cp.cuda.Device().synchronize(),
+        sse_columns=_kridge.sse_columns_cupy, pole_terms=_kridge.pole_terms_cupy,
+        f64_cost=_f64_cost(cp),
+        alpha_scale=_kridge.alpha_scale_cupy, pearson_columns=_kcorr.pearson_columns_cupy))
+
+
+def _f64_cost(cp) -> float:
+    """Data-centre GPUs (P100, V100, A100, H100, B100/B200) run float64 GEMMs at >= 1/2 rate."""
+    cc = cp.cuda.Device().compute_capability        # e.g. "90"
+    return 1.0 if cc in ("60", "70", "80", "90", "100") else 32.0
+
+
+def _is_cupy_array(x) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_status() -> tuple[bool, str]:
+    """(usable, reason): whether CuPy can run on a GPU here, and why not if it cannot."""
+    try:
+        import cupy as cp
+    except Exception as e:              # no wheel, or CUDA libraries missing
+        return False, f"cupy is not importable ({type(e).__name__}: {e})"
+    try:
+        if not cp.cuda.is_available():  # False (no raise) without driver or device
+            return False, "cupy is installed but no CUDA device/driver is available"
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            return False, "no CUDA device found"
+        cp.zeros(1).sum().item()        # a real allocation + kernel launch
+    except Exception as e:              # CUDARuntimeError is a RuntimeError
+        return False, f"CUDA device unusable ({type(e).__name__}: {e})"
+    return True, "ok"
+
+
+def gpu_available() -> bool:
+    """True when CuPy is importable and a CUDA GPU actually accepts work."""
+    return gpu_status()[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(name: str) -> Backend:
+    return _cupy_backend() if name == "cupy" else _numpy_backend()
+
+
+def get_backend(name="auto") -> Backend:
+    """Return the backend ``"numpy"``, ``"cupy"`` or ``"auto"`` (a Backend is passed through).
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy", "auto"} or Backend
+        ``"auto"`` selects CuPy when a GPU is usable, else NumPy (no error, no warning).
+
+    Raises
+    ------
+    ValueError
+        Unknown backend name.
+    BackendUnavailableError
+        ``"cupy"`` was requested explicitly but no GPU is usable; the message says why.
+    """
+    if isinstance(name, Backend):
+        return name
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "auto":
+        name = "cupy" if gpu_available() else "numpy"
+    elif name == "cupy":
+        ok, why = gpu_status()
+        if not ok:
+            raise BackendUnavailableError(
+                f"backend='cupy' needs a usable CUDA GPU and the cupy package "
+                f"(pip install braintune_dist[gpu]): {why}. Use backend='numpy' or 'auto'.")
+    return _cached(name)
+
+
+def backend_of(x) -> Backend:
+    """The backend owning array ``x`` (CuPy arrays -> cupy, anything else -> numpy)."""
+    return _cached("cupy") if _is_cupy_array(x) else _cached("numpy")

@@ -1,0 +1,399 @@
+"""Voxel-wise ridge regression, one alpha per voxel chosen by cross-validation (himalaya-compatible).
+
+All voxels and alphas share one float64 eigendecomposition per split, G_k = X_trᵀX_tr = V Λ Vᵀ;
+the eigen-coefficients C = Vᵀ X_trᵀY_tr (p, v_batch) are float32 GEMMs. The validation error of
+alpha comes from predictions (X_val V) diag(1 / (Λ + alpha)) C (direct form, one float32 GEMM
+per alpha) or, when cheaper, from the pole form of :func:`_fold_sse` (one float64 (p, p) GEMM
+for all alphas). Best alpha per voxel = argmax of -mean MSE + 1e-10 log(alpha) (ties -> larger
+alpha, as himalaya), then w_j = V diag(1 / (Λ + alpha_j)) Vᵀ Xᵀy_j on all rows. With
+p > n_train the same code runs on the kernel X_tr X_trᵀ (identical result, since
+(XᵀX + aI)⁻¹Xᵀ = Xᵀ(XXᵀ + aI)⁻¹). For K-fold, XᵀY and XᵀX are sums of the per-fold blocks.
+Nothing of shape (n_alphas, n_samples, n_voxels) is formed; voxels go in ``n_targets_batch``.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .backend import get_backend
+from .correlation import correlation_score
+
+NEAR = 1e-9   # eigenvalue pairs closer than NEAR * (lam + max alpha) are summed exactly
+
+
+class RidgeCV:
+    """Ridge regression with one regularisation per target chosen by cross-validation.
+
+    For every target (voxel) j, ``w_j = argmin ||X w - y_j||² + alpha_j ||w||²`` with alpha_j the
+    value of ``alphas`` of lowest mean validation MSE over the splits of ``cv``, refit on all rows.
+
+    Alpha convention: himalaya's / scikit-learn's, alpha is added to the eigenvalues of XᵀX,
+    ``w = (XᵀX + alpha I)⁻¹ Xᵀ y``. Huth-lab ``bootstrap_ridge`` uses ``S / (S² + a²)`` on the
+    singular values S of X: its ``a`` is ``alpha = a²`` here (pass ``huth_alphas ** 2``).
+
+    Parameters
+    ----------
+    alphas : array of shape (n_alphas,)
+        Positive, finite regularisation values, default ``np.logspace(0, 6, 10)``.
+    cv : int, splitter or iterable of (train_idx, test_idx)
+        int K >= 2: K contiguous folds, no shuffling (scikit-learn ``KFold(K)``); an object with
+        ``split(X)``; or index pairs (e.g. leave one story out).
+    fit_intercept : bool
+        False (default): X and Y are assumed centred. True: each split (and the refit) centres on
+        its own training rows, as himalaya does.
+    backend : {"auto", "numpy", "cupy"} or Backend
+        ``"auto"`` uses the GPU when one is usable.
+    n_targets_batch : int or None
+        Voxels processed at once (memory bound). None: 4096 on NumPy, 16384 on CuPy.
+
+    Attributes
+    ----------
+    best_alphas_ : ndarray of shape (n_targets,)
+        Chosen alpha per target (values of ``alphas``, float64).
+    coef_ : ndarray of shape (n_features, n_targets) or (n_features,) for 1-D Y
+        Refit weights (NumPy, copied from the device on first access).
+    cv_scores_ : ndarray of shape (n_alphas, n_targets)
+        Mean over splits of the validation score ``-MSE`` (higher is better), float64.
+    intercept_ : ndarray of shape (n_targets,)
+        Zeros unless ``fit_intercept``.
+    n_features_in_ : int
+    """
+
+    def __init__(self, alphas=np.logspace(0, 6, 10), cv=5, fit_intercept=False, backend="auto",
+                 n_targets_batch=None):
+        self.alphas, self.cv, self.fit_intercept = alphas, cv, fit_intercept
+        self.backend, self.n_targets_batch = backend, n_targets_batch
+
+    def fit(self, X, Y):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            NumPy or CuPy; float32 keeps float32 for the large products (else float64).
+        Y : array of shape (n_samples, n_targets) or (n_samples,) (one target)
+            May stay on the host with the CuPy backend (moved one voxel batch at a time).
+
+        Returns
+        -------
+        self
+        """
+        be = get_backend(self.backend)
+        xp = be.xp
+        X, dt = _check_X(be, X, "X")
+        Y, self._ravel = _check_Y(Y, X.shape[0])
+        alphas = _check_alphas(self.alphas)
+        vb = self.n_targets_batch
+        vb = (16384 if be.name == "cupy" else 4096) if vb is None else vb
+        if not isinstance(vb, numbers.Integral) or isinstance(vb, bool) or vb < 1:
+            raise ValueError(f"n_targets_batch must be a positive int or None, got {vb!r}")
+        splits, partition = _make_splits(self.cv, X.shape[0])
+        al = be.asarray(alphas)
+        refit = _prepare(be, X, splits, partition, bool(self.fit_intercept), dt, al)
+        p, v = X.shape[1], Y.shape[1]
+        coef, intercept = xp.empty((p, v), dt), xp.zeros(v, dt)
+        cv_scores, best = np.empty((len(alphas), v)), np.empty(v, np.int64)
+        for b0 in range(0, v, vb):                             # voxel batches
+            b = slice(b0, min(v, b0 + vb))
+            mse, idx, coef[:, b], intercept[b] = _fit_batch(
+                be, X, _batch(be, Y, b, dt), splits, partition, refit, al, dt)
+            cv_scores[:, b], best[b] = -be.to_numpy(mse), be.to_numpy(idx)
+        self.best_alphas_, self.cv_scores_ = alphas[best], cv_scores
+        self._coef, self._coef_np, self._intercept = coef, None, intercept
+        self.n_features_in_, self._be = p, be
+        return self
+
+    @property
+    def coef_(self):
+        if self._coef_np is None:                    # device -> host once, on first access
+            self._coef_np = self._be.to_numpy(self._coef[:, 0] if self._ravel else self._coef)
+        return self._coef_np
+
+    @property
+    def intercept_(self):
+        return self._be.to_numpy(self._intercept[0] if self._ravel else self._intercept)
+
+    def predict(self, X):
+        """Predictions ``X @ coef_ + intercept_``.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Y_pred : array of shape (n_samples, n_targets) or (n_samples,), on the fit's backend.
+        """
+        if not hasattr(self, "_coef"):
+            raise ValueError("This RidgeCV is not fitted yet: call fit(X, Y) first")
+        be = self._be
+        X, _ = _check_X(be, X, "X")
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features but the model was fit with {self.n_features_in_}")
+        pred = X.astype(self._coef.dtype, copy=False) @ self._coef + self._intercept
+        return pred[:, 0] if self._ravel else pred
+
+    def score(self, X, Y):
+        """Pearson r per target between ``Y`` and ``predict(X)`` (constant target -> 0).
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        Y : array of shape (n_samples, n_targets) or (n_samples,)
+
+        Returns
+        -------
+        r : ndarray of shape (n_targets,) (float for a 1-D fit), float64, on the host.
+        """
+        pred = self.predict(X)
+        Y = self._be.asarray(Y)
+        if Y.shape != pred.shape:
+            raise ValueError(f"Y has shape {Y.shape}, expected {pred.shape}")
+        return self._be.to_numpy(correlation_score(Y, pred, backend=self._be))
+
+
+# ---------------------------------------------------------------------- linear algebra
+def _prepare(be, X, splits, partition, icpt, dt, al):
+    """Decompose every split (into ``s["fold"]``) and all rows (returned), in float64.
+
+    Feature space when p <= n_train (complement splits: G - X_valᵀX_val; K-fold: G = Σ blocks),
+    else sample space (kernel); ``s["feat"]`` records the choice.
+    """
+    xp = be.xp
+    X64 = X.astype(xp.float64)
+    n, p = X.shape
+    xsum = X64.sum(0) if icpt else None
+    for s in splits:
+        s["feat"] = p <= s["ntr"]
+        if s["feat"] and s["comp"]:                            # (p, p) syrk per fold
+            xv = X64[s["val"]]
+            s["Gv"], s["xvsum"] = xv.T @ xv, xv.sum(0)
+    G = None                                                   # XᵀX (feature-space refit)
+    if p <= n:
+        G = (sum(s["Gv"] for s in splits) if partition and all(s["feat"] for s in splits)
+             else X64.T @ X64)
+    for s in splits:
+        Gtr, mu = None, None                                   # None: kernel
+        if s["feat"] and s["comp"]:
+            Gtr, mu = G - s.pop("Gv"), ((xsum - s["xvsum"]) / s["ntr"]) if icpt else None
+        else:
+            xt = X64[s["tr"]]
+            Gtr, mu = (xt.T @ xt if s["feat"] else None), (xt.mean(0) if icpt else None)
+        s["fold"] = _decompose(be, X64, s, Gtr, mu, dt, al)
+    full = dict(tr=slice(0, n), val=None, ntr=n)
+    return _decompose(be, X64, full, G, X64.mean(0) if icpt else None, dt, al)
+
+
+def _fit_batch(be, X, Yb, splits, partition, refit, al, dt):
+    """CV errors of every alpha, choice and refit for one voxel batch Yb (n, vb): returns mean
+    validation MSE (n_alphas, vb) float64, alpha index (vb,), weights (p, vb), intercepts (vb,)."""
+    xp = be.xp
+    n = X.shape[0]
+    icpt = refit["mu"] is not None
+    ysum = Yb.sum(0, dtype=xp.float64) if icpt else None
+    XtY, blocks = _cross(be, X, Yb, splits, partition, refit["kernel"])
+    mse = xp.zeros((al.shape[0], Yb.shape[1]), xp.float64)
+    for k, s in enumerate(splits):
+        yv, muy, B = Yb[s["val"]], None, None
+        if icpt:                                               # centre on the split's train rows
+            muy = ((ysum - yv.sum(0, dtype=xp.float64)) / s["ntr"] if s["comp"]
+                   else Yb[s["tr"]].mean(0, dtype=xp.float64))
+            yv = (yv - muy).astype(dt)
+        if s["feat"]:
+            B = XtY - blocks[k] if s["comp"] else X[s["tr"]].T @ Yb[s["tr"]]
+        mse += _fold_sse(be, s["fold"], _coefs(be, s["fold"], B, Yb, muy, dt), yv) / s["nv"]
+    mse /= len(splits)
+    idx = xp.argmax((xp.log(al) * 1e-10)[:, None] - mse, axis=0)   # ties -> larger alpha
+    muy = ysum / n if icpt else None
+    C = _coefs(be, refit, XtY, Yb, muy, dt)
+    be.alpha_scale(C, refit["lam"], al[idx], out=C)          # per-voxel (lam + alpha_j)⁻¹
+    W = refit["W"] @ C                                       # (p, m) @ (m, vb)
+    b0 = (muy - refit["mu"] @ W.astype(xp.float64)).astype(dt) if icpt else 0
+    return mse, idx, W, b0
+
+
+def _decompose(be, X64, s, Gtr, mu, dt, alphas):
+    """Eigendecomposition of a split's training Gram (feature space) or kernel (sample space).
+
+    Returns a dict: lam (m,) eigenvalues >= 0; ``basis`` (p or n_tr, m) rotating XᵀY or Y_tr; W
+    (p, m) for the refit; for CV splits A (n_val, m) = validation design in the eigenbasis,
+    E = 1 / (lam + alpha) (n_alphas, m) and for the pole form K (m, m), Hd (m,), (S, N).
+    """
+    xp = be.xp
+    kernel = Gtr is None
+    if kernel:                                       # sample space: X_tr X_trᵀ (n_tr, n_tr)
+        xt = X64[s["tr"]] - (0.0 if mu is None else mu)
+        lam, Q = be.eigh(xt @ xt.T)
+    else:                                            # feature space: G_tr (p, p)
+        lam, Q = be.eigh(Gtr - s["ntr"] * xp.outer(mu, mu) if mu is not None else Gtr)
+    lam = xp.maximum(lam, 0.0)                       # round-off negatives (himalaya: zeros)
+    f = dict(kernel=kernel, lam=lam, mu=mu, basis=Q.astype(dt), tr=s["tr"], ntr=s["ntr"])
+    if s["val"] is None:                             # refit on all rows
+        f["W"] = (xt.T @ Q).astype(dt) if kernel else f["basis"]
+        return f
+    xv = X64[s["val"]] - (0.0 if mu is None else mu)
+    M = xv @ xt.T if kernel else xv                  # (n_val, p or n_tr) before rotation
+    m, nv, na = lam.shape[0], xv.shape[0], alphas.shape[0]
+    f["E"] = 1.0 / (lam[None, :] + alphas[:, None])  # (n_alphas, m) float64
+    # pole form: one float64 (m, m) GEMM per batch instead of n_alphas (n_val, m) GEMMs
+    pole = be.f64_cost * m * m + nv * m < na * nv * m
+    if pole:
+        A64 = M @ Q
+        H = A64.T @ A64                              # (m, m) float64
+        gap = lam[None, :] - lam[:, None]            # gap[i, l] = lam_l - lam_i
+        near = xp.abs(gap) <= NEAR * (xp.maximum(lam[:, None], lam[None, :]) + alphas.max())
+        f["K"] = xp.where(near, 0.0, H / xp.where(near, 1.0, gap))
+        xp.fill_diagonal(near, False)
+        S = xp.flatnonzero(near.any(0))
+        pole = S.shape[0] <= m // 4                  # else the exact part would dominate
+    if pole:
+        f["Hd"], f["A"] = xp.diagonal(H).copy(), A64.astype(dt)
+        f["S"], f["N"] = S, xp.where(near[S][:, S], H[S][:, S], 0.0)
+    else:
+        f.pop("K", None)
+        f["A"] = M.astype(dt) @ f["basis"] if dt == np.float32 else M @ Q
+        f["F"] = f["E"].astype(dt)
+    return f
+
+
+def _coefs(be, f, B, Yb, muy, dt):
+    """Eigen-coefficients C (m, vb): Vᵀ X_trᵀY_tr (feature) or Uᵀ Y_tr (kernel), centred."""
+    if f["kernel"]:
+        yt = Yb[f["tr"]]
+        return f["basis"].T @ ((yt - muy).astype(dt) if muy is not None else yt)
+    if muy is not None:                              # Σ (x - mu_x)(y - mu_y)ᵀ over n_tr rows
+        B = B - (f["ntr"] * be.xp.outer(f["mu"], muy)).astype(dt)
+    return f["basis"].T @ B
+
+
+def _fold_sse(be, f, C, yv):
+    """Validation sum of squared errors of every alpha, (n_alphas, vb) float64.
+
+    Direct form: predictions ``A (e_a * C)`` (n_val, vb) for one alpha at a time.
+    Pole form: with e_i = 1 / (lam_i + a), H = AᵀA, R = Aᵀy and the partial fractions
+    e_i e_l = (e_i - e_l) / (lam_l - lam_i), the error of every alpha is
+
+        ||y||² - 2 Σ_i e_i c_i r_i + Σ_i e_i² c_i² H_ii + 2 Σ_i e_i c_i (K c)_i,
+        K_il = H_il / (lam_l - lam_i)   (i != l, far pairs),
+
+    i.e. ONE float64 GEMM K @ C for all alphas, then two (n_alphas, m) x (m, vb) products.
+    Near-degenerate pairs (where the fractions cancel) are summed exactly from (S, N). In float64
+    the error is ~1e-14 relative on real spectra (vs the float64 direct form; float32: ~1e-8).
+    """
+    xp = be.xp
+    if "K" in f:
+        C64 = C.astype(xp.float64)
+        U, Q = be.pole_terms(C64, f["K"] @ C64, f["A"].T @ yv)   # C (KC - R), C² : (m, vb)
+        E = f["E"]
+        sse = (2 * E) @ U + (E * E * f["Hd"]) @ Q + xp.square(yv.astype(xp.float64)).sum(0)
+        if f["S"].shape[0]:
+            Cs = C64[f["S"]]
+            for a in range(E.shape[0]):
+                Z = Cs * E[a, f["S"]][:, None]
+                sse[a] += (Z * (f["N"] @ Z)).sum(0)
+        return sse
+    na = f["F"].shape[0]
+    sse = xp.zeros((na, C.shape[1]), xp.float64)
+    Z = xp.empty_like(C)                             # (m, vb) coefficients of one alpha
+    P = xp.empty((yv.shape[0], C.shape[1]), C.dtype)
+    for a in range(na):
+        xp.multiply(C, f["F"][a][:, None], out=Z)
+        xp.matmul(f["A"], Z, out=P)
+        be.sse_columns(P, yv, sse[a])
+    return sse
+
+
+def _cross(be, X, Yb, splits, partition, kernel_refit):
+    """XᵀY_b (p, vb) and X_valᵀY_val blocks of feature-space complement splits (K-fold: XᵀY = Σ)."""
+    blocks = [None] * len(splits)
+    if any(s["feat"] and s["comp"] for s in splits) or (partition and not kernel_refit):
+        blocks = [X[s["val"]].T @ Yb[s["val"]] for s in splits]
+    if partition and blocks[0] is not None:
+        XtY = sum(blocks[1:], blocks[0])
+    else:
+        XtY = None if kernel_refit and not any(s["feat"] for s in splits) else X.T @ Yb
+    return XtY, blocks
+
+
+def _batch(be, Y, b, dt):
+    """Voxel batch of Y as a contiguous (n, vb) array on the backend, checked finite."""
+    Yb = be.xp.ascontiguousarray(be.asarray(Y[:, b]), dtype=dt)   # host Y: moved batch by batch
+    if not bool(be.xp.isfinite(Yb).all()):
+        raise ValueError(f"Y contains NaN or Inf (in targets {b.start}..{b.stop - 1})")
+    return Yb
+
+
+def _check_X(be, X, name):
+    X = be.asarray(X)
+    if X.ndim != 2 or 0 in X.shape or X.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be a non-empty numeric 2-D array (n_samples, n_features), "
+                         f"got shape {X.shape} dtype {X.dtype}")
+    dt = np.float32 if X.dtype == np.float32 else np.float64
+    X = X.astype(dt, copy=False)
+    if not bool(be.xp.isfinite(X).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return X, dt
+
+
+def _check_Y(Y, n):
+    Y = Y if hasattr(Y, "shape") else np.asarray(Y)
+    if Y.ndim not in (1, 2) or (Y.ndim == 2 and Y.shape[1] == 0) or Y.dtype.kind not in "fiub":
+        raise ValueError(f"Y must be a numeric 1-D or 2-D array (n_samples, n_targets), "
+                         f"got shape {Y.shape} dtype {Y.dtype}")
+    if Y.shape[0] != n:
+        raise ValueError(f"Y has {Y.shape[0]} rows but X has {n} (samples must match)")
+    return (Y[:, None], True) if Y.ndim == 1 else (Y, False)
+
+
+def _check_alphas(alphas):
+    try:
+        a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"alphas must be an array of positive numbers, got {alphas!r}") from None
+    if a.size == 0:
+        raise ValueError("alphas is empty: give at least one positive value")
+    bad = ~(np.isfinite(a) & (a > 0))
+    if bad.any():
+        raise ValueError(f"alphas must be positive and finite, got {a[bad]}")
+    return a
+
+
+def _make_splits(cv, n):
+    """Split dicts (tr, val: slice or int array; ntr, nv; comp: train = complement of val) and
+    whether the validation sets partition the rows (then XᵀY = Σ blocks)."""
+    msg = f"cv must be an int, a splitter or (train, test) pairs, got {cv!r}"
+    if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
+        if not 2 <= cv <= n:
+            raise ValueError(f"cv={cv}: need 2 <= folds <= n_samples ({n})")
+        sizes = np.full(cv, n // cv)
+        sizes[: n % cv] += 1                      # sklearn KFold(shuffle=False) sizes
+        e = np.concatenate([[0], np.cumsum(sizes)])
+        pairs = [(np.r_[0:a, b:n], np.arange(a, b)) for a, b in zip(e[:-1], e[1:])]
+    elif isinstance(cv, (str, bytes, bool)) or cv is None or not (
+            hasattr(cv, "split") or hasattr(cv, "__iter__")):
+        raise ValueError(msg)
+    else:
+        pairs = list(cv.split(np.zeros((n, 1))) if hasattr(cv, "split") else cv)
+    if not pairs:
+        raise ValueError(msg + " (no splits)")
+    splits, count = [], np.zeros(n, np.int64)
+    for i, pair in enumerate(pairs):
+        try:
+            tr, val = (np.asarray(x).reshape(-1) for x in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"cv split {i} is not a (train, test) pair") from None
+        for name, idx in (("train", tr), ("test", val)):
+            if idx.size == 0 or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= n:
+                raise ValueError(f"cv split {i}: {name} indices must be non-empty ints in [0, {n})")
+        count[val] += 1
+        comp = bool(np.all(np.bincount(np.concatenate([tr, val]), minlength=n) == 1))
+        splits.append(dict(tr=_as_slice(tr), val=_as_slice(val), ntr=tr.size, nv=val.size, comp=comp))
+    return splits, bool(np.all(count == 1) and all(s["comp"] for s in splits))
+
+
+def _as_slice(idx):
+    """A contiguous increasing index array as a slice (cheap views), else the array itself."""
+    if idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
