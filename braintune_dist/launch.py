@@ -1,0 +1,24 @@
+"""What every job driver does before its work: join the Ray cluster it was submitted to, or start one."""
+from __future__ import annotations
+
+import os
+
+
+def connect_ray(address: str = "") -> None:
+    """``ray.init`` for a job driver.
+
+    Under ``ray job submit`` (``RAY_ADDRESS`` set) or with an explicit ``address`` it joins that cluster,
+    whose job runtime_env is already in force. Otherwise it starts a local cluster bound to 127.0.0.1 and
+    passes this shell's settings (loopback binding, offline HF hub, MLflow URI) to the workers.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+    import ray.data
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False, runtime_env={"env_vars": {
+            k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI")
+            if k in os.environ}})
+    ray.data.DataContext.get_current().enable_progress_bars = False
