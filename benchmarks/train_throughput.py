@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")     # Ray on loopback only (stack-notes §4)
@@ -161,24 +160,6 @@ def bench_plain(a, batches, vmask, device: torch.device, threads: int | None = N
 
 
 # --------------------------------------------------------------------------- (d) Engine in-process
-def _stub_ray_if_missing() -> bool:
-    """engine.py imports ray.train.torch for kind 'ddp' even in one process, where it never calls it
-    (prepare_model only runs when world size > 1). The GPU image has no Ray: stand in a module that refuses."""
-    try:
-        import ray.train.torch  # noqa: F401
-        return False
-    except ImportError:
-        pass
-    mods = {n: types.ModuleType(n) for n in ("ray", "ray.train", "ray.train.torch")}
-
-    def prepare_model(*_, **__):
-        raise RuntimeError("ray stub: prepare_model needs a real Ray (world size > 1)")
-    mods["ray.train.torch"].prepare_model = prepare_model
-    mods["ray"].train, mods["ray.train"].torch = mods["ray.train"], mods["ray.train.torch"]
-    sys.modules.update(mods)
-    return True
-
-
 def bench_engine(a, kind: str, batches, vmask, device: torch.device) -> dict:
     from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings
     _free(device)
@@ -212,7 +193,6 @@ def run_inprocess(a, device: torch.device) -> dict:
                      f"synthetic: {a.participants} participants, {a.vertices} vertices, {a.window_samples} samples")
     if device.type == "cuda":
         res["gpu"] = torch.cuda.get_device_name(device)
-    res["ray_stubbed"] = _stub_ray_if_missing()
     res["plain"] = bench_plain(a, batches, vmask, device)
     print("plain", res["plain"], flush=True)
     res["engine"] = {}

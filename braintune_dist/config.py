@@ -16,7 +16,6 @@ import ast
 import dataclasses
 import inspect
 import os
-import sys
 import textwrap
 import types
 import typing

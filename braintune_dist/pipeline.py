@@ -17,7 +17,7 @@ from .data.lebel import DataConfig, LebelDataset
 from .data.shards import MANIFEST, ShardConfig, write_shards
 from .data.simulate import SimConfig, simulate
 from .data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
-from .data.voxels import CommonSpace, noise_ceiling
+from .data.voxels import find_common_space, noise_ceiling
 
 
 @dataclass
@@ -55,8 +55,7 @@ def ensure_dataset(cfg: PrepareConfig, log=print) -> LebelDataset:
 def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "") -> list[dict]:
     """Per participant (and region, when a common-space map exists): voxels, median cc_max, share above threshold."""
     subjects = ds.subjects()
-    cs_dir = Path(common_space_dir) if common_space_dir else ds.root / "ground_truth"
-    space = CommonSpace.load(cs_dir, subjects) if (cs_dir / "common_space.npz").is_file() else None
+    space = find_common_space(ds.root, common_space_dir, subjects)
     rows = []
     for sub in subjects:
         cc = noise_ceiling(ds.load_repeats(sub))                          # (n_voxels,)

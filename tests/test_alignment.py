@@ -7,7 +7,8 @@ from braintune_dist.backbone import ModelConfig, build_backbone
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.encoding.alignment import RidgeConfig, evaluate_alignment, story_splits
-from braintune_dist.encoding.report import EvalSettings, alignment_report, load_space
+from braintune_dist.data.voxels import find_common_space
+from braintune_dist.encoding.report import EvalSettings, alignment_report
 from braintune_dist.features import FeatureConfig
 from braintune_dist.lowlevel import StimulusFeatures
 from braintune_dist.tracking import Tracker, TrackingConfig
@@ -29,7 +30,7 @@ def test_story_splits():
 
 def test_recovers_planted_signal(sim):
     subjects = sim.subjects()
-    space = load_space(sim, "", subjects)
+    space = find_common_space(sim.root, "", subjects)
     fx = StimulusFeatures(FeatureConfig(), spaces=("spectral", "categories"))
     rows, voxels = evaluate_alignment(sim, fx, subjects, sim.split()["train"], RidgeConfig(), space, [], progress=False)
     get = {(r["subject"], r["layer"], r["region"]): r for r in rows}

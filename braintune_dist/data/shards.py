@@ -244,7 +244,7 @@ def write_shards(cfg: ShardConfig) -> Path:
     FileExistsError
         ``cfg.out`` already holds a complete shard set and ``cfg.overwrite`` is false.
     """
-    from .voxels import CommonSpace   # numpy-only module; imported here to keep the reader import light
+    from .voxels import CommonSpace, common_space_dir   # numpy-only; imported here to keep the reader import light
 
     if not cfg.spaces or set(cfg.spaces) - {"common", "voxel"}:
         raise DatasetError(f"ShardConfig.spaces={cfg.spaces}: choose one or both of ['common', 'voxel']")
@@ -269,7 +269,7 @@ def write_shards(cfg: ShardConfig) -> Path:
     # voxel count of each participant from its first story; every other story must agree
     n_vox = {sub: ds.n_voxels(sub, min(heard[sub])) if heard[sub] else 0 for sub in subjects}
 
-    cs_dir = Path(cfg.common_space or Path(cfg.data.root) / "ground_truth")
+    cs_dir = common_space_dir(cfg.data.root, cfg.common_space)
     space = CommonSpace.load(cs_dir, subjects) if "common" in cfg.spaces else None
     n_vert = space.n_vertices if space else 0
     coverage = (np.stack([space.coverage(s) for s in subjects]) if space

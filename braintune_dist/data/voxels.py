@@ -63,6 +63,17 @@ def normalised_alignment(r: np.ndarray, cc_max: np.ndarray, threshold: float = 0
         return np.where(cc > threshold, r / cc, np.nan)
 
 
+def common_space_dir(root: str | os.PathLike, directory: str = "") -> Path:
+    """The common-space directory: ``directory`` if given, else ``<root>/ground_truth`` (simulated data)."""
+    return Path(directory) if directory else Path(root) / "ground_truth"
+
+
+def find_common_space(root: str | os.PathLike, directory: str, subjects: list[str]) -> "CommonSpace | None":
+    """``CommonSpace`` from ``common_space_dir(root, directory)``, or None when it holds no map."""
+    d = common_space_dir(root, directory)
+    return CommonSpace.load(d, subjects) if (d / "common_space.npz").is_file() else None
+
+
 @dataclass
 class CommonSpace:
     """Shared vertex space of all participants and each participant's voxel → vertex map."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..backbone import Backbone
 from ..data.lebel import LebelDataset
-from ..data.voxels import CommonSpace
+from ..data.voxels import find_common_space
 from ..features import FeatureConfig, FeatureExtractor
 from ..tracking import Tracker, save_figure
 from .alignment import RidgeConfig, evaluate_alignment
@@ -39,11 +39,6 @@ class EvalSettings:
     """Where figures and tables are written (and logged to MLflow)."""
 
 
-def load_space(ds: LebelDataset, directory: str, subjects: list[str]) -> CommonSpace | None:
-    d = Path(directory) if directory else ds.root / "ground_truth"
-    return CommonSpace.load(d, subjects) if (d / "common_space.npz").is_file() else None
-
-
 def headline(rows: list[dict]) -> dict[str, float]:
     """``{'<model>/<region>': mean over subjects of r/ceiling at the model's best layer}``."""
     by: dict = defaultdict(lambda: defaultdict(list))
@@ -59,7 +54,7 @@ def alignment_report(ds: LebelDataset, models: dict[str, Backbone], ev: EvalSett
                      tracker: Tracker | None = None, log=print, tag: str = "") -> list[dict]:
     """Evaluate every model on ``subjects``; write/log the table, the figures and headline metrics."""
     train_stories = list(ev.train_stories) or ds.split()["train"]
-    space = load_space(ds, ev.common_space, subjects)
+    space = find_common_space(ds.root, ev.common_space, subjects)
     rows: list[dict] = []
     for label, backbone in models.items():
         fx = FeatureExtractor(backbone, ev.features)
