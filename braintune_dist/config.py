@@ -240,6 +240,8 @@ JOB_CONFIGS: dict[str, str] = {
     "evaluate": "braintune_dist.evaluate:EvaluateConfig",
     "sweep": "braintune_dist.sweep:SweepConfig",
     "scaling": "braintune_dist.scaling:ScalingJobConfig",
+    "analyze": "braintune_dist.analysis.job:AnalyzeConfig",
+    "pretrain": "braintune_dist.pretrain:PretrainConfig",
 }
 """Job name (folder under ``jobs/configs/``) → ``module:Class`` of its config."""
 

@@ -9,6 +9,7 @@ from .backbone import ModelConfig
 from .config import to_dict
 from .data.lebel import DataConfig, LebelDataset
 from .encoding.report import EvalSettings, alignment_report
+from .preflight import preflight_evaluate
 from .tracking import Tracker, TrackingConfig
 from .train.checkpoint import load_backbone
 
@@ -34,6 +35,7 @@ class EvaluateConfig:
 
 
 def run(cfg: EvaluateConfig, log=print) -> list[dict]:
+    preflight_evaluate(cfg, log)
     ds = LebelDataset(cfg.data.root, cfg.data)
     models = {"untuned": load_backbone(cfg.model)} if cfg.include_untuned else {}
     for ck in cfg.checkpoints:

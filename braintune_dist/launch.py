@@ -15,10 +15,12 @@ def connect_ray(address: str = "") -> None:
     import ray
     import ray.data
     address = address or os.environ.get("RAY_ADDRESS", "")
-    if address:
+    if address and address != "local":
         ray.init(address=address)
     else:
-        ray.init(include_dashboard=False, runtime_env={"env_vars": {
+        # address="local": without it ray.init() joins the cluster of the machine's latest `ray start`
+        # (/tmp/ray/ray_current_cluster), e.g. another user's, instead of starting this job's own
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {
             k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI")
             if k in os.environ}})
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -15,6 +15,8 @@ from .data.lebel import LebelDataset
 from .data.stream import load_manifest
 from .encoding.report import EvalSettings, alignment_report
 from .pipeline import PrepareConfig, prepare
+from .preflight import PreflightSettings, preflight
+from .pretrain import PretrainConfig, with_pretrained
 from .tracking import Tracker, run_manifest
 from .train.checkpoint import load_backbone
 from .train.loop import TuneConfig
@@ -30,6 +32,11 @@ class MultiBrainConfig(TuneConfig):
     the top-level `data` and `shards` fields)."""
     eval: EvalSettings = field(default_factory=EvalSettings)
     """Alignment report of the tuned model against the untuned one on held-out participants."""
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(enabled=False))
+    """Phone-recognition pretraining of a random-init backbone before tuning (its `data` is the top-level
+    one); when enabled, its output becomes model.pretrained (the demo's tiny model needs it)."""
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
+    """Checks of data, model, checkpoints and cluster resources before any data writing or training."""
 
 
 def tune_part(cfg: MultiBrainConfig) -> TuneConfig:
@@ -48,8 +55,10 @@ def held_out(cfg: MultiBrainConfig, trained: list[str]) -> list[str]:
 
 def run(cfg: MultiBrainConfig, log=print) -> dict:
     """Run the whole job; returns ``{'result', 'checkpoint', 'rows', 'run_id', 'plan'}``."""
+    preflight(cfg, log)
     prep = dataclasses.replace(cfg.prepare, data=cfg.data, stream_check=False)
     prepare(prep, cfg.shards, log)
+    cfg = with_pretrained(cfg, log)
     tune = tune_part(cfg)
     p = plan(tune)
     log(f"[train] participants {p['participants']}, {p['train_rows']} training windows, {p['n_vertices']} vertices; "

@@ -24,6 +24,8 @@ from .data.lebel import LebelDataset
 from .encoding.report import alignment_report, headline
 from .multibrain import MultiBrainConfig, held_out, tune_part
 from .pipeline import prepare
+from .preflight import preflight
+from .pretrain import with_pretrained
 from .tracking import Tracker, save_figure
 from .train.checkpoint import load_backbone
 from .train.trainer import build_trainer, plan
@@ -136,7 +138,9 @@ def plot_scaling(table: list[dict]):
 def run(cfg: ScalingJobConfig, log=print) -> dict:
     """Prepare, train every grid point, evaluate; returns ``{'table', 'points', 'figures', 'run_id'}``."""
     import matplotlib.pyplot as plt
+    preflight(cfg, log)
     prepare(dataclasses.replace(cfg.prepare, data=cfg.data, stream_check=False), cfg.shards, log)
+    cfg = with_pretrained(cfg, log)                  # phone-pretrain a random-init backbone if asked
     participants = plan(tune_part(cfg))["participants"]
     subjects = held_out(cfg, participants)
     ds = LebelDataset(cfg.data.root, cfg.data)

@@ -5,14 +5,18 @@ trainable is a plain function (Ray Train V2 cannot be passed to a Tuner directly
 sampled point into a ``TuneConfig``, builds the usual ``TorchTrainer`` (``build_trainer``) and fits it with a
 ``TuneReportCallback`` so every epoch's ``val_loss`` reaches Tune (and ASHA). Each trial logs to its own MLflow
 run, tagged ``mlflow.parentRunId`` = the sweep's run, so the UI nests trials under their sweep.
-``search.resume`` restores the experiment from its storage path: finished trials are kept, unfinished and
-errored ones are run again (a re-run trial's Ray Train run resumes from its own latest checkpoint).
+``search.resume`` (``jobs/sweep.py --resume``) restores the experiment from its storage path after the driver
+was interrupted: finished trials are kept, unfinished and errored ones are run again (a re-run trial's Ray Train
+run resumes from its own latest checkpoint and reopens its own MLflow run), and the search samples the trials
+still missing. The restore point is the experiment state Tune saves every few seconds, so a trial that finished
+just before the driver died may run again.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +24,8 @@ from pathlib import Path
 from .config import from_dict, to_dict
 from .multibrain import MultiBrainConfig, tune_part
 from .pipeline import prepare
+from .preflight import preflight
+from .pretrain import with_pretrained
 from .tracking import Tracker
 from .train.loop import TuneConfig
 from .train.trainer import build_trainer, plan
@@ -141,7 +147,10 @@ def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage:
     tags = {"job": "sweep_trial", "trial_id": trial}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    with Tracker(cfg.tracking).start(f"trial_{trial}", tags=tags) as tr:
+    tracker = Tracker(cfg.tracking)
+    # a re-run of this trial (the sweep was resumed) reopens the trial's MLflow run instead of leaving it RUNNING
+    earlier = tracker.find_run(trial_id=trial, **{"mlflow.parentRunId": parent_run_id}) if parent_run_id else None
+    with tracker.start(f"trial_{trial}", tags=tags, run_id=earlier, end=True) as tr:
         tr.log_params(trial_params(cfg, p))
         trainer = build_trainer(cfg, mlflow_run_id=tr.run_id, run_plan=p)
         trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
@@ -161,7 +170,7 @@ def _parent_run(cfg: SweepConfig, exp_dir: Path, tracker: Tracker, log):
         log(f"[sweep] resuming MLflow parent run {run_id}")
     # params are logged once: MLflow refuses changed values (search.resume differs on the resumed session)
     return tracker.start(cfg.search.name, params=None if run_id else to_dict(cfg), tags={"job": "sweep"},
-                         run_id=run_id)
+                         run_id=run_id, end=True)
 
 
 def run(cfg: SweepConfig, log=print) -> dict:
@@ -170,7 +179,9 @@ def run(cfg: SweepConfig, log=print) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    preflight(cfg, log)
     prepare(dataclasses.replace(cfg.prepare, data=cfg.data, stream_check=False), cfg.shards, log)   # once, here
+    cfg = with_pretrained(cfg, log)                  # phone-pretrain a random-init backbone if asked
     s = cfg.search
     storage = s.storage_path if "://" in s.storage_path else str(Path(s.storage_path).resolve())
     exp_dir = Path(storage) / s.name
@@ -198,10 +209,13 @@ def run(cfg: SweepConfig, log=print) -> dict:
                     scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.train.epochs) + 1,
                                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)),
                 run_config=tune.RunConfig(name=s.name, storage_path=storage))
-        if parent:
+        if parent:                            # temp name, then rename: a torn id would break --resume
             exp_dir.mkdir(parents=True, exist_ok=True)
-            (exp_dir / PARENT_FILE).write_text(parent)
+            (exp_dir / f".{PARENT_FILE}.tmp").write_text(parent)
+            os.replace(exp_dir / f".{PARENT_FILE}.tmp", exp_dir / PARENT_FILE)
         results = tuner.fit()
+        # a trial ASHA stopped was killed before it could end its MLflow run: do not leave it RUNNING forever
+        tr.end_children(parent)
         rows = [dict(trial=r.path.rsplit("/", 1)[-1], val_loss=(r.metrics or {}).get("val_loss", math.nan),
                      epochs=(r.metrics or {}).get("training_iteration", 0), error=str(r.error or ""),
                      **{k: v for k, v in (r.config or {}).items()}) for r in results]
@@ -211,17 +225,8 @@ def run(cfg: SweepConfig, log=print) -> dict:
         if best:
             tr.log_metrics({"best_val_loss": best["val_loss"], "trials": len(rows), "errored": len(rows) - len(done)})
             tr.set_tags({"best_trial": best["trial"]})
-    if s.resume and parent:                     # a reopened run is not ended by Tracker (it did not create it)
-        _terminate(tracker.uri, parent)
     log(f"[sweep] {len(rows)} trials ({len(rows) - len(done)} errored/unfinished) in {time.time() - t:.0f} s; "
         f"best: {best}")
     log(f"[sweep] restore point: {exp_dir}; MLflow parent run {parent} in {tracker.uri}")
     return dict(results=results, rows=rows, best=best, parent_run_id=parent, path=str(exp_dir))
 
-
-def _terminate(uri: str, run_id: str) -> None:
-    try:
-        from mlflow.tracking import MlflowClient
-        MlflowClient(uri).set_terminated(run_id)
-    except Exception as exc:  # noqa: BLE001  (tracking must not fail a finished sweep)
-        print(f"[sweep] could not end MLflow run {run_id}: {exc}")

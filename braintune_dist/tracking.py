@@ -3,7 +3,15 @@
 Default store: ``sqlite:///<cwd>/runs/mlflow.db`` (MLflow 3.17 refuses the plain file store), artifacts
 under ``runs/mlartifacts``; a tracking server is used when ``uri`` (or ``MLFLOW_TRACKING_URI``) says so.
 Logging failures (an unreachable server, a store that went away mid-run) never stop training or
-evaluation: they are reported once as a warning and the run goes on.
+evaluation: they are reported once per ``Tracker`` as a warning and the run goes on.
+
+Failures must also be *cheap*: MLflow's HTTP client retries a failed request 7 times with exponential
+backoff (≈ 4 min per call, measured with a dead server) and waits up to 120 s for an answer, so an
+unguarded ``log_metrics`` after the server died stalls a training step for minutes. For http(s)
+stores a Tracker therefore bounds each request (``http_timeout``, ``http_retries``: set as
+``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, which MLflow reads per request),
+and after a failure skips logging calls for ``pause_after_failure`` seconds, so a dead server costs at
+most one bounded failed call per pause. What was logged before the failure stays in the store.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +40,12 @@ class TrackingConfig:
     """MLflow experiment name."""
     enabled: bool = True
     """Log to MLflow at all."""
+    http_timeout: int = 20
+    """Seconds one request to an http(s) tracking server may take (MLflow's default: 120)."""
+    http_retries: int = 2
+    """Retries of a failed request to an http(s) tracking server (MLflow's default 7 retries take ≈ 4 min)."""
+    pause_after_failure: float = 60.0
+    """After a failed logging call, skip logging for this many seconds (a dead server must not slow training)."""
 
 
 def resolve_uri(cfg: TrackingConfig) -> str:
@@ -53,34 +68,57 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def bound_http_requests(cfg: TrackingConfig) -> None:
+    """Bound MLflow's HTTP timeout and retries for this process (MLflow reads these per request)."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(cfg.http_timeout))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(int(cfg.http_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")     # 0, 2 s between the retries
+
+
 class Tracker:
     """A thin, failure-tolerant wrapper over one active MLflow run (or a no-op when disabled)."""
 
     def __init__(self, cfg: TrackingConfig):
         self.cfg, self.run_id, self._warned = cfg, None, False
+        self.failures, self.skipped, self._paused_until = 0, 0, 0.0
         self.uri = resolve_uri(cfg) if cfg.enabled else ""
+        if self.uri.startswith(("http://", "https://")):
+            bound_http_requests(cfg)
 
-    def _guard(self, what: str, fn, *args, **kwargs):
+    def _warn_once(self, what: str, exc: Exception, consequence: str) -> None:
+        self.failures += 1
+        self._paused_until = time.monotonic() + self.cfg.pause_after_failure
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"MLflow {what} failed at {self.uri}: {exc.__class__.__name__}: {exc}. {consequence}",
+                          stacklevel=4)
+
+    def _guard(self, what: str, fn, *args, force: bool = False, **kwargs):
+        """Call ``fn``; a failure warns (once) and pauses logging. ``force``: call even while paused."""
         if not self.run_id:
+            return None
+        if not force and time.monotonic() < self._paused_until:
+            self.skipped += 1
             return None
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001  (any store/network failure must not stop the job)
-            if not self._warned:
-                warnings.warn(f"MLflow logging failed ({what}) at {self.uri}: {exc}. The run goes on; "
-                              "later logging calls are tried again but not reported.", stacklevel=3)
-                self._warned = True
+            self._warn_once(f"logging ({what})", exc,
+                            f"The run goes on; logging is retried after {self.cfg.pause_after_failure:g} s "
+                            "and further failures are not reported.")
             return None
 
     @contextlib.contextmanager
     def start(self, run_name: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
-              nested: bool = False, run_id: str | None = None) -> Iterator["Tracker"]:
+              nested: bool = False, run_id: str | None = None, end: bool | None = None) -> Iterator["Tracker"]:
         """Open a run (or attach to an existing ``run_id``, e.g. the driver's run from a Ray worker); yields
-        self. A run opened here is ended on exit; an attached run is left to its owner."""
+        self. ``end``: end the run on exit (default: only a run opened here; an attached run is left to
+        its owner, unless ``end=True``, as when a resumed job reopens its own run)."""
         if not self.cfg.enabled:
             yield self
             return
         import mlflow
+        end = run_id is None if end is None else end
         try:
             mlflow.set_tracking_uri(self.uri)
             if mlflow.get_experiment_by_name(self.cfg.experiment) is None:
@@ -92,16 +130,47 @@ class Tracker:
             run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested, tags=tags)
             self.run_id = run.info.run_id
         except Exception as exc:  # noqa: BLE001
-            warnings.warn(f"MLflow unavailable at {self.uri}: {exc}. Continuing without tracking.", stacklevel=3)
+            self._warn_once("start_run", exc, "Continuing without tracking for this run.")
             self.run_id = None
         if params:
             self.log_params(params)
         try:
             yield self
         finally:
-            if self.run_id and not run_id:
-                self._guard("end_run", mlflow.end_run)
+            if self.run_id and end:       # even while paused: the run must leave MLflow's active-run stack
+                self._guard("end_run", mlflow.end_run, force=True)
             self.run_id = None
+
+    def end_children(self, parent_run_id: str, status: str = "KILLED") -> int:
+        """End the still-RUNNING child runs of ``parent_run_id`` (their process was killed before it could,
+        e.g. a trial stopped by ASHA); returns how many. Failures warn once, like every logging call."""
+        def end() -> int:
+            from mlflow.tracking import MlflowClient
+            client = MlflowClient(self.uri)
+            exp = client.get_experiment_by_name(self.cfg.experiment)
+            runs = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and "
+                                      "attributes.status = 'RUNNING'") if exp else []
+            for r in runs:
+                client.set_tag(r.info.run_id, "ended_by", "parent run: its process was stopped before it ended it")
+                client.set_terminated(r.info.run_id, status)
+            return len(runs)
+        return self._guard("end_children", end) or 0
+
+    def find_run(self, **tags: str) -> str | None:
+        """Id of the newest run of the experiment carrying all ``tags`` (None if none or unreachable)."""
+        if not self.cfg.enabled:
+            return None
+        try:
+            from mlflow.tracking import MlflowClient
+            client = MlflowClient(self.uri)
+            exp = client.get_experiment_by_name(self.cfg.experiment)
+            query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+            runs = client.search_runs([exp.experiment_id], query, max_results=1,
+                                      order_by=["attributes.start_time DESC"]) if exp else []
+            return runs[0].info.run_id if runs else None
+        except Exception as exc:  # noqa: BLE001
+            self._warn_once("search_runs", exc, "A new run is opened instead of reopening the earlier one.")
+            return None
 
     def log_params(self, params: dict[str, Any]) -> None:
         import mlflow

@@ -84,7 +84,8 @@ def ray_local():
     """A 2-CPU local Ray for the whole session, no dashboard, quiet Ray Data progress bars."""
     import ray
     import ray.data
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    # address="local": never join another `ray start` cluster on this machine (/tmp/ray/ray_current_cluster)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False, ignore_reinit_error=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

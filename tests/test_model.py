@@ -56,6 +56,10 @@ def test_single_process_engine_learns_and_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     cfg_model, lora, head = ModelConfig(), LoraSettings(rank=4), HeadSettings()
     model = BrainTuner(cfg_model, lora, head, n_vertices=6, n_participants=2)
+    assert not model.head.weight.any()                                   # standardize: the head starts at zero
+    with torch.no_grad():                                                # what trainer.feature_stats does
+        z = model.backbone.pooled(WAV)
+    model.set_feature_stats(z.mean(0), z.std(0))
     eng = Engine(model, OptimSettings(backbone_lr=5e-3, head_lr=5e-3, warmup_frac=0.0, grad_accum=2),
                  EngineSettings(kind="ddp"), total_steps=15, micro_batch=2)
     tgt = torch.randn(2, 2, 6)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
+import time
 
 import h5py
 import numpy as np
@@ -13,7 +16,9 @@ import pytest
 
 from braintune_dist.data import shards as shards_mod
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
-from braintune_dist.data.shards import ShardConfig, main, write_shards
+from braintune_dist.data.shards import MANIFEST, ShardConfig, main, write_shards
+from braintune_dist.data.stream import load_manifest, verify_shards
+from braintune_dist.pipeline import PrepareConfig, ensure_shards
 from braintune_dist.data.voxels import CommonSpace
 
 from conftest import SR, TINY_MISSING, TINY_SHORT_AUDIO, TINY_STORIES, TINY_SUBJECTS, N_VERTICES, make_tiny_dataset
@@ -218,6 +223,34 @@ def test_interrupted_write_leaves_no_partial_shard_and_no_manifest(tiny_root, tm
     monkeypatch.setattr(shards_mod.pq, "write_table", real_write)
     write_shards(_cfg(tiny_root, out))
     assert json.loads((out / "manifest.json").read_text())["rows"]["train"] == 25
+
+
+def test_writer_process_killed_mid_write_is_redone_not_trusted(tiny_root, tmp_path):
+    """A real writer process SIGKILLed once its first shard file appears: the output reads as unfinished, the
+    pipeline's re-run rewrites it, and the result equals an uninterrupted write byte for byte."""
+    opts = dict(rows_per_shard=1, window=30.0)          # 33 files of ~2 MB, each fsynced: a write to interrupt
+    cli = [sys.executable, "-m", "braintune_dist.data.shards", "--root", str(tiny_root), "--data.val_stories",
+           "bravo", *(f"--{k}={v}" for k, v in opts.items())]
+    out, ref = tmp_path / "killed", tmp_path / "reference"
+    proc = subprocess.Popen([*cli, "--out", str(out)])
+    deadline = time.time() + 120
+    while proc.poll() is None and not list(out.glob("*/part-*")) and time.time() < deadline:
+        time.sleep(0.001)
+    proc.kill()
+    assert proc.wait() == -9, "the writer finished before it could be killed"
+    assert list(out.glob("*/part-*")) and not (out / MANIFEST).exists()       # partial output, no manifest
+    with pytest.raises(DatasetError, match="did not finish"):
+        load_manifest(out)
+
+    ensure_shards(PrepareConfig(data=DataConfig(root=str(tiny_root), val_stories=["bravo"]),
+                                shard=ShardConfig(**opts)), str(out), log=lambda *_: None)
+    subprocess.run([*cli, "--out", str(ref)], check=True, capture_output=True)
+    m, m_ref = load_manifest(out), load_manifest(ref)
+    verify_shards(out, m["shards"], "checksum")
+    assert [(s["file"], s["rows"], s["sha256"]) for s in m["shards"]] == \
+        [(s["file"], s["rows"], s["sha256"]) for s in m_ref["shards"]]
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert on_disk == sorted([MANIFEST, "coverage.npy"] + [s["file"] for s in m["shards"]])   # no .tmp, no stale part
 
 
 def test_rerun_refused_then_overwrite_rewrites_cleanly(tiny_root, tmp_path):

@@ -1,9 +1,9 @@
-"""Sweeps on a real local Ray (CPU): Optuna + ASHA trials of Ray Train fits, nested MLflow runs, Tuner.restore,
-and the same runs read back over HTTP from a real ``mlflow server``."""
+"""Sweeps on a real local Ray (CPU): Optuna + ASHA trials of Ray Train fits, nested MLflow runs, and a sweep driver
+(jobs/sweep.py) SIGKILLed after its first trial then resumed with --resume; the runs are read back over HTTP from a
+real ``mlflow server``."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from braintune_dist.config import from_dict
-from braintune_dist.sweep import SweepConfig, param_space, run, trial_config
+from braintune_dist.config import from_dict, save_yaml
+from braintune_dist.sweep import SweepConfig, param_space, trial_config
+
+from servers import MlflowServer
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_sweep(tmp: Path, **search) -> SweepConfig:
@@ -51,30 +54,81 @@ def test_trial_config_applies_point():
         param_space(type(base.search.space)(backbone_lr=[1e-2, 1e-4]))
 
 
+def finished_trials(exp: Path) -> set[str]:
+    """Trials that Tune's saved experiment state (what ``Tuner.restore`` reads) records as TERMINATED."""
+    states = sorted(exp.glob("experiment_state-*.json"))
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"] if states else []
+    except (OSError, ValueError, KeyError):                 # caught mid-write: look again later
+        return set()
+    return {t["trial_id"] for t in (json.loads(state) for state, _ in trial_data) if t["status"] == "TERMINATED"}
+
+
 @pytest.fixture(scope="module")
-def sweep(ray_local, tmp_path_factory):
-    """A 2-trial sweep (resume after an interrupted driver is not tested yet: see the issue notes)."""
+def sweep(tmp_path_factory):
+    """A 3-trial sweep (one trial at a time) whose driver process group is SIGKILLed as soon as Tune's restore point
+    records the first trial finished, then resumed with ``jobs/sweep.py --resume``."""
     tmp = tmp_path_factory.mktemp("sweep")
-    second = run(tiny_sweep(tmp, num_samples=2))
-    return dict(tmp=tmp, second=second)
+    save_yaml(tiny_sweep(tmp, num_samples=3), tmp / "sweep.yaml")
+    cmd = [sys.executable, str(REPO / "jobs" / "sweep.py"), "--config", str(tmp / "sweep.yaml")]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}      # each driver starts its own local Ray
+    exp = tmp / "tune" / "s"
+    with open(tmp / "first.log", "w") as out:           # own session: the kill takes its Ray processes with it
+        first = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 600
+        while first.poll() is None and not finished_trials(exp) and time.time() < deadline:
+            time.sleep(0.5)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    killed_at, done_before = time.time(), finished_trials(exp)
+    assert len(done_before) == 1, (tmp / "first.log").read_text()[-3000:]
+    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=800)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-4000:]
+    parent = (exp / "mlflow_parent_run_id").read_text().strip()
+    return dict(tmp=tmp, exp=exp, killed_at=killed_at, done_before=done_before.pop(), log=log, parent=parent)
 
 
-def test_sweep_completes(sweep):
-    rows = sweep["second"]["rows"]
-    assert len(rows) == 2 and all(r["epochs"] >= 1 and not r["error"] for r in rows)
-    for r in rows:                      # Optuna sampled within the space; ASHA's time attribute is the epoch count
-        assert r["lora.rank"] in (2, 4) and 1e-4 <= r["optim.backbone_lr"] <= 1e-2 and 1 <= r["epochs"] <= 2
-
-
-def test_sweep_runs_in_mlflow(sweep):
+def trial_runs(sweep):
     import mlflow
     client = mlflow.tracking.MlflowClient(f"sqlite:///{sweep['tmp'] / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sweep-test")
-    parent = client.get_run(sweep["second"]["parent_run_id"])
+    return client, client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{sweep['parent']}'")
+
+
+def test_resumed_sweep_runs_only_the_remaining_trials(sweep):
+    assert f"[sweep] resuming MLflow parent run {sweep['parent']}" in sweep["log"]
+    _, kids = trial_runs(sweep)
+    ids = sorted(k.data.tags["trial_id"] for k in kids)
+    assert len(ids) == 3 and len(set(ids)) == 3          # 3 trials in all, one MLflow run each (a re-run reopens its own)
+    killed_ms = sweep["killed_at"] * 1000
+    for k in kids:
+        results = [json.loads(line) for d in sweep["exp"].glob(f"*{k.data.tags['trial_id']}*")
+                   for line in (d / "result.json").read_text().splitlines()]
+        if k.data.tags["trial_id"] == sweep["done_before"]:        # finished before the kill: not run again
+            assert k.info.end_time < killed_ms and [r["training_iteration"] for r in results] == [1, 2]
+            assert all(r["timestamp"] < sweep["killed_at"] for r in results)
+        else:                                                       # the remaining trials ran after the resume
+            assert results and results[-1]["timestamp"] > sweep["killed_at"]
+
+
+def test_sweep_completes(sweep):
+    client, _ = trial_runs(sweep)
+    import csv
+    rows = list(csv.DictReader(open(client.download_artifacts(sweep["parent"], "sweep/trials.csv",
+                                                              str(sweep["tmp"])))))
+    assert len(rows) == 3 and all(int(r["epochs"]) >= 1 and not r["error"] for r in rows)
+    for r in rows:                      # Optuna sampled within the space; ASHA's time attribute is the epoch count
+        assert r["lora.rank"] in ("2", "4") and 1e-4 <= float(r["optim.backbone_lr"]) <= 1e-2 and 1 <= int(r["epochs"]) <= 2
+
+
+def test_sweep_runs_in_mlflow(sweep):
+    client, kids = trial_runs(sweep)
+    parent = client.get_run(sweep["parent"])
     assert parent.data.tags["job"] == "sweep" and "best_val_loss" in parent.data.metrics
-    assert parent.info.status == "FINISHED"
-    kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(kids) == 2                                       # one per trial
+    assert parent.info.status == "FINISHED"                     # the resumed driver ended the reopened run
+    assert len(kids) == 3                                       # one per trial
+    assert all(k.info.status in ("FINISHED", "KILLED") for k in kids)   # ASHA-stopped ones ended by the driver
     for k in kids:
         assert {"trial.lora_rank", "trial.loss", "trial.backbone_lr", "trial.head_lr", "trial.participants",
                 "trial.stories_per_participant"} <= set(k.data.params)
@@ -82,38 +136,16 @@ def test_sweep_runs_in_mlflow(sweep):
     assert sum("val_loss" in k.data.metrics for k in kids) >= 1 # final, from trials that were not ASHA-stopped
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sweep_runs_over_mlflow_server(sweep):
     """A real ``mlflow server`` on the sweep's store answers runs/search with the parent and its trials."""
-    port, db = _free_port(), sweep["tmp"] / "mlflow.db"
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    # own session → own process group: the server's workers are killed with it, none is left behind
-    proc = subprocess.Popen([mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{db}", "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, "mlflow server exited"
-                time.sleep(0.5)
+    with MlflowServer(sweep["tmp"] / "mlflow.db") as server:
+        url = server.url
         exps = json.load(urllib.request.urlopen(url + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=sweep-test"))
         body = json.dumps({"experiment_ids": [exps["experiment"]["experiment_id"]], "max_results": 100,
-                           "filter": f"tags.mlflow.parentRunId = '{sweep['second']['parent_run_id']}'"}).encode()
+                           "filter": f"tags.mlflow.parentRunId = '{sweep['parent']}'"}).encode()
         req = urllib.request.Request(url + "/api/2.0/mlflow/runs/search", data=body,
                                      headers={"Content-Type": "application/json"})
         runs = json.load(urllib.request.urlopen(req, timeout=30))["runs"]
-        assert len(runs) == 2
+        assert len(runs) == 3
         params = {p["key"]: p["value"] for p in runs[0]["data"]["params"]}
         assert params["trial.lora_rank"] in ("2", "4")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

@@ -1,5 +1,11 @@
-"""Brain-tuning on a real local Ray (CPU, loopback): DDP and DeepSpeed ZeRO-2 on 2 workers, resume, modes."""
+"""Brain-tuning on a real local Ray (CPU, loopback): DDP and DeepSpeed ZeRO-2 on 2 workers, resume, modes, and
+surviving faults: a worker SIGKILLed mid-epoch, the MLflow server dying mid-run, a broken checkpoint to resume."""
 import dataclasses
+import json
+import threading
+import time
+import urllib.request
+import warnings
 
 import numpy as np
 import pytest
@@ -8,9 +14,14 @@ from braintune_dist.config import from_dict
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.data.lebel import DataConfig
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.train.checkpoint import read_model_file
-from braintune_dist.train.loop import TuneConfig
+from braintune_dist.multibrain import MultiBrainConfig, run
+from braintune_dist.preflight import RAY_SNAPSHOT, PreflightError
+from braintune_dist.tracking import Tracker
+from braintune_dist.train.checkpoint import load_tuner, read_model_file
+from braintune_dist.train.loop import TuneConfig, weights_checksum
 from braintune_dist.train.trainer import build_trainer, plan
+
+from servers import MlflowServer, own_processes
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +36,7 @@ def sim_shards(tmp_path_factory):
     return data, out
 
 
-def tune_cfg(sim_shards, tmp_path, **over):
+def tune_cfg(sim_shards, tmp_path, cls=TuneConfig, **over):
     data, shards = sim_shards
     base = {"data": dataclasses.asdict(data), "shards": str(shards), "stream": {"batch_size": 4},
             "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
@@ -35,7 +46,7 @@ def tune_cfg(sim_shards, tmp_path, **over):
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
     for k, v in over.items():
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
-    return from_dict(TuneConfig, base)
+    return from_dict(cls, base)
 
 
 def history(result):
@@ -52,6 +63,7 @@ def test_ddp_two_workers_learns(ray_local, sim_shards, tmp_path):
     assert [m["epoch"] for m in h] == [0, 1]
     assert h[-1]["step"] == p["total_steps"] == 2 * p["steps_per_epoch"]      # schedule = steps taken
     assert h[1]["train_loss"] < h[0]["train_loss"]                            # loss decreases
+    assert 0 < h[0]["peak_rss_mb"] <= h[1]["peak_rss_mb"] <= h[1]["peak_rss_mb_max"]   # a peak only grows
     payload = read_model_file(result.checkpoint.path)
     assert payload["participants"] == p["participants"] and payload["epoch"] == 1
 
@@ -65,8 +77,6 @@ def test_deepspeed_zero2_two_workers_and_resume(ray_local, sim_shards, tmp_path)
     assert {"model.pt", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
     # same run name + storage → Ray Train restores the latest checkpoint; epoch 0 is not redone
     ck = read_model_file(first.checkpoint.path)
-    from braintune_dist.train.loop import weights_checksum
-    from braintune_dist.train.checkpoint import load_tuner
     model, _ = load_tuner(first.checkpoint.path)
     second = build_trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2))).fit()
     m1 = history(second)[-1]
@@ -82,3 +92,110 @@ def test_single_participant_per_participant_heads(ray_local, sim_shards, tmp_pat
     payload = read_model_file(result.checkpoint.path)
     assert payload["participants"] == ["sim02"]
     assert payload["head"]["head_weight"].shape[0] == 1 and np.isfinite(history(result)[-1]["val_loss"])
+
+
+def when(condition, action, done: threading.Event, poll: float = 0.2) -> threading.Thread:
+    """Run ``action()`` once, as soon as ``condition()`` holds (checked every ``poll`` s until ``done``)."""
+    def watch():
+        while not done.is_set():
+            if condition():
+                action()
+                return
+            time.sleep(poll)
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def checkpoints_registered(run_dir) -> int:
+    """Checkpoints Ray Train has registered (what a restart restores from), per its snapshot file."""
+    try:
+        return len(json.loads((run_dir / RAY_SNAPSHOT).read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):            # not written yet, or caught mid-write
+        return 0
+
+
+def test_worker_killed_mid_epoch_resumes_from_last_checkpoint(ray_local, sim_shards, tmp_path):
+    """A training worker SIGKILLed from outside during epoch 1: FailureConfig restarts the worker group from the
+    epoch-0 checkpoint, epoch 0 is not redone, the step count ends at the planned total. Then the same run name
+    with that last checkpoint broken is refused by the preflight, before any Ray Train start."""
+    cfg = tune_cfg(sim_shards, tmp_path, stream={"batch_size": 2}, ray={"run_name": "killed", "max_failures": 1})
+    p = plan(cfg)
+    run_dir, killed, done = tmp_path / "ray" / "killed", [], threading.Event()
+
+    def kill_a_worker():
+        for proc in own_processes("ray::RayTrainWorker"):
+            proc.kill()                                                         # SIGKILL: no clean-up in the worker
+            killed.append(proc.pid)
+            return
+
+    when(lambda: checkpoints_registered(run_dir) >= 1, kill_a_worker, done)
+    try:
+        result = build_trainer(cfg).fit()
+    finally:
+        done.set()
+    h = history(result)
+    assert killed and result.error is None
+    assert [m["epoch"] for m in h] == [0, 1]
+    assert h[0]["start_epoch"] == 0                                             # the first attempt
+    assert h[1]["start_epoch"] == 1 and h[1]["start_step"] == p["steps_per_epoch"]   # restored, epoch 0 not redone
+    epoch0 = next(c for c, m in result.best_checkpoints if m["epoch"] == 0)
+    assert h[1]["start_checksum"] == pytest.approx(weights_checksum(load_tuner(epoch0.path)[0]), rel=1e-6)
+    assert h[1]["step"] == p["total_steps"] == 2 * p["steps_per_epoch"]
+
+    latest = run_dir / json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+    (latest / "model.pt").unlink()                                              # as an interrupted copy would leave it
+    job = tune_cfg(sim_shards, tmp_path, cls=MultiBrainConfig, ray={"run_name": "killed"},
+                   prepare={"simulate": False}, eval={"enabled": False})
+    before, t = sorted(run_dir.iterdir()), time.time()
+    with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.pt"):
+        run(job, log=lambda *_: None)
+    assert time.time() - t < 20 and sorted(run_dir.iterdir()) == before         # refused before Ray Train started
+
+
+def test_mlflow_server_dies_mid_run(ray_local, sim_shards, tmp_path):
+    """A real `mlflow server` killed after epoch 0 was logged: training finishes, the driver warns once, logging
+    calls stay short, and after a restart on the same store everything logged before the outage is there."""
+    server = MlflowServer(tmp_path / "mlflow.db").start()
+    cfg = tune_cfg(sim_shards, tmp_path, ray={"num_workers": 1}, train={"max_steps_per_epoch": 2},
+                   tracking={"uri": server.url, "experiment": "outage", "pause_after_failure": 2.0})
+    done = threading.Event()
+    try:
+        tracker = Tracker(cfg.tracking)
+        with tracker.start("outage", params={"phase": "before the outage"}) as tr:
+            run_id = tr.run_id
+
+            def epoch0_logged() -> bool:
+                try:
+                    with urllib.request.urlopen(f"{server.url}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=5) as r:
+                        return any(m["key"] == "epoch.val_loss" for m in json.load(r)["run"]["data"].get("metrics", []))
+                except OSError:
+                    return False
+
+            when(epoch0_logged, server.kill, done)
+            result = build_trainer(cfg, mlflow_run_id=run_id).fit()             # rank 0 logs to the dying server
+            assert server.proc.poll() is not None                               # it did die mid-run
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                t = time.time()
+                for i in range(5):
+                    tr.log_metrics({"after_outage": i}, step=i)
+                tr.set_tags({"outage": "yes"})
+                calls = time.time() - t
+            assert len([w for w in caught if "MLflow" in str(w.message)]) == 1, [str(w.message) for w in caught]
+            assert calls < 15                               # MLflow's own retries would take ≈ 4 min per call
+            server.start()                                  # same port, same sqlite store
+            time.sleep(cfg.tracking.pause_after_failure)
+            tr.log_metrics({"after_restart": 1.0})          # logging resumes once the pause is over
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(server.url)
+        got = client.get_run(run_id)
+        assert got.data.params["phase"] == "before the outage" and got.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run_id, "epoch.val_loss")] == [0]   # logged before: kept
+        assert "after_restart" in got.data.metrics and "after_outage" not in got.data.metrics
+        h = history(result)
+        assert [m["epoch"] for m in h] == [0, 1] and h[1]["step"] == plan(cfg)["total_steps"]
+        assert h[1]["epoch_seconds"] < 60                   # the worker's failed logging call was bounded too
+    finally:
+        done.set()
+        server.kill()

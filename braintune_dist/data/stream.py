@@ -115,16 +115,26 @@ def load_manifest(shard_dir: str | Path) -> dict:
     return m
 
 
+_VERIFIED: dict[str, tuple[int, int, str]] = {}
+"""path → (size, mtime_ns, sha256) of shards this process has hashed: the preflight check and the
+dataset built right after it do not hash the same unchanged files twice."""
+
+
 def verify_shards(shard_dir: str | Path, shards: list[dict], level: str = "checksum") -> None:
     """Raise ``DatasetError`` naming the first shard that is missing, truncated or corrupt."""
     for sh in shards:
         path = Path(shard_dir) / sh["file"]
         if not path.is_file():
             raise DatasetError(f"shard {path} listed in {MANIFEST} is missing")
-        if level in ("size", "checksum") and path.stat().st_size != sh["bytes"]:
-            raise DatasetError(f"shard {path}: {path.stat().st_size} bytes, manifest says {sh['bytes']} (truncated?)")
-        if level == "checksum" and sha256_file(path) != sh["sha256"]:
-            raise DatasetError(f"shard {path}: sha256 mismatch with {MANIFEST} (corrupt; rewrite the shards)")
+        st = path.stat()
+        if level in ("size", "checksum") and st.st_size != sh["bytes"]:
+            raise DatasetError(f"shard {path}: {st.st_size} bytes, manifest says {sh['bytes']} (truncated?)")
+        if level == "checksum":
+            key, seen = str(path.resolve()), _VERIFIED.get(str(path.resolve()))
+            if seen is None or seen[:2] != (st.st_size, st.st_mtime_ns):
+                seen = _VERIFIED[key] = (st.st_size, st.st_mtime_ns, sha256_file(path))
+            if seen[2] != sh["sha256"]:
+                raise DatasetError(f"shard {path}: sha256 mismatch with {MANIFEST} (corrupt; rewrite the shards)")
 
 
 # --------------------------------------------------------------------------- data-size selection
@@ -176,6 +186,18 @@ def select(manifest: dict, split: str, cfg: StreamConfig) -> Selection:
         stories[p] = [s for s in story_names if s in heard]
         hours[p] = sum(n_rows[s] for s in stories[p]) * manifest["tr"] / 3600
     return Selection(split, participants, story_names, stories, hours)
+
+
+def shards_for(manifest: dict, split: str, cfg: StreamConfig,
+               shard_dir: str | Path = "") -> tuple[Selection, list[dict]]:
+    """The selection of ``split`` under ``cfg`` and the manifest entries of the shards it reads."""
+    sel = select(manifest, split, cfg)
+    kept = set(sel.kept_stories())
+    shards = [sh for sh in manifest["shards"] if sh["split"] == split and kept.intersection(sh["stories"])]
+    if not shards:
+        raise DatasetError(f"no rows of split {split!r} in {shard_dir} under this selection "
+                           f"(participants {sel.participants})")
+    return sel, shards
 
 
 # --------------------------------------------------------------------------- batch conversion
@@ -242,12 +264,7 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
     m = load_manifest(shard_dir)
     if cfg.space not in m["spaces"]:
         raise DatasetError(f"StreamConfig.space={cfg.space!r} but the shards in {shard_dir} hold {m['spaces']}")
-    sel = select(m, split, cfg)
-    kept = set(sel.kept_stories())
-    shards = [sh for sh in m["shards"] if sh["split"] == split and kept.intersection(sh["stories"])]
-    if not shards:
-        raise DatasetError(f"no rows of split {split!r} in {shard_dir} under this selection "
-                           f"(participants {sel.participants})")
+    sel, shards = shards_for(m, split, cfg, shard_dir)
     verify_shards(shard_dir, shards, cfg.verify)
 
     sizes = [m["n_vertices"] if cfg.space == "common" else m["subject_info"][p]["n_voxels"]

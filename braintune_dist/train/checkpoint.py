@@ -6,7 +6,9 @@ A checkpoint directory holds::
                      'head': head/bottleneck weights, 'n_vertices', 'participants', 'epoch', 'step',
                      'val_loss'}
     deepspeed/ | optimizer.pt    optimizer + scheduler state, for resuming (engine-specific)
-    COMPLETE        written last: a directory without it is an interrupted write and is refused
+    COMPLETE        written last (atomically): the size of every file written before it, one
+                    "<bytes> <relative path>" line each. A directory without it is an interrupted write,
+                    one whose files differ from the list an interrupted copy; both are refused.
 """
 from __future__ import annotations
 
@@ -37,17 +39,41 @@ def save_model(directory: Path, model: BrainTuner, meta: dict[str, Any]) -> None
 
 
 def mark_complete(directory: Path) -> None:
-    (directory / MARKER).write_text("ok\n")
+    """Write ``COMPLETE`` listing every file's size: the checkpoint is whole only if they all still match
+    (Ray Train copies the directory to storage file by file, in no set order)."""
+    sizes = sorted((p.relative_to(directory).as_posix(), p.stat().st_size)
+                   for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
+    tmp = directory / f".{MARKER}.tmp"
+    tmp.write_text("".join(f"{size} {name}\n" for name, size in sizes))
+    os.replace(tmp, directory / MARKER)
+
+
+def check_complete(directory: str | os.PathLike) -> Path:
+    """Raise ``CheckpointError`` naming the path unless ``directory`` is a complete checkpoint (no loading)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint not found: {d}")
+    if not (d / MODEL_FILE).is_file():
+        raise CheckpointError(f"incomplete checkpoint {d}: missing {MODEL_FILE} (the write was interrupted; "
+                              "use an earlier checkpoint)")
+    if not (d / MARKER).is_file():
+        raise CheckpointError(f"incomplete checkpoint {d}: missing {MARKER} (the write was interrupted; "
+                              "use an earlier checkpoint)")
+    for line in (d / MARKER).read_text().splitlines():
+        size, _, name = line.partition(" ")
+        if not size.isdigit():                     # "ok": a marker of the first format, without sizes
+            continue
+        f = d / name
+        if not f.is_file() or f.stat().st_size != int(size):
+            have = f"{f.stat().st_size} bytes" if f.is_file() else "missing"
+            raise CheckpointError(f"incomplete checkpoint {d}: {name} is {have}, {MARKER} says {size} bytes "
+                                  "(an interrupted copy?)")
+    return d
 
 
 def read_model_file(directory: str | os.PathLike) -> dict[str, Any]:
     """The ``model.pt`` payload of a complete checkpoint directory."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise CheckpointError(f"checkpoint not found: {d}")
-    if not (d / MARKER).is_file() or not (d / MODEL_FILE).is_file():
-        raise CheckpointError(f"incomplete checkpoint {d}: missing {MARKER if (d / MODEL_FILE).is_file() else MODEL_FILE} "
-                              "(the write was interrupted; use an earlier checkpoint)")
+    d = check_complete(directory)
     try:
         return torch.load(d / MODEL_FILE, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001  (pickle/zip errors of a damaged file)

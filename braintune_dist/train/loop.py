@@ -9,6 +9,8 @@ latest reported checkpoint: same weights, optimizer, scheduler and step; finishe
 from __future__ import annotations
 
 import math
+import resource
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -103,6 +105,19 @@ def _allreduce_mean(total: float, count: int, device) -> float:
     return float(t[0] / max(t[1], 1.0))
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB (1e6 bytes): what a worker needs from its host.
+    Includes the object-store pages the stream touched (shared memory), so it is an upper bound."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e6
+
+
+def _allreduce_max(x: float, device) -> float:
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t[0])
+
+
 def _batch_loss(engine: Engine, name: str, batch: dict, vmask: torch.Tensor) -> torch.Tensor:
     pred = engine.forward(batch["audio"])                                  # (B, V) or (B, P, V)
     dev = engine.device
@@ -128,7 +143,7 @@ def weights_checksum(model: BrainTuner) -> float:
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. ``config``: cfg (TuneConfig dict), total_steps, coverage (P, V) bool,
-    participants, n_vertices, mlflow_run_id."""
+    participants, n_vertices, feature_stats ((hidden,) mean, SD) or None, mlflow_run_id."""
     import ray.train
 
     cfg = from_dict(TuneConfig, config["cfg"])
@@ -137,6 +152,8 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(cfg.train.seed + rank)
     participants = config["participants"]
     model = BrainTuner(cfg.model, cfg.lora, cfg.head, config["n_vertices"], len(participants))
+    if config.get("feature_stats") is not None:        # measured once by the driver (trainer.feature_stats)
+        model.set_feature_stats(*config["feature_stats"])
 
     # -- resume: weights from model.pt, optimizer/scheduler/step from the engine's own state
     start_epoch, best_val, bad_epochs = 0, math.inf, 0
@@ -175,9 +192,10 @@ def train_loop_per_worker(config: dict) -> None:
                 best_val, bad_epochs = val_loss, 0
             else:
                 bad_epochs += 1
+            rss = peak_rss_mb()                     # only rank 0's metrics reach the driver: also the max
             metrics = dict(start, epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
                            best_val=best_val, epoch_seconds=time.time() - t0, train_seconds=train_seconds,
-                           samples=samples)
+                           samples=samples, peak_rss_mb=rss, peak_rss_mb_max=_allreduce_max(rss, engine.device))
             tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)

@@ -40,6 +40,13 @@ class HeadSettings:
     """One common-space head for all participants, or one head per participant."""
     bottleneck: int = 0
     """Width of a linear bottleneck before the head (0 = none; the seeds defined 200, unused)."""
+    standardize: bool = True
+    """Z-score the pooled features with their mean/SD over `standardize_windows` training windows of the
+    untuned backbone, and start the head at zero. Pooled features of a random-init backbone vary little
+    around a large offset, so a plain linear head barely moves in a few hundred steps; pretrained
+    backbones do not need it (false = the seeds' plain linear head)."""
+    standardize_windows: int = 256
+    """Training windows used to measure the pooled-feature statistics (read by the driver, once)."""
 
 
 class BrainTuner(nn.Module):
@@ -67,6 +74,9 @@ class BrainTuner(nn.Module):
                 r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
                 target_modules=list(lora.target_modules)))
         h = self.backbone.hidden_size
+        # pooled-feature statistics (set by set_feature_stats); frozen parameters so checkpoints carry them
+        self.feat_mean = nn.Parameter(torch.zeros(h), requires_grad=False)
+        self.feat_std = nn.Parameter(torch.ones(h), requires_grad=False)
         torch.manual_seed(model.seed + 1)
         self.bottleneck = nn.Linear(h, head.bottleneck) if head.bottleneck else nn.Identity()
         h = head.bottleneck or h
@@ -76,6 +86,9 @@ class BrainTuner(nn.Module):
             self.head_bias = nn.Parameter(torch.zeros(n_participants, n_vertices))
         else:
             self.head = nn.Linear(h, n_vertices)
+        if head.standardize:      # prediction starts at the bias (the mean), not at random noise
+            for w in (self.head_weight if self.per_participant else self.head.weight,):
+                nn.init.zeros_(w)
 
     def train(self, mode: bool = True) -> "BrainTuner":
         """Train mode for the head and LoRA dropout only: the backbone stays in eval mode (no dropout,
@@ -90,10 +103,16 @@ class BrainTuner(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (batch, n_samples) → predictions (batch, n_vertices) or (batch, P, n_vertices)."""
-        z = self.bottleneck(self.backbone.pooled(wav))                     # (batch, hidden)
+        z = (self.backbone.pooled(wav) - self.feat_mean) / self.feat_std   # (batch, hidden)
+        z = self.bottleneck(z)
         if self.per_participant:
             return torch.einsum("bh,phv->bpv", z, self.head_weight) + self.head_bias
         return self.head(z)
+
+    def set_feature_stats(self, mean, std) -> None:
+        """Pooled-feature mean and SD, each (hidden,), used to z-score the head's input."""
+        self.feat_mean.data.copy_(torch.as_tensor(mean, dtype=self.feat_mean.dtype))
+        self.feat_std.data.copy_(torch.as_tensor(std, dtype=self.feat_std.dtype).clamp_min(1e-6))
 
     def param_groups(self, backbone_lr: float, head_lr: float) -> list[dict]:
         """Optimizer groups: trainable backbone (LoRA or transformer) and head, each with its own LR."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import to_dict
 from ..data.shards import COVERAGE
-from ..data.stream import load_manifest, make_dataset, select, summarize
+from ..data.stream import _dense, load_manifest, make_dataset, select, shards_for, summarize
 from .loop import TuneConfig, train_loop_per_worker
 
 
@@ -45,12 +45,45 @@ def plan(cfg: TuneConfig) -> dict:
                 total_steps=steps * cfg.train.epochs)
 
 
+def feature_stats(cfg: TuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD, each (hidden,), of the untuned backbone's pooled features over
+    ``cfg.head.standardize_windows`` training windows spread evenly over the selected shards.
+
+    Runs once on the driver (deterministic: same windows, same seeded init) so every worker, every
+    restart and every sweep trial with this model and data z-scores the head's input identically.
+    """
+    import pyarrow.parquet as pq
+    import torch
+
+    from ..backbone import build_backbone
+
+    shard_dir = Path(cfg.shards)
+    manifest = load_manifest(shard_dir)
+    _, shards = shards_for(manifest, "train", cfg.stream, shard_dir)
+    per_shard = math.ceil(cfg.head.standardize_windows / len(shards))
+    audio = []
+    for sh in shards:                                   # evenly spaced rows of every shard: all stories seen
+        a = _dense(pq.read_table(shard_dir / sh["file"], columns=["audio"]).column("audio"),
+                   manifest["window_samples"])         # (rows, window_samples)
+        audio.append(a[np.linspace(0, len(a) - 1, min(per_shard, len(a))).round().astype(int)])
+    audio = np.concatenate(audio)[: cfg.head.standardize_windows]
+    backbone = build_backbone(cfg.model).eval()
+    with torch.no_grad():
+        pooled = torch.cat([backbone.pooled(torch.from_numpy(audio[i:i + 16].astype(np.float32)))
+                            for i in range(0, len(audio), 16)]).double()   # (n_windows, hidden)
+    return pooled.mean(0).numpy(), pooled.std(0).numpy()
+
+
 def build_trainer(cfg: TuneConfig, mlflow_run_id: str | None = None, run_plan: dict | None = None):
     """A ``TorchTrainer`` running ``train_loop_per_worker`` on the configured shards."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     p = run_plan or plan(cfg)
+    if cfg.model.pretrained and Path(cfg.model.pretrained).is_dir():   # workers run in another directory
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
+                                                                 pretrained=str(Path(cfg.model.pretrained).resolve())))
+    stats = feature_stats(cfg) if cfg.head.standardize else None
     datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream)}
     if p["val_rows"]:
         val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p["participants"], n_participants=0)
@@ -66,7 +99,7 @@ def build_trainer(cfg: TuneConfig, mlflow_run_id: str | None = None, run_plan: d
         train_loop_per_worker,
         train_loop_config=dict(cfg=to_dict(cfg), total_steps=p["total_steps"], coverage=p["coverage"],
                                participants=p["participants"], n_vertices=p["n_vertices"],
-                               mlflow_run_id=mlflow_run_id),
+                               feature_stats=stats, mlflow_run_id=mlflow_run_id),
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),

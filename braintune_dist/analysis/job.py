@@ -1,0 +1,232 @@
+"""The analysis job: for the untuned model and each brain-tuning checkpoint, per-layer alignment with
+permutation p-values, low-level residual alignment, layer-wise probes and semantic preference, every
+"tuned vs untuned" difference with a CI and a corrected p-value → CSV tables and figures in ``out_dir``
+(written atomically) and in MLflow. ``jobs/analyze.py`` is its thin driver.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..backbone import Backbone, ModelConfig
+from ..config import ConfigError, to_dict
+from ..data.lebel import DataConfig, DatasetError, LebelDataset
+from ..data.voxels import find_common_space
+from ..encoding.alignment import RidgeConfig
+from ..features import FeatureConfig, FeatureExtractor
+from ..lowlevel import SPACES
+from ..tracking import Tracker, TrackingConfig, save_figure
+from ..train.checkpoint import load_backbone, load_tuner
+from .compare import StatsSettings, compare_models
+from .encode import PermutationSettings, score_layers
+from .figures import plot_probes, plot_residual
+from .preference import PreferenceSettings, plot_preference, preference_table
+from .probes import TARGETS, ProbeSettings, category_map, compare_probes, load_categories, probe_layers
+from .residual import ResidualSettings, residual_source, survival_table
+
+REFERENCE = "untuned"
+
+
+@dataclass
+class AnalyzeConfig:
+    """The seeds' analyses (residual alignment, probes, semantic preference, statistics) of brain-tuned models."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Dataset and story split (training stories fit every ridge; the test story scores them)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Backbone of the untuned reference model (checkpoints carry their own architecture)."""
+    checkpoints: list[str] = field(default_factory=list)
+    """Brain-tuning checkpoint directories, each compared with the untuned model (LoRA merged, head dropped)."""
+    subjects: list[str] = field(default_factory=list)
+    """Participants analysed; empty = those no checkpoint was tuned on (held out), else all."""
+    train_stories: list[str] = field(default_factory=list)
+    """Stories the encoding models, residualisers and probes are fit on; empty = the dataset's training split."""
+    common_space: str = ""
+    """Directory with the region labels (common_space.npz + maps); '' = <root>/ground_truth if present."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Feature extraction (window, stride, layers, delays); set cache_dir so probes reuse the encoding's windows."""
+    ridge: RidgeConfig = field(default_factory=RidgeConfig)
+    """Voxel-wise encoding ridge (alphas, CV, backend, noise-ceiling threshold)."""
+    permutation: PermutationSettings = field(default_factory=PermutationSettings)
+    """Block-permutation test of every voxel's r."""
+    residual: ResidualSettings = field(default_factory=ResidualSettings)
+    """Low-level residual alignment."""
+    probes: ProbeSettings = field(default_factory=ProbeSettings)
+    """Layer-wise linear probes."""
+    preference: PreferenceSettings = field(default_factory=PreferenceSettings)
+    """Semantic preference regions."""
+    stats: StatsSettings = field(default_factory=StatsSettings)
+    """Paired tests, bootstrap CIs."""
+    out_dir: str = "runs/analysis"
+    """Where the CSV tables and PNG figures are written (and logged to MLflow under analysis/)."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow."""
+    run_name: str = "analyze"
+    """MLflow run name."""
+
+
+def load_models(cfg: AnalyzeConfig) -> tuple[dict[str, Backbone], set[str]]:
+    """{'untuned': backbone, <checkpoint dir name>: tuned backbone, ...} and the participants tuned on."""
+    models, tuned_on = {REFERENCE: load_backbone(cfg.model)}, set()
+    for ck in cfg.checkpoints:
+        tuner, payload = load_tuner(ck)
+        label = Path(ck).name if Path(ck).name not in models else f"{Path(ck).parent.name}-{Path(ck).name}"
+        models[label] = tuner.merged_backbone()
+        tuned_on |= set(payload.get("participants", []))
+    return models, tuned_on
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    """Write row dicts (columns: union of keys, in first-seen order) to ``path`` atomically."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")      # open(): the umask applies, unlike mkstemp
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)                           # readers never see a half-written table
+    return path
+
+
+def _probe_settings(cfg: AnalyzeConfig, ds: LebelDataset, log) -> ProbeSettings:
+    """The probe settings, without the category target when no category map exists (real data)."""
+    p = cfg.probes
+    if "category" in p.targets and not p.categories_file:
+        try:
+            category_map(ds, load_categories(p.categories_file))
+        except DatasetError as exc:
+            log(f"[analyze] probes: no 'category' target ({exc})")
+            return dataclasses.replace(p, targets=[t for t in p.targets if t != "category"])
+    return p
+
+
+def _main_unit(rows: list[dict]) -> str:
+    """'pooled' when the rows pool several participants, else the only participant."""
+    return "pooled" if any(r["subject"] == "pooled" for r in rows) else rows[0]["subject"]
+
+
+def _metrics(tables: dict) -> list[tuple[int, dict]]:
+    """(step = layer position, metrics) for MLflow: semantic preference, probe scores, surviving fraction."""
+    layers = list(dict.fromkeys(r["layer"] for r in tables["alignment"]))
+    out: dict[int, dict] = {i: {} for i in range(len(layers))}
+    for name, key, value, keep in (
+            ("preference", lambda r: f"preference.{r['model']}", "diff",
+             lambda r: r["comparison"] == "semantic - auditory"),
+            ("residual", lambda r: f"surviving.{r['model']}.{r['region']}", "surviving",
+             lambda r: r["unit"] == "voxels"),
+            ("probes", lambda r: f"probe.{r['model']}.{r['target']}", "score", lambda r: True)):
+        rows = tables.get(name, [])
+        unit = _main_unit(rows) if rows and "subject" in rows[0] else None
+        for r in rows:
+            if keep(r) and (unit is None or r["subject"] == unit):
+                out[layers.index(r["layer"])][key(r)] = r[value]
+    return sorted(out.items())
+
+
+def check_config(cfg: AnalyzeConfig) -> None:
+    """Raise ``ConfigError`` naming the first field whose value cannot work (before any data is read)."""
+    checks = [
+        ("permutation.block", cfg.permutation.block >= 1, "must be >= 1 TR"),
+        ("permutation.n_perm", cfg.permutation.n_perm >= 1, "must be >= 1"),
+        ("permutation.q", 0 < cfg.permutation.q < 1, "must be in (0, 1)"),
+        ("stats.n_boot", cfg.stats.n_boot >= 1, "must be >= 1"),
+        ("stats.ci", 0 < cfg.stats.ci < 1, "must be in (0, 1)"),
+        ("residual.spaces", bool(cfg.residual.spaces) and set(cfg.residual.spaces) <= set(SPACES),
+         f"must be a non-empty subset of {list(SPACES)}"),
+        ("probes.targets", set(cfg.probes.targets) <= set(TARGETS), f"must be a subset of {list(TARGETS)}"),
+        ("probes.sample_every", cfg.probes.sample_every > 0, "must be > 0 seconds"),
+        ("probes.block_seconds", cfg.probes.block_seconds > 0, "must be > 0 seconds"),
+    ]
+    for name, ok, why in checks:
+        if not ok:
+            value = cfg
+            for part in name.split("."):
+                value = getattr(value, part)
+            raise ConfigError(f"AnalyzeConfig.{name}={value!r}: {why}")
+
+
+def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
+    """Run every analysis; returns the tables (name → rows) also written to ``cfg.out_dir``."""
+    check_config(cfg)
+    ds = LebelDataset(cfg.data.root, cfg.data)
+    models, tuned_on = load_models(cfg)
+    everyone = ds.subjects()
+    subjects = list(cfg.subjects) or [s for s in everyone if s not in tuned_on] or everyone
+    train = list(cfg.train_stories) or ds.split()["train"]
+    space = find_common_space(ds.root, cfg.common_space, subjects)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        features = cfg.features
+        if not features.cache_dir:     # every analysis reads the same windows: compute them once per run
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=".feature_cache-", dir=out))
+            features = dataclasses.replace(features, cache_dir=tmp)
+        tables, figures = _analyse(cfg, ds, models, subjects, train, space, features, log)
+    import matplotlib.pyplot as plt
+    with Tracker(cfg.tracking).start(cfg.run_name, params=to_dict(cfg), tags={"job": "analyze"}) as tr:
+        for name, rows in tables.items():
+            tr.log_artifact(write_csv(rows, out / f"{name}.csv"), "analysis")
+        for name, fig in figures.items():
+            tr.log_artifact(save_figure(fig, out / name), "analysis")
+            plt.close(fig)
+        for step, metrics in _metrics(tables):
+            tr.log_metrics(metrics, step=step)
+    log(f"[analyze] {len(tables)} tables and {len(figures)} figures in {out} "
+        f"(models: {', '.join(models)}; participants: {', '.join(subjects)})")
+    return tables
+
+
+def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, models: dict, subjects: list[str], train: list[str], space,
+             features: FeatureConfig, log) -> tuple[dict[str, list[dict]], dict]:
+    """Every analysis of every model → (tables name → rows, figures file name → Figure)."""
+    thr = cfg.ridge.nc_threshold
+    probes_cfg = _probe_settings(cfg, ds, log) if cfg.probes.enabled else None
+    tables: dict[str, list[dict]] = {"alignment": []}
+    full, resid, probe_results = {}, {}, []
+    for label, backbone in models.items():
+        fx = FeatureExtractor(backbone, features)
+        rows, full[label] = score_layers(ds, fx, subjects, train, cfg.ridge, space, cfg.permutation, label, "full")
+        tables["alignment"] += rows
+        if cfg.residual.enabled:
+            rs = residual_source(fx, ds, train, cfg.residual, features, cfg.ridge.backend)
+            rows, resid[label] = score_layers(ds, rs, subjects, train, cfg.ridge, space, cfg.permutation, label,
+                                              "residual")
+            tables["alignment"] += rows
+            tables.setdefault("lowlevel_explained", []).extend(
+                dict(model=label, layer=lay, story=ds.cfg.test_story, r2=v)
+                for lay, v in rs.explained(ds, ds.cfg.test_story).items())
+        if probes_cfg is not None:
+            probe_results += probe_layers(ds, fx, train, probes_cfg, label)
+        log(f"[analyze] {label}: done")
+    if len(models) > 1:
+        tables["comparisons"] = compare_models(full, REFERENCE, thr, cfg.stats, "full") + (
+            compare_models(resid, REFERENCE, thr, cfg.stats, "residual") if resid else [])
+    if resid:
+        tables["residual"] = survival_table(full, resid, thr, cfg.stats)
+    regions = set(space.region_names) if space is not None else set()
+    pref = cfg.preference
+    if pref.enabled and {pref.semantic_region, pref.auditory_region} <= regions:
+        tables["preference"] = preference_table(full, thr, cfg.stats, pref, REFERENCE)
+    elif pref.enabled:
+        log(f"[analyze] semantic preference skipped: regions {pref.semantic_region!r} and "
+            f"{pref.auditory_region!r} not both in the common space ({sorted(regions) or 'none found'})")
+    if probe_results:
+        tables["probes"] = [r.row() for r in probe_results]
+        if len(models) > 1:
+            tables["probe_comparisons"] = compare_probes(probe_results, REFERENCE, cfg.stats.n_boot, cfg.stats.ci,
+                                                         cfg.stats.seed)
+    figures = {}
+    if "preference" in tables:
+        figures["semantic_preference.png"] = plot_preference(
+            tables["preference"], f"Semantic preference per layer (participants: {', '.join(subjects)})", pref,
+            cfg.stats.measure, cfg.stats.ci)
+    if "residual" in tables:
+        figures["residual_alignment.png"] = plot_residual(tables["residual"], measure=cfg.stats.measure)
+    if probe_results:
+        figures["probes_per_layer.png"] = plot_probes(probe_results)
+    return tables, figures

@@ -1,0 +1,281 @@
+"""Preflight: what a job checks before it spends any data-writing, training or GPU time.
+
+A typo in a participant or story name, a shard that was truncated or garbled on its way to shared storage,
+a checkpoint whose copy was interrupted, a model path that does not exist or a cluster too small for the
+requested workers would otherwise surface minutes into the job, inside a Ray worker, as a traceback (or
+as a ``fit()`` that waits forever for CPUs). ``preflight(cfg)`` looks at all of them first, cheaply
+(directory listings, the shard manifest, file sizes and checksums, ``ray.cluster_resources()``), and
+raises one ``PreflightError`` listing every problem, each naming the config field and the file.
+
+The drivers call it first thing: ``multibrain.run``, ``sweep.run``, ``scaling.run`` (``preflight``) and
+``evaluate.run`` (``preflight_evaluate``). Checks whose input does not exist yet are left to the stage
+that makes it: a dataset that ``prepare.simulate`` will generate, shards that ``prepare`` will write
+(the writer checksums what it writes), a Ray cluster the driver has not joined.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import typing
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .backbone import ModelConfig
+from .data.lebel import DatasetError, LebelDataset
+from .data.shards import MANIFEST
+from .data.stream import load_manifest, shards_for, verify_shards
+from .train.checkpoint import CheckpointError, check_complete
+
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"   # Ray Train V2's record of a run's checkpoints
+HF_MODEL_TYPE = {"wav2vec2": "wav2vec2", "hubert": "hubert", "whisper": "whisper"}   # family → config.json model_type
+
+
+class PreflightError(ValueError):
+    """A job's inputs cannot work; the message lists every problem found, each naming its field or file."""
+
+
+@dataclass
+class PreflightSettings:
+    """Checks run before any training or GPU time."""
+
+    enabled: bool = True
+    """Run the checks (turn off only to work around a check that is wrong for your setup)."""
+    resources: Literal["require", "warn", "off"] = "require"
+    """Cluster CPUs/GPUs vs ray.num_workers × resources: 'require' stops a job the joined cluster cannot
+    hold; 'warn' only warns (autoscaling clusters, whose GPU nodes start when Ray Train asks); 'off'."""
+
+
+def _names(kind: str, wanted, known, where) -> list[str]:
+    bad = [w for w in wanted if w not in known]
+    return [f"{kind}: {bad} not in {where} (has {sorted(known)})"] if bad else []
+
+
+def model_problems(model: ModelConfig, field: str = "model") -> list[str]:
+    """Family known; ``pretrained`` a local checkpoint folder of that family, or (offline) a cached hub model."""
+    families = typing.get_args(typing.get_type_hints(ModelConfig)["family"])
+    if model.family not in families:
+        return [f"{field}.family: {model.family!r} is not one of {list(families)}"]
+    if not model.pretrained:
+        return []
+    path = Path(model.pretrained).expanduser()
+    looks_local = path.exists() or model.pretrained.startswith(("/", ".", "~")) or \
+        not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model.pretrained)
+    if looks_local:
+        config = path / "config.json"
+        if not config.is_file():
+            return [f"{field}.pretrained: {path} is not a Hugging Face checkpoint folder (no {config.name})"]
+    else:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+            return []                           # downloadable: from_pretrained fetches it
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(model.pretrained, "config.json")
+        if not isinstance(cached, str):
+            return [f"{field}.pretrained: {model.pretrained!r} is not a local folder and not in the Hugging Face "
+                    "cache, and HF_HUB_OFFLINE=1 forbids downloading it"]
+        config = Path(cached)
+    try:
+        model_type = json.loads(config.read_text()).get("model_type", "")
+    except (OSError, ValueError) as exc:
+        return [f"{field}.pretrained: {config} is unreadable ({exc})"]
+    if model_type and model_type != HF_MODEL_TYPE[model.family]:
+        return [f"{field}.pretrained: {config} is a {model_type!r} checkpoint but {field}.family is {model.family!r}"]
+    return []
+
+
+def dataset_problems(cfg) -> list[str]:
+    """Participants and stories named in the config exist in the dataset (skipped until it exists)."""
+    root = Path(cfg.data.root)
+    if not root.exists():
+        return [] if cfg.prepare.simulate else [
+            f"data.root: dataset root not found: {root} (set prepare.simulate true to generate one)"]
+    try:
+        ds = LebelDataset(root, cfg.data)
+        subjects = ds.subjects()
+        heard = set().union(*(ds.stories(s) for s in subjects)) if subjects else set()
+    except DatasetError as exc:
+        return [f"data: {exc}"]
+    where = ds.resp_dir
+    out = _names("stream.participants", cfg.stream.participants, subjects, where)
+    if cfg.eval.enabled:
+        out += _names("eval.subjects", cfg.eval.subjects, subjects, where)
+    for name, stories in (("data.train_stories", cfg.data.train_stories), ("data.val_stories", cfg.data.val_stories),
+                          ("data.test_story", [cfg.data.test_story])):
+        bad = [s for s in stories if s not in heard]
+        if bad:
+            out.append(f"{name}: {bad} has no <story>.hf5 for any participant in {where}")
+    return out
+
+
+def shard_problems(cfg) -> list[str]:
+    """The shard set agrees with the config and every shard the run reads is whole (skipped until written)."""
+    from .train.trainer import plan
+    shard_dir = Path(cfg.shards)
+    if not (shard_dir / MANIFEST).is_file() or cfg.prepare.shard.overwrite:
+        return []                               # none yet, interrupted, or to be rewritten: prepare writes them
+    try:
+        m = load_manifest(shard_dir)
+    except DatasetError as exc:
+        return [f"shards: {exc}"]
+    where = shard_dir / MANIFEST
+    out = _names("stream.participants", cfg.stream.participants, m["subjects"], where)
+    for name, configured, split in (("data.val_stories", cfg.data.val_stories, "val"),
+                                    ("data.train_stories", cfg.data.train_stories, "train"),
+                                    ("data.test_story", [cfg.data.test_story], "test")):
+        written = m["splits"].get(split)
+        if configured and written is not None and sorted(configured) != sorted(written):
+            out.append(f"{name}: {list(configured)}, but the shards in {shard_dir} were written with {split} "
+                       f"stories {written} (rewrite them: --prepare.shard.overwrite true)")
+    if out:
+        return out
+    try:
+        plan(cfg)                               # selection, data-size options, batch size vs rows
+        for split in ("train", "val") if m["rows"].get("val") else ("train",):
+            verify_shards(shard_dir, shards_for(m, split, cfg.stream, shard_dir)[1], cfg.stream.verify)
+    except (DatasetError, ValueError) as exc:
+        out.append(f"shards: {exc}")
+    return out
+
+
+def resume_problems(ray_cfg) -> list[str]:
+    """A fixed ``ray.run_name`` that already has checkpoints resumes from the latest one: it must be whole."""
+    if not ray_cfg.run_name or "://" in ray_cfg.storage_path:
+        return []                               # a fresh run, or object storage (checked by Ray on restore)
+    run_dir = Path(ray_cfg.storage_path) / ray_cfg.run_name
+    snapshot = run_dir / RAY_SNAPSHOT
+    if not snapshot.is_file():
+        return []
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError) as exc:
+        return [f"ray.run_name {ray_cfg.run_name!r}: {snapshot} is unreadable ({exc}); Ray Train cannot resume it"]
+    name = latest.get("checkpoint_dir_name") if isinstance(latest, dict) else None
+    if not name:
+        return []                               # no checkpoint yet (or a snapshot format this check does not know)
+    try:
+        check_complete(run_dir / name)
+    except CheckpointError as exc:
+        return [f"ray.run_name {ray_cfg.run_name!r} would resume from a broken checkpoint: {exc}. "
+                f"Remove {run_dir} or choose another ray.run_name"]
+    return []
+
+
+def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str]:
+    out = []
+    for i, d in enumerate(dirs):
+        try:
+            check_complete(d)
+        except CheckpointError as exc:
+            out.append(f"{field}[{i}]: {exc}")
+    return out
+
+
+def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0) -> list[str]:
+    """CPUs/GPUs for ``concurrent`` fits of ``ray.num_workers`` workers, plus one CPU left for Ray Data's
+    read tasks (with none left, ``fit()`` waits forever: stack-notes §4). Only when Ray is connected."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return []
+    have = ray.cluster_resources()
+    cpus = concurrent * (ray_cfg.num_workers * ray_cfg.cpus_per_worker + extra_cpus)
+    gpus = concurrent * ray_cfg.num_workers if ray_cfg.use_gpu else 0
+    out = []
+    if gpus > have.get("GPU", 0):
+        out.append(f"ray: {concurrent} × {ray_cfg.num_workers} workers (ray.num_workers) with a GPU each need {gpus} "
+                   f"GPUs; the cluster has {have.get('GPU', 0):g}")
+    if cpus + 1 > have.get("CPU", 0):
+        per = f"{ray_cfg.num_workers} workers × ray.cpus_per_worker {ray_cfg.cpus_per_worker:g}"
+        out.append(f"ray: {concurrent} × ({per}"
+                   f"{f' + {extra_cpus:g} per trial' if extra_cpus else ''}) = {cpus:g} CPUs, plus 1 for Ray Data's "
+                   f"readers, but the cluster has {have.get('CPU', 0):g} CPUs (lower ray.cpus_per_worker or "
+                   "ray.num_workers)")
+    return out
+
+
+def search_problems(cfg) -> list[str]:
+    """Sweep search-space values every trial can use (a bad one would only fail that trial, after it started)."""
+    from .train.loop import TrainSettings
+    s, space = cfg.search, cfg.search.space
+    losses = typing.get_args(typing.get_type_hints(TrainSettings)["loss"])
+    out = [f"search.space.loss: {bad!r} is not one of {list(losses)}" for bad in space.loss if bad not in losses]
+    for name, bounds in (("backbone_lr", space.backbone_lr), ("head_lr", space.head_lr)):
+        if bounds and (len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]):
+            out.append(f"search.space.{name}: needs [low, high] with 0 < low <= high, got {bounds}")
+    if space.stories_per_participant and space.hours_per_participant:
+        out.append("search.space: set stories_per_participant or hours_per_participant, not both")
+    if any(r < 1 for r in space.lora_rank):
+        out.append(f"search.space.lora_rank: ranks must be >= 1, got {space.lora_rank}")
+    pool = len(cfg.stream.participants) or _participant_count(cfg)
+    bad = [n for n in space.n_participants if not 0 < n <= (pool or n)]
+    if bad:
+        out.append(f"search.space.n_participants: {bad} outside 1..{pool} (participants available)")
+    if s.resume:
+        from ray import tune
+        exp = Path(s.storage_path if "://" in s.storage_path else Path(s.storage_path).resolve()) / s.name
+        if not tune.Tuner.can_restore(str(exp)):
+            out.append(f"search.resume: no sweep to restore at {exp} (search.storage_path / search.name)")
+    return out
+
+
+def _participant_count(cfg) -> int:
+    try:
+        return len(load_manifest(cfg.shards)["subjects"])
+    except DatasetError:
+        return 0
+
+
+def grid_problems(cfg) -> list[str]:
+    g = cfg.grid
+    out = [f"grid.sizes: {bad} must be >= 0" for bad in g.sizes if bad < 0]
+    if g.single_participant and cfg.stream.participants and g.single_participant not in cfg.stream.participants:
+        out.append(f"grid.single_participant: {g.single_participant!r} not in stream.participants "
+                   f"{cfg.stream.participants}")
+    return out
+
+
+def _report(problems: list[str], t0: float, what: str, log) -> None:
+    if problems:
+        raise PreflightError(f"preflight: {len(problems)} problem(s) before any training:\n  - "
+                             + "\n  - ".join(problems))
+    log(f"[preflight] {what} ok in {time.time() - t0:.1f} s")
+
+
+def preflight(cfg, log=print) -> None:
+    """Check a multi_brain / sweep / scaling job config (``MultiBrainConfig`` or a subclass)."""
+    if not cfg.preflight.enabled:
+        return
+    t0 = time.time()
+    named = dataset_problems(cfg)
+    # the shard checks assume the names are right: a typo would otherwise be reported twice
+    problems = model_problems(cfg.model) + named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.ray)
+    search = getattr(cfg, "search", None)
+    if search is not None:
+        problems += search_problems(cfg)
+    if getattr(cfg, "grid", None) is not None:
+        problems += grid_problems(cfg)
+    if cfg.preflight.resources != "off":
+        short = resource_problems(cfg.ray, search.max_concurrent_trials if search else 1,
+                                  search.trial_cpus if search else 0.0)
+        if cfg.preflight.resources == "warn":
+            for p in short:
+                warnings.warn(f"preflight: {p} (preflight.resources=warn: going on, the cluster may scale up)",
+                              stacklevel=2)
+        else:
+            problems += short
+    _report(problems, t0, "data, model, checkpoints and resources", log)
+
+
+def preflight_evaluate(cfg, log=print) -> None:
+    """Check an evaluate job config: model, checkpoints, dataset and the participants it names."""
+    t0 = time.time()
+    problems = model_problems(cfg.model) + checkpoint_problems(cfg.checkpoints)
+    try:
+        subjects = LebelDataset(cfg.data.root, cfg.data).subjects()
+        problems += _names("eval.subjects", cfg.eval.subjects, subjects, Path(cfg.data.root))
+    except DatasetError as exc:
+        problems.append(f"data: {exc}")
+    _report(problems, t0, "model, checkpoints and dataset", log)

@@ -1,0 +1,147 @@
+"""Preflight: bad input (names, shards, checkpoints, model, search space, resources) is refused with one error
+naming every problem, by the job drivers themselves, in seconds and before any Ray Train start."""
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+
+import pytest
+
+from braintune_dist.backbone import ModelConfig
+from braintune_dist.config import ConfigError, from_dict
+from braintune_dist.data.lebel import DataConfig
+from braintune_dist.data.shards import ShardConfig, write_shards
+from braintune_dist.evaluate import EvaluateConfig, run as evaluate
+from braintune_dist.multibrain import MultiBrainConfig, run as multi_brain
+from braintune_dist.preflight import PreflightError, model_problems, preflight
+from braintune_dist.sweep import SweepConfig, run as sweep
+from braintune_dist.train.checkpoint import mark_complete, save_model
+from braintune_dist.train.model import BrainTuner, HeadSettings, LoraSettings
+
+QUIET = dict(log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "shards"
+    write_shards(ShardConfig(data=DataConfig(root=str(tiny_root), val_stories=["bravo"]), out=str(out),
+                             window=2.0, rows_per_shard=8))
+    return out
+
+
+def job(tiny_root, shards, tmp_path, cls=MultiBrainConfig, **over) -> MultiBrainConfig:
+    """A job on the tiny dataset whose shards exist; Ray Train would write under tmp_path/ray."""
+    base = {"data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": str(shards),
+            "prepare": {"simulate": False}, "stream": {"batch_size": 2}, "engine": {"kind": "ddp"},
+            "ray": {"num_workers": 1, "storage_path": str(tmp_path / "ray"), "run_name": "pre"},
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "eval": {"enabled": False}}
+    for k, v in over.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return from_dict(cls, base)
+
+
+def refused(fn, cfg, match: str, tmp_path) -> str:
+    """``fn(cfg)`` raises PreflightError matching ``match`` within seconds, with nothing trained or tracked."""
+    t = time.time()
+    with pytest.raises(PreflightError, match=match) as err:
+        fn(cfg, **QUIET)
+    assert time.time() - t < 10
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+    return str(err.value)
+
+
+def test_a_good_config_passes(tiny_root, shards, tmp_path):
+    lines = []
+    preflight(job(tiny_root, shards, tmp_path), log=lines.append)
+    assert lines and "[preflight]" in lines[0] and " ok " in lines[0]
+
+
+def test_unknown_participants_and_stories_are_one_error(tiny_root, shards, tmp_path):
+    cfg = job(tiny_root, shards, tmp_path, stream={"participants": ["UTS01", "UTS09"]},
+              data={"val_stories": ["nosuchstory"]}, eval={"enabled": True, "subjects": ["UTS77"]})
+    msg = refused(multi_brain, cfg, r"preflight: \d problem", tmp_path)
+    assert "stream.participants: ['UTS09'] not in" in msg and "preprocessed_data" in msg
+    assert "data.val_stories: ['nosuchstory'] has no <story>.hf5" in msg
+    assert "eval.subjects: ['UTS77']" in msg
+    # shards written with another validation story than the config now names
+    cfg = job(tiny_root, shards, tmp_path, data={"val_stories": ["charlie"]})
+    refused(multi_brain, cfg, r"data.val_stories: \['charlie'\], but the shards in .* were written with val "
+                              r"stories \['bravo'\]", tmp_path)
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("garble", r"shard .*part-00000.parquet: sha256 mismatch"),
+    ("truncate", r"shard .*part-00000.parquet: \d+ bytes, manifest says \d+ \(truncated\?\)"),
+    ("delete", r"shard .*part-00000.parquet listed in manifest.json is missing"),
+])
+def test_damaged_shards_are_named(tiny_root, shards, tmp_path, damage, match):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    part = copy / "train" / "part-00000.parquet"
+    data = part.read_bytes()
+    if damage == "garble":                               # same size: only the checksum can tell
+        part.write_bytes(data[:100] + bytes(b ^ 0xFF for b in data[100:200]) + data[200:])
+    elif damage == "truncate":
+        part.write_bytes(data[:len(data) // 2])
+    else:
+        part.unlink()
+    refused(multi_brain, job(tiny_root, copy, tmp_path), match, tmp_path)
+
+
+def test_model_family_and_pretrained_path(tiny_root, shards, tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"model.family: 'wav2vec3' is not one of"):
+        job(tiny_root, shards, tmp_path, model={"family": "wav2vec3"})
+    assert model_problems(ModelConfig(family="wav2vec3")) == [           # built in code, not parsed
+        "model.family: 'wav2vec3' is not one of ['wav2vec2', 'hubert', 'whisper']"]
+    refused(multi_brain, job(tiny_root, shards, tmp_path, model={"pretrained": str(tmp_path / "nowhere")}),
+            r"model.pretrained: .*nowhere is not a Hugging Face checkpoint folder", tmp_path)
+    from transformers import HubertConfig
+    HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "hub")
+    assert "is a 'hubert' checkpoint but model.family is 'wav2vec2'" in \
+        model_problems(ModelConfig(family="wav2vec2", pretrained=str(tmp_path / "hub")))[0]
+    assert model_problems(ModelConfig(family="hubert", pretrained=str(tmp_path / "hub"))) == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "not in the Hugging Face cache" in model_problems(ModelConfig(pretrained="nobody/no-such-model"))[0]
+
+
+def test_incomplete_checkpoints_refused_before_evaluation(tiny_root, tmp_path):
+    model = BrainTuner(ModelConfig(), LoraSettings(), HeadSettings(), n_vertices=20)
+    good, unmarked, cut = (tmp_path / n for n in ("good", "unmarked", "cut"))
+    for d in (good, unmarked, cut):
+        save_model(d, model, dict(epoch=0))
+    mark_complete(good)
+    mark_complete(cut)
+    (cut / "model.pt").write_bytes((cut / "model.pt").read_bytes()[:1000])     # an interrupted copy
+    cfg = from_dict(EvaluateConfig, {"data": {"root": str(tiny_root)}, "checkpoints": [str(good), str(unmarked), str(cut)],
+                                     "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    msg = refused(evaluate, cfg, r"preflight: 2 problem", tmp_path)
+    assert f"checkpoints[1]: incomplete checkpoint {unmarked}: missing COMPLETE" in msg
+    assert f"checkpoints[2]: incomplete checkpoint {cut}: model.pt is 1000 bytes, COMPLETE says" in msg
+    assert "checkpoints[0]" not in msg
+
+
+def test_sweep_search_space_checked_before_any_trial(tiny_root, shards, tmp_path):
+    cfg = job(tiny_root, shards, tmp_path, cls=SweepConfig, search={
+        "space": {"loss": ["mse", "pearson"], "n_participants": [2, 5], "backbone_lr": [1e-2, 1e-4]},
+        "storage_path": str(tmp_path / "tune")})
+    msg = refused(sweep, cfg, r"preflight: 3 problem", tmp_path)
+    assert "search.space.loss: 'pearson' is not one of" in msg and "n_participants: [5] outside 1..3" in msg
+    assert "search.space.backbone_lr: needs [low, high]" in msg and not (tmp_path / "tune").exists()
+    cfg = job(tiny_root, shards, tmp_path, cls=SweepConfig, search={"resume": True, "storage_path": str(tmp_path / "tune")})
+    refused(sweep, cfg, r"search.resume: no sweep to restore at .*tune/sweep", tmp_path)
+
+
+@pytest.mark.slow
+def test_cluster_too_small(ray_local, tiny_root, shards, tmp_path):
+    """On the 2-CPU test cluster: 2 workers × 1 CPU leave Ray Data nothing (fit() would wait forever), and GPUs
+    are absent; 'warn' (autoscaling clusters) lets the job go on."""
+    cfg = job(tiny_root, shards, tmp_path, ray={"num_workers": 2, "cpus_per_worker": 1.0, "use_gpu": True})
+    msg = refused(multi_brain, cfg, r"preflight: 2 problem", tmp_path)
+    assert "need 2 GPUs; the cluster has 0" in msg and "= 2 CPUs, plus 1 for Ray Data's readers" in msg
+    cfg = job(tiny_root, shards, tmp_path, ray={"num_workers": 2, "cpus_per_worker": 1.0},
+              preflight={"resources": "warn"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        preflight(cfg, **QUIET)
+    assert any("preflight.resources=warn" in str(w.message) for w in caught)

@@ -1,0 +1,39 @@
+"""MLflow tracking that cannot stop a job: an unreachable server costs one warning and seconds, not minutes.
+(The server dying mid-training, and its runs surviving a restart, is in test_train_ray.py.)"""
+import os
+import time
+import warnings
+
+from braintune_dist.tracking import Tracker, TrackingConfig, flatten
+
+from servers import free_port
+
+
+def test_unreachable_server_warns_once_within_seconds(monkeypatch):
+    """Nothing listens on the port: with MLflow's defaults opening the run alone takes ≈ 250 s (7 retries with
+    exponential backoff, measured); bounded, the whole run's logging takes seconds and warns once."""
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.setenv(name, "")                        # restored after the test: the Tracker sets them
+        monkeypatch.delenv(name)
+    tracker = Tracker(TrackingConfig(uri=f"http://127.0.0.1:{free_port()}", http_retries=1))
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "20"
+    t = time.time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with tracker.start("offline", params={"a": {"b": 1}}, tags={"job": "test"}) as tr:
+            assert tr.run_id is None                        # training goes on without a run
+            for step in range(20):
+                tr.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+            tr.log_text("text", "t.txt")
+            tr.set_tags({"k": "v"})
+    mlflow_warnings = [str(w.message) for w in caught if "MLflow" in str(w.message)]
+    assert len(mlflow_warnings) == 1 and "Continuing without tracking" in mlflow_warnings[0]
+    assert f"127.0.0.1:{tracker.uri.rsplit(':', 1)[1]}" in mlflow_warnings[0]     # names the server
+    assert time.time() - t < 20
+
+
+def test_disabled_tracker_is_a_no_op(tmp_path):
+    with Tracker(TrackingConfig(enabled=False)).start("x", params={"a": 1}) as tr:
+        tr.log_metrics({"m": 1.0})
+        assert tr.run_id is None and tr.failures == 0
+    assert flatten({"a": {"b": 1}, "c": [1, 2]}) == {"a.b": "1", "c": "[1, 2]"}
