@@ -107,14 +107,16 @@ def scaling_table(untuned: list[dict], points: list[dict]) -> list[dict]:
 def plot_scaling(table: list[dict]):
     """(alignment vs tuning-data size, new-participant hours needed vs tuning-data size), per region panel."""
     import matplotlib.pyplot as plt
-    regions = sorted({r["region"] for r in table}, key=lambda s: (s != "all", s))
+    # 'null' vertices carry no stimulus signal: a panel of noise would only distract
+    regions = sorted({r["region"] for r in table} - {"null"}, key=lambda s: (s != "all", s))
     unit = table[0]["unit"]
     figs = []
     for key, ylabel, title in (
             ("tuned", "mean r / noise ceiling (held-out participants)", "Brain alignment vs tuning data"),
             ("new_participant_hours", "new participant's fMRI needed (minutes)",
              "Data a new participant needs to match the untuned model (full data)")):
-        fig, axes = plt.subplots(1, len(regions), figsize=(4.4 * len(regions), 3.8), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(regions), figsize=(4.4 * len(regions), 3.8), sharey=True, sharex=True,
+                                 squeeze=False)
         fig.suptitle(title)
         for ax, region in zip(axes[0], regions):
             rows = [r for r in table if r["region"] == region]

@@ -20,7 +20,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -204,7 +203,8 @@ class Tracker:
         if not rows:
             return
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for r in rows for k in r))    # every row's keys, first-seen order
+        writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
         self.log_text(buf.getvalue(), name)
@@ -218,9 +218,9 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write a matplotlib figure to ``path`` atomically (temp name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=120, bbox_inches="tight")
-    os.replace(tmp.name, path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")   # open(): the umask applies, unlike mkstemp (0600)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
     return path
 
 

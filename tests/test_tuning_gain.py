@@ -37,3 +37,4 @@ def test_tuning_raises_held_out_semantic_alignment(ray_local, tmp_path):
     assert {r["subject"] for r in out["rows"]} == {"sim04"}                 # held out: never tuned on
     tuned, untuned = head["brain-tuned/semantic"], head["untuned/semantic"]
     assert tuned > untuned + 0.01, (head, text[-3000:])
+
