@@ -15,13 +15,15 @@ Recorded per (P, V):
 
 * samples/s = Σ samples × workers / Σ ``epoch_seconds`` over epochs ≥ 1 (epoch 0 pays the worker start);
 * peak RSS of each train worker, from inside (``peak_rss_mb``: rank 0, ``peak_rss_mb_max``: max over workers,
-  both ``ru_maxrss`` as the worker loop reports them) and from outside (psutil every 0.5 s: RSS and RSS minus
-  shared pages, i.e. without the object-store pages the stream mapped), and of the driver (``ru_maxrss``);
+  both ``ru_maxrss``, and rank 0's anonymous RSS ``rss_anon_mb``, as the worker loop reports them each epoch)
+  and from outside (psutil every 0.5 s: RSS and RSS minus shared pages, i.e. without the object-store pages
+  the stream mapped; a 5 s trace of both), and of the driver (``ru_maxrss``);
 * the object store's peak bytes in use and bytes spilled (Ray's raylet memory RPC; a private API, so
   failures are recorded, not raised), and the peak Σ private RSS of every Ray process of the run;
 * shard bytes on disk and the bytes of the columns a run reads (Parquet column-chunk sizes);
 * head parameters, trainable parameters, and the bytes of one per-worker batch's response tensor (B × P × V).
-With ``--blocks-at-largest`` the largest point is run again with ``stream.shuffle='blocks'`` (no all-to-all).
+With ``--blocks-at-largest`` the largest point is run again with ``stream.shuffle='blocks'`` (no all-to-all);
+``--object-store-mb`` caps Ray's object store, to see which stream spills when an epoch does not fit in it.
 """
 from __future__ import annotations
 
@@ -83,6 +85,7 @@ class Sampler(threading.Thread):
         self.private_sum_peak = 0
         self.store_peak = self.spilled = 0
         self.store_error = ""
+        self.trace: list = []                     # every 5 s: (s since start, pid, rss MB, private MB) of train workers
 
     def run(self) -> None:
         import psutil
@@ -93,8 +96,9 @@ class Sampler(threading.Thread):
             state = get_state_from_address(ray.get_runtime_context().gcs_address)
         except Exception as exc:                  # private API: keep the RSS samples if it moved
             state, self.store_error = None, repr(exc)[:300]
+        t0, tick = time.perf_counter(), 0
         while not self.done.wait(self.period):
-            private = 0
+            private, tick = 0, tick + 1
             for c in me.children(recursive=True):        # ray.init started gcs/raylet; workers descend from them
                 try:
                     title, mi = " ".join(c.cmdline())[:120], c.memory_info()
@@ -104,6 +108,9 @@ class Sampler(threading.Thread):
                 r["titles"].add(title.split(" ")[0])
                 r["rss"], r["private"] = max(r["rss"], mi.rss), max(r["private"], mi.rss - mi.shared)
                 private += mi.rss - mi.shared
+                if tick % 10 == 0 and "ray::RayTrainWorker" in title:     # does private memory grow over epochs?
+                    self.trace.append((round(time.perf_counter() - t0), c.pid, round(mi.rss / 1e6),
+                                       round((mi.rss - mi.shared) / 1e6)))
             self.private_sum_peak = max(self.private_sum_peak, private)
             if state is not None:
                 try:
@@ -133,7 +140,9 @@ class Sampler(threading.Thread):
                     ray_private_sum_peak_mb=round(self.private_sum_peak / mb, 1),
                     object_store_peak_mb=round(self.store_peak / mb, 1), spilled_mb=round(self.spilled / mb, 1),
                     object_store_error=self.store_error or None,
-                    process_titles={k: sorted(v) for k, v in titles.items() if k != "other"})
+                    process_titles={k: sorted(v) for k, v in titles.items() if k != "other"},
+                    train_worker_trace=[(t, sorted({x[1] for x in self.trace}).index(pid), rss, priv)
+                                        for t, pid, rss, priv in self.trace])
 
 
 def tune_cfg(a, storage: str):
@@ -155,7 +164,9 @@ def stage_fit(a) -> dict:
     import ray.data
     from braintune_dist.train.trainer import build_trainer, plan
     os.environ.pop("OMP_NUM_THREADS", None)       # would override Ray's 1 thread per 0.5-CPU worker
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    load0 = os.getloadavg()[0]
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=int(a.object_store_mb * 1e6) or None)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -181,7 +192,9 @@ def stage_fit(a) -> dict:
                 train_loss=[round(m["train_loss"], 4) for m in hist],
                 worker_peak_rss_mb_rank0=[round(m["peak_rss_mb"], 1) for m in hist],       # per epoch
                 worker_peak_rss_mb_max=[round(m["peak_rss_mb_max"], 1) for m in hist],
-                driver_peak_rss_mb=_rss_mb(), **sampler.summary())
+                worker_anon_rss_mb_rank0=[round(m["rss_anon_mb"], 1) for m in hist],
+                driver_peak_rss_mb=_rss_mb(), loadavg_1min=[round(load0, 1), round(os.getloadavg()[0], 1)],
+                **sampler.summary())
 
 
 STAGES = {"sim": stage_sim, "shards": stage_shards, "fit": stage_fit}
@@ -198,7 +211,8 @@ def child(a, stage: str, **kw) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{stage} {kw} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"[{stage}] {kw} {time.time() - t0:.0f} s: {out}", flush=True)
+    brief = {k: v for k, v in out.items() if k not in ("process_titles", "train_worker_trace")}
+    print(f"[{stage}] {kw} {time.time() - t0:.0f} s: {brief}", flush=True)
     return out
 
 
@@ -250,7 +264,7 @@ def run_grid(a) -> dict:
             for P, shuffle in runs:
                 chosen = select(m, "train", from_dict(StreamConfig, {"n_participants": P})).participants
                 fit = child(a, "fit", shards=shards, n_participants=P, engine=a.engine, epochs=a.epochs,
-                            batch=a.batch, workers=a.workers, shuffle=shuffle)
+                            batch=a.batch, workers=a.workers, shuffle=shuffle, object_store_mb=a.object_store_mb)
                 points.append(dict(participants=P, vertices=V, shuffle=shuffle,
                                    read_mb=round(read_bytes(shards, chosen) / 1e6, 1),
                                    batch_response_mb=round(a.batch * P * V * 4 / 1e6, 2),
@@ -273,6 +287,7 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=3, help="Ray Train epochs (the first is excluded from rates)")
     ap.add_argument("--batch", type=int, default=4, help="micro-batch per worker")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--object-store-mb", type=int, default=0, help="Ray object store size (0 = Ray's default)")
     ap.add_argument("--blocks-at-largest", action=argparse.BooleanOptionalAction, default=True,
                     help="run the largest point again with stream.shuffle='blocks'")
     ap.add_argument("--tmp", default=tempfile.gettempdir(), help="scratch parent (datasets, shards, checkpoints)")
@@ -298,7 +313,8 @@ def main(argv=None) -> None:
                      loadavg_start=[round(x, 2) for x in os.getloadavg()]),
         versions=dict(torch=torch.__version__, ray=ray.__version__),
         config={k: v for k, v in vars(a).items() if k in ("participants", "vertices", "stories", "trs_per_story",
-                                                          "rows_per_shard", "engine", "epochs", "batch", "workers")})
+                                                          "rows_per_shard", "engine", "epochs", "batch", "workers",
+                                                          "object_store_mb")})
     res.update(run_grid(a))
     res["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(a.out)

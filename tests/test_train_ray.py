@@ -64,6 +64,7 @@ def test_ddp_two_workers_learns(ray_local, sim_shards, tmp_path):
     assert h[-1]["step"] == p["total_steps"] == 2 * p["steps_per_epoch"]      # schedule = steps taken
     assert h[1]["train_loss"] < h[0]["train_loss"]                            # loss decreases
     assert 0 < h[0]["peak_rss_mb"] <= h[1]["peak_rss_mb"] <= h[1]["peak_rss_mb_max"]   # a peak only grows
+    assert 0 < h[1]["rss_anon_mb"] <= h[1]["peak_rss_mb"]
     payload = read_model_file(result.checkpoint.path)
     assert payload["participants"] == p["participants"] and payload["epoch"] == 1
 

@@ -105,10 +105,17 @@ def _allreduce_mean(total: float, count: int, device) -> float:
     return float(t[0] / max(t[1], 1.0))
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MB (1e6 bytes): what a worker needs from its host.
-    Includes the object-store pages the stream touched (shared memory), so it is an upper bound."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e6
+def memory_mb() -> tuple[float, float]:
+    """(peak RSS, current anonymous RSS) of this process, MB (1e6 bytes). The peak (ru_maxrss) also counts
+    the object-store pages the stream has mapped (shared memory), which grows over epochs as new blocks land
+    elsewhere in the store; anonymous RSS (Linux RssAnon; NaN elsewhere) is the worker's own memory."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e6
+    try:
+        status = Path("/proc/self/status").read_text()
+        anon = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:")) * 1024 / 1e6
+    except (OSError, StopIteration, ValueError):
+        anon = math.nan
+    return peak, anon
 
 
 def _allreduce_max(x: float, device) -> float:
@@ -192,10 +199,11 @@ def train_loop_per_worker(config: dict) -> None:
                 best_val, bad_epochs = val_loss, 0
             else:
                 bad_epochs += 1
-            rss = peak_rss_mb()                     # only rank 0's metrics reach the driver: also the max
+            rss, anon = memory_mb()                 # only rank 0's metrics reach the driver: also the max
             metrics = dict(start, epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
                            best_val=best_val, epoch_seconds=time.time() - t0, train_seconds=train_seconds,
-                           samples=samples, peak_rss_mb=rss, peak_rss_mb_max=_allreduce_max(rss, engine.device))
+                           samples=samples, peak_rss_mb=rss, peak_rss_mb_max=_allreduce_max(rss, engine.device),
+                           rss_anon_mb=anon)
             tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)
