@@ -192,7 +192,9 @@ class FeatureExtractor:
                     out[lay][idx[b:b + c.batch_size]] = hs[lay][:, n_valid - 1].float().cpu().numpy()
         return ends / SAMPLE_RATE, out
 
-    def _cached_windows(self, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    def window_features(self, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """``story_windows`` of one story, read from / written to ``cfg.cache_dir`` when set:
+        (window end times (n,), {layer: (n, hidden)}), before any TR alignment (probes use them raw)."""
         if not self.cfg.cache_dir:
             return self.story_windows(ds.load_audio(story))
         d = Path(self.cfg.cache_dir) / self.fingerprint / story
@@ -210,7 +212,7 @@ class FeatureExtractor:
     # ------------------------------------------------------------------ TR alignment
     def story_features(self, ds: LebelDataset, story: str) -> dict[int, np.ndarray]:
         """TR-aligned features of one story: layer → array of shape (n_rows, hidden * n_delays)."""
-        times, feats = self._cached_windows(ds, story)
+        times, feats = self.window_features(ds, story)
         return align_to_trs(times, feats, ds, story, self.cfg)
 
     def design(self, ds: LebelDataset, stories: list[str]) -> dict[int, np.ndarray]:

@@ -102,12 +102,9 @@ class _Windows:
         for _ in range(size):
             audio, lab = self.stories[self.rng.integers(len(self.stories))]
             start = self.rng.integers(0, max(len(audio) - self.n, 1)) // self.hop * self.hop   # frame aligned
-            x = np.zeros(self.n, np.float32)
-            x[: len(audio[start: start + self.n])] = audio[start: start + self.n]
-            y = np.zeros(self.n // self.hop, np.int64)
-            y[: len(lab[start // self.hop: start // self.hop + len(y)])] = lab[start // self.hop: start // self.hop + len(y)]
-            xs.append(x)
-            ys.append(y)
+            a, f = audio[start: start + self.n], lab[start // self.hop: (start + self.n) // self.hop]
+            xs.append(np.pad(a, (0, self.n - len(a))))                  # zero-padded past the story end
+            ys.append(np.pad(f, (0, self.n // self.hop - len(f))))
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))   # (B, n), (B, n // hop)
 
 
@@ -168,8 +165,11 @@ def pretrain(cfg: PretrainConfig, log=print) -> Path:
     hop = int(np.prod(backbone.model.config.conv_stride))             # samples per output frame
     n = int(round(cfg.window * SAMPLE_RATE)) // hop * hop
     vocab: dict[str, int] = {"": 0}
-    load = lambda s, grow: (lambda a: (a, frame_labels(ds, s, len(a) // hop, hop, vocab, grow)))(  # noqa: E731
-        ds.load_audio(s).astype(np.float32))
+
+    def load(story: str, grow: bool) -> tuple[np.ndarray, np.ndarray]:
+        audio = ds.load_audio(story).astype(np.float32)
+        return audio, frame_labels(ds, story, len(audio) // hop, hop, vocab, grow)
+
     train = _Windows([load(s, True) for s in split["train"]], n, hop, cfg.seed)
     # accuracy on the val stories (held out), else on fixed crops of the training stories
     held = [load(s, False) for s in split["val"]] or train.stories

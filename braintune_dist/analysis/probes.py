@@ -131,12 +131,10 @@ def category_map(ds: LebelDataset, categories: dict | None = None) -> tuple[dict
 
 
 def _windows(source, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict]:
-    """(times (n,), {layer: (n, D)}) of any source: ``window_features`` or a ``FeatureExtractor``'s cache."""
-    if hasattr(source, "window_features"):
-        return source.window_features(ds, story)
-    if hasattr(source, "_cached_windows"):          # FeatureExtractor: raw last-frame features, disk-cached
-        return source._cached_windows(ds, story)
-    raise TypeError(f"probe source {type(source).__name__} has neither window_features nor _cached_windows")
+    """(times (n,), {layer: (n, D)}) of any source with ``window_features`` (FeatureExtractor, StimulusWindows)."""
+    if not hasattr(source, "window_features"):
+        raise TypeError(f"probe source {type(source).__name__} has no window_features(ds, story)")
+    return source.window_features(ds, story)
 
 
 def _interval_labels(intervals, t: np.ndarray, normalise=lambda s: s) -> np.ndarray:

@@ -63,9 +63,17 @@ def feature_stats(cfg: TuneConfig) -> tuple[np.ndarray, np.ndarray]:
     per_shard = math.ceil(cfg.head.standardize_windows / len(shards))
     audio = []
     for sh in shards:                                   # evenly spaced rows of every shard: all stories seen
-        a = _dense(pq.read_table(shard_dir / sh["file"], columns=["audio"]).column("audio"),
-                   manifest["window_samples"])         # (rows, window_samples)
-        audio.append(a[np.linspace(0, len(a) - 1, min(per_shard, len(a))).round().astype(int)])
+        pf = pq.ParquetFile(shard_dir / sh["file"])
+        n = pf.metadata.num_rows
+        rows = np.linspace(0, n - 1, min(per_shard, n)).round().astype(int)
+        # read only the row groups holding those rows (a real-data shard's audio column is ~100 MB)
+        first = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+        group_of = np.searchsorted(first, rows, side="right") - 1                  # (len(rows),)
+        groups = sorted(set(group_of.tolist()))
+        a = _dense(pf.read_row_groups(groups, columns=["audio"]).column("audio"),
+                   manifest["window_samples"])         # (rows in those groups, window_samples)
+        start_in_a = dict(zip(groups, np.cumsum([0] + [first[g + 1] - first[g] for g in groups])))
+        audio.append(a[[start_in_a[g] + r - first[g] for r, g in zip(rows, group_of)]])
     audio = np.concatenate(audio)[: cfg.head.standardize_windows]
     backbone = build_backbone(cfg.model).eval()
     with torch.no_grad():
