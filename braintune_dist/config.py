@@ -166,10 +166,8 @@ def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
 
 def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
     """Write a config snapshot atomically (temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    from .atomic import write_text
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -20,13 +20,13 @@ Raw window features are cached on disk per (model fingerprint, window settings, 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .backbone import SAMPLE_RATE, Backbone
 from .data.lebel import LebelDataset
 
@@ -204,9 +204,8 @@ class FeatureExtractor:
         times, feats = self.story_windows(ds.load_audio(story))
         d.mkdir(parents=True, exist_ok=True)
         for name, arr in [("times", times)] + [(f"layer{lay}", f) for lay, f in feats.items()]:
-            tmp = d / f".{name}.{os.getpid()}.tmp.npy"                   # atomic: temp name, then rename
-            np.save(tmp, arr)
-            os.replace(tmp, d / f"{name}.npy")
+            with atomic_path(d / f"{name}.npy") as tmp:
+                np.save(tmp, arr)
         return times, feats
 
     # ------------------------------------------------------------------ TR alignment

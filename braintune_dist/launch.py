@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def connect_ray(address: str = "") -> None:
@@ -24,3 +25,26 @@ def connect_ray(address: str = "") -> None:
             k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI")
             if k in os.environ}})
     ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean "fix your input": a job prints their message, never a traceback."""
+    from .config import ConfigError
+    from .data.lebel import DatasetError
+    from .data.textgrid import TextGridError
+    from .encoding.backend import BackendUnavailableError
+    from .preflight import PreflightError
+    from .pretrain import PretrainError
+    from .train.checkpoint import CheckpointError
+    return (ConfigError, DatasetError, TextGridError, BackendUnavailableError, PreflightError, PretrainError,
+            CheckpointError)
+
+
+def run_main(main, argv=None) -> int:
+    """Exit status of a job's ``main(argv)``: 2 with one ``error: ...`` line for bad input (the message
+    names the file or field), the traceback only for bugs."""
+    try:
+        return main(argv)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -62,6 +62,37 @@ def category_indicators(words, category_of: dict[str, int], n_cat: int, n_bins: 
     return out
 
 
+def category_map(ds: LebelDataset, categories: dict[str, list[str]] | None = None) -> tuple[dict[str, int], int]:
+    """({word (lower case): category index}, n_categories) from ``categories`` ({category: [words]}) or, when
+    None, ``<root>/ground_truth/meta.json`` (simulated data); ``DatasetError`` naming the file if neither."""
+    if categories is None:
+        path = ds.root / "ground_truth" / "meta.json"
+        if not path.is_file():
+            raise DatasetError(f"the 'categories' space needs a category → words map: pass categories= "
+                               f"or provide {path}")
+        categories = json.loads(Path(path).read_text())["categories"]
+    return {w.lower(): i for i, (_, ws) in enumerate(categories.items()) for w in ws}, len(categories)
+
+
+def stimulus_bins(ds: LebelDataset, story: str, spaces, categories: dict | None = None,
+                  n_bands: int = 16) -> dict[str, np.ndarray]:
+    """Space → (n_bins, D) float32 at ``HZ`` (bin k = [k, k+1) / HZ from the audio onset) of ``story``."""
+    wav = ds.load_audio(story)
+    n_bins = len(wav) * HZ // SAMPLE_RATE
+    grid = ds.load_textgrid(story) if set(spaces) - {"spectral"} else None
+    feats: dict[str, np.ndarray] = {}
+    for space in spaces:
+        if space == "spectral":
+            feats[space] = spectral(wav, n_bands)[:n_bins]
+        elif space == "word_rate":
+            feats[space] = onset_rate([iv.xmin for iv in grid.tier("words").labelled()], n_bins)
+        elif space == "phone_rate":
+            feats[space] = onset_rate([iv.xmin for iv in grid.tier("phones").labelled()], n_bins)
+        else:
+            feats[space] = category_indicators(grid.tier("words").labelled(), *category_map(ds, categories), n_bins)
+    return {k: v[:n_bins].astype(np.float32) for k, v in feats.items()}
+
+
 class StimulusFeatures:
     """Model-free feature spaces with the ``FeatureExtractor`` interface.
 
@@ -80,31 +111,9 @@ class StimulusFeatures:
             raise ValueError(f"unknown stimulus feature space(s) {unknown}; choose from {list(SPACES)}")
         self.cfg, self.layers, self.categories, self.n_bands = cfg or FeatureConfig(), list(spaces), categories, n_bands
 
-    def _category_map(self, ds: LebelDataset) -> tuple[dict[str, int], int]:
-        cats = self.categories
-        if cats is None:
-            path = ds.root / "ground_truth" / "meta.json"
-            if not path.is_file():
-                raise DatasetError(f"the 'categories' space needs a category → words map: pass categories= "
-                                   f"or provide {path}")
-            cats = json.loads(Path(path).read_text())["categories"]
-        return {w.lower(): i for i, (_, ws) in enumerate(cats.items()) for w in ws}, len(cats)
-
     def story_features(self, ds: LebelDataset, story: str) -> dict[str, np.ndarray]:
         """Space → array of shape (n_rows, D * n_delays) aligned with the responses of ``story``."""
-        wav = ds.load_audio(story)
-        n_bins = len(wav) * HZ // SAMPLE_RATE
-        feats: dict[str, np.ndarray] = {}
-        grid = ds.load_textgrid(story) if set(self.layers) - {"spectral"} else None
-        for space in self.layers:
-            if space == "spectral":
-                feats[space] = spectral(wav, self.n_bands)[:n_bins]
-            elif space == "word_rate":
-                feats[space] = onset_rate([iv.xmin for iv in grid.tier("words").labelled()], n_bins)
-            elif space == "phone_rate":
-                feats[space] = onset_rate([iv.xmin for iv in grid.tier("phones").labelled()], n_bins)
-            else:
-                cmap, n_cat = self._category_map(ds)
-                feats[space] = category_indicators(grid.tier("words").labelled(), cmap, n_cat, n_bins)
+        feats = stimulus_bins(ds, story, self.layers, self.categories, self.n_bands)
+        n_bins = len(next(iter(feats.values())))
         times = (np.arange(n_bins) + 0.5) / HZ                               # bin centres
-        return align_to_trs(times, {k: v[:n_bins] for k, v in feats.items()}, ds, story, self.cfg)
+        return align_to_trs(times, feats, ds, story, self.cfg)

@@ -230,13 +230,14 @@ def with_pretrained(cfg, log=print):
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(out.resolve())))
 
 
-def main(argv=None) -> int:
-    try:
-        pretrain(parse_cli(PretrainConfig, argv))
-    except PretrainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _main(argv=None) -> int:
+    pretrain(parse_cli(PretrainConfig, argv))
     return 0
+
+
+def main(argv=None) -> int:
+    from .launch import run_main        # bad input: one "error: ..." line and exit status 2
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

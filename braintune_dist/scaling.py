@@ -42,9 +42,13 @@ class GridSettings:
     modes: list[Literal["single", "multi"]] = field(default_factory=lambda: ["single", "multi"])
     """'single': tune on one participant; 'multi': on every tuning participant (stream.participants or all)."""
     single_participant: str = ""
-    """The participant of the 'single' mode; '' = the first tuning participant."""
+    """The participant of the 'single' mode; '' = a different tuning participant for each repeat (repeat k
+    tunes on the k-th, cycling), so the single-participant curve is not one participant's (their SNRs differ)."""
     name: str = "scaling"
     """MLflow parent run name and prefix of the Ray Train run names."""
+    repeats: int = 1
+    """Fits per grid point with different train seeds (train.seed + k: data order, dropout); the table
+    reports their mean and range and the figures draw the range as error bars."""
 
 
 @dataclass
@@ -55,21 +59,25 @@ class ScalingJobConfig(MultiBrainConfig):
     """Data sizes and tuning modes."""
 
 
-def point_config(cfg: ScalingJobConfig, mode: str, size: float, participants: list[str]):
-    """The TuneConfig of one grid point: its participants and per-participant data budget."""
+def point_config(cfg: ScalingJobConfig, mode: str, size: float, participants: list[str], repeat: int = 0):
+    """The TuneConfig of one grid point (and repeat): its participants, per-participant data budget, seed."""
     tune = tune_part(cfg)
-    who = [cfg.grid.single_participant or participants[0]] if mode == "single" else list(participants)
+    who = ([cfg.grid.single_participant or participants[repeat % len(participants)]] if mode == "single"
+           else list(participants))
     budget = {"stories_per_participant": int(size)} if cfg.grid.unit == "stories" else {"hours_per_participant": float(size)}
     stream = dataclasses.replace(tune.stream, participants=who, n_participants=0, **budget)
-    ray = dataclasses.replace(tune.ray, run_name=f"{cfg.grid.name}-{mode}-{size:g}")
-    return dataclasses.replace(tune, stream=stream, ray=ray)
+    suffix = f"-r{repeat}" if cfg.grid.repeats > 1 else ""
+    ray = dataclasses.replace(tune.ray, run_name=f"{cfg.grid.name}-{mode}-{size:g}{suffix}")
+    train = dataclasses.replace(tune.train, seed=tune.train.seed + repeat)
+    return dataclasses.replace(tune, stream=stream, ray=ray, train=train)
 
 
-def _curve(rows: list[dict], model: str, region: str) -> tuple[np.ndarray, np.ndarray]:
-    """Data-efficiency curve of ``model`` in ``region``: hours of the new participant's fMRI → mean r/ceiling."""
+def _curve(rows: list[dict], models: set[str], region: str) -> tuple[np.ndarray, np.ndarray]:
+    """Data-efficiency curve of ``models`` (a grid point's repeats, averaged) in ``region``: hours of the new
+    participant's fMRI → mean r/ceiling."""
     by = defaultdict(list)
     for r in rows:
-        if r["kind"] == "efficiency" and r["model"] == model and r["region"] == region and np.isfinite(r["mean_r_norm"]):
+        if r["kind"] == "efficiency" and r["model"] in models and r["region"] == region and np.isfinite(r["mean_r_norm"]):
             by[r["hours"]].append(r["mean_r_norm"])
     hours = sorted(by)
     return np.asarray(hours, float), np.asarray([np.mean(by[h]) for h in hours], float)
@@ -88,19 +96,26 @@ def hours_to_match(hours: np.ndarray, values: np.ndarray, target: float) -> floa
 
 
 def scaling_table(untuned: list[dict], points: list[dict]) -> list[dict]:
-    """One row per (grid point, region): tuned and untuned alignment, hours a new participant needs, ratio."""
+    """One row per (grid point, region): tuned alignment (mean, min and max over the point's repeats, each
+    at its own best layer), untuned alignment, hours a new participant needs (mean curve), ratio."""
     base = headline(untuned)
     full_hours = max(r["hours"] for r in untuned if r["kind"] == "layer")
-    table = []
+    groups: dict = defaultdict(list)                      # (mode, size) → its repeats, in grid order
     for pt in points:
-        head = headline(pt["rows"])
-        for key, value in sorted(head.items()):
-            region = key.split("/", 1)[1]
+        groups[(pt["mode"], pt["size"])].append(pt)
+    table = []
+    for (mode, size), pts in groups.items():
+        heads = [{k.split("/", 1)[1]: v for k, v in headline(pt["rows"]).items()} for pt in pts]
+        rows = [r for pt in pts for r in pt["rows"]]
+        for region in sorted(heads[0]):
+            values = np.array([h[region] for h in heads])
             target = base.get(f"untuned/{region}", math.nan)
-            needed = hours_to_match(*_curve(pt["rows"], pt["label"], region), target)
-            table.append(dict(mode=pt["mode"], size=pt["size"], unit=pt["unit"], train_rows=pt["train_rows"],
-                              region=region, tuned=value, untuned=target, new_participant_hours=needed,
-                              untuned_hours=full_hours, efficiency_ratio=full_hours / needed if needed > 0 else math.nan))
+            needed = hours_to_match(*_curve(rows, {pt["label"] for pt in pts}, region), target)
+            table.append(dict(mode=mode, size=size, unit=pts[0]["unit"], train_rows=pts[0]["train_rows"],
+                              region=region, tuned=float(values.mean()), tuned_min=float(values.min()),
+                              tuned_max=float(values.max()), repeats=len(pts), untuned=target,
+                              new_participant_hours=needed, untuned_hours=full_hours,
+                              efficiency_ratio=full_hours / needed if needed > 0 else math.nan))
     return table
 
 
@@ -121,10 +136,16 @@ def plot_scaling(table: list[dict]):
         for ax, region in zip(axes[0], regions):
             rows = [r for r in table if r["region"] == region]
             for mode in sorted({r["mode"] for r in rows}):
-                pts = sorted((r["size"], r[key]) for r in rows if r["mode"] == mode)
-                xs, ys = zip(*pts)
-                ys = np.asarray(ys, float) * (60.0 if key == "new_participant_hours" else 1.0)
-                ax.plot(xs, ys, marker="o", label=f"{mode}-participant tuning")
+                pts = sorted((r["size"], r[key], r.get(f"{key}_min"), r.get(f"{key}_max"))
+                             for r in rows if r["mode"] == mode)
+                xs, ys, lo, hi = (np.asarray(c, float) for c in zip(*pts))
+                ys = ys * (60.0 if key == "new_participant_hours" else 1.0)
+                n = rows[0].get("repeats", 1)
+                if key == "tuned" and n > 1:       # error bars: the range over the point's repeats
+                    ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], marker="o", capsize=3,
+                                label=f"{mode}-participant tuning (mean, range of {n} seeds)")
+                else:
+                    ax.plot(xs, ys, marker="o", label=f"{mode}-participant tuning")
             ref = rows[0]["untuned"] if key == "tuned" else rows[0]["untuned_hours"] * 60.0
             ax.axhline(ref, color="k", ls="--", lw=1, label="untuned (all data)")
             ax.set_title(f"region: {region}")
@@ -153,25 +174,27 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
         log(f"[scaling] untuned model on held-out {subjects}")
         ev = dataclasses.replace(cfg.eval, out_dir=str(out / "untuned"))
         untuned = alignment_report(ds, {"untuned": load_backbone(cfg.model)}, ev, subjects, None, log)
-        for size in cfg.grid.sizes:                      # explicit loop: each point is one Ray Train fit
-            for mode in cfg.grid.modes:
-                pc = point_config(cfg, mode, size, participants)
-                p = plan(pc)
-                label = f"{mode}@{size:g}"
-                log(f"[scaling] {label}: {p['participants']}, {p['train_rows']} windows, {p['total_steps']} steps")
-                t = time.time()
-                with Tracker(cfg.tracking).start(pc.ray.run_name, nested=True, tags={"job": "scaling_point"}) as pt:
-                    pt.log_params({"point.mode": mode, "point.size": size, "point.unit": cfg.grid.unit,
-                                   "point.participants": ",".join(p["participants"]), "point.train_rows": p["train_rows"]})
-                    result = build_trainer(pc, mlflow_run_id=pt.run_id, run_plan=p).fit()
-                    best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
-                    with best.as_directory() as ckpt:
-                        model = {label: load_backbone(cfg.model, ckpt)}
-                    ev = dataclasses.replace(cfg.eval, out_dir=str(out / label.replace("@", "_")))
-                    rows = alignment_report(ds, model, ev, subjects, pt, log)
-                    pt.log_metrics({"train.seconds": time.time() - t})
-                points.append(dict(mode=mode, size=size, unit=cfg.grid.unit, label=label, rows=rows,
-                                   train_rows=p["train_rows"], checkpoint=best.path))
+        grid = [(size, mode, k) for size in cfg.grid.sizes for mode in cfg.grid.modes
+                for k in range(cfg.grid.repeats)]
+        for size, mode, k in grid:                       # explicit loop: each point is one Ray Train fit
+            pc = point_config(cfg, mode, size, participants, k)
+            p = plan(pc)
+            label = f"{mode}@{size:g}" + (f"#{k}" if cfg.grid.repeats > 1 else "")
+            log(f"[scaling] {label}: {p['participants']}, {p['train_rows']} windows, {p['total_steps']} steps")
+            t = time.time()
+            with Tracker(cfg.tracking).start(pc.ray.run_name, nested=True, tags={"job": "scaling_point"}) as pt:
+                pt.log_params({"point.mode": mode, "point.size": size, "point.unit": cfg.grid.unit,
+                               "point.repeat": k, "point.train_seed": pc.train.seed,
+                               "point.participants": ",".join(p["participants"]), "point.train_rows": p["train_rows"]})
+                result = build_trainer(pc, mlflow_run_id=pt.run_id, run_plan=p).fit()
+                best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+                with best.as_directory() as ckpt:
+                    model = {label: load_backbone(cfg.model, ckpt)}
+                ev = dataclasses.replace(cfg.eval, out_dir=str(out / label.replace("@", "_").replace("#", "_r")))
+                rows = alignment_report(ds, model, ev, subjects, pt, log)
+                pt.log_metrics({"train.seconds": time.time() - t})
+            points.append(dict(mode=mode, size=size, repeat=k, unit=cfg.grid.unit, label=label, rows=rows,
+                               train_rows=p["train_rows"], checkpoint=best.path))
         table = scaling_table(untuned, points)
         figures = {}
         for name, fig in zip(("scaling_alignment.png", "scaling_new_participant_data.png"), plot_scaling(table)):
@@ -187,7 +210,8 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
         run_id = tr.run_id
     log("[scaling] efficiency ratio = untuned full-data hours / hours the tuned model needs to match it:")
     for r in table:
-        log(f"  {r['mode']:>6} @ {r['size']:g} {r['unit']:<7} {r['region']:>9}: alignment {r['tuned']:.3f} "
+        spread = f" [{r['tuned_min']:.3f}, {r['tuned_max']:.3f}]" if r["repeats"] > 1 else ""
+        log(f"  {r['mode']:>6} @ {r['size']:g} {r['unit']:<7} {r['region']:>9}: alignment {r['tuned']:.3f}{spread} "
             f"(untuned {r['untuned']:.3f}), new participant needs {60 * r['new_participant_hours']:.1f} of "
             f"{60 * r['untuned_hours']:.1f} min → ratio {r['efficiency_ratio']:.2f}")
     log(f"[scaling] figures in {out}; MLflow run {run_id} in {tracker.uri}")

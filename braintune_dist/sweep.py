@@ -16,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_text
 from .config import from_dict, to_dict
 from .multibrain import MultiBrainConfig, tune_part
 from .pipeline import prepare
@@ -211,8 +211,7 @@ def run(cfg: SweepConfig, log=print) -> dict:
                 run_config=tune.RunConfig(name=s.name, storage_path=storage))
         if parent:                            # temp name, then rename: a torn id would break --resume
             exp_dir.mkdir(parents=True, exist_ok=True)
-            (exp_dir / f".{PARENT_FILE}.tmp").write_text(parent)
-            os.replace(exp_dir / f".{PARENT_FILE}.tmp", exp_dir / PARENT_FILE)
+            write_text(exp_dir / PARENT_FILE, parent)
         results = tuner.fit()
         # a trial ASHA stopped was killed before it could end its MLflow run: do not leave it RUNNING forever
         tr.end_children(parent)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 
@@ -218,9 +220,8 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     """Write a matplotlib figure to ``path`` atomically (temp name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")   # open(): the umask applies, unlike mkstemp (0600)
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return path
 
 

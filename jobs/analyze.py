@@ -7,6 +7,7 @@ import sys
 
 from braintune_dist.analysis.job import AnalyzeConfig, run
 from braintune_dist.config import parse_cli
+from braintune_dist.launch import run_main
 
 
 def main(argv=None) -> int:
@@ -15,4 +16,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

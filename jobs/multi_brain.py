@@ -7,7 +7,7 @@ Any field can be overridden: --train.epochs 3 --engine.kind ddp --stream.n_parti
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.launch import connect_ray
+from braintune_dist.launch import connect_ray, run_main
 from braintune_dist.multibrain import MultiBrainConfig, run
 
 
@@ -19,4 +19,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

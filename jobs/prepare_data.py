@@ -11,6 +11,7 @@ import ray  # noqa: E402
 
 from braintune_dist.config import parse_cli  # noqa: E402
 from braintune_dist.pipeline import PrepareConfig, prepare  # noqa: E402
+from braintune_dist.launch import run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -23,4 +24,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

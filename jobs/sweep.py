@@ -8,7 +8,7 @@ Running cluster:          ray job submit --working-dir . -- python jobs/sweep.py
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.launch import connect_ray
+from braintune_dist.launch import connect_ray, run_main
 from braintune_dist.sweep import SweepConfig, run
 
 
@@ -23,4 +23,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

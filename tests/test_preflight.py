@@ -3,6 +3,8 @@ naming every problem, by the job drivers themselves, in seconds and before any R
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 import warnings
 
@@ -119,6 +121,13 @@ def test_incomplete_checkpoints_refused_before_evaluation(tiny_root, tmp_path):
     assert f"checkpoints[1]: incomplete checkpoint {unmarked}: missing COMPLETE" in msg
     assert f"checkpoints[2]: incomplete checkpoint {cut}: model.pt is 1000 bytes, COMPLETE says" in msg
     assert "checkpoints[0]" not in msg
+    # the job driver: the same message as one "error:" line and exit status 2, no traceback
+    proc = subprocess.run([sys.executable, "jobs/evaluate.py", "--data.root", str(tiny_root), "--checkpoints",
+                           f"[{unmarked}]", "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: preflight: 1 problem") and "Traceback" not in proc.stderr, proc.stderr
+    assert f"incomplete checkpoint {unmarked}: missing COMPLETE" in proc.stderr
 
 
 def test_sweep_search_space_checked_before_any_trial(tiny_root, shards, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from braintune_dist.config import from_dict
-from braintune_dist.scaling import ScalingJobConfig, hours_to_match, point_config, run
+from braintune_dist.scaling import ScalingJobConfig, hours_to_match, plot_scaling, point_config, run, scaling_table
 
 
 def test_hours_to_match_interpolates():
@@ -14,6 +14,44 @@ def test_hours_to_match_interpolates():
     assert hours_to_match(h, v, 0.5) == pytest.approx(0.3)
     assert hours_to_match(h, v, 0.1) == pytest.approx(0.1)             # already there at the first point
     assert math.isnan(hours_to_match(h, v, 0.7))                       # never reached
+
+
+def _rows(model, values, hours=0.2):
+    """Alignment rows of one model: layer rows {layer: {region: r/ceiling}} and a 2-point efficiency curve."""
+    rows = [dict(kind="layer", model=model, layer=lay, region=reg, mean_r_norm=v, hours=hours)
+            for lay, regs in values.items() for reg, v in regs.items()]
+    best = max(values.values(), key=lambda regs: regs["all"])
+    return rows + [dict(kind="efficiency", model=model, region=reg, hours=h, mean_r_norm=v * f)
+                   for reg, v in best.items() for h, f in ((0.05, 0.5), (0.2, 1.0))]
+
+
+def test_repeats_are_averaged_with_their_range(tmp_path):
+    untuned = _rows("untuned", {1: {"all": 0.2, "semantic": 0.3}})
+    points = [dict(mode="single", size=1, unit="stories", train_rows=60, label=f"single@1#{k}", repeat=k,
+                   rows=_rows(f"single@1#{k}", {1: {"all": a, "semantic": s}, 2: {"all": a - 0.1, "semantic": 0.9}}))
+              for k, (a, s) in enumerate([(0.3, 0.4), (0.2, 0.6)])]
+    table = {r["region"]: r for r in scaling_table(untuned, points)}
+    sem = table["semantic"]                           # each repeat at its own best layer (by 'all'): layer 1
+    assert sem["repeats"] == 2 and sem["tuned"] == pytest.approx(0.5)
+    assert (sem["tuned_min"], sem["tuned_max"]) == (pytest.approx(0.4), pytest.approx(0.6))
+    # mean efficiency curve 0.25 → 0.5 over 0.05 → 0.2 h reaches the untuned 0.3 at 0.08 h
+    assert sem["new_participant_hours"] == pytest.approx(0.05 + 0.05 / 0.25 * 0.15)
+    figs = plot_scaling(list(table.values()))
+    labels = figs[0].axes[0].get_legend_handles_labels()[1]
+    assert any("range of 2 seeds" in lab for lab in labels), labels
+
+
+def test_point_config_repeats_change_the_seed_and_single_participant(tmp_path):
+    cfg = tiny_scaling(tmp_path)
+    cfg.grid.repeats = 2
+    a, b = (point_config(cfg, "multi", 1, ["sim01", "sim02"], k) for k in (0, 1))
+    assert b.train.seed == a.train.seed + 1 and a.ray.run_name != b.ray.run_name
+    assert a.stream == b.stream and a.model == b.model
+    # 'single' cycles through the tuning participants over repeats, unless one is named
+    assert [point_config(cfg, "single", 1, ["sim01", "sim02"], k).stream.participants for k in range(3)] == \
+        [["sim01"], ["sim02"], ["sim01"]]
+    cfg.grid.single_participant = "sim02"
+    assert point_config(cfg, "single", 1, ["sim01", "sim02"], 0).stream.participants == ["sim02"]
 
 
 def tiny_scaling(tmp) -> ScalingJobConfig:

@@ -42,7 +42,7 @@ def test_long_format_round_trip(tmp_path):
     back = read_textgrid(tmp_path / "s.TextGrid")
     assert back == grid
     assert [iv.text for iv in back.tier("words").labelled()] == ["dog", "ran"]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob(".*tmp*"))
 
 
 def test_short_format_and_quotes():

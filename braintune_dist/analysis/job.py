@@ -8,11 +8,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..backbone import Backbone, ModelConfig
 from ..config import ConfigError, to_dict
 from ..data.lebel import DataConfig, DatasetError, LebelDataset
@@ -84,12 +84,10 @@ def load_models(cfg: AnalyzeConfig) -> tuple[dict[str, Backbone], set[str]]:
 def write_csv(rows: list[dict], path: Path) -> Path:
     """Write row dicts (columns: union of keys, in first-seen order) to ``path`` atomically."""
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")      # open(): the umask applies, unlike mkstemp
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=cols, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)                           # readers never see a half-written table
     return path
 
 

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbone import SAMPLE_RATE
 from ..data.lebel import DatasetError, LebelDataset
 from ..encoding.alignment import story_splits
 from ..encoding.backend import backend_of
 from ..encoding.ridge import RidgeCV
-from ..lowlevel import HZ, StimulusFeatures, category_indicators, onset_rate, spectral
+from ..lowlevel import HZ, category_map, spectral, stimulus_bins
 from .stats import bootstrap_ci, compare_paired
 
 TARGETS = ("acoustic", "phone", "word", "category")
@@ -98,15 +97,9 @@ class StimulusWindows:
         self.layers, self.categories, self.n_bands = list(spaces), categories, n_bands
 
     def window_features(self, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict]:
-        wav = ds.load_audio(story)
-        n = len(wav) * HZ // SAMPLE_RATE
-        grid = ds.load_textgrid(story)
-        make = {"spectral": lambda: spectral(wav, self.n_bands)[:n],
-                "word_rate": lambda: onset_rate([iv.xmin for iv in grid.tier("words").labelled()], n),
-                "phone_rate": lambda: onset_rate([iv.xmin for iv in grid.tier("phones").labelled()], n),
-                "categories": lambda: category_indicators(grid.tier("words").labelled(),
-                                                          *category_map(ds, self.categories), n)}
-        return (np.arange(n) + 1.0) / HZ, {s: make[s]().astype(np.float32) for s in self.layers}
+        feats = stimulus_bins(ds, story, self.layers, self.categories, self.n_bands)
+        n = len(next(iter(feats.values())))
+        return (np.arange(n) + 1.0) / HZ, feats
 
 
 def load_categories(path: str) -> dict[str, list[str]] | None:
@@ -121,13 +114,6 @@ def load_categories(path: str) -> dict[str, list[str]] | None:
     if not isinstance(cats, dict) or not all(isinstance(w, list) for w in cats.values()):
         raise DatasetError(f"{p}: the category map must be a JSON object {{category: [words]}}")
     return cats
-
-
-def category_map(ds: LebelDataset, categories: dict | None = None) -> tuple[dict[str, int], int]:
-    """({word: category index}, n_categories) from ``categories`` or ``<root>/ground_truth/meta.json``;
-    raises ``DatasetError`` naming the missing file when there is neither."""
-    # one place for the meta.json convention: lowlevel's category space resolves it the same way
-    return StimulusFeatures(spaces=("categories",), categories=categories)._category_map(ds)
 
 
 def _windows(source, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict]:

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import write_text
+
 
 class TextGridError(ValueError):
     """A TextGrid file cannot be parsed; the message names the file."""
@@ -145,10 +147,7 @@ def format_textgrid(grid: TextGrid) -> str:
 
 def write_textgrid(grid: TextGrid, path: str | os.PathLike) -> None:
     """Write a long-format TextGrid atomically (temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(format_textgrid(grid), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, format_textgrid(grid))
 
 
 def fill_gaps(intervals: list[Interval], xmin: float, xmax: float) -> list[Interval]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_path, write_text
 from ..backbone import Backbone, ModelConfig
 from ..config import from_dict
 from .model import BrainTuner, HeadSettings, LoraSettings
@@ -33,9 +34,8 @@ def save_model(directory: Path, model: BrainTuner, meta: dict[str, Any]) -> None
     """Write ``model.pt`` atomically (temp name, rename). Call ``mark_complete`` after all files."""
     directory.mkdir(parents=True, exist_ok=True)
     head = {n: p.detach().cpu() for n, p in model.named_parameters() if not n.startswith("backbone.")}
-    tmp = directory / f".{MODEL_FILE}.tmp"
-    torch.save(dict(meta, backbone=model.backbone_state(), head=head), tmp)
-    os.replace(tmp, directory / MODEL_FILE)
+    with atomic_path(directory / MODEL_FILE) as tmp:
+        torch.save(dict(meta, backbone=model.backbone_state(), head=head), tmp)
 
 
 def mark_complete(directory: Path) -> None:
@@ -43,9 +43,7 @@ def mark_complete(directory: Path) -> None:
     (Ray Train copies the directory to storage file by file, in no set order)."""
     sizes = sorted((p.relative_to(directory).as_posix(), p.stat().st_size)
                    for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
-    tmp = directory / f".{MARKER}.tmp"
-    tmp.write_text("".join(f"{size} {name}\n" for name, size in sizes))
-    os.replace(tmp, directory / MARKER)
+    write_text(directory / MARKER, "".join(f"{size} {name}\n" for name, size in sizes))
 
 
 def check_complete(directory: str | os.PathLike) -> Path:
