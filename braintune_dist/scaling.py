@@ -135,15 +135,17 @@ def plot_scaling(table: list[dict]):
         fig.suptitle(title)
         for ax, region in zip(axes[0], regions):
             rows = [r for r in table if r["region"] == region]
-            for mode in sorted({r["mode"] for r in rows}):
+            modes = sorted({r["mode"] for r in rows})
+            for i, mode in enumerate(modes):
                 pts = sorted((r["size"], r[key], r.get(f"{key}_min"), r.get(f"{key}_max"))
                              for r in rows if r["mode"] == mode)
                 xs, ys, lo, hi = (np.asarray(c, float) for c in zip(*pts))
                 ys = ys * (60.0 if key == "new_participant_hours" else 1.0)
                 n = rows[0].get("repeats", 1)
                 if key == "tuned" and n > 1:       # error bars: the range over the point's repeats
-                    ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], marker="o", capsize=3,
-                                label=f"{mode}-participant tuning (mean, range of {n} seeds)")
+                    nudge = 0.015 * (i - (len(modes) - 1) / 2) * (max(xs) - min(xs) or 1.0)   # bars side by side
+                    ax.errorbar(xs + nudge, ys, yerr=[ys - lo, hi - ys], marker="o", capsize=3,
+                                label=f"{mode}-participant tuning (mean, range of {n} fits)")
                 else:
                     ax.plot(xs, ys, marker="o", label=f"{mode}-participant tuning")
             ref = rows[0]["untuned"] if key == "tuned" else rows[0]["untuned_hours"] * 60.0

@@ -38,7 +38,7 @@ def test_repeats_are_averaged_with_their_range(tmp_path):
     assert sem["new_participant_hours"] == pytest.approx(0.05 + 0.05 / 0.25 * 0.15)
     figs = plot_scaling(list(table.values()))
     labels = figs[0].axes[0].get_legend_handles_labels()[1]
-    assert any("range of 2 seeds" in lab for lab in labels), labels
+    assert any("range of 2 fits" in lab for lab in labels), labels
 
 
 def test_point_config_repeats_change_the_seed_and_single_participant(tmp_path):
