@@ -231,6 +231,8 @@ def _participant_count(cfg) -> int:
 def grid_problems(cfg) -> list[str]:
     g = cfg.grid
     out = [f"grid.sizes: {bad} must be >= 0" for bad in g.sizes if bad < 0]
+    if g.repeats < 1:
+        out.append(f"grid.repeats: {g.repeats} must be >= 1 (fits per grid point)")
     if g.single_participant and cfg.stream.participants and g.single_participant not in cfg.stream.participants:
         out.append(f"grid.single_participant: {g.single_participant!r} not in stream.participants "
                    f"{cfg.stream.participants}")

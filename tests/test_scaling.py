@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from braintune_dist.config import from_dict
+from braintune_dist.preflight import grid_problems
 from braintune_dist.scaling import ScalingJobConfig, hours_to_match, plot_scaling, point_config, run, scaling_table
 
 
@@ -52,6 +53,8 @@ def test_point_config_repeats_change_the_seed_and_single_participant(tmp_path):
         [["sim01"], ["sim02"], ["sim01"]]
     cfg.grid.single_participant = "sim02"
     assert point_config(cfg, "single", 1, ["sim01", "sim02"], 0).stream.participants == ["sim02"]
+    cfg.grid.repeats = 0                                   # no fits at all: refused before any work
+    assert grid_problems(cfg) == ["grid.repeats: 0 must be >= 1 (fits per grid point)"]
 
 
 def tiny_scaling(tmp) -> ScalingJobConfig:
