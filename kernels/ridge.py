@@ -6,9 +6,6 @@ These kernels do each in one pass and accumulate in float64 whatever the input d
 
 * ``sse_columns(P, Y, out)``   : out[j] += sum_i (P[i, j] - Y[i, j])**2
       validation error of one alpha from its predictions P (direct form).
-* ``pole_terms(C, KC, R)`` -> (U, Q) : U = C (KC - R), Q = C**2 (float64, one fused pass)
-      the alpha-independent terms of the pole form of the same error (see ridge._fold_sse):
-      sse(alpha) = ||y||^2 + 2 e(alpha) @ U + (e(alpha)**2 H_ii) @ Q, e = 1 / (lam + alpha).
 * ``alpha_scale(C, lam, alpha, out)`` : out[i, j] = C[i, j] / (lam[i] + alpha[j])
       the ridge "solve" in the eigenbasis, one alpha per column (refit with per-voxel alphas),
       computed in float64 and stored in ``out``'s dtype.
@@ -32,13 +29,6 @@ def sse_columns_numpy(P, Y, out):
     np.square(P, out=P)
     out += P.sum(0, dtype=np.float64)
     return out
-
-
-def pole_terms_numpy(C, KC, R):
-    """U = C (KC - R) (written into KC) and Q = C**2; float64 (m, v), three passes."""
-    KC -= R
-    KC *= C
-    return KC, np.square(C)
 
 
 def alpha_scale_numpy(C, lam, alpha, out=None):
@@ -109,22 +99,6 @@ def _launch(name, arrays, out):
 def sse_columns_cupy(P, Y, out):
     """CuPy twin of :func:`sse_columns_numpy` (P is not modified); out float64 (v,) on device."""
     return _launch("sse_cols", (P, Y), out)
-
-
-@functools.lru_cache(maxsize=None)
-def _pole_kernel():
-    import cupy as cp
-    return cp.ElementwiseKernel(
-        "float64 c, float64 kc, T r", "float64 u, float64 q",
-        "u = c * (kc - (double)r); q = c * c", "pole_terms")
-
-
-def pole_terms_cupy(C, KC, R):
-    """CuPy twin of :func:`pole_terms_numpy`: one fused pass, U written into KC."""
-    import cupy as cp
-    Q = cp.empty_like(C)
-    _pole_kernel()(C, KC, R, KC, Q)
-    return KC, Q
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from braintune_dist.encoding import RidgeCV, correlation_score, get_backend
+from braintune_dist.encoding import RidgeCV, correlation_score, get_backend, pole
 from braintune_dist.encoding.backend import gpu_available
 
 himalaya_ridge = pytest.importorskip("himalaya.ridge", reason="himalaya (dev extra) is the oracle")
@@ -125,6 +125,31 @@ def test_matches_himalaya_and_float64_reference(backend, case):
     scale = np.abs(ref_scores).max()
     np.testing.assert_allclose(model.cv_scores_, ref_scores, atol=(3e-6 if tol > 1e-6 else 1e-10) * scale)
     np.testing.assert_allclose(model.coef_, ref_coef, atol=tol * np.abs(ref_coef).max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["n_not_divisible", "wide_pole", "float32", "float32_wide",
+                                  "degenerate_features", "intercept", "custom_splitter"])
+def test_pole_tree_blocks(monkeypatch, backend, case):
+    """Leaves of 4 components: the CV error goes through several levels of float32 tree blocks."""
+    monkeypatch.setattr(pole, "LEAF", 4)
+    assert len(pole.tree(CASES[case][1])[0]) >= 3
+    test_matches_himalaya_and_float64_reference(backend, case)
+
+
+def test_refit_when_cholesky_fails():
+    """alpha 1e-10 on a singular XᵀX (duplicated column): the refit falls back to eigh."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 6)) * 1e4
+    X[:, 5] = X[:, 4]
+    Y = X[:, :3] @ rng.standard_normal((3, 4)) * 1e-4 + rng.standard_normal((200, 4))
+    alphas = np.array([1e-12, 1e-10])
+    be = get_backend("numpy")
+    assert be.cholesky(X.T @ X + 1e-10 * np.eye(6)) is None
+    model = RidgeCV(alphas=alphas, cv=4, backend="numpy").fit(X, Y)
+    him = himalaya_fit(X, Y, alphas, 4)
+    np.testing.assert_allclose(model.best_alphas_, np.asarray(him.best_alphas_, np.float64), rtol=1e-12)
+    np.testing.assert_allclose(model.predict(X), him.predict(X), atol=1e-8)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -5,13 +5,17 @@ A backend is a small namespace object (himalaya style). It forwards every array-
 
 * ``asarray(x, dtype=None)`` : move/convert to this backend (host <-> device as needed),
 * ``to_numpy(x)``            : a NumPy array on the host,
-* ``eigh(a)``                : float64 symmetric eigendecomposition, ascending eigenvalues,
+* ``eigh(a, overwrite=False)`` : float64 symmetric eigendecomposition, ascending eigenvalues
+  (LAPACK divide and conquer, ``syevd``), ``a`` may be destroyed when ``overwrite``,
+* ``gram(a)``                : ``aᵀa``, exactly symmetric (BLAS ``syrk`` on the CPU: half a GEMM),
+* ``cholesky(a)`` / ``cho_solve(L, b)`` : float64 lower Cholesky factor (None when ``a`` is not
+  numerically positive definite) and the solve ``a⁻¹ b`` from it,
 * ``synchronize()``          : wait for queued device work (timing),
 * the fused kernels of :mod:`kernels.ridge` and :mod:`kernels.correlation`
-  (``sse_columns``, ``pole_terms``, ``alpha_scale``, ``pearson_columns``): CuPy kernels on the
-  GPU, their NumPy twins on the CPU,
-* ``f64_cost``               : time of a float64 GEMM relative to float32 (picks the ridge's
-  float64 "pole" form only where float64 is cheap enough).
+  (``sse_columns``, ``alpha_scale``, ``pearson_columns``): CuPy kernels on the GPU, their NumPy
+  twins on the CPU,
+* ``f64_cost``               : time of a float64 GEMM relative to float32 (weighs the float64 part
+  of the ridge's "pole" form against the direct form).
 
 ``get_backend("auto")`` gives CuPy only when a GPU is actually usable. On a CPU box with the cupy
 wheel installed ``import cupy`` succeeds but any device call raises ``CUDARuntimeError``, so
@@ -59,13 +63,44 @@ def _numpy_backend() -> Backend:
             x = x.get()
         return np.asarray(x, dtype=dtype)
 
-    def eigh(a):
-        return np.linalg.eigh(np.asarray(a, dtype=np.float64))
+    def eigh(a, overwrite=False):
+        import scipy.linalg
+        a = np.asarray(a, dtype=np.float64)             # symmetric: a.T is the same, Fortran-ordered
+        return scipy.linalg.eigh(a.T if a.flags.c_contiguous else a, driver="evd",
+                                 check_finite=False, overwrite_a=overwrite)
+
+    def cholesky(a):
+        import scipy.linalg
+        try:
+            # a.T: the same symmetric matrix, Fortran-ordered for LAPACK (no copy of a C array)
+            return scipy.linalg.cholesky(a.T, lower=True, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            return None
+
+    def cho_solve(L, b):
+        import scipy.linalg
+        return scipy.linalg.cho_solve((L, True), b, overwrite_b=True, check_finite=False)
 
     return Backend("numpy", np, dict(
-        asarray=asarray, to_numpy=asarray, eigh=eigh, synchronize=lambda: None,
-        sse_columns=_kridge.sse_columns_numpy, pole_terms=_kridge.pole_terms_numpy, f64_cost=2.0,
+        asarray=asarray, to_numpy=asarray, eigh=eigh, gram=_gram_numpy, cholesky=cholesky,
+        cho_solve=cho_solve, synchronize=lambda: None,
+        sse_columns=_kridge.sse_columns_numpy, f64_cost=2.0,
         alpha_scale=_kridge.alpha_scale_numpy, pearson_columns=_kcorr.pearson_columns_numpy))
+
+
+def _gram_numpy(a, block=256):
+    """aᵀa for a (n, p) float32/float64: BLAS syrk (upper triangle), mirrored block by block."""
+    from scipy.linalg import blas
+    a = np.asarray(a)
+    syrk = blas.dsyrk if a.dtype == np.float64 else blas.ssyrk
+    # syrk(a, trans=0) = a aᵀ for a Fortran-ordered a: pass aᵀ (a view, no copy, for C-ordered a)
+    c = syrk(1.0, a, trans=1) if a.flags.f_contiguous else syrk(1.0, a.T, trans=0)
+    p = c.shape[0]
+    for i in range(0, p, block):
+        c[i + block:, i:i + block] = c[i:i + block, i + block:].T
+        d = c[i:i + block, i:i + block]
+        d[...] = np.triu(d) + np.triu(d, 1).T
+    return c.T                                      # symmetric: the C-ordered view of the same
 
 
 def _cupy_backend() -> Backend:
@@ -77,14 +112,26 @@ def _cupy_backend() -> Backend:
     def to_numpy(x):
         return cp.asnumpy(x) if isinstance(x, cp.ndarray) else np.asarray(x)
 
-    def eigh(a):
+    def eigh(a, overwrite=False):
         return cp.linalg.eigh(cp.asarray(a, dtype=cp.float64))
 
+    def gram(a):
+        c = a.T @ a
+        return (c + c.T) * 0.5                      # exactly symmetric (GEMM results may not be)
+
+    def cholesky(a):
+        L = cp.linalg.cholesky(a)                   # NaNs (no raise) when not positive definite
+        return L if bool(cp.isfinite(L).all()) else None
+
+    def cho_solve(L, b):
+        from cupyx.scipy.linalg import solve_triangular
+        return solve_triangular(L, solve_triangular(L, b, lower=True), trans="T", lower=True)
+
     return Backend("cupy", cp, dict(
-        asarray=asarray, to_numpy=to_numpy, eigh=eigh,
+        asarray=asarray, to_numpy=to_numpy, eigh=eigh, gram=gram, cholesky=cholesky,
+        cho_solve=cho_solve,
         synchronize=lambda: cp.cuda.Device().synchronize(),
-        sse_columns=_kridge.sse_columns_cupy, pole_terms=_kridge.pole_terms_cupy,
-        f64_cost=_f64_cost(cp),
+        sse_columns=_kridge.sse_columns_cupy, f64_cost=_f64_cost(cp),
         alpha_scale=_kridge.alpha_scale_cupy, pearson_columns=_kcorr.pearson_columns_cupy))
 
 

@@ -3,8 +3,8 @@
 All voxels and alphas share one float64 eigendecomposition per split, G_k = X_trᵀX_tr = V Λ Vᵀ;
 the eigen-coefficients C = Vᵀ X_trᵀY_tr (p, v_batch) are float32 GEMMs. The validation error of
 alpha comes from predictions (X_val V) diag(1 / (Λ + alpha)) C (direct form, one float32 GEMM
-per alpha) or, when cheaper, from the pole form of :func:`_fold_sse` (one float64 (p, p) GEMM
-for all alphas). Best alpha per voxel = argmax of -mean MSE + 1e-10 log(alpha) (ties -> larger
+per alpha) or, when cheaper, from the pole form of :mod:`.pole` (one (p, p) x (p, v_batch)
+product for all alphas, in float32 blocks that keep the error of a direct evaluation). Best alpha per voxel = argmax of -mean MSE + 1e-10 log(alpha) (ties -> larger
 alpha, as himalaya), then w_j = V diag(1 / (Λ + alpha_j)) Vᵀ Xᵀy_j on all rows. With
 p > n_train the same code runs on the kernel X_tr X_trᵀ (identical result, since
 (XᵀX + aI)⁻¹Xᵀ = Xᵀ(XXᵀ + aI)⁻¹). For K-fold, XᵀY and XᵀX are sums of the per-fold blocks.
@@ -16,10 +16,9 @@ import numbers
 
 import numpy as np
 
+from . import pole
 from .backend import get_backend
 from .correlation import correlation_score
-
-NEAR = 1e-9   # eigenvalue pairs closer than NEAR * (lam + max alpha) are summed exactly
 
 
 class RidgeCV:
@@ -92,15 +91,17 @@ class RidgeCV:
         al = be.asarray(alphas)
         refit = _prepare(be, X, splits, partition, bool(self.fit_intercept), dt, al)
         p, v = X.shape[1], Y.shape[1]
-        coef, intercept = xp.empty((p, v), dt), xp.zeros(v, dt)
+        coef, intercept = xp.empty((p, v), dt), xp.zeros(v, xp.float64)
         cv_scores, best = np.empty((len(alphas), v)), np.empty(v, np.int64)
         for b0 in range(0, v, vb):                             # voxel batches
             b = slice(b0, min(v, b0 + vb))
             mse, idx, coef[:, b], intercept[b] = _fit_batch(
                 be, X, _batch(be, Y, b, dt), splits, partition, refit, al, dt)
             cv_scores[:, b], best[b] = -be.to_numpy(mse), be.to_numpy(idx)
+        if not refit["kernel"]:
+            _solve_refit(be, refit, coef, intercept, best, al, vb)
         self.best_alphas_, self.cv_scores_ = alphas[best], cv_scores
-        self._coef, self._coef_np, self._intercept = coef, None, intercept
+        self._coef, self._coef_np, self._intercept = coef, None, intercept.astype(dt)
         self.n_features_in_, self._be = p, be
         return self
 
@@ -168,26 +169,29 @@ def _prepare(be, X, splits, partition, icpt, dt, al):
         s["feat"] = p <= s["ntr"]
         if s["feat"] and s["comp"]:                            # (p, p) syrk per fold
             xv = X64[s["val"]]
-            s["Gv"], s["xvsum"] = xv.T @ xv, xv.sum(0)
+            s["Gv"], s["xvsum"] = be.gram(xv), xv.sum(0)
     G = None                                                   # XᵀX (feature-space refit)
     if p <= n:
         G = (sum(s["Gv"] for s in splits) if partition and all(s["feat"] for s in splits)
-             else X64.T @ X64)
+             else be.gram(X64))
     for s in splits:
         Gtr, mu = None, None                                   # None: kernel
         if s["feat"] and s["comp"]:
             Gtr, mu = G - s.pop("Gv"), ((xsum - s["xvsum"]) / s["ntr"]) if icpt else None
         else:
             xt = X64[s["tr"]]
-            Gtr, mu = (xt.T @ xt if s["feat"] else None), (xt.mean(0) if icpt else None)
+            Gtr, mu = (be.gram(xt) if s["feat"] else None), (xt.mean(0) if icpt else None)
         s["fold"] = _decompose(be, X64, s, Gtr, mu, dt, al)
-    full = dict(tr=slice(0, n), val=None, ntr=n)
-    return _decompose(be, X64, full, G, X64.mean(0) if icpt else None, dt, al)
+    mu = X64.mean(0) if icpt else None
+    if G is not None:                                          # refit: Cholesky per chosen alpha
+        return dict(kernel=False, G=G if mu is None else G - n * xp.outer(mu, mu), mu=mu)
+    return _decompose(be, X64, dict(tr=slice(0, n), val=None, ntr=n), None, mu, dt, al)
 
 
 def _fit_batch(be, X, Yb, splits, partition, refit, al, dt):
-    """CV errors of every alpha, choice and refit for one voxel batch Yb (n, vb): returns mean
-    validation MSE (n_alphas, vb) float64, alpha index (vb,), weights (p, vb), intercepts (vb,)."""
+    """CV errors of every alpha and choice for one voxel batch Yb (n, vb): returns mean validation
+    MSE (n_alphas, vb) float64, alpha index (vb,), then for the refit either the weights (p, vb)
+    (kernel) or the centred XᵀY_b (p, vb) to solve (:func:`_solve_refit`), and mean(Y_b) (vb,)."""
     xp = be.xp
     n = X.shape[0]
     icpt = refit["mu"] is not None
@@ -206,52 +210,79 @@ def _fit_batch(be, X, Yb, splits, partition, refit, al, dt):
     mse /= len(splits)
     idx = xp.argmax((xp.log(al) * 1e-10)[:, None] - mse, axis=0)   # ties -> larger alpha
     muy = ysum / n if icpt else None
+    if not refit["kernel"]:                                  # centred XᵀY, solved once all are in
+        B = XtY if muy is None else XtY - (n * xp.outer(refit["mu"], muy)).astype(dt)
+        return mse, idx, B, (muy if icpt else 0)
     C = _coefs(be, refit, XtY, Yb, muy, dt)
     be.alpha_scale(C, refit["lam"], al[idx], out=C)          # per-voxel (lam + alpha_j)⁻¹
     W = refit["W"] @ C                                       # (p, m) @ (m, vb)
-    b0 = (muy - refit["mu"] @ W.astype(xp.float64)).astype(dt) if icpt else 0
-    return mse, idx, W, b0
+    return mse, idx, W, ((muy - refit["mu"] @ W.astype(xp.float64)) if icpt else 0)
+
+
+def _solve_refit(be, refit, coef, intercept, best, al, vb):
+    """Feature-space refit on all rows: ``coef`` (p, v) holds the centred XᵀY on entry, the
+    weights (G + alpha_j I)⁻¹ Xᵀy_j on return; ``intercept`` (v,) holds mean(Y) on entry.
+
+    One float64 Cholesky factor per chosen alpha (p³/3 each, vs 9 p³ for an eigendecomposition),
+    columns solved in batches of ``vb``; an eigendecomposition only if a factor fails (G + alpha I
+    not numerically positive definite, e.g. tiny alpha on singular G).
+    """
+    xp = be.xp
+    G, p, eig = refit["G"], refit["G"].shape[0], None
+    d = xp.arange(p)
+    for k in np.unique(best):
+        Ga = G.copy()
+        Ga[d, d] += al[k]
+        L = be.cholesky(Ga)
+        if L is None and eig is None:
+            lam, V = be.eigh(G)
+            eig = xp.maximum(lam, 0.0), V
+        cols = np.flatnonzero(best == k)
+        for c0 in range(0, cols.size, vb):
+            c = be.asarray(cols[c0:c0 + vb])
+            B = coef[:, c].astype(xp.float64, order="F")    # LAPACK layout, no copy in the solve
+            if L is not None:
+                W = be.cho_solve(L, B)
+            else:
+                W = eig[1] @ ((eig[1].T @ B) / (eig[0] + al[k])[:, None])
+            coef[:, c] = W.astype(coef.dtype)
+    if refit["mu"] is not None:
+        for b0 in range(0, coef.shape[1], vb):
+            b = slice(b0, b0 + vb)
+            intercept[b] -= (refit["mu"] @ coef[:, b].astype(xp.float64)).astype(intercept.dtype)
 
 
 def _decompose(be, X64, s, Gtr, mu, dt, alphas):
     """Eigendecomposition of a split's training Gram (feature space) or kernel (sample space).
 
     Returns a dict: lam (m,) eigenvalues >= 0; ``basis`` (p or n_tr, m) rotating XᵀY or Y_tr; W
-    (p, m) for the refit; for CV splits A (n_val, m) = validation design in the eigenbasis,
-    E = 1 / (lam + alpha) (n_alphas, m) and for the pole form K (m, m), Hd (m,), (S, N).
+    (p, m) for the refit; for CV splits A (n_val, m) = validation design in the eigenbasis and
+    either ``pole`` (terms of :func:`.pole.setup`) or, for the direct form, F = 1 / (lam + alpha)
+    (n_alphas, m) in ``dt``.
     """
     xp = be.xp
     kernel = Gtr is None
     if kernel:                                       # sample space: X_tr X_trᵀ (n_tr, n_tr)
-        xt = X64[s["tr"]] - (0.0 if mu is None else mu)
-        lam, Q = be.eigh(xt @ xt.T)
+        xt = X64[s["tr"]] if mu is None else X64[s["tr"]] - mu
+        lam, Q = be.eigh(be.gram(xt.T), overwrite=True)
     else:                                            # feature space: G_tr (p, p)
-        lam, Q = be.eigh(Gtr - s["ntr"] * xp.outer(mu, mu) if mu is not None else Gtr)
+        lam, Q = be.eigh(Gtr - s["ntr"] * xp.outer(mu, mu) if mu is not None else Gtr,
+                         overwrite=s["val"] is not None)    # a fold's G_tr is its own copy
     lam = xp.maximum(lam, 0.0)                       # round-off negatives (himalaya: zeros)
     f = dict(kernel=kernel, lam=lam, mu=mu, basis=Q.astype(dt), tr=s["tr"], ntr=s["ntr"])
     if s["val"] is None:                             # refit on all rows
         f["W"] = (xt.T @ Q).astype(dt) if kernel else f["basis"]
         return f
-    xv = X64[s["val"]] - (0.0 if mu is None else mu)
+    xv = X64[s["val"]] if mu is None else X64[s["val"]] - mu
     M = xv @ xt.T if kernel else xv                  # (n_val, p or n_tr) before rotation
     m, nv, na = lam.shape[0], xv.shape[0], alphas.shape[0]
-    f["E"] = 1.0 / (lam[None, :] + alphas[:, None])  # (n_alphas, m) float64
-    # pole form: one float64 (m, m) GEMM per batch instead of n_alphas (n_val, m) GEMMs
-    pole = be.f64_cost * m * m + nv * m < na * nv * m
-    if pole:
-        A64 = M @ Q
-        H = A64.T @ A64                              # (m, m) float64
-        gap = lam[None, :] - lam[:, None]            # gap[i, l] = lam_l - lam_i
-        near = xp.abs(gap) <= NEAR * (xp.maximum(lam[:, None], lam[None, :]) + alphas.max())
-        f["K"] = xp.where(near, 0.0, H / xp.where(near, 1.0, gap))
-        xp.fill_diagonal(near, False)
-        S = xp.flatnonzero(near.any(0))
-        pole = S.shape[0] <= m // 4                  # else the exact part would dominate
-    if pole:
-        f["Hd"], f["A"] = xp.diagonal(H).copy(), A64.astype(dt)
-        f["S"], f["N"] = S, xp.where(near[S][:, S], H[S][:, S], 0.0)
+    pole_cost, direct_cost = pole.cost(be, m, nv, na)
+    A64 = M @ Q if pole_cost < direct_cost else None  # (n_val, m) validation design, eigenbasis
+    P = pole.setup(be, lam, A64, alphas, dt) if A64 is not None else None
+    if P is not None:
+        f["pole"], f["A"] = P, A64.astype(dt, copy=False)
     else:
-        f.pop("K", None)
+        f["E"] = 1.0 / (lam[None, :] + alphas[:, None])
         f["A"] = M.astype(dt) @ f["basis"] if dt == np.float32 else M @ Q
         f["F"] = f["E"].astype(dt)
     return f
@@ -270,29 +301,13 @@ def _coefs(be, f, B, Yb, muy, dt):
 def _fold_sse(be, f, C, yv):
     """Validation sum of squared errors of every alpha, (n_alphas, vb) float64.
 
+    Pole form (:mod:`.pole`): one product K @ C shared by all alphas, in float32 blocks.
     Direct form: predictions ``A (e_a * C)`` (n_val, vb) for one alpha at a time.
-    Pole form: with e_i = 1 / (lam_i + a), H = AᵀA, R = Aᵀy and the partial fractions
-    e_i e_l = (e_i - e_l) / (lam_l - lam_i), the error of every alpha is
-
-        ||y||² - 2 Σ_i e_i c_i r_i + Σ_i e_i² c_i² H_ii + 2 Σ_i e_i c_i (K c)_i,
-        K_il = H_il / (lam_l - lam_i)   (i != l, far pairs),
-
-    i.e. ONE float64 GEMM K @ C for all alphas, then two (n_alphas, m) x (m, vb) products.
-    Near-degenerate pairs (where the fractions cancel) are summed exactly from (S, N). In float64
-    the error is ~1e-14 relative on real spectra (vs the float64 direct form; float32: ~1e-8).
     """
     xp = be.xp
-    if "K" in f:
-        C64 = C.astype(xp.float64)
-        U, Q = be.pole_terms(C64, f["K"] @ C64, f["A"].T @ yv)   # C (KC - R), C² : (m, vb)
-        E = f["E"]
-        sse = (2 * E) @ U + (E * E * f["Hd"]) @ Q + xp.square(yv.astype(xp.float64)).sum(0)
-        if f["S"].shape[0]:
-            Cs = C64[f["S"]]
-            for a in range(E.shape[0]):
-                Z = Cs * E[a, f["S"]][:, None]
-                sse[a] += (Z * (f["N"] @ Z)).sum(0)
-        return sse
+    if "pole" in f:
+        y2 = xp.square(yv.astype(xp.float64)).sum(0)
+        return pole.sse(be, f["pole"], C, f["A"].T @ yv, y2)
     na = f["F"].shape[0]
     sse = xp.zeros((na, C.shape[1]), xp.float64)
     Z = xp.empty_like(C)                             # (m, vb) coefficients of one alpha
