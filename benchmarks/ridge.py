@@ -37,23 +37,29 @@ def rss_gb():
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
-def ours_flops(n, p, v, na, k, n_test, f64_cost=2.0):
-    """FLOPs of RidgeCV's feature-space path, split by precision, and eigh count.
+def ours_flops(n, p, v, na, k, n_test, n_refit_alphas, f64_cost=2.0, leaf=128):
+    """FLOPs of RidgeCV's feature-space path (K-fold, p <= n_train), split by precision.
 
-    Returns dict(f32=..., f64=..., n_eigh=k + 1, total=f32 + f64 + (k + 1) * 9 p^3 nominal).
-    The validation error uses the float64 pole form when f64_cost p^2 + n_val p < na n_val p
-    (as RidgeCV decides), else the float32 direct form.
+    Returns dict(f32=..., f64=..., n_eigh=k, total=f32 + f64 + k * 9 p^3 nominal eigh).
+    Per fold: Gram of the validation rows (syrk), one eigendecomposition of G_tr, C = VᵀB and
+    R = AᵀY_val in float32, then either the pole form (A = X_val V and H = AᵀA in float64, the
+    off-diagonal tree blocks of K @ C in float32, LEAF-sized diagonal blocks in float64) or the
+    direct form (one float32 GEMM per alpha), whichever pole.cost finds cheaper. The refit
+    factors G + alpha I (Cholesky, p^3 / 3) once per distinct chosen alpha and solves in float64.
     """
     nv = n / k
-    pole = f64_cost * p * p + nv * p < na * nv * p
-    f32 = 2 * n * p * v + (k + 2) * 2 * p * p * v + 2 * n_test * p * v   # XᵀY, rotations, test
-    f64 = k * nv * p * p                                                   # fold Grams (syrk)
-    if pole:   # setup A = X_val V, H = AᵀA; per batch K @ C (f64), R = Aᵀy (f32), 2 small GEMMs
-        f64 += k * (3 * nv * p * p + 2 * p * p * v + 4 * na * p * v)
-        f32 += k * 2 * nv * p * v
-    else:      # A in float32, one (n_val, p) x (p, v) GEMM per alpha
+    leaf = min(leaf, p)
+    pole = p * p + f64_cost * leaf * p + nv * p < na * nv * p     # = pole.cost(...)
+    f32 = 2 * n * p * v + k * (2 * p * p * v + 2 * nv * p * v) + 2 * n_test * p * v
+    f64 = k * nv * p * p                                            # fold Grams (syrk)
+    if pole:
+        levels = max(0, int(np.ceil(np.log2(p / leaf))))
+        f64 += k * (2 * nv * p * p + nv * p * p + 2 * leaf * p * v)  # A, H, diagonal blocks
+        f32 += k * (2 * p * (p - leaf) * v + 2 * na * 2 * p * v + levels * 2 * na * p * v)
+    else:
         f32 += k * (2 * nv * p * p + na * 2 * nv * p * v)
-    return dict(f32=f32, f64=f64, n_eigh=k + 1, total=f32 + f64 + (k + 1) * 9 * p ** 3)
+    f64 += n_refit_alphas * p ** 3 / 3 + 2 * p * p * v                   # Cholesky + solves
+    return dict(f32=f32, f64=f64, n_eigh=k, total=f32 + f64 + k * 9 * p ** 3)
 
 
 # --------------------------------------------------------------------------- one CPU run
@@ -126,7 +132,8 @@ def cpu_tier(a, tier, roof, tmp):
     r0, r1 = load("ours_numpy", "r"), load("himalaya_numpy", "r")
     same = np.isclose(load("ours_numpy", "alpha"), load("himalaya_numpy", "alpha"), rtol=1e-4)
     t = {m: min(x["seconds"] for x in runs[m]) for m in methods}
-    fl = ours_flops(a.n_train, p, v, a.n_alphas, a.folds, a.n_test)
+    fl = ours_flops(a.n_train, p, v, a.n_alphas, a.folds, a.n_test,
+                    np.unique(load("ours_numpy", "alpha")).size)
     # time the machine needs for our GEMM FLOPs at its measured rates, plus its eigh time
     floor = (fl["f32"] / roof["gemm_f32"] + fl["f64"] / roof["gemm_f64"]) / 1e9 + \
         fl["n_eigh"] * roof["eigh_f64_s"].get(p, float("nan"))
@@ -186,7 +193,8 @@ def gpu_tier(a):
                  ours_times_s=[round(t, 3) for t in times],
                  ours_gpu_pool_gb=round(pool.total_bytes() / 1e9, 2),
                  tf32_cupy=os.environ.get("CUPY_TF32", "0") == "1", mean_r_ours=float(np.mean(res[0][0])))
-    fl = ours_flops(a.n_train, p, v, a.n_alphas, a.folds, a.n_test, f64_cost=1.0)
+    fl = ours_flops(a.n_train, p, v, a.n_alphas, a.folds, a.n_test,
+                    np.unique(res[0][1]).size, f64_cost=1.0)
     entry["achieved_tflops"] = round((fl["f32"] + fl["f64"]) * len(layers) / min(times) / 1e12, 1)
     del Yd
     pool.free_all_blocks()

@@ -6,11 +6,13 @@ A backend is a small namespace object (himalaya style). It forwards every array-
 * ``asarray(x, dtype=None)`` : move/convert to this backend (host <-> device as needed),
 * ``to_numpy(x)``            : a NumPy array on the host,
 * ``eigh(a, overwrite=False)`` : float64 symmetric eigendecomposition, ascending eigenvalues
-  (LAPACK divide and conquer, ``syevd``), ``a`` may be destroyed when ``overwrite``,
+  (LAPACK divide and conquer, as ``syevd``), ``a`` may be destroyed when ``overwrite``,
 * ``gram(a)``                : ``aᵀa``, exactly symmetric (BLAS ``syrk`` on the CPU: half a GEMM),
 * ``cholesky(a)`` / ``cho_solve(L, b)`` : float64 lower Cholesky factor (None when ``a`` is not
   numerically positive definite) and the solve ``a⁻¹ b`` from it,
 * ``synchronize()``          : wait for queued device work (timing),
+* ``pool()``                 : context reusing memory across a fit's large temporaries
+  (:func:`.hostpool.host_pool` on the CPU; CuPy has its own memory pool),
 * the fused kernels of :mod:`kernels.ridge` and :mod:`kernels.correlation`
   (``sse_columns``, ``alpha_scale``, ``pearson_columns``): CuPy kernels on the GPU, their NumPy
   twins on the CPU,
@@ -23,12 +25,15 @@ usability is probed with a real device query, never assumed from the import.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
 
 from kernels import correlation as _kcorr
 from kernels import ridge as _kridge
+
+from .hostpool import host_pool
 
 BACKENDS = ("numpy", "cupy", "auto")
 
@@ -63,12 +68,6 @@ def _numpy_backend() -> Backend:
             x = x.get()
         return np.asarray(x, dtype=dtype)
 
-    def eigh(a, overwrite=False):
-        import scipy.linalg
-        a = np.asarray(a, dtype=np.float64)             # symmetric: a.T is the same, Fortran-ordered
-        return scipy.linalg.eigh(a.T if a.flags.c_contiguous else a, driver="evd",
-                                 check_finite=False, overwrite_a=overwrite)
-
     def cholesky(a):
         import scipy.linalg
         try:
@@ -82,10 +81,34 @@ def _numpy_backend() -> Backend:
         return scipy.linalg.cho_solve((L, True), b, overwrite_b=True, check_finite=False)
 
     return Backend("numpy", np, dict(
-        asarray=asarray, to_numpy=asarray, eigh=eigh, gram=_gram_numpy, cholesky=cholesky,
-        cho_solve=cho_solve, synchronize=lambda: None,
+        asarray=asarray, to_numpy=asarray, eigh=_eigh_numpy, gram=_gram_numpy, cholesky=cholesky,
+        cho_solve=cho_solve, synchronize=lambda: None, pool=host_pool,
         sse_columns=_kridge.sse_columns_numpy, f64_cost=2.0,
         alpha_scale=_kridge.alpha_scale_numpy, pearson_columns=_kcorr.pearson_columns_numpy))
+
+
+def _eigh_numpy(a, overwrite=False):
+    """Symmetric eigendecomposition in float64 as LAPACK syevd does it, in its three steps:
+    Householder tridiagonalisation (sytrd, blocked), divide and conquer on the tridiagonal
+    (stevd), back-transformation by the reflectors (ormqr). Same result as ``scipy.linalg.eigh``
+    (driver "evd"), about 15 % faster through scipy's wrappers at p = 3072 (BENCHMARKS.md)."""
+    import scipy.linalg
+    from scipy.linalg import lapack
+    a = np.asarray(a, dtype=np.float64)
+    p = a.shape[0]
+    at = a.T if a.flags.c_contiguous else a            # symmetric: a Fortran view, no copy
+    if p < 3:
+        return scipy.linalg.eigh(at, overwrite_a=overwrite, check_finite=False)
+    lwork = int(lapack.dsytrd_lwork(p, lower=1)[0])
+    c, d, e, tau, info = lapack.dsytrd(at, lower=1, lwork=lwork, overwrite_a=overwrite)
+    if info == 0:
+        lam, z, info = lapack.dstevd(d, e, compute_v=1, overwrite_d=1, overwrite_e=1)
+    if info != 0:                                      # no convergence: LAPACK's own driver
+        return scipy.linalg.eigh(a, driver="evr", check_finite=False)
+    # Q = H_1 ... H_{p-1} acts on rows 1..p-1 (uplo "L": reflectors below the subdiagonal)
+    zq, _, info = lapack.dormqr("L", "N", c[1:, :-1], tau, z[1:], lwork=64 * p, overwrite_c=1)
+    z[1:] = zq
+    return lam, z
 
 
 def _gram_numpy(a, block=256):
@@ -129,7 +152,7 @@ def _cupy_backend() -> Backend:
 
     return Backend("cupy", cp, dict(
         asarray=asarray, to_numpy=to_numpy, eigh=eigh, gram=gram, cholesky=cholesky,
-        cho_solve=cho_solve,
+        cho_solve=cho_solve, pool=contextlib.nullcontext,
         synchronize=lambda: cp.cuda.Device().synchronize(),
         sse_columns=_kridge.sse_columns_cupy, f64_cost=_f64_cost(cp),
         alpha_scale=_kridge.alpha_scale_cupy, pearson_columns=_kcorr.pearson_columns_cupy))

@@ -79,6 +79,10 @@ class RidgeCV:
         self
         """
         be = get_backend(self.backend)
+        with be.pool():                 # large temporaries reuse memory (see .hostpool)
+            return self._fit(be, X, Y)
+
+    def _fit(self, be, X, Y):
         xp = be.xp
         X, dt = _check_X(be, X, "X")
         Y, self._ravel = _check_Y(Y, X.shape[0])
