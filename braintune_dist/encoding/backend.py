@@ -6,7 +6,7 @@ A backend is a small namespace object (himalaya style). It forwards every array-
 * ``asarray(x, dtype=None)`` : move/convert to this backend (host <-> device as needed),
 * ``to_numpy(x)``            : a NumPy array on the host,
 * ``eigh(a, overwrite=False)`` : float64 symmetric eigendecomposition, ascending eigenvalues
-  (LAPACK divide and conquer, as ``syevd``), ``a`` may be destroyed when ``overwrite``,
+  (LAPACK divide and conquer, ``syevd``), ``a`` may be destroyed when ``overwrite``,
 * ``gram(a)``                : ``aᵀa``, exactly symmetric (BLAS ``syrk`` on the CPU: half a GEMM),
 * ``cholesky(a)`` / ``cho_solve(L, b)`` : float64 lower Cholesky factor (None when ``a`` is not
   numerically positive definite) and the solve ``a⁻¹ b`` from it,
@@ -88,27 +88,12 @@ def _numpy_backend() -> Backend:
 
 
 def _eigh_numpy(a, overwrite=False):
-    """Symmetric eigendecomposition in float64 as LAPACK syevd does it, in its three steps:
-    Householder tridiagonalisation (sytrd, blocked), divide and conquer on the tridiagonal
-    (stevd), back-transformation by the reflectors (ormqr). Same result as ``scipy.linalg.eigh``
-    (driver "evd"), about 15 % faster through scipy's wrappers at p = 3072 (BENCHMARKS.md)."""
+    """LAPACK syevd (divide and conquer) through scipy; ``a`` symmetric, so ``a.T`` is the same
+    matrix in the Fortran order LAPACK wants (no copy of a C-ordered array)."""
     import scipy.linalg
-    from scipy.linalg import lapack
     a = np.asarray(a, dtype=np.float64)
-    p = a.shape[0]
-    at = a.T if a.flags.c_contiguous else a            # symmetric: a Fortran view, no copy
-    if p < 3:
-        return scipy.linalg.eigh(at, overwrite_a=overwrite, check_finite=False)
-    lwork = int(lapack.dsytrd_lwork(p, lower=1)[0])
-    c, d, e, tau, info = lapack.dsytrd(at, lower=1, lwork=lwork, overwrite_a=overwrite)
-    if info == 0:
-        lam, z, info = lapack.dstevd(d, e, compute_v=1, overwrite_d=1, overwrite_e=1)
-    if info != 0:                                      # no convergence: LAPACK's own driver
-        return scipy.linalg.eigh(a, driver="evr", check_finite=False)
-    # Q = H_1 ... H_{p-1} acts on rows 1..p-1 (uplo "L": reflectors below the subdiagonal)
-    zq, _, info = lapack.dormqr("L", "N", c[1:, :-1], tau, z[1:], lwork=64 * p, overwrite_c=1)
-    z[1:] = zq
-    return lam, z
+    return scipy.linalg.eigh(a.T if a.flags.c_contiguous else a, driver="evd",
+                             check_finite=False, overwrite_a=overwrite)
 
 
 def _gram_numpy(a, block=256):

@@ -77,6 +77,11 @@ class RidgeCV:
         Returns
         -------
         self
+
+        Notes
+        -----
+        On the CPU the fit runs inside :func:`.hostpool.host_pool` (glibc reuses the memory of
+        its large temporaries instead of mapping fresh pages; ``BRAINTUNE_HOST_POOL=0`` disables).
         """
         be = get_backend(self.backend)
         with be.pool():                 # large temporaries reuse memory (see .hostpool)
