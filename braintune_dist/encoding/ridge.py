@@ -18,6 +18,7 @@ import numpy as np
 
 from . import pole
 from .backend import get_backend
+from .checks import check_alphas, check_X, check_Y, make_splits
 from .correlation import correlation_score
 
 
@@ -89,14 +90,14 @@ class RidgeCV:
 
     def _fit(self, be, X, Y):
         xp = be.xp
-        X, dt = _check_X(be, X, "X")
-        Y, self._ravel = _check_Y(Y, X.shape[0])
-        alphas = _check_alphas(self.alphas)
+        X, dt = check_X(be, X, "X")
+        Y, self._ravel = check_Y(Y, X.shape[0])
+        alphas = check_alphas(self.alphas)
         vb = self.n_targets_batch
         vb = (16384 if be.name == "cupy" else 4096) if vb is None else vb
         if not isinstance(vb, numbers.Integral) or isinstance(vb, bool) or vb < 1:
             raise ValueError(f"n_targets_batch must be a positive int or None, got {vb!r}")
-        splits, partition = _make_splits(self.cv, X.shape[0])
+        splits, partition = make_splits(self.cv, X.shape[0])
         al = be.asarray(alphas)
         refit = _prepare(be, X, splits, partition, bool(self.fit_intercept), dt, al)
         p, v = X.shape[1], Y.shape[1]
@@ -138,7 +139,7 @@ class RidgeCV:
         if not hasattr(self, "_coef"):
             raise ValueError("This RidgeCV is not fitted yet: call fit(X, Y) first")
         be = self._be
-        X, _ = _check_X(be, X, "X")
+        X, _ = check_X(be, X, "X")
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the model was fit with {self.n_features_in_}")
         pred = X.astype(self._coef.dtype, copy=False) @ self._coef + self._intercept
@@ -346,78 +347,3 @@ def _batch(be, Y, b, dt):
     if not bool(be.xp.isfinite(Yb).all()):
         raise ValueError(f"Y contains NaN or Inf (in targets {b.start}..{b.stop - 1})")
     return Yb
-
-
-def _check_X(be, X, name):
-    X = be.asarray(X)
-    if X.ndim != 2 or 0 in X.shape or X.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be a non-empty numeric 2-D array (n_samples, n_features), "
-                         f"got shape {X.shape} dtype {X.dtype}")
-    dt = np.float32 if X.dtype == np.float32 else np.float64
-    X = X.astype(dt, copy=False)
-    if not bool(be.xp.isfinite(X).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return X, dt
-
-
-def _check_Y(Y, n):
-    Y = Y if hasattr(Y, "shape") else np.asarray(Y)
-    if Y.ndim not in (1, 2) or (Y.ndim == 2 and Y.shape[1] == 0) or Y.dtype.kind not in "fiub":
-        raise ValueError(f"Y must be a numeric 1-D or 2-D array (n_samples, n_targets), "
-                         f"got shape {Y.shape} dtype {Y.dtype}")
-    if Y.shape[0] != n:
-        raise ValueError(f"Y has {Y.shape[0]} rows but X has {n} (samples must match)")
-    return (Y[:, None], True) if Y.ndim == 1 else (Y, False)
-
-
-def _check_alphas(alphas):
-    try:
-        a = np.asarray(alphas, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        raise ValueError(f"alphas must be an array of positive numbers, got {alphas!r}") from None
-    if a.size == 0:
-        raise ValueError("alphas is empty: give at least one positive value")
-    bad = ~(np.isfinite(a) & (a > 0))
-    if bad.any():
-        raise ValueError(f"alphas must be positive and finite, got {a[bad]}")
-    return a
-
-
-def _make_splits(cv, n):
-    """Split dicts (tr, val: slice or int array; ntr, nv; comp: train = complement of val) and
-    whether the validation sets partition the rows (then XᵀY = Σ blocks)."""
-    msg = f"cv must be an int, a splitter or (train, test) pairs, got {cv!r}"
-    if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
-        if not 2 <= cv <= n:
-            raise ValueError(f"cv={cv}: need 2 <= folds <= n_samples ({n})")
-        sizes = np.full(cv, n // cv)
-        sizes[: n % cv] += 1                      # sklearn KFold(shuffle=False) sizes
-        e = np.concatenate([[0], np.cumsum(sizes)])
-        pairs = [(np.r_[0:a, b:n], np.arange(a, b)) for a, b in zip(e[:-1], e[1:])]
-    elif isinstance(cv, (str, bytes, bool)) or cv is None or not (
-            hasattr(cv, "split") or hasattr(cv, "__iter__")):
-        raise ValueError(msg)
-    else:
-        pairs = list(cv.split(np.zeros((n, 1))) if hasattr(cv, "split") else cv)
-    if not pairs:
-        raise ValueError(msg + " (no splits)")
-    splits, count = [], np.zeros(n, np.int64)
-    for i, pair in enumerate(pairs):
-        try:
-            tr, val = (np.asarray(x).reshape(-1) for x in pair)
-        except (TypeError, ValueError):
-            raise ValueError(f"cv split {i} is not a (train, test) pair") from None
-        for name, idx in (("train", tr), ("test", val)):
-            if idx.size == 0 or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= n:
-                raise ValueError(f"cv split {i}: {name} indices must be non-empty ints in [0, {n})")
-        count[val] += 1
-        comp = bool(np.all(np.bincount(np.concatenate([tr, val]), minlength=n) == 1))
-        splits.append(dict(tr=_as_slice(tr), val=_as_slice(val), ntr=tr.size, nv=val.size, comp=comp))
-    return splits, bool(np.all(count == 1) and all(s["comp"] for s in splits))
-
-
-def _as_slice(idx):
-    """A contiguous increasing index array as a slice (cheap views), else the array itself."""
-    if idx[-1] - idx[0] == idx.size - 1 and np.all(np.diff(idx) == 1):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
