@@ -4,10 +4,11 @@ All voxels and alphas share one float64 eigendecomposition per split, G_k = X_tr
 the eigen-coefficients C = Vᵀ X_trᵀY_tr (p, v_batch) are float32 GEMMs. The validation error of
 alpha comes from predictions (X_val V) diag(1 / (Λ + alpha)) C (direct form, one float32 GEMM
 per alpha) or, when cheaper, from the pole form of :mod:`.pole` (one (p, p) x (p, v_batch)
-product for all alphas, in float32 blocks that keep the error of a direct evaluation). Best alpha per voxel = argmax of -mean MSE + 1e-10 log(alpha) (ties -> larger
-alpha, as himalaya), then w_j = V diag(1 / (Λ + alpha_j)) Vᵀ Xᵀy_j on all rows. With
-p > n_train the same code runs on the kernel X_tr X_trᵀ (identical result, since
-(XᵀX + aI)⁻¹Xᵀ = Xᵀ(XXᵀ + aI)⁻¹). For K-fold, XᵀY and XᵀX are sums of the per-fold blocks.
+product for all alphas, in float32 blocks that keep the error of a direct evaluation). Best alpha
+per voxel = argmax of -mean MSE + 1e-10 log(alpha) (ties -> larger alpha, as himalaya), then
+w_j = (XᵀX + alpha_j I)⁻¹ Xᵀy_j on all rows, by one float64 Cholesky factor per chosen alpha.
+With p > n_train the same code runs on the kernel X_tr X_trᵀ, refit by its eigendecomposition
+(identical result, since (XᵀX + aI)⁻¹Xᵀ = Xᵀ(XXᵀ + aI)⁻¹). For K-fold, XᵀY and XᵀX are sums of the per-fold blocks.
 Nothing of shape (n_alphas, n_samples, n_voxels) is formed; voxels go in ``n_targets_batch``.
 """
 from __future__ import annotations
@@ -266,7 +267,7 @@ def _decompose(be, X64, s, Gtr, mu, dt, alphas):
     """Eigendecomposition of a split's training Gram (feature space) or kernel (sample space).
 
     Returns a dict: lam (m,) eigenvalues >= 0; ``basis`` (p or n_tr, m) rotating XᵀY or Y_tr; W
-    (p, m) for the refit; for CV splits A (n_val, m) = validation design in the eigenbasis and
+    (p, m) for the kernel refit (val None); for CV splits A (n_val, m) = validation design in the eigenbasis and
     either ``pole`` (terms of :func:`.pole.setup`) or, for the direct form, F = 1 / (lam + alpha)
     (n_alphas, m) in ``dt``.
     """
@@ -277,11 +278,11 @@ def _decompose(be, X64, s, Gtr, mu, dt, alphas):
         lam, Q = be.eigh(be.gram(xt.T), overwrite=True)
     else:                                            # feature space: G_tr (p, p)
         lam, Q = be.eigh(Gtr - s["ntr"] * xp.outer(mu, mu) if mu is not None else Gtr,
-                         overwrite=s["val"] is not None)    # a fold's G_tr is its own copy
+                         overwrite=True)            # a fold's G_tr is its own copy
     lam = xp.maximum(lam, 0.0)                       # round-off negatives (himalaya: zeros)
     f = dict(kernel=kernel, lam=lam, mu=mu, basis=Q.astype(dt), tr=s["tr"], ntr=s["ntr"])
-    if s["val"] is None:                             # refit on all rows
-        f["W"] = (xt.T @ Q).astype(dt) if kernel else f["basis"]
+    if s["val"] is None:                             # kernel refit on all rows
+        f["W"] = (xt.T @ Q).astype(dt)
         return f
     xv = X64[s["val"]] if mu is None else X64[s["val"]] - mu
     M = xv @ xt.T if kernel else xv                  # (n_val, p or n_tr) before rotation
@@ -292,9 +293,8 @@ def _decompose(be, X64, s, Gtr, mu, dt, alphas):
     if P is not None:
         f["pole"], f["A"] = P, A64.astype(dt, copy=False)
     else:
-        f["E"] = 1.0 / (lam[None, :] + alphas[:, None])
         f["A"] = M.astype(dt) @ f["basis"] if dt == np.float32 else M @ Q
-        f["F"] = f["E"].astype(dt)
+        f["F"] = (1.0 / (lam[None, :] + alphas[:, None])).astype(dt)
     return f
 
 
