@@ -233,8 +233,8 @@ def read_bytes(shards: str, participants: list[str]) -> int:
 
 def model_size(n_vertices: int) -> dict:
     import torch
-    from braintune_dist.backbone import ModelConfig
-    from braintune_dist.train.model import BrainTuner, HeadSettings, LoraSettings
+    from braintune_dist.model.backbone import ModelConfig
+    from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
     torch.set_num_threads(1)
     m = BrainTuner(ModelConfig(size="tiny"), LoraSettings(rank=8), HeadSettings(), n_vertices)
     return dict(head_params=sum(p.numel() for p in m.head.parameters()),

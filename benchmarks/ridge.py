@@ -76,12 +76,12 @@ def worker(a):
             pred, best, _ = ridge_cv_himalaya(X, Y, Xt, alphas, a.folds, "numpy")
             return pred, best
     else:
-        from braintune_dist.encoding import RidgeCV
+        from braintune_dist.ridge import RidgeCV
 
         def fit(X, Y, Xt):
             m = RidgeCV(alphas=alphas, cv=a.folds, backend="numpy").fit(X, Y)
             return m.predict(Xt), m.best_alphas_
-    from braintune_dist.encoding import correlation_score
+    from braintune_dist.ridge import correlation_score
     fit(np.ascontiguousarray(Xtr[:600, :64]), np.ascontiguousarray(Ytr[:600, :32]),
         np.ascontiguousarray(Xte[:, :64]))                        # library warm-up
     rss0 = rss_gb()
@@ -161,7 +161,7 @@ def gpu_tier(a):
     import cupy as cp
     sys.path.insert(0, a.bench_dir)
     from ridge_anchor import make_data
-    from braintune_dist.encoding import RidgeCV
+    from braintune_dist.ridge import RidgeCV
     p, v = TIERS["L"]
     alphas = np.logspace(0, 6, a.n_alphas)
     t0 = time.perf_counter()
@@ -213,7 +213,7 @@ def _himalaya_gpu(name, layers, Ytr, Yte, alphas, a, res, n_layers):
     import sklearn
     from himalaya.backend import set_backend
     from himalaya.ridge import RidgeCV as HRidgeCV
-    from braintune_dist.encoding import correlation_score
+    from braintune_dist.ridge import correlation_score
     sklearn.set_config(assume_finite=True)
     be = set_backend(name, on_error="raise")
     Yd = be.asarray(Ytr)

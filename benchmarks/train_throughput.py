@@ -42,9 +42,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from braintune_dist.backbone import ModelConfig                           # noqa: E402
+from braintune_dist.model.backbone import ModelConfig                           # noqa: E402
 from braintune_dist.train.losses import brain_loss                        # noqa: E402
-from braintune_dist.train.model import BrainTuner, HeadSettings, LoraSettings   # noqa: E402
+from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings   # noqa: E402
 
 LOSS = "mse"
 

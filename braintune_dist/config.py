@@ -24,10 +24,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from braintune_dist.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or override names an unknown field or holds a value of the wrong type."""
 
 
@@ -166,7 +168,7 @@ def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
 
 def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
     """Write a config snapshot atomically (temp name, then rename)."""
-    from .atomic import write_text
+    from braintune_dist.io import write_text
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -233,13 +235,13 @@ def parse_cli(cls: type[T], argv: list[str] | None = None, description: str | No
 
 # --------------------------------------------------------------------------- job registry
 JOB_CONFIGS: dict[str, str] = {
-    "prepare_data": "braintune_dist.pipeline:PrepareConfig",
-    "multi_brain": "braintune_dist.multibrain:MultiBrainConfig",
-    "evaluate": "braintune_dist.evaluate:EvaluateConfig",
-    "sweep": "braintune_dist.sweep:SweepConfig",
-    "scaling": "braintune_dist.scaling:ScalingJobConfig",
-    "analyze": "braintune_dist.analysis.job:AnalyzeConfig",
-    "pretrain": "braintune_dist.pretrain:PretrainConfig",
+    "prepare_data": "braintune_dist.jobs.prepare_data:PrepareConfig",
+    "multi_brain": "braintune_dist.jobs.multi_brain:MultiBrainConfig",
+    "evaluate": "braintune_dist.jobs.evaluate:EvaluateConfig",
+    "sweep": "braintune_dist.jobs.sweep:SweepConfig",
+    "scaling": "braintune_dist.jobs.scaling:ScalingJobConfig",
+    "analyze": "braintune_dist.jobs.analyze:AnalyzeConfig",
+    "pretrain": "braintune_dist.model.pretrain:PretrainConfig",
 }
 """Job name (folder under ``jobs/configs/``) → ``module:Class`` of its config."""
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .atomic import atomic_path
+from braintune_dist.io import atomic_path
 
 log = logging.getLogger(__name__)
 

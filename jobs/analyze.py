@@ -5,9 +5,9 @@ alignment, layer-wise probes, semantic preference; tables and figures → out_di
 """
 import sys
 
-from braintune_dist.analysis.job import AnalyzeConfig, run
+from braintune_dist.jobs.analyze import AnalyzeConfig, run
 from braintune_dist.config import parse_cli
-from braintune_dist.launch import run_main
+from braintune_dist.jobs.launch import run_main
 
 
 def main(argv=None) -> int:

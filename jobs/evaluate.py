@@ -5,8 +5,8 @@
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.evaluate import EvaluateConfig, run
-from braintune_dist.launch import run_main
+from braintune_dist.jobs.evaluate import EvaluateConfig, run
+from braintune_dist.jobs.launch import run_main
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,8 @@ Any field can be overridden: --train.epochs 3 --engine.kind ddp --stream.n_parti
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.launch import connect_ray, run_main
-from braintune_dist.multibrain import MultiBrainConfig, run
+from braintune_dist.jobs.launch import connect_ray, run_main
+from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
 
 
 def main(argv=None) -> int:

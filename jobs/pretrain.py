@@ -4,7 +4,15 @@
 """
 import sys
 
-from braintune_dist.pretrain import main
+from braintune_dist.config import parse_cli
+from braintune_dist.jobs.launch import run_main
+from braintune_dist.jobs.pretrain import PretrainConfig, run
+
+
+def main(argv=None) -> int:
+    run(parse_cli(PretrainConfig, argv))
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -6,8 +6,8 @@ Running cluster:          ray job submit --working-dir . -- python jobs/scaling.
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.launch import connect_ray, run_main
-from braintune_dist.scaling import ScalingJobConfig, run
+from braintune_dist.jobs.launch import connect_ray, run_main
+from braintune_dist.jobs.scaling import ScalingJobConfig, run
 
 
 def main(argv=None) -> int:

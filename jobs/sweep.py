@@ -8,8 +8,8 @@ Running cluster:          ray job submit --working-dir . -- python jobs/sweep.py
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.launch import connect_ray, run_main
-from braintune_dist.sweep import SweepConfig, run
+from braintune_dist.jobs.launch import connect_ray, run_main
+from braintune_dist.jobs.sweep import SweepConfig, run
 
 
 def main(argv=None) -> int:

@@ -3,14 +3,14 @@ import mlflow
 import numpy as np
 import pytest
 
-from braintune_dist.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.encoding.alignment import RidgeConfig, evaluate_alignment, story_splits
+from braintune_dist.evaluate.alignment import RidgeConfig, evaluate_alignment, story_splits
 from braintune_dist.data.voxels import find_common_space
-from braintune_dist.encoding.report import EvalSettings, alignment_report
-from braintune_dist.features import FeatureConfig
-from braintune_dist.lowlevel import StimulusFeatures
+from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.tracking import Tracker, TrackingConfig
 
 

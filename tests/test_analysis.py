@@ -12,18 +12,18 @@ import torch
 from braintune_dist.analysis import (PermutationSettings, ProbeSettings, ResidualFeatures, ResidualSettings,
                                      StatsSettings, StimulusWindows, compare_probes, plot_preference,
                                      preference_table, probe_layers, score_layers, survival_table)
-from braintune_dist.analysis.job import AnalyzeConfig, run
+from braintune_dist.jobs.analyze import AnalyzeConfig, run
 from braintune_dist.analysis.probes import category_map, load_categories
-from braintune_dist.backbone import ModelConfig
+from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.data.voxels import find_common_space
-from braintune_dist.encoding.alignment import RidgeConfig
-from braintune_dist.features import FeatureConfig
-from braintune_dist.lowlevel import StimulusFeatures
+from braintune_dist.evaluate.alignment import RidgeConfig
+from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.train.checkpoint import mark_complete, save_model
-from braintune_dist.train.model import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 
 REPO = Path(__file__).resolve().parents[1]
 STATS = StatsSettings(n_boot=500)

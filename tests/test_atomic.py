@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from braintune_dist.atomic import atomic_path, write_text
+from braintune_dist.io import atomic_path, write_text
 
 
 def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path):

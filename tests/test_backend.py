@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from braintune_dist.encoding import get_backend
-from braintune_dist.encoding.backend import BackendUnavailableError, gpu_available, gpu_status
+from braintune_dist.ridge import get_backend
+from braintune_dist.ridge.backend import BackendUnavailableError, gpu_available, gpu_status
 
 BACKENDS = ["numpy", pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not gpu_available(), reason="needs a CUDA GPU with cupy (cupy backend)")])]
@@ -18,7 +18,7 @@ def be(request):
 
 
 def test_package_import_does_not_touch_cupy():
-    code = ("import sys, braintune_dist.encoding, kernels.ridge, kernels.correlation; "
+    code = ("import sys, braintune_dist.ridge, braintune_dist.ridge.kernels; "
             "assert 'cupy' not in sys.modules, 'cupy imported at import time'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

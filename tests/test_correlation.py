@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from braintune_dist.encoding import correlation_score, get_backend
-from braintune_dist.encoding.backend import gpu_available
+from braintune_dist.ridge import correlation_score, get_backend
+from braintune_dist.ridge.backend import gpu_available
 
 BACKENDS = ["numpy", pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not gpu_available(), reason="needs a CUDA GPU with cupy (cupy backend)")])]

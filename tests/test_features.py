@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from braintune_dist.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.data.lebel import LebelDataset, TEST_STORY
-from braintune_dist.features import FeatureConfig, FeatureExtractor, lanczos_interp, make_delayed
+from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
+from braintune_dist.features.interp import lanczos_interp, make_delayed
 from layouts import build_real_layout
 
 

@@ -5,7 +5,7 @@ import resource
 import numpy as np
 import pytest
 
-from braintune_dist.encoding import RidgeCV, hostpool
+from braintune_dist.ridge import RidgeCV, hostpool
 
 pytestmark = pytest.mark.skipif(hostpool._glibc() is None, reason="needs glibc (Linux)")
 MB64 = 8 << 20                       # float64 elements in 64 MB, far above the mmap threshold

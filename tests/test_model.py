@@ -3,12 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from braintune_dist.backbone import ModelConfig
+from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import to_dict
 from braintune_dist.train.checkpoint import CheckpointError, load_backbone, load_tuner, mark_complete, save_model
 from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings, lr_lambda
 from braintune_dist.train.losses import brain_loss
-from braintune_dist.train.model import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 
 WAV = torch.randn(2, 16000 * 2, generator=torch.Generator().manual_seed(0))
 
@@ -107,7 +107,7 @@ def test_pretrained_checkpoint_by_path(tmp_path, family):
     hf = src.model if family != "whisper" else None
     if family == "whisper":                      # a WhisperModel checkpoint: the encoder is taken from it
         from transformers import WhisperConfig, WhisperModel
-        from braintune_dist.backbone import TINY_WHISPER
+        from braintune_dist.model.backbone import TINY_WHISPER
         full = WhisperModel(WhisperConfig(**{**TINY_WHISPER, **over}))
         full.encoder.load_state_dict(src.model.state_dict())
         hf = full

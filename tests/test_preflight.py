@@ -10,16 +10,16 @@ import warnings
 
 import pytest
 
-from braintune_dist.backbone import ModelConfig
+from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import ConfigError, from_dict
 from braintune_dist.data.lebel import DataConfig
 from braintune_dist.data.shards import ShardConfig, write_shards
-from braintune_dist.evaluate import EvaluateConfig, run as evaluate
-from braintune_dist.multibrain import MultiBrainConfig, run as multi_brain
-from braintune_dist.preflight import PreflightError, model_problems, preflight
-from braintune_dist.sweep import SweepConfig, run as sweep
+from braintune_dist.jobs.evaluate import EvaluateConfig, run as evaluate
+from braintune_dist.jobs.multi_brain import MultiBrainConfig, run as multi_brain
+from braintune_dist.jobs.preflight import PreflightError, model_problems, preflight
+from braintune_dist.jobs.sweep import SweepConfig, run as sweep
 from braintune_dist.train.checkpoint import mark_complete, save_model
-from braintune_dist.train.model import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 
 QUIET = dict(log=lambda *_: None)
 

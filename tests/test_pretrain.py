@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from braintune_dist.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.pretrain import META_FILE, _phone, PretrainConfig, PretrainError, frame_labels, pretrain, with_pretrained
+from braintune_dist.model.pretrain import META_FILE, _phone, PretrainConfig, PretrainError, frame_labels, pretrain, with_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_pretrain_refuses_bad_input(root, tmp_path):
 
 
 def test_with_pretrained_sets_model_pretrained_once(root, tmp_path):
-    from braintune_dist.multibrain import MultiBrainConfig
+    from braintune_dist.jobs.multi_brain import MultiBrainConfig
     cfg = MultiBrainConfig(data=DataConfig(root=str(root), val_stories=["story04"]),
                            pretrain=_cfg(root, tmp_path / "pt", steps=2, enabled=False))
     assert with_pretrained(cfg).model.pretrained == ""                 # disabled by default in the job config

@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 
-from braintune_dist.encoding import RidgeCV, correlation_score, get_backend, pole
-from braintune_dist.encoding.backend import gpu_available
+from braintune_dist.ridge import RidgeCV, correlation_score, get_backend, pole
+from braintune_dist.ridge.backend import gpu_available
 
 himalaya_ridge = pytest.importorskip("himalaya.ridge", reason="himalaya (dev extra) is the oracle")
 

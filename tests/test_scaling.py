@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from braintune_dist.config import from_dict
-from braintune_dist.preflight import grid_problems
-from braintune_dist.scaling import ScalingJobConfig, hours_to_match, plot_scaling, point_config, run, scaling_table
+from braintune_dist.jobs.preflight import grid_problems
+from braintune_dist.jobs.scaling import ScalingJobConfig, hours_to_match, plot_scaling, point_config, run, scaling_table
 
 
 def test_hours_to_match_interpolates():

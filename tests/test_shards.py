@@ -18,7 +18,7 @@ from braintune_dist.data import shards as shards_mod
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, main, write_shards
 from braintune_dist.data.stream import load_manifest, verify_shards
-from braintune_dist.pipeline import PrepareConfig, ensure_shards
+from braintune_dist.jobs.prepare_data import PrepareConfig, ensure_shards
 from braintune_dist.data.voxels import CommonSpace
 
 from conftest import SR, TINY_MISSING, TINY_SHORT_AUDIO, TINY_STORIES, TINY_SUBJECTS, N_VERTICES, make_tiny_dataset

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from braintune_dist.config import from_dict, save_yaml
-from braintune_dist.sweep import SweepConfig, param_space, trial_config
+from braintune_dist.jobs.sweep import SweepConfig, param_space, trial_config
 
 from servers import MlflowServer
 
@@ -42,7 +42,7 @@ def tiny_sweep(tmp: Path, **search) -> SweepConfig:
 
 def test_trial_config_applies_point():
     base = from_dict(SweepConfig, {"stream": {"participants": ["a", "b", "c"]}})
-    from braintune_dist.multibrain import tune_part
+    from braintune_dist.jobs.multi_brain import tune_part
     from braintune_dist.config import to_dict
     cfg = trial_config(to_dict(tune_part(base)), {"lora.rank": 16, "optim.backbone_lr": 3e-4,
                                                   "stream.n_participants": 2, "train.loss": "spatial_corr"})

@@ -14,8 +14,8 @@ from braintune_dist.config import from_dict
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.data.lebel import DataConfig
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.multibrain import MultiBrainConfig, run
-from braintune_dist.preflight import RAY_SNAPSHOT, PreflightError
+from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
+from braintune_dist.jobs.preflight import RAY_SNAPSHOT, PreflightError
 from braintune_dist.tracking import Tracker
 from braintune_dist.train.checkpoint import load_tuner, read_model_file
 from braintune_dist.train.loop import TuneConfig, weights_checksum

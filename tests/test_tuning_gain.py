@@ -11,12 +11,12 @@ fit on the training stories and scored on the two stories the tuning never took 
 import pytest
 
 from braintune_dist.analysis.probes import ProbeSettings, compare_probes, probe_layers
-from braintune_dist.backbone import ModelConfig
+from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import from_dict, load_yaml, to_dict
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.encoding.report import headline
-from braintune_dist.features import FeatureConfig, FeatureExtractor
-from braintune_dist.multibrain import MultiBrainConfig, run
+from braintune_dist.evaluate.report import headline
+from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
+from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
 from braintune_dist.train.checkpoint import load_backbone
 
 pytestmark = pytest.mark.slow

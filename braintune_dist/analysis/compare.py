@@ -13,8 +13,8 @@ from typing import Literal
 
 import numpy as np
 
-from .encode import VoxelScores
-from .stats import add_corrections, compare_paired
+from braintune_dist.analysis.encode import VoxelScores
+from braintune_dist.analysis.stats import add_corrections, compare_paired
 
 
 @dataclass

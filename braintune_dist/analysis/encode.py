@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.lebel import LebelDataset
-from ..data.voxels import CommonSpace, normalised_alignment
-from ..encoding.alignment import RidgeConfig, load_subject, story_splits, summarise
-from ..encoding.backend import backend_of
-from ..encoding.correlation import correlation_score
-from ..encoding.ridge import RidgeCV
-from .stats import block_permutation_test, fdr_bh
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.data.voxels import CommonSpace, normalised_alignment
+from braintune_dist.evaluate.alignment import RidgeConfig, load_subject, story_splits, summarise
+from braintune_dist.ridge.backend import backend_of
+from braintune_dist.ridge.correlation import correlation_score
+from braintune_dist.ridge.ridge import RidgeCV
+from braintune_dist.analysis.stats import block_permutation_test, fdr_bh
 
 
 @dataclass

@@ -16,10 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .compare import StatsSettings, voxel_values  # noqa: E402
-from .encode import VoxelScores  # noqa: E402
-from .figures import offsets  # noqa: E402
-from .stats import add_corrections, bootstrap_ci, compare_groups  # noqa: E402
+from braintune_dist.analysis.compare import StatsSettings, voxel_values  # noqa: E402
+from braintune_dist.analysis.encode import VoxelScores  # noqa: E402
+from braintune_dist.analysis.figures import offsets  # noqa: E402
+from braintune_dist.analysis.stats import add_corrections, bootstrap_ci, compare_groups  # noqa: E402
 
 
 @dataclass

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.lebel import DatasetError, LebelDataset
-from ..encoding.alignment import story_splits
-from ..encoding.backend import backend_of
-from ..encoding.ridge import RidgeCV
-from ..lowlevel import HZ, category_map, spectral, stimulus_bins
-from .stats import bootstrap_ci, compare_paired
+from braintune_dist.data.lebel import DatasetError, LebelDataset
+from braintune_dist.evaluate.alignment import story_splits
+from braintune_dist.ridge.backend import backend_of
+from braintune_dist.ridge.ridge import RidgeCV
+from braintune_dist.features.lowlevel import HZ, category_map, spectral, stimulus_bins
+from braintune_dist.analysis.stats import bootstrap_ci, compare_paired
 
 TARGETS = ("acoustic", "phone", "word", "category")
 

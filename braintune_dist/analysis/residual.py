@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.lebel import LebelDataset
-from ..encoding.alignment import story_splits
-from ..encoding.backend import backend_of
-from ..encoding.ridge import RidgeCV
-from ..lowlevel import StimulusFeatures
-from .compare import StatsSettings, paired_table
-from .encode import VoxelScores
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.evaluate.alignment import story_splits
+from braintune_dist.ridge.backend import backend_of
+from braintune_dist.ridge.ridge import RidgeCV
+from braintune_dist.features.lowlevel import StimulusFeatures
+from braintune_dist.analysis.compare import StatsSettings, paired_table
+from braintune_dist.analysis.encode import VoxelScores
 
 
 @dataclass

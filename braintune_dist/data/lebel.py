@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .textgrid import TextGrid, TextGridError, read_textgrid
+from braintune_dist.data.textgrid import TextGrid, TextGridError, read_textgrid
+from braintune_dist.errors import UserError
 
 SAMPLE_RATE = 16_000
 TR = 2.0
@@ -37,7 +38,7 @@ TEST_STORY = "wheretheressmoke"
 TEST_EXTRA_TRIM = 40        # test story: data[40:] against features [50:-5]
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """Bad or inconsistent input data; the message names the offending file or field."""
 
 

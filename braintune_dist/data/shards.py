@@ -50,8 +50,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..config import parse_cli, to_dict
-from .lebel import SAMPLE_RATE, DataConfig, DatasetError, LebelDataset
+from braintune_dist.config import parse_cli, to_dict
+from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, DatasetError, LebelDataset
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -244,7 +244,7 @@ def write_shards(cfg: ShardConfig) -> Path:
     FileExistsError
         ``cfg.out`` already holds a complete shard set and ``cfg.overwrite`` is false.
     """
-    from .voxels import CommonSpace, common_space_dir   # numpy-only; imported here to keep the reader import light
+    from braintune_dist.data.voxels import CommonSpace, common_space_dir   # numpy-only; imported here to keep the reader import light
 
     if not cfg.spaces or set(cfg.spaces) - {"common", "voxel"}:
         raise DatasetError(f"ShardConfig.spaces={cfg.spaces}: choose one or both of ['common', 'voxel']")

@@ -32,8 +32,8 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from .lebel import DatasetError
-from .shards import MANIFEST, SCHEMA_VERSION, sha256_file
+from braintune_dist.data.lebel import DatasetError
+from braintune_dist.data.shards import MANIFEST, SCHEMA_VERSION, sha256_file
 
 
 @dataclass

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import write_text
+from braintune_dist.io import write_text
+from braintune_dist.errors import UserError
 
 
-class TextGridError(ValueError):
+class TextGridError(UserError):
     """A TextGrid file cannot be parsed; the message names the file."""
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lebel import DatasetError
+from braintune_dist.data.lebel import DatasetError
 
 
 def noise_ceiling(repeats: np.ndarray, zscore: bool = True) -> np.ndarray:

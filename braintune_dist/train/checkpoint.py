@@ -18,15 +18,16 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_path, write_text
-from ..backbone import Backbone, ModelConfig
-from ..config import from_dict
-from .model import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.io import atomic_path, write_text
+from braintune_dist.model.backbone import Backbone, ModelConfig
+from braintune_dist.config import from_dict
+from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.errors import UserError
 
 MODEL_FILE, MARKER = "model.pt", "COMPLETE"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint directory is missing, incomplete or does not match the model; names the path."""
 
 
@@ -106,7 +107,7 @@ def restore_weights(model: BrainTuner, payload: dict[str, Any], source: str | os
 def load_backbone(model_cfg: ModelConfig, checkpoint: str = "") -> Backbone:
     """Backbone for feature extraction: untuned (``checkpoint`` empty) or tuned with LoRA merged in."""
     if not checkpoint:
-        from ..backbone import build_backbone
+        from braintune_dist.model.backbone import build_backbone
         return build_backbone(model_cfg).eval()
     model, _ = load_tuner(checkpoint)
     return model.merged_backbone()

@@ -19,15 +19,15 @@ from typing import Literal
 
 import torch
 
-from ..backbone import ModelConfig
-from ..config import from_dict, to_dict
-from ..data.lebel import DataConfig
-from ..data.stream import StreamConfig, iter_kwargs
-from ..tracking import Tracker, TrackingConfig
-from .checkpoint import mark_complete, read_model_file, restore_weights, save_model
-from .engine import Engine, EngineSettings, OptimSettings
-from .losses import brain_loss
-from .model import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.config import from_dict, to_dict
+from braintune_dist.data.lebel import DataConfig
+from braintune_dist.data.stream import StreamConfig, iter_kwargs
+from braintune_dist.tracking import Tracker, TrackingConfig
+from braintune_dist.train.checkpoint import mark_complete, read_model_file, restore_weights, save_model
+from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings
+from braintune_dist.train.losses import brain_loss
+from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import to_dict
-from ..data.shards import COVERAGE
-from ..data.stream import _dense, load_manifest, make_dataset, select, shards_for, summarize
-from .loop import TuneConfig, train_loop_per_worker
+from braintune_dist.config import to_dict
+from braintune_dist.data.shards import COVERAGE
+from braintune_dist.data.stream import _dense, load_manifest, make_dataset, select, shards_for, summarize
+from braintune_dist.train.loop import TuneConfig, train_loop_per_worker
 
 
 def plan(cfg: TuneConfig) -> dict:
@@ -55,7 +55,7 @@ def feature_stats(cfg: TuneConfig) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow.parquet as pq
     import torch
 
-    from ..backbone import build_backbone
+    from braintune_dist.model.backbone import build_backbone
 
     shard_dir = Path(cfg.shards)
     manifest = load_manifest(shard_dir)

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .backbone import SAMPLE_RATE, Backbone
-from .data.lebel import LebelDataset
+from braintune_dist.io import atomic_path
+from braintune_dist.model.backbone import SAMPLE_RATE, Backbone
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.features.interp import align_to_trs
 
 
 @dataclass
@@ -57,45 +58,6 @@ class FeatureConfig:
     """Directory for cached raw window features; empty = no cache."""
 
 
-def lanczos_interp(data: np.ndarray, old_times: np.ndarray, new_times: np.ndarray, window: int = 3,
-                   cutoff_mult: float = 1.0) -> np.ndarray:
-    """Lanczos-interpolate ``data`` sampled at ``old_times`` onto ``new_times``.
-
-    Parameters
-    ----------
-    data : array of shape (n_old, n_features)
-    old_times : array of shape (n_old,)
-    new_times : array of shape (n_new,)
-        Evenly spaced; the cutoff frequency is ``cutoff_mult / mean(diff(new_times))``.
-
-    Returns
-    -------
-    out : array of shape (n_new, n_features), float32
-    """
-    cutoff = cutoff_mult / np.mean(np.diff(new_times))
-    t = (new_times[:, None] - old_times[None, :]) * cutoff            # (n_new, n_old), in lobes
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = window * np.sin(np.pi * t) * np.sin(np.pi * t / window) / (np.pi ** 2 * t ** 2)
-    k[t == 0] = 1.0
-    k[np.abs(t) > window] = 0.0
-    return (k @ np.asarray(data, dtype=np.float64)).astype(np.float32)
-
-
-def make_delayed(X: np.ndarray, delays: list[int]) -> np.ndarray:
-    """Stack time-shifted copies: ``out[t, i*D:(i+1)*D] = X[t - delays[i]]`` (zeros before the start).
-
-    X : array of shape (n_trs, D) → array of shape (n_trs, D * len(delays))
-    """
-    n, d = X.shape
-    out = np.zeros((n, d * len(delays)), dtype=X.dtype)
-    for i, lag in enumerate(delays):
-        if lag >= 0:
-            out[lag:, i * d:(i + 1) * d] = X[: n - lag] if lag else X
-        else:
-            out[:lag, i * d:(i + 1) * d] = X[-lag:]
-    return out
-
-
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Hash of the architecture name and every weight: a checkpoint's cache key."""
     h = hashlib.sha1(type(model).__name__.encode())
@@ -103,28 +65,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def align_to_trs(times: np.ndarray, feats: dict, ds: LebelDataset, story: str, cfg: FeatureConfig) -> dict:
-    """Lanczos to the TR grid, per-story z-score, FIR delays, rows that line up with the responses.
-
-    Parameters
-    ----------
-    times : array of shape (n_samples,)  sample times in s from audio onset
-    feats : dict name → array of shape (n_samples, D)
-
-    Returns
-    -------
-    dict name → array of shape (n_rows, D * len(cfg.delays)), float32
-    """
-    tr_times, rows = ds.tr_times(story), ds.row_tr_index(story)
-    out = {}
-    for name, f in feats.items():
-        X = lanczos_interp(f, times, tr_times, cfg.lanczos_window)        # (n_grid, D)
-        mu, sd = X[rows].mean(0), X[rows].std(0)
-        X = np.nan_to_num((X - mu) / np.where(sd > 0, sd, 1.0))
-        out[name] = make_delayed(X, cfg.delays)[rows]
-    return out
 
 
 class FeatureExtractor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import sys
 
+from braintune_dist.errors import UserError
+
 
 def connect_ray(address: str = "") -> None:
     """``ray.init`` for a job driver.
@@ -27,24 +29,11 @@ def connect_ray(address: str = "") -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The errors that mean "fix your input": a job prints their message, never a traceback."""
-    from .config import ConfigError
-    from .data.lebel import DatasetError
-    from .data.textgrid import TextGridError
-    from .encoding.backend import BackendUnavailableError
-    from .preflight import PreflightError
-    from .pretrain import PretrainError
-    from .train.checkpoint import CheckpointError
-    return (ConfigError, DatasetError, TextGridError, BackendUnavailableError, PreflightError, PretrainError,
-            CheckpointError)
-
-
 def run_main(main, argv=None) -> int:
-    """Exit status of a job's ``main(argv)``: 2 with one ``error: ...`` line for bad input (the message
-    names the file or field), the traceback only for bugs."""
+    """Exit status of a job's ``main(argv)``: 2 with one ``error: ...`` line for bad input (any
+    :class:`~braintune_dist.errors.UserError`; the message names the file or field), the traceback only for bugs."""
     try:
         return main(argv)
-    except user_errors() as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbone import SAMPLE_RATE
-from .data.lebel import DatasetError, LebelDataset
-from .features import FeatureConfig, align_to_trs
+from braintune_dist.model.backbone import SAMPLE_RATE
+from braintune_dist.data.lebel import DatasetError, LebelDataset
+from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.interp import align_to_trs
 
 HZ = 10
 SPACES = ("spectral", "word_rate", "phone_rate", "categories")

@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import ModelConfig, build_backbone
-from .config import ConfigError, parse_cli, to_dict
-from .data.lebel import SAMPLE_RATE, DataConfig, LebelDataset
+from braintune_dist.model.backbone import ModelConfig, build_backbone
+from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, LebelDataset
+from braintune_dist.errors import UserError
 
 META_FILE = "pretrain.json"
 
@@ -62,7 +62,7 @@ class PretrainConfig:
     """Retrain even when `out` holds a checkpoint made with this same config."""
 
 
-class PretrainError(ValueError):
+class PretrainError(UserError):
     """A pretraining input or output that cannot be used; the message names it."""
 
 
@@ -228,17 +228,3 @@ def with_pretrained(cfg, log=print):
         raise ConfigError(f"model.family={cfg.model.family!r} but pretrain.model.family={pre.model.family!r}")
     out = pretrain(dataclasses.replace(pre, data=cfg.data), log)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(out.resolve())))
-
-
-def _main(argv=None) -> int:
-    pretrain(parse_cli(PretrainConfig, argv))
-    return 0
-
-
-def main(argv=None) -> int:
-    from .launch import run_main        # bad input: one "error: ..." line and exit status 2
-    return run_main(_main, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lebel import SAMPLE_RATE
-from .textgrid import Interval
+from braintune_dist.data.lebel import SAMPLE_RATE
+from braintune_dist.data.textgrid import Interval
 
 FINE_HZ = 10              # feature grid rate; TR mid-points (odd seconds) fall exactly on it
 REGION_NAMES = ("null", "auditory", "semantic")

@@ -20,15 +20,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_text
-from .config import from_dict, to_dict
-from .multibrain import MultiBrainConfig, tune_part
-from .pipeline import prepare
-from .preflight import preflight
-from .pretrain import with_pretrained
-from .tracking import Tracker
-from .train.loop import TuneConfig
-from .train.trainer import build_trainer, plan
+from braintune_dist.io import write_text
+from braintune_dist.config import from_dict, to_dict
+from braintune_dist.jobs.multi_brain import MultiBrainConfig, tune_part
+from braintune_dist.jobs.prepare_data import prepare
+from braintune_dist.jobs.preflight import preflight
+from braintune_dist.model.pretrain import with_pretrained
+from braintune_dist.tracking import Tracker
+from braintune_dist.train.loop import TuneConfig
+from braintune_dist.train.trainer import build_trainer, plan
 
 PARENT_FILE = "mlflow_parent_run_id"      # beside the Tune experiment: lets --resume reopen the same parent run
 

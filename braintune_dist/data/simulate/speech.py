@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .lebel import SAMPLE_RATE
-from .textgrid import Interval, TextGrid, Tier, fill_gaps
+from braintune_dist.data.lebel import SAMPLE_RATE
+from braintune_dist.data.textgrid import Interval, TextGrid, Tier, fill_gaps
 
 # Content words by semantic category (12 each); the semantic vertices of the simulated brain respond
 # to these categories. Order matters: category index = position in this dict.

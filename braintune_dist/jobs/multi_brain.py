@@ -10,17 +10,17 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .config import from_dict, to_dict
-from .data.lebel import LebelDataset
-from .data.stream import load_manifest
-from .encoding.report import EvalSettings, alignment_report
-from .pipeline import PrepareConfig, prepare
-from .preflight import PreflightSettings, preflight
-from .pretrain import PretrainConfig, with_pretrained
-from .tracking import Tracker, run_manifest
-from .train.checkpoint import load_backbone
-from .train.loop import TuneConfig
-from .train.trainer import build_trainer, plan
+from braintune_dist.config import from_dict, to_dict
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.data.stream import load_manifest
+from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.jobs.prepare_data import PrepareConfig, prepare
+from braintune_dist.jobs.preflight import PreflightSettings, preflight
+from braintune_dist.model.pretrain import PretrainConfig, with_pretrained
+from braintune_dist.tracking import Tracker, run_manifest
+from braintune_dist.train.checkpoint import load_backbone
+from braintune_dist.train.loop import TuneConfig
+from braintune_dist.train.trainer import build_trainer, plan
 
 
 @dataclass

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backbone import ModelConfig
-from .config import to_dict
-from .data.lebel import DataConfig, LebelDataset
-from .encoding.report import EvalSettings, alignment_report
-from .preflight import preflight_evaluate
-from .tracking import Tracker, TrackingConfig
-from .train.checkpoint import load_backbone
+from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.config import to_dict
+from braintune_dist.data.lebel import DataConfig, LebelDataset
+from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.jobs.preflight import preflight_evaluate
+from braintune_dist.tracking import Tracker, TrackingConfig
+from braintune_dist.train.checkpoint import load_backbone
 
 
 @dataclass

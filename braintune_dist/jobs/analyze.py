@@ -12,22 +12,22 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import atomic_path
-from ..backbone import Backbone, ModelConfig
-from ..config import ConfigError, to_dict
-from ..data.lebel import DataConfig, DatasetError, LebelDataset
-from ..data.voxels import find_common_space
-from ..encoding.alignment import RidgeConfig
-from ..features import FeatureConfig, FeatureExtractor
-from ..lowlevel import SPACES
-from ..tracking import Tracker, TrackingConfig, save_figure
-from ..train.checkpoint import load_backbone, load_tuner
-from .compare import StatsSettings, compare_models
-from .encode import PermutationSettings, score_layers
-from .figures import plot_probes, plot_residual
-from .preference import PreferenceSettings, plot_preference, preference_table
-from .probes import TARGETS, ProbeSettings, category_map, compare_probes, load_categories, probe_layers
-from .residual import ResidualSettings, residual_source, survival_table
+from braintune_dist.io import atomic_path
+from braintune_dist.model.backbone import Backbone, ModelConfig
+from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
+from braintune_dist.data.voxels import find_common_space
+from braintune_dist.evaluate.alignment import RidgeConfig
+from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
+from braintune_dist.features.lowlevel import SPACES
+from braintune_dist.tracking import Tracker, TrackingConfig, save_figure
+from braintune_dist.train.checkpoint import load_backbone, load_tuner
+from braintune_dist.analysis.compare import StatsSettings, compare_models
+from braintune_dist.analysis.encode import PermutationSettings, score_layers
+from braintune_dist.analysis.figures import plot_probes, plot_residual
+from braintune_dist.analysis.preference import PreferenceSettings, plot_preference, preference_table
+from braintune_dist.analysis.probes import TARGETS, ProbeSettings, category_map, compare_probes, load_categories, probe_layers
+from braintune_dist.analysis.residual import ResidualSettings, residual_source, survival_table
 
 REFERENCE = "untuned"
 

@@ -1,7 +1,7 @@
 """Pearson correlation per voxel between measured and predicted responses."""
 from __future__ import annotations
 
-from .backend import backend_of, get_backend
+from braintune_dist.ridge.backend import backend_of, get_backend
 
 
 def correlation_score(y_true, y_pred, backend=None, batch: int = 4096):

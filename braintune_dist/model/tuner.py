@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..backbone import Backbone, ModelConfig, build_backbone
+from braintune_dist.model.backbone import Backbone, ModelConfig, build_backbone
 
 
 @dataclass

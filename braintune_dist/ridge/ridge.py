@@ -17,10 +17,10 @@ import numbers
 
 import numpy as np
 
-from . import pole
-from .backend import get_backend
-from .checks import check_alphas, check_X, check_Y, make_splits
-from .correlation import correlation_score
+from braintune_dist.ridge import pole
+from braintune_dist.ridge.backend import get_backend
+from braintune_dist.ridge.checks import check_alphas, check_X, check_Y, make_splits
+from braintune_dist.ridge.correlation import correlation_score
 
 
 class RidgeCV:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.lebel import DataConfig, LebelDataset
-from .data.shards import MANIFEST, ShardConfig, write_shards
-from .data.simulate import SimConfig, simulate
-from .data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
-from .data.voxels import find_common_space, noise_ceiling
+from braintune_dist.data.lebel import DataConfig, LebelDataset
+from braintune_dist.data.shards import MANIFEST, ShardConfig, write_shards
+from braintune_dist.data.simulate import SimConfig, simulate
+from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
+from braintune_dist.data.voxels import find_common_space, noise_ceiling
 
 
 @dataclass
@@ -44,7 +44,7 @@ def ensure_dataset(cfg: PrepareConfig, log=print) -> LebelDataset:
     root = Path(cfg.data.root)
     if not root.exists():
         if not cfg.simulate:
-            from .data.lebel import DatasetError
+            from braintune_dist.data.lebel import DatasetError
             raise DatasetError(f"dataset root not found: {root} (set simulate: true to generate one)")
         t = time.time()
         simulate(dataclasses.replace(cfg.sim, out=str(root)))

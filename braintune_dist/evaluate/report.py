@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbone import Backbone
-from ..data.lebel import LebelDataset
-from ..data.voxels import find_common_space
-from ..features import FeatureConfig, FeatureExtractor
-from ..tracking import Tracker, save_figure
-from .alignment import RidgeConfig, evaluate_alignment
-from .figures import plot_efficiency, plot_layers
+from braintune_dist.model.backbone import Backbone
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.data.voxels import find_common_space
+from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
+from braintune_dist.tracking import Tracker, save_figure
+from braintune_dist.evaluate.alignment import RidgeConfig, evaluate_alignment
+from braintune_dist.evaluate.figures import plot_efficiency, plot_layers
 
 
 @dataclass

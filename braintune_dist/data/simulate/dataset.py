@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, parse_cli, to_dict
-from . import brain, speech
-from .lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
+from braintune_dist.config import ConfigError, parse_cli, to_dict
+from braintune_dist.data.simulate import brain, speech
+from braintune_dist.data.lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
     TRIM_START, LebelDataset
-from .textgrid import write_textgrid
+from braintune_dist.data.textgrid import write_textgrid
 
 # purposes of the random streams (first key after the seed)
 _SPACE, _TEXT, _LAYOUT, _NOISE = 1, 2, 3, 4

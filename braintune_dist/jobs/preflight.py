@@ -25,17 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .backbone import ModelConfig
-from .data.lebel import DatasetError, LebelDataset
-from .data.shards import MANIFEST
-from .data.stream import load_manifest, shards_for, verify_shards
-from .train.checkpoint import CheckpointError, check_complete
+from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.data.lebel import DatasetError, LebelDataset
+from braintune_dist.data.shards import MANIFEST
+from braintune_dist.data.stream import load_manifest, shards_for, verify_shards
+from braintune_dist.train.checkpoint import CheckpointError, check_complete
+from braintune_dist.errors import UserError
 
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"   # Ray Train V2's record of a run's checkpoints
 HF_MODEL_TYPE = {"wav2vec2": "wav2vec2", "hubert": "hubert", "whisper": "whisper"}   # family → config.json model_type
 
 
-class PreflightError(ValueError):
+class PreflightError(UserError):
     """A job's inputs cannot work; the message lists every problem found, each naming its field or file."""
 
 
@@ -113,7 +114,7 @@ def dataset_problems(cfg) -> list[str]:
 
 def shard_problems(cfg) -> list[str]:
     """The shard set agrees with the config and every shard the run reads is whole (skipped until written)."""
-    from .train.trainer import plan
+    from braintune_dist.train.trainer import plan
     shard_dir = Path(cfg.shards)
     if not (shard_dir / MANIFEST).is_file() or cfg.prepare.shard.overwrite:
         return []                               # none yet, interrupted, or to be rewritten: prepare writes them
@@ -198,7 +199,7 @@ def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0) -> 
 
 def search_problems(cfg) -> list[str]:
     """Sweep search-space values every trial can use (a bad one would only fail that trial, after it started)."""
-    from .train.loop import TrainSettings
+    from braintune_dist.train.loop import TrainSettings
     s, space = cfg.search, cfg.search.space
     losses = typing.get_args(typing.get_type_hints(TrainSettings)["loss"])
     out = [f"search.space.loss: {bad!r} is not one of {list(losses)}" for bad in space.loss if bad not in losses]

@@ -13,7 +13,7 @@ A backend is a small namespace object (himalaya style). It forwards every array-
 * ``synchronize()``          : wait for queued device work (timing),
 * ``pool()``                 : context reusing memory across a fit's large temporaries
   (:func:`.hostpool.host_pool` on the CPU; CuPy has its own memory pool),
-* the fused kernels of :mod:`kernels.ridge` and :mod:`kernels.correlation`
+* the fused kernels of :mod:`.kernels`
   (``sse_columns``, ``alpha_scale``, ``pearson_columns``): CuPy kernels on the GPU, their NumPy
   twins on the CPU,
 * ``f64_cost``               : time of a float64 GEMM relative to float32 (weighs the float64 part
@@ -30,15 +30,14 @@ import functools
 
 import numpy as np
 
-from kernels import correlation as _kcorr
-from kernels import ridge as _kridge
-
-from .hostpool import host_pool
+from braintune_dist.errors import UserError
+from braintune_dist.ridge import kernels as _k
+from braintune_dist.ridge.hostpool import host_pool
 
 BACKENDS = ("numpy", "cupy", "auto")
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(UserError, RuntimeError):
     """The requested backend cannot run on this machine (e.g. ``"cupy"`` without a usable GPU)."""
 
 
@@ -83,8 +82,8 @@ def _numpy_backend() -> Backend:
     return Backend("numpy", np, dict(
         asarray=asarray, to_numpy=asarray, eigh=_eigh_numpy, gram=_gram_numpy, cholesky=cholesky,
         cho_solve=cho_solve, synchronize=lambda: None, pool=host_pool,
-        sse_columns=_kridge.sse_columns_numpy, f64_cost=2.0,
-        alpha_scale=_kridge.alpha_scale_numpy, pearson_columns=_kcorr.pearson_columns_numpy))
+        sse_columns=_k.sse_columns_numpy, f64_cost=2.0,
+        alpha_scale=_k.alpha_scale_numpy, pearson_columns=_k.pearson_columns_numpy))
 
 
 def _eigh_numpy(a, overwrite=False):
@@ -139,8 +138,8 @@ def _cupy_backend() -> Backend:
         asarray=asarray, to_numpy=to_numpy, eigh=eigh, gram=gram, cholesky=cholesky,
         cho_solve=cho_solve, pool=contextlib.nullcontext,
         synchronize=lambda: cp.cuda.Device().synchronize(),
-        sse_columns=_kridge.sse_columns_cupy, f64_cost=_f64_cost(cp),
-        alpha_scale=_kridge.alpha_scale_cupy, pearson_columns=_kcorr.pearson_columns_cupy))
+        sse_columns=_k.sse_columns_cupy, f64_cost=_f64_cost(cp),
+        alpha_scale=_k.alpha_scale_cupy, pearson_columns=_k.pearson_columns_cupy))
 
 
 def _f64_cost(cp) -> float:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.lebel import LebelDataset
-from ..data.voxels import CommonSpace, noise_ceiling, normalised_alignment
-from ..features import FeatureExtractor
-from .ridge import RidgeCV
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment
+from braintune_dist.features.extract import FeatureExtractor
+from braintune_dist.ridge.ridge import RidgeCV
 
 
 @dataclass

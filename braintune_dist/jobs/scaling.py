@@ -19,16 +19,16 @@ from typing import Literal
 
 import numpy as np
 
-from .config import to_dict
-from .data.lebel import LebelDataset
-from .encoding.report import alignment_report, headline
-from .multibrain import MultiBrainConfig, held_out, tune_part
-from .pipeline import prepare
-from .preflight import preflight
-from .pretrain import with_pretrained
-from .tracking import Tracker, save_figure
-from .train.checkpoint import load_backbone
-from .train.trainer import build_trainer, plan
+from braintune_dist.config import to_dict
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.evaluate.report import alignment_report, headline
+from braintune_dist.jobs.multi_brain import MultiBrainConfig, held_out, tune_part
+from braintune_dist.jobs.prepare_data import prepare
+from braintune_dist.jobs.preflight import preflight
+from braintune_dist.model.pretrain import with_pretrained
+from braintune_dist.tracking import Tracker, save_figure
+from braintune_dist.train.checkpoint import load_backbone
+from braintune_dist.train.trainer import build_trainer, plan
 
 
 @dataclass
