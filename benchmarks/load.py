@@ -57,8 +57,7 @@ def _rss_mb() -> float:
 def stage_sim(a) -> dict:
     from braintune_dist.data.simulate import SimConfig, simulate
     t0 = time.perf_counter()
-    simulate(SimConfig(out=a.sim, participants=a.n_sim, stories=a.stories, trs_per_story=a.trs_per_story,
-                       n_vertices=a.n_vertices, n_repeats=2, seed=0))   # 2 repeats: the test story is not used
+    simulate(SimConfig(participants=a.n_sim, stories=a.stories, trs_per_story=a.trs_per_story, n_vertices=a.n_vertices, n_repeats=2, seed=0), a.sim)   # 2 repeats: the test story is not used
     return dict(sim_s=round(time.perf_counter() - t0, 1), sim_peak_rss_mb=_rss_mb(),
                 sim_mb=round(sum(f.stat().st_size for f in Path(a.sim).rglob("*") if f.is_file()) / 1e6, 1))
 
@@ -68,8 +67,7 @@ def stage_shards(a) -> dict:
     from braintune_dist.data.shards import ShardConfig, write_shards
     from braintune_dist.data.stream import load_manifest
     t0 = time.perf_counter()
-    write_shards(ShardConfig(data=DataConfig(root=a.sim), out=a.shards, splits=["train"], audio_dtype="float16",
-                             rows_per_shard=a.rows_per_shard))
+    write_shards(ShardConfig(splits=["train"], audio_dtype="float16", rows_per_shard=a.rows_per_shard), DataConfig(root=a.sim), a.shards)
     m = load_manifest(a.shards)
     return dict(write_s=round(time.perf_counter() - t0, 1), write_peak_rss_mb=_rss_mb(), shards=len(m["shards"]),
                 rows=m["rows"]["train"], shard_mb=round(sum(sh["bytes"] for sh in m["shards"]) / 1e6, 1))
@@ -147,10 +145,10 @@ class Sampler(threading.Thread):
 
 def tune_cfg(a, storage: str):
     from braintune_dist.config import from_dict
-    from braintune_dist.train.loop import TuneConfig
+    from braintune_dist.train.loop import FitConfig
     stream = {"batch_size": a.batch, "n_participants": a.n_participants, "shuffle": a.shuffle,
               "local_shuffle_buffer": 16 if a.shuffle == "blocks" else 0}
-    return from_dict(TuneConfig, {
+    return from_dict(FitConfig, {
         "data": {"val_stories": []}, "shards": a.shards, "model": {"size": "tiny"}, "lora": {"rank": 8},
         "stream": stream, "engine": {"kind": a.engine, "zero_stage": 2},
         "train": {"epochs": a.epochs, "loss": "mse", "patience": 0},

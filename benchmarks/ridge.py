@@ -79,7 +79,7 @@ def worker(a):
         from braintune_dist.ridge import RidgeCV
 
         def fit(X, Y, Xt):
-            m = RidgeCV(alphas=alphas, cv=a.folds, backend="numpy").fit(X, Y)
+            m = RidgeCV(alphas=alphas, cv=a.folds, backend="numpy", host_pool=True).fit(X, Y)
             return m.predict(Xt), m.best_alphas_
     from braintune_dist.ridge import correlation_score
     fit(np.ascontiguousarray(Xtr[:600, :64]), np.ascontiguousarray(Ytr[:600, :32]),

@@ -42,10 +42,9 @@ from braintune_dist.data.stream import StreamConfig, iter_kwargs, load_manifest,
 
 
 def bench_write(root: str, out: Path, rows_per_shard: int, **options) -> dict:
-    cfg = ShardConfig(data=DataConfig(root=root), out=str(out), spaces=["common", "voxel"],
-                      rows_per_shard=rows_per_shard, overwrite=True, **options)
+    cfg = ShardConfig(spaces=["common", "voxel"], rows_per_shard=rows_per_shard, overwrite=True, **options)
     t0 = time.perf_counter()
-    write_shards(cfg)
+    write_shards(cfg, DataConfig(root=root), out)
     t_total = time.perf_counter() - t0
     m = load_manifest(out)
     nbytes = sum(sh["bytes"] for sh in m["shards"])

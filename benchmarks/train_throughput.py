@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")     # Ray on loopback only (stack-notes §4)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")     # Ray on loopback only
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -214,8 +214,8 @@ def _stream(a) -> dict:
 
 def tune_cfg(a, kind: str, storage: str):
     from braintune_dist.config import from_dict
-    from braintune_dist.train.loop import TuneConfig
-    return from_dict(TuneConfig, {
+    from braintune_dist.train.loop import FitConfig
+    return from_dict(FitConfig, {
         "data": {"val_stories": []},                  # no validation: epoch_seconds = stream + train steps
         "shards": a.shards, "model": {"size": a.size}, "lora": {"rank": a.lora_rank},
         "stream": _stream(a),                         # project defaults otherwise: bind mode

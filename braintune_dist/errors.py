@@ -8,3 +8,7 @@ Messages name the file or field at fault and, where there is one, the fix.
 
 class UserError(ValueError):
     """Bad input: a config field, a dataset file, a checkpoint, a shard, a cluster that cannot run the job."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """A writer would replace finished output without being told to (the message names the overwrite field)."""

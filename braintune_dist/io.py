@@ -1,11 +1,16 @@
-"""Atomic file writes: readers (and a resumed job) never see a half-written file under the final name.
+"""Atomic writes: readers (and a resumed job) never see a half-written file or folder under the final name.
 
 Every writer of an output file goes through :func:`atomic_path`: write to a temporary name in the same
-directory, then ``os.replace`` it onto the final name (atomic on POSIX), or remove it on error.
+directory, then ``os.replace`` it onto the final name (atomic on POSIX), or remove it on error. A folder
+written as a whole (a simulated dataset, a pretrained checkpoint) goes through :func:`atomic_dir`.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +25,7 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     ``fsync`` flushes the data to disk before the rename (shards, checkpoints on a crash-prone node).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{TMP_MARK}{path.suffix}")
     try:
         yield tmp
         if fsync:
@@ -36,3 +41,64 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+TMP_MARK = ".tmp"
+"""Every temporary name made here contains it (a writer that was killed leaves such names behind)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; when the block succeeds it becomes ``path``.
+
+    An existing ``path`` is swapped with the new folder in one step where the OS can (Linux), so a reader
+    always finds a complete folder, old or new; elsewhere the old one is moved aside just before the new
+    one moves in. The old folder is then removed. On error the temporary folder is removed and ``path``
+    is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TMP_MARK}-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())                 # mkdtemp makes it 0700
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            if not _exchange(tmp, path):                # tmp now holds the old folder
+                old = path.with_name(f".{path.name}{TMP_MARK}-old-{os.getpid()}")
+                os.rename(path, old)
+                try:
+                    os.rename(tmp, path)
+                except OSError:
+                    os.rename(old, path)                # put the previous folder back
+                    raise
+                tmp = old
+        else:
+            os.rename(tmp, path)
+    finally:
+        if tmp.is_symlink() or tmp.is_file():
+            tmp.unlink()
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,7 +1,7 @@
-"""The seeds' analyses of untuned and brain-tuned models: permutation-tested alignment, low-level residual
+"""The original brain-tuning code's analyses of untuned and brain-tuned models: permutation-tested alignment, low-level residual
 alignment, layer-wise probes, semantic preference; tables and figures → out_dir and MLflow.
 
-    python jobs/analyze.py --config jobs/configs/analyze/demo.yaml [--checkpoints runs/ray/<run>/checkpoint_...]
+    python jobs/analyze.py --config jobs/configs/analyze/demo.yaml [--checkpoints [runs/ray/<run>/checkpoint_...]]
 """
 import sys
 

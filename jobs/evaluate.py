@@ -1,6 +1,6 @@
 """Brain alignment of speech models: features per layer → voxel-wise ridge → r / noise ceiling → MLflow.
 
-    python jobs/evaluate.py --config jobs/configs/evaluate/demo.yaml [--checkpoints runs/ray/<run>/checkpoint_...]
+    python jobs/evaluate.py --config jobs/configs/evaluate/demo.yaml [--checkpoints [runs/ray/<run>/checkpoint_...]]
 """
 import sys
 

@@ -2,7 +2,7 @@
 
 Local Ray (starts one):   python jobs/multi_brain.py --config jobs/configs/multi_brain/demo.yaml
 Running cluster:          ray job submit --working-dir . -- python jobs/multi_brain.py --config ...
-Any field can be overridden: --train.epochs 3 --engine.kind ddp --stream.n_participants 2 ...
+Any field can be overridden: --fit.train.epochs 3 --fit.engine.kind ddp --fit.stream.n_participants 2 ...
 """
 import sys
 
@@ -13,7 +13,7 @@ from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
 
 def main(argv=None) -> int:
     cfg = parse_cli(MultiBrainConfig, argv)
-    connect_ray(cfg.ray.address)
+    connect_ray(cfg.fit.ray.address)
     run(cfg)
     return 0
 

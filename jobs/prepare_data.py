@@ -13,7 +13,7 @@ def main(argv=None) -> int:
     cfg = parse_cli(PrepareConfig, argv)
     if cfg.stream_check:                      # only the summary epoch needs Ray
         connect_ray()
-    prepare(cfg, cfg.shard.out)
+    prepare(cfg.data, cfg.shards, cfg.prepare, cfg.stream if cfg.stream_check else None)
     return 0
 
 

@@ -1,16 +1,16 @@
 """Pretrain a small random-init speech backbone on phone recognition (stand-in for a pretrained checkpoint).
 
-    python jobs/pretrain.py --config jobs/configs/pretrain/demo.yaml [--steps 400 --out runs/pretrained/x]
+    python jobs/pretrain.py --config jobs/configs/pretrain/demo.yaml [--pretrain.steps 400 --pretrain.out runs/pretrained/x]
 """
 import sys
 
 from braintune_dist.config import parse_cli
 from braintune_dist.jobs.launch import run_main
-from braintune_dist.jobs.pretrain import PretrainConfig, run
+from braintune_dist.jobs.pretrain import PretrainJobConfig, run
 
 
 def main(argv=None) -> int:
-    run(parse_cli(PretrainConfig, argv))
+    run(parse_cli(PretrainJobConfig, argv))
     return 0
 
 

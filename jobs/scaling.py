@@ -12,7 +12,7 @@ from braintune_dist.jobs.scaling import ScalingJobConfig, run
 
 def main(argv=None) -> int:
     cfg = parse_cli(ScalingJobConfig, argv)
-    connect_ray(cfg.ray.address)
+    connect_ray(cfg.fit.ray.address)
     run(cfg)
     return 0
 

@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     if "--resume" in argv:                       # the shorthand; --search.resume true is the field itself
         argv = [a for a in argv if a != "--resume"] + ["--search.resume", "true"]
     cfg = parse_cli(SweepConfig, argv)
-    connect_ray(cfg.ray.address)
+    connect_ray(cfg.fit.ray.address)
     run(cfg)
     return 0
 

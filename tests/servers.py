@@ -23,7 +23,7 @@ def free_port() -> int:
 
 class MlflowServer:
     """`mlflow server` on 127.0.0.1 over a sqlite store, in its own session so that killing its process group
-    takes its workers with it (a plain SIGTERM to the parent leaves huey consumers behind: stack-notes §6)."""
+    takes its workers with it (a plain SIGTERM to the parent leaves huey consumers behind)."""
 
     def __init__(self, db: Path, port: int | None = None):
         self.db, self.port, self.proc = db, port or free_port(), None

@@ -17,8 +17,7 @@ from braintune_dist.tracking import Tracker, TrackingConfig
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("align") / "ds"
-    simulate(SimConfig(out=str(root), participants=2, stories=5, trs_per_story=70, n_vertices=240, seed=11,
-                       snr_auditory=1.0, snr_semantic=1.0))
+    simulate(SimConfig(participants=2, stories=5, trs_per_story=70, n_vertices=240, seed=11, snr_auditory=1.0, snr_semantic=1.0), str(root))
     return LebelDataset(root, DataConfig(root=str(root)))
 
 

@@ -33,8 +33,7 @@ THR = RidgeConfig().nc_threshold
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("analysis") / "ds"
-    simulate(SimConfig(out=str(root), participants=2, stories=4, trs_per_story=70, n_vertices=150, seed=11,
-                       snr_auditory=1.0, snr_semantic=1.0))
+    simulate(SimConfig(participants=2, stories=4, trs_per_story=70, n_vertices=150, seed=11, snr_auditory=1.0, snr_semantic=1.0), str(root))
     return LebelDataset(root, DataConfig(root=str(root)))
 
 
@@ -164,8 +163,7 @@ def test_semantic_preference_of_oracle_layers(oracle, tmp_path):
 def small(tmp_path_factory):
     """A smaller dataset and a LoRA checkpoint with perturbed adapters (tuned on sim01) for the job."""
     base = tmp_path_factory.mktemp("analyze_job")
-    root = simulate(SimConfig(out=str(base / "ds"), participants=2, stories=2, trs_per_story=40,
-                              test_extra_trs=45, n_vertices=80, seed=5))
+    root = simulate(SimConfig(participants=2, stories=2, trs_per_story=40, test_extra_trs=45, n_vertices=80, seed=5), str(base / "ds"))
     m, lora, head = ModelConfig(), LoraSettings(rank=4), HeadSettings()
     tuner = BrainTuner(m, lora, head, n_vertices=80)
     torch.manual_seed(0)

@@ -104,8 +104,8 @@ def test_kuberay_worker_gpus_cover_the_preset():
     preset = load(REPO / "jobs/configs/multi_brain/paper_hubert.yaml")
     g = load(KUBE["RayJob"])["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     lim = g["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert g["maxReplicas"] * int(lim["nvidia.com/gpu"]) >= preset["ray"]["num_workers"]
-    assert int(lim["cpu"]) >= int(lim["nvidia.com/gpu"]) * preset["ray"]["cpus_per_worker"]
+    assert g["maxReplicas"] * int(lim["nvidia.com/gpu"]) >= preset["fit"]["ray"]["num_workers"]
+    assert int(lim["cpu"]) >= int(lim["nvidia.com/gpu"]) * preset["fit"]["ray"]["cpus_per_worker"]
 
 
 # ---- everything the files name exists; every field is commented --------------------------------

@@ -1,13 +1,18 @@
-"""Config machinery: YAML presets, CLI overrides, --help, errors; and every shipped YAML loads."""
+"""Config machinery (jsonargparse): YAML presets, dotted CLI overrides, --help / --print_config, one-line errors
+naming the file or the field, checks in __post_init__; every shipped YAML loads; every job driver answers
+--help and --print_config and turns bad input into one ``error:`` line with exit status 2."""
 import dataclasses
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
 import yaml
 
-from braintune_dist.config import (JOB_CONFIGS, ConfigError, config_class, field_docs, from_dict, load_yaml,
-                                   parse_cli, save_yaml, to_dict)
+from braintune_dist.config import JOB_CONFIGS, ConfigError, config_class, from_dict, load_yaml, parse_cli, save_yaml, to_dict
+from braintune_dist.jobs.launch import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,6 +23,10 @@ class Inner:
     """LoRA rank."""
     targets: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "v_proj"])
     """Modules to adapt."""
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ConfigError(f"inner.rank: {self.rank} must be >= 1")
 
 
 @dataclasses.dataclass
@@ -38,55 +47,64 @@ class Outer:
     """Nested block."""
 
 
-def test_docs_defaults_and_round_trip(tmp_path):
-    assert field_docs(Outer)["lr"] == "Learning rate." and field_docs(Inner)["rank"] == "LoRA rank."
+def test_defaults_and_round_trip(tmp_path):
     cfg = Outer(lr=3e-4, inner=Inner(rank=4))
     save_yaml(cfg, tmp_path / "c.yaml")
     assert load_yaml(Outer, tmp_path / "c.yaml") == cfg
     assert to_dict(cfg)["inner"] == {"rank": 4, "targets": ["q_proj", "v_proj"]}
+    assert from_dict(Outer, {}) == Outer()
 
 
 def test_cli_precedence_and_types(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"lr": 0.5, "inner": {"rank": 16}, "name": "preset"}))
     cfg = parse_cli(Outer, ["--config", str(tmp_path / "p.yaml"), "--name", "cli", "--bf16", "true",
-                            "--inner.targets", "q_proj,k_proj", "--limit", "3", "--loss", "corr"])
+                            "--inner.targets", "[q_proj,k_proj]", "--limit", "3", "--loss", "corr"])
     assert cfg == Outer(name="cli", lr=0.5, bf16=True, loss="corr", limit=3,
                         inner=Inner(rank=16, targets=["q_proj", "k_proj"]))
-    assert parse_cli(Outer, ["--limit", "none"]).limit is None
+    assert parse_cli(Outer, ["--limit", "null"]).limit is None
+    # a list field also takes a,b or a single value
+    assert parse_cli(Outer, ["--inner.targets", "q_proj,k_proj"]).inner.targets == ["q_proj", "k_proj"]
+    assert parse_cli(Outer, ["--inner.targets=o_proj"]).inner.targets == ["o_proj"]
 
 
 def test_help_lists_every_field(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         parse_cli(Outer, ["--help"])
+    assert stop.value.code == 0
     out = capsys.readouterr().out
     for flag, doc in [("--lr", "Learning rate."), ("--inner.rank", "LoRA rank."), ("--loss", "Loss type.")]:
         assert flag in out and doc in out
 
 
 @pytest.mark.parametrize("data, match", [
-    ({"lrr": 1}, r"unknown field\(s\) \['lrr'\]"),
-    ({"inner": {"rnak": 2}}, r"config.inner: unknown field\(s\) \['rnak'\]"),
-    ({"loss": "mse"}, r"config.loss: 'mse' is not one of \['l2', 'corr'\]"),
-    ({"bf16": "maybe"}, r"config.bf16: 'maybe' is not a boolean"),
-    ({"inner": {"rank": 2.5}}, r"config.inner.rank: 2.5 is not an integer"),
-    ({"lr": "fast"}, r"config.lr: cannot read 'fast'"),
+    ({"lrr": 1}, r"^x.yaml: lrr: unknown field; Outer has \['bf16', 'inner'"),
+    ({"inner": {"rnak": 2}}, r"^x.yaml: inner.rnak: unknown field; inner has \['rank', 'targets'\]$"),
+    ({"inner": 3}, r"^x.yaml: inner must be a mapping of field: value, got 3$"),
+    ({"loss": "mse"}, r"^x.yaml: loss: expected one of \['l2', 'corr'\], got 'mse'$"),
+    ({"bf16": "maybe"}, r"^x.yaml: bf16: expected bool, got 'maybe'$"),
+    ({"inner": {"rank": 2.5}}, r"^x.yaml: inner.rank: expected int, got '2.5'$"),
+    ({"inner": {"targets": "q"}}, r"^x.yaml: inner.targets: expected a list such as \[a,b\], got 'q'$"),
+    ({"lr": "fast"}, r"^x.yaml: lr: expected float, got 'fast'$"),
+    ({"inner": {"rank": 0}}, r"^x.yaml: inner.rank: 0 must be >= 1$"),             # __post_init__
 ])
 def test_errors_name_the_field(data, match):
     with pytest.raises(ConfigError, match=match):
-        from_dict(Outer, data)
+        from_dict(Outer, data, "x.yaml")
 
 
-def test_cli_errors_exit_with_message(capsys, tmp_path):
-    with pytest.raises(SystemExit):
+def test_cli_errors_name_the_file_or_the_command_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"^command line: loss: expected one of \['l2', 'corr'\], got 'mse'$"):
         parse_cli(Outer, ["--loss", "mse"])
-    assert "'mse' is not one of" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match=r"^command line: inner.rnak: unknown field"):
+        parse_cli(Outer, ["--inner.rnak", "3"])
+    with pytest.raises(ConfigError, match="config file not found: .*missing.yaml"):
         parse_cli(Outer, ["--config", str(tmp_path / "missing.yaml")])
-    assert "file not found" in capsys.readouterr().err
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("lr: [unclosed")
+    (tmp_path / "p.yaml").write_text("inner: {rank: two}\n")
+    with pytest.raises(ConfigError, match=r"^.*p.yaml: inner.rank: expected int, got 'two'$"):
+        parse_cli(Outer, ["--config", str(tmp_path / "p.yaml"), "--lr", "0.1"])
+    (tmp_path / "bad.yaml").write_text("lr: [unclosed")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
-        load_yaml(Outer, bad)
+        load_yaml(Outer, tmp_path / "bad.yaml")
 
 
 SHIPPED = sorted((REPO / "jobs" / "configs").glob("*/*.yaml"))
@@ -95,6 +113,7 @@ SHIPPED = sorted((REPO / "jobs" / "configs").glob("*/*.yaml"))
 def test_there_are_shipped_presets():
     assert SHIPPED, "jobs/configs/<job>/*.yaml presets are missing"
     assert {p.parent.name for p in SHIPPED} <= set(JOB_CONFIGS)
+    assert {p.stem for p in (REPO / "jobs").glob("*.py")} == set(JOB_CONFIGS)      # one driver per job config
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -102,5 +121,40 @@ def test_every_shipped_yaml_loads(path):
     cls = config_class(path.parent.name)
     cfg = load_yaml(cls, path)
     assert dataclasses.is_dataclass(cfg)
-    # a preset is a complete, valid config: its round trip is stable
-    assert from_dict(cls, to_dict(cfg)) == cfg
+    assert from_dict(cls, to_dict(cfg)) == cfg              # a preset is a complete config: its round trip is stable
+
+
+@pytest.mark.parametrize("job", sorted(JOB_CONFIGS))
+def test_every_driver_answers_help_and_print_config(job, capsys):
+    """The driver's own ``main`` (what ``python jobs/<job>.py`` runs): --help documents the nested fields,
+    --print_config prints a YAML that loads back into the same config."""
+    main = runpy.run_path(str(REPO / "jobs" / f"{job}.py"), run_name="driver")["main"]
+    with pytest.raises(SystemExit) as stop:
+        run_main(main, ["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config CONFIG" in out and "(type: " in out and "default: " in out
+    presets = sorted((REPO / "jobs" / "configs" / job).glob("*.yaml"))
+    argv = ["--config", str(presets[0])] if presets else []
+    with pytest.raises(SystemExit) as stop:
+        run_main(main, [*argv, "--print_config"])
+    assert stop.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = load_yaml(config_class(job), presets[0]) if presets else config_class(job)()
+    assert from_dict(config_class(job), printed) == expected
+
+
+@pytest.mark.parametrize("content, extra, match", [
+    ("fit: {train: {epochs: 2\n", [], r"^error: .*broken.yaml: not valid YAML"),
+    ("fit: {lora: {rnak: 4}}\n", [], r"^error: .*broken.yaml: fit.lora.rnak: unknown field; fit.lora has \["),
+    ("fit: {train: {epochs: two}}\n", [], r"^error: .*broken.yaml: fit.train.epochs: expected int, got 'two'$"),
+    ("{}\n", ["--fit.stream.batch_size", "big"], r"^error: command line: fit.stream.batch_size: expected int"),
+], ids=["broken-yaml", "unknown-nested-field", "wrong-type-in-file", "wrong-type-on-command-line"])
+def test_a_real_driver_prints_one_error_line(tmp_path, content, extra, match):
+    (tmp_path / "broken.yaml").write_text(content)
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "multi_brain.py"), "--config",
+                           str(tmp_path / "broken.yaml"), *extra], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert __import__("re").match(match, lines[0]), lines[0]

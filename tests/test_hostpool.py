@@ -19,8 +19,7 @@ def faults_of_one_block():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
 
 
-def test_freed_blocks_are_reused_only_inside_the_pool(monkeypatch):
-    monkeypatch.delenv("BRAINTUNE_HOST_POOL", raising=False)
+def test_freed_blocks_are_reused_only_inside_the_pool():
     # 64 MB is >= 32 huge pages or 16384 small ones: every fresh mapping faults at least 32 times
     assert min(faults_of_one_block() for _ in range(2)) >= 32
     with hostpool.host_pool():
@@ -31,19 +30,23 @@ def test_freed_blocks_are_reused_only_inside_the_pool(monkeypatch):
     assert min(faults_of_one_block() for _ in range(2)) >= 32    # defaults restored on exit
 
 
-def test_switched_off_by_env(monkeypatch):
-    monkeypatch.setenv("BRAINTUNE_HOST_POOL", "0")
-    with hostpool.host_pool():
-        faults_of_one_block()
-        assert min(faults_of_one_block() for _ in range(2)) >= 32
+def test_off_unless_asked(monkeypatch):
+    """A plain fit leaves malloc alone; host_pool=True opens the pool for the fit only, and an error inside
+    the fit closes it too."""
+    opened, real = [], hostpool._glibc
 
-
-def test_fit_leaves_the_pool_closed():
+    def spy():                                   # host_pool() asks for glibc once per activation
+        opened.append(1)
+        return real()
+    monkeypatch.setattr(hostpool, "_glibc", spy)
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((60, 5)), rng.standard_normal((60, 3))
-    RidgeCV(alphas=[1.0, 10.0], cv=3, backend="numpy").fit(X, Y)
-    assert hostpool._depth == 0
-    with pytest.raises(ValueError, match="NaN"):          # an error inside fit closes it too
-        RidgeCV(alphas=[1.0], cv=3, backend="numpy").fit(X, np.full((60, 2), np.nan))
+    plain = RidgeCV(alphas=[1.0, 10.0], cv=3, backend="numpy").fit(X, Y)
+    assert opened == [] and hostpool._depth == 0
+    pooled = RidgeCV(alphas=[1.0, 10.0], cv=3, backend="numpy", host_pool=True).fit(X, Y)
+    assert opened == [1] and hostpool._depth == 0
+    np.testing.assert_array_equal(plain.coef_, pooled.coef_)    # same numbers either way
+    with pytest.raises(ValueError, match="NaN"):
+        RidgeCV(alphas=[1.0], cv=3, backend="numpy", host_pool=True).fit(X, np.full((60, 2), np.nan))
     assert hostpool._depth == 0
     assert min(faults_of_one_block() for _ in range(2)) >= 32

@@ -55,13 +55,12 @@ def head(tmp_path):
 def test_job_submit_multi_brain(head, tmp_path):
     url, env = head
     root, shards = tmp_path / "sim", tmp_path / "shards"
-    simulate(SimConfig(out=str(root), participants=2, stories=2, trs_per_story=32, n_vertices=40, seed=5))
-    write_shards(ShardConfig(data=DataConfig(root=str(root), val_stories=["story02"]), out=str(shards),
-                             window=2.0, audio_dtype="float16"))
-    args = ["--data.root", str(root), "--data.val_stories", "story02", "--shards", str(shards),
-            "--stream.batch_size", "4", "--train.epochs", "1", "--engine.kind", "ddp",
-            "--ray.num_workers", "1", "--ray.storage_path", str(tmp_path / "ray"), "--ray.run_name", "submitted",
-            "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--eval.enabled", "false"]
+    simulate(SimConfig(participants=2, stories=2, trs_per_story=32, n_vertices=40, seed=5), str(root))
+    write_shards(ShardConfig(window=2.0, audio_dtype="float16"), DataConfig(root=str(root), val_stories=["story02"]), str(shards))
+    args = ["--fit.data.root", str(root), "--fit.data.val_stories", "[story02]", "--fit.shards", str(shards),
+            "--fit.stream.batch_size", "4", "--fit.train.epochs", "1", "--fit.engine.kind", "ddp",
+            "--fit.ray.num_workers", "1", "--fit.ray.storage_path", str(tmp_path / "ray"), "--fit.ray.run_name", "submitted",
+            "--fit.tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--eval.enabled", "false"]
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
                    "excludes": ["data/", "runs/", ".venv/", "*.parquet"]}
     out = subprocess.run(

@@ -2,6 +2,7 @@
 naming every problem, by the job drivers themselves, in seconds and before any Ray Train start."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from braintune_dist.jobs.multi_brain import MultiBrainConfig, run as multi_brain
 from braintune_dist.jobs.preflight import PreflightError, model_problems, preflight
 from braintune_dist.jobs.sweep import SweepConfig, run as sweep
 from braintune_dist.train.checkpoint import mark_complete, save_model
+from braintune_dist.train.loop import FitConfig
 from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 
 QUIET = dict(log=lambda *_: None)
@@ -27,19 +29,23 @@ QUIET = dict(log=lambda *_: None)
 @pytest.fixture(scope="module")
 def shards(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("pre") / "shards"
-    write_shards(ShardConfig(data=DataConfig(root=str(tiny_root), val_stories=["bravo"]), out=str(out),
-                             window=2.0, rows_per_shard=8))
+    write_shards(ShardConfig(window=2.0, rows_per_shard=8), DataConfig(root=str(tiny_root), val_stories=["bravo"]), str(out))
     return out
+
+
+FIT_STAGES = {f.name for f in dataclasses.fields(FitConfig)}
 
 
 def job(tiny_root, shards, tmp_path, cls=MultiBrainConfig, **over) -> MultiBrainConfig:
     """A job on the tiny dataset whose shards exist; Ray Train would write under tmp_path/ray."""
-    base = {"data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": str(shards),
-            "prepare": {"simulate": False}, "stream": {"batch_size": 2}, "engine": {"kind": "ddp"},
-            "ray": {"num_workers": 1, "storage_path": str(tmp_path / "ray"), "run_name": "pre"},
-            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, "eval": {"enabled": False}}
-    for k, v in over.items():
-        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    fit = {"data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": str(shards),
+           "stream": {"batch_size": 2}, "engine": {"kind": "ddp"},
+           "ray": {"num_workers": 1, "storage_path": str(tmp_path / "ray"), "run_name": "pre"},
+           "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
+    base = {"fit": fit, "prepare": {"simulate": False}, **({"eval": {"enabled": False}} if cls is MultiBrainConfig else {})}
+    for k, v in over.items():                 # stage names of the fit go into fit, the rest at the top
+        into = fit if k in fit or k in FIT_STAGES else base
+        into[k] = {**into.get(k, {}), **v} if isinstance(v, dict) else v
     return from_dict(cls, base)
 
 
@@ -63,12 +69,12 @@ def test_unknown_participants_and_stories_are_one_error(tiny_root, shards, tmp_p
     cfg = job(tiny_root, shards, tmp_path, stream={"participants": ["UTS01", "UTS09"]},
               data={"val_stories": ["nosuchstory"]}, eval={"enabled": True, "subjects": ["UTS77"]})
     msg = refused(multi_brain, cfg, r"preflight: \d problem", tmp_path)
-    assert "stream.participants: ['UTS09'] not in" in msg and "preprocessed_data" in msg
-    assert "data.val_stories: ['nosuchstory'] has no <story>.hf5" in msg
+    assert "fit.stream.participants: ['UTS09'] not in" in msg and "preprocessed_data" in msg
+    assert "fit.data.val_stories: ['nosuchstory'] has no <story>.hf5" in msg
     assert "eval.subjects: ['UTS77']" in msg
     # shards written with another validation story than the config now names
     cfg = job(tiny_root, shards, tmp_path, data={"val_stories": ["charlie"]})
-    refused(multi_brain, cfg, r"data.val_stories: \['charlie'\], but the shards in .* were written with val "
+    refused(multi_brain, cfg, r"fit.data.val_stories: \['charlie'\], but the shards in .* were written with val "
                               r"stories \['bravo'\]", tmp_path)
 
 
@@ -92,12 +98,12 @@ def test_damaged_shards_are_named(tiny_root, shards, tmp_path, damage, match):
 
 
 def test_model_family_and_pretrained_path(tiny_root, shards, tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match=r"model.family: 'wav2vec3' is not one of"):
+    with pytest.raises(ConfigError, match=r"fit.model.family: expected one of \['wav2vec2'"):
         job(tiny_root, shards, tmp_path, model={"family": "wav2vec3"})
     assert model_problems(ModelConfig(family="wav2vec3")) == [           # built in code, not parsed
         "model.family: 'wav2vec3' is not one of ['wav2vec2', 'hubert', 'whisper']"]
     refused(multi_brain, job(tiny_root, shards, tmp_path, model={"pretrained": str(tmp_path / "nowhere")}),
-            r"model.pretrained: .*nowhere is not a Hugging Face checkpoint folder", tmp_path)
+            r"fit.model.pretrained: .*nowhere is not a Hugging Face checkpoint folder", tmp_path)
     from transformers import HubertConfig
     HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "hub")
     assert "is a 'hubert' checkpoint but model.family is 'wav2vec2'" in \
@@ -132,11 +138,9 @@ def test_incomplete_checkpoints_refused_before_evaluation(tiny_root, tmp_path):
 
 def test_sweep_search_space_checked_before_any_trial(tiny_root, shards, tmp_path):
     cfg = job(tiny_root, shards, tmp_path, cls=SweepConfig, search={
-        "space": {"loss": ["mse", "pearson"], "n_participants": [2, 5], "backbone_lr": [1e-2, 1e-4]},
-        "storage_path": str(tmp_path / "tune")})
-    msg = refused(sweep, cfg, r"preflight: 3 problem", tmp_path)
-    assert "search.space.loss: 'pearson' is not one of" in msg and "n_participants: [5] outside 1..3" in msg
-    assert "search.space.backbone_lr: needs [low, high]" in msg and not (tmp_path / "tune").exists()
+        "space": {"n_participants": [2, 5]}, "storage_path": str(tmp_path / "tune")})
+    msg = refused(sweep, cfg, r"preflight: 1 problem", tmp_path)        # the data has 3 participants
+    assert "search.space.n_participants: [5] outside 1..3" in msg and not (tmp_path / "tune").exists()
     cfg = job(tiny_root, shards, tmp_path, cls=SweepConfig, search={"resume": True, "storage_path": str(tmp_path / "tune")})
     refused(sweep, cfg, r"search.resume: no sweep to restore at .*tune/sweep", tmp_path)
 

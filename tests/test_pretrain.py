@@ -14,13 +14,15 @@ from braintune_dist.model.pretrain import META_FILE, _phone, PretrainConfig, Pre
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return simulate(SimConfig(out=str(tmp_path_factory.mktemp("pre") / "ds"), participants=1, stories=4,
-                              trs_per_story=40, n_vertices=30, seed=3))
+    return simulate(SimConfig(participants=1, stories=4, trs_per_story=40, n_vertices=30, seed=3), str(tmp_path_factory.mktemp("pre") / "ds"))
+
+
+def _data(root) -> DataConfig:
+    return DataConfig(root=str(root), val_stories=["story04"])
 
 
 def _cfg(root, out, **kw) -> PretrainConfig:
-    return PretrainConfig(data=DataConfig(root=str(root), val_stories=["story04"]), out=str(out),
-                          steps=kw.pop("steps", 120), batch_size=8, window=1.0, eval_every=40, **kw)
+    return PretrainConfig(out=str(out), steps=kw.pop("steps", 120), batch_size=8, window=1.0, eval_every=40, **kw)
 
 
 def test_frame_labels_follow_the_textgrid(root):
@@ -38,7 +40,7 @@ def test_frame_labels_follow_the_textgrid(root):
 
 def test_pretrain_learns_phones_and_writes_a_loadable_checkpoint(root, tmp_path):
     logs = []
-    out = pretrain(_cfg(root, tmp_path / "pt"), logs.append)
+    out = pretrain(_cfg(root, tmp_path / "pt"), _data(root), logs.append)
     meta = json.loads((out / META_FILE).read_text())
     hist = meta["history"]
     assert hist[-1]["loss"] < hist[0]["loss"]
@@ -58,30 +60,32 @@ def test_pretrain_learns_phones_and_writes_a_loadable_checkpoint(root, tmp_path)
     # same config → reused without training; another config → a clear error naming the directory
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     logs.clear()
-    assert pretrain(_cfg(root, tmp_path / "pt"), logs.append) == out
+    assert pretrain(_cfg(root, tmp_path / "pt"), _data(root), logs.append) == out
     assert "reusing" in logs[0] and (out / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(PretrainError, match="another config"):
-        pretrain(_cfg(root, tmp_path / "pt", steps=7), logs.append)
+        pretrain(_cfg(root, tmp_path / "pt", steps=7), _data(root), logs.append)
 
 
 def test_pretrain_refuses_bad_input(root, tmp_path):
     with pytest.raises(PretrainError, match="whisper"):
-        pretrain(_cfg(root, tmp_path / "w", model=ModelConfig(family="whisper")))
+        pretrain(_cfg(root, tmp_path / "w", model=ModelConfig(family="whisper")), _data(root))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(PretrainError, match="not a pretraining checkpoint"):
-        pretrain(_cfg(root, tmp_path / "busy"))
+        pretrain(_cfg(root, tmp_path / "busy"), _data(root))
 
 
 def test_with_pretrained_sets_model_pretrained_once(root, tmp_path):
     from braintune_dist.jobs.multi_brain import MultiBrainConfig
-    cfg = MultiBrainConfig(data=DataConfig(root=str(root), val_stories=["story04"]),
-                           pretrain=_cfg(root, tmp_path / "pt", steps=2, enabled=False))
-    assert with_pretrained(cfg).model.pretrained == ""                 # disabled by default in the job config
-    cfg.pretrain.enabled = True
-    done = with_pretrained(cfg, lambda m: None)
+    from braintune_dist.train.loop import FitConfig
+    assert MultiBrainConfig().pretrain.enabled is False                # disabled by default in the job config
+    fit = FitConfig(data=_data(root))
+    pre = _cfg(root, tmp_path / "pt", steps=2, enabled=False)
+    assert with_pretrained(fit, pre) is fit
+    pre.enabled = True
+    done = with_pretrained(fit, pre, lambda m: None)
     assert done.model.pretrained == str((tmp_path / "pt").resolve())
-    assert with_pretrained(done, lambda m: None) is done               # idempotent
-    other = MultiBrainConfig(model=ModelConfig(pretrained=str(tmp_path)), pretrain=cfg.pretrain)
+    assert with_pretrained(done, pre, lambda m: None) is done          # idempotent
+    other = FitConfig(model=ModelConfig(pretrained=str(tmp_path)))
     with pytest.raises(ConfigError, match="both set"):
-        with_pretrained(other)
+        with_pretrained(other, pre)

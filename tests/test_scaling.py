@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from braintune_dist.config import from_dict
-from braintune_dist.jobs.preflight import grid_problems
+from braintune_dist.config import ConfigError, from_dict
 from braintune_dist.jobs.scaling import ScalingJobConfig, hours_to_match, plot_scaling, point_config, run, scaling_table
 
 
@@ -53,21 +52,24 @@ def test_point_config_repeats_change_the_seed_and_single_participant(tmp_path):
         [["sim01"], ["sim02"], ["sim01"]]
     cfg.grid.single_participant = "sim02"
     assert point_config(cfg, "single", 1, ["sim01", "sim02"], 0).stream.participants == ["sim02"]
-    cfg.grid.repeats = 0                                   # no fits at all: refused before any work
-    assert grid_problems(cfg) == ["grid.repeats: 0 must be >= 1 (fits per grid point)"]
+    with pytest.raises(ConfigError, match=r"^x.yaml: grid.repeats: 0 must be >= 1"):   # no fits at all: refused
+        from_dict(ScalingJobConfig, {"grid": {"repeats": 0}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"grid.single_participant: 'sim09' not in fit.stream.participants"):
+        from_dict(ScalingJobConfig, {"fit": {"stream": {"participants": ["sim01"]}},
+                                     "grid": {"single_participant": "sim09"}})
 
 
 def tiny_scaling(tmp) -> ScalingJobConfig:
     return from_dict(ScalingJobConfig, {
-        "data": {"root": str(tmp / "sim"), "val_stories": ["story03"]}, "shards": str(tmp / "shards"),
+        "fit": {"data": {"root": str(tmp / "sim"), "val_stories": ["story03"]}, "shards": str(tmp / "shards"),
+                "stream": {"batch_size": 4, "participants": ["sim01", "sim02"]},     # sim03 is held out
+                "engine": {"kind": "ddp"}, "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
+                "train": {"epochs": 1, "patience": 0, "max_steps_per_epoch": 2},
+                "ray": {"num_workers": 1, "cpus_per_worker": 0.5, "storage_path": str(tmp / "ray")},
+                "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "scaling-test"}},
         "prepare": {"simulate": True, "sim": {"participants": 3, "stories": 3, "trs_per_story": 36,
                                               "n_vertices": 60, "seed": 3},
                     "shard": {"window": 4.0, "audio_dtype": "float16"}},
-        "stream": {"batch_size": 4, "participants": ["sim01", "sim02"]},     # sim03 is held out
-        "engine": {"kind": "ddp"}, "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
-        "train": {"epochs": 1, "patience": 0, "max_steps_per_epoch": 2},
-        "ray": {"num_workers": 1, "cpus_per_worker": 0.5, "storage_path": str(tmp / "ray")},
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "scaling-test"},
         "eval": {"features": {"window": 2.0, "stride": 1.0}, "ridge": {"alphas": [1.0, 100.0, 10000.0]},
                  "efficiency_stories": [1, 2], "out_dir": str(tmp / "reports")},
         "grid": {"unit": "stories", "sizes": [1], "modes": ["single", "multi"], "name": "grid"}})

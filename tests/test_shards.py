@@ -18,15 +18,16 @@ from braintune_dist.data import shards as shards_mod
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, main, write_shards
 from braintune_dist.data.stream import load_manifest, verify_shards
-from braintune_dist.jobs.prepare_data import PrepareConfig, ensure_shards
+from braintune_dist.jobs.prepare_data import ensure_shards
 from braintune_dist.data.voxels import CommonSpace
 
 from conftest import SR, TINY_MISSING, TINY_SHORT_AUDIO, TINY_STORIES, TINY_SUBJECTS, N_VERTICES, make_tiny_dataset
 
 
-def _cfg(root, out, **kw) -> ShardConfig:
+def _write(root, out, **kw):
+    """write_shards of ``root`` (bravo = validation story) into ``out`` with 4 rows per shard unless given."""
     data = DataConfig(root=str(root), val_stories=["bravo"])
-    return ShardConfig(data=data, out=str(out), **{"rows_per_shard": 4, **kw})
+    return write_shards(ShardConfig(**{"rows_per_shard": 4, **kw}), data, str(out))
 
 
 def _read_all(out) -> pa.Table:
@@ -37,7 +38,7 @@ def _read_all(out) -> pa.Table:
 @pytest.fixture(scope="module")
 def written(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards") / "out"
-    write_shards(_cfg(tiny_root, out, spaces=["common", "voxel"]))
+    _write(tiny_root, out, spaces=["common", "voxel"])
     return out
 
 
@@ -120,7 +121,7 @@ def _expected_window(story: str, row: int, window: float, lag: float) -> np.ndar
 @pytest.mark.parametrize("window,lag", [(10.0, 0.0), (6.0, 4.0)])
 def test_window_alignment_marker_padding_lag(tiny_root, tmp_path, window, lag):
     out = tmp_path / "w"
-    write_shards(_cfg(tiny_root, out, window=window, lag=lag, rows_per_shard=64))
+    _write(tiny_root, out, window=window, lag=lag, rows_per_shard=64)
     t = _read_all(out)
     n = int(window * SR)
     audio = np.stack(t["audio"].to_numpy(zero_copy_only=False))          # (n_rows, n)
@@ -152,7 +153,7 @@ def test_window_alignment_marker_padding_lag(tiny_root, tmp_path, window, lag):
 def test_zero_padding_at_story_start(tiny_root, tmp_path):
     # a window reaching before audio onset: lag 8 s moves the first alpha window to [-6, 4) s
     out = tmp_path / "pad"
-    write_shards(_cfg(tiny_root, out, lag=8.0, splits=["train"]))
+    _write(tiny_root, out, lag=8.0, splits=["train"])
     t = pq.read_table(out / "train" / "part-00000.parquet")
     a0 = t["audio"][0].values.to_numpy()
     assert t["story"][0].as_py() == "alpha" and t["window_start"][0].as_py() == -6.0
@@ -163,8 +164,8 @@ def test_float16_audio(tmp_path):
     root = tmp_path / "scaled"
     root.mkdir()
     make_tiny_dataset(root, audio_scale=2.0 ** -21)                      # ramp in (0, 0.8): float16 range
-    write_shards(_cfg(root, tmp_path / "f32", splits=["val"]))
-    write_shards(_cfg(root, tmp_path / "f16", splits=["val"], audio_dtype="float16"))
+    _write(root, tmp_path / "f32", splits=["val"])
+    _write(root, tmp_path / "f16", splits=["val"], audio_dtype="float16")
     t32, t16 = _read_all(tmp_path / "f32"), _read_all(tmp_path / "f16")
     assert t16.schema.field("audio").type == pa.list_(pa.float16(), 10 * SR)
     a32 = np.stack(t32["audio"].to_numpy(zero_copy_only=False))
@@ -176,12 +177,12 @@ def test_float16_audio(tmp_path):
     assert 0.45 * b32 < b16 < 0.55 * b32                                 # audio dominates: about half
     # loud audio would overflow float16: refused with the file named
     with pytest.raises(DatasetError, match=r"bravo\.wav.*float16"):
-        write_shards(_cfg(_loud_root(tmp_path), tmp_path / "loud", splits=["val"], audio_dtype="float16"))
+        _write(_loud_root(tmp_path), tmp_path / "loud", splits=["val"], audio_dtype="float16")
 
 
 def test_audio_dictionary_roundtrips(tiny_root, written, tmp_path):
     out = tmp_path / "dict"
-    write_shards(_cfg(tiny_root, out, splits=["val"], audio_dictionary=True, spaces=["common", "voxel"]))
+    _write(tiny_root, out, splits=["val"], audio_dictionary=True, spaces=["common", "voxel"])
     f = pq.ParquetFile(out / "val" / "part-00000.parquet")
     col = [f.metadata.row_group(0).column(i) for i in range(f.metadata.num_columns)]
     assert "RLE_DICTIONARY" in next(c for c in col if c.path_in_schema == "audio.list.element").encodings
@@ -212,7 +213,7 @@ def test_interrupted_write_leaves_no_partial_shard_and_no_manifest(tiny_root, tm
 
     monkeypatch.setattr(shards_mod.pq, "write_table", crashing_write)
     with pytest.raises(KeyboardInterrupt):
-        write_shards(_cfg(tiny_root, out))
+        _write(tiny_root, out)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == ["train/part-00000.parquet", "train/part-00001.parquet"]   # complete ones only
     for f in files:
@@ -221,7 +222,7 @@ def test_interrupted_write_leaves_no_partial_shard_and_no_manifest(tiny_root, tm
 
     # no manifest = incomplete: a plain re-run cleans up and completes
     monkeypatch.setattr(shards_mod.pq, "write_table", real_write)
-    write_shards(_cfg(tiny_root, out))
+    _write(tiny_root, out)
     assert json.loads((out / "manifest.json").read_text())["rows"]["train"] == 25
 
 
@@ -230,7 +231,7 @@ def test_writer_process_killed_mid_write_is_redone_not_trusted(tiny_root, tmp_pa
     pipeline's re-run rewrites it, and the result equals an uninterrupted write byte for byte."""
     opts = dict(rows_per_shard=1, window=30.0)          # 33 files of ~2 MB, each fsynced: a write to interrupt
     cli = [sys.executable, "-m", "braintune_dist.data.shards", "--root", str(tiny_root), "--data.val_stories",
-           "bravo", *(f"--{k}={v}" for k, v in opts.items())]
+           "bravo", *(f"--shard.{k}={v}" for k, v in opts.items())]
     out, ref = tmp_path / "killed", tmp_path / "reference"
     proc = subprocess.Popen([*cli, "--out", str(out)])
     deadline = time.time() + 120
@@ -242,8 +243,8 @@ def test_writer_process_killed_mid_write_is_redone_not_trusted(tiny_root, tmp_pa
     with pytest.raises(DatasetError, match="did not finish"):
         load_manifest(out)
 
-    ensure_shards(PrepareConfig(data=DataConfig(root=str(tiny_root), val_stories=["bravo"]),
-                                shard=ShardConfig(**opts)), str(out), log=lambda *_: None)
+    ensure_shards(DataConfig(root=str(tiny_root), val_stories=["bravo"]), str(out), ShardConfig(**opts),
+                  log=lambda *_: None)
     subprocess.run([*cli, "--out", str(ref)], check=True, capture_output=True)
     m, m_ref = load_manifest(out), load_manifest(ref)
     verify_shards(out, m["shards"], "checksum")
@@ -255,11 +256,11 @@ def test_writer_process_killed_mid_write_is_redone_not_trusted(tiny_root, tmp_pa
 
 def test_rerun_refused_then_overwrite_rewrites_cleanly(tiny_root, tmp_path):
     out = tmp_path / "rerun"
-    write_shards(_cfg(tiny_root, out, rows_per_shard=2))
+    _write(tiny_root, out, rows_per_shard=2)
     n_old = len(list(out.rglob("*.parquet")))
     with pytest.raises(FileExistsError, match="overwrite"):
-        write_shards(_cfg(tiny_root, out))
-    write_shards(_cfg(tiny_root, out, rows_per_shard=8, overwrite=True))
+        _write(tiny_root, out)
+    _write(tiny_root, out, rows_per_shard=8, overwrite=True)
     m = json.loads((out / "manifest.json").read_text())
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
     assert on_disk == sorted(sh["file"] for sh in m["shards"]) and len(on_disk) < n_old   # no stale shards
@@ -268,18 +269,16 @@ def test_rerun_refused_then_overwrite_rewrites_cleanly(tiny_root, tmp_path):
 # --------------------------------------------------------------------------- bad input + CLI
 def test_bad_input_names_the_problem(tiny_root, tmp_path):
     with pytest.raises(DatasetError, match="UTS09"):
-        write_shards(ShardConfig(data=DataConfig(root=str(tiny_root), subjects=["UTS01", "UTS09"]),
-                                 out=str(tmp_path / "a")))
+        write_shards(ShardConfig(), DataConfig(root=str(tiny_root), subjects=["UTS01", "UTS09"]), str(tmp_path / "a"))
     with pytest.raises(DatasetError, match="nosuchstory.hf5"):
-        write_shards(ShardConfig(data=DataConfig(root=str(tiny_root), train_stories=["nosuchstory"]),
-                                 out=str(tmp_path / "b")))
+        write_shards(ShardConfig(), DataConfig(root=str(tiny_root), train_stories=["nosuchstory"]), str(tmp_path / "b"))
     with pytest.raises(DatasetError, match="common_space.npz"):
-        write_shards(_cfg(tiny_root, tmp_path / "c", common_space=str(tmp_path)))
+        _write(tiny_root, tmp_path / "c", common_space=str(tmp_path))
     with pytest.raises(DatasetError, match="two splits"):
-        write_shards(ShardConfig(data=DataConfig(root=str(tiny_root), train_stories=["alpha", "bravo"],
-                                                 val_stories=["bravo"]), out=str(tmp_path / "f")))
+        write_shards(ShardConfig(), DataConfig(root=str(tiny_root), train_stories=["alpha", "bravo"],
+                                                 val_stories=["bravo"]), str(tmp_path / "f"))
     with pytest.raises(DatasetError, match="spaces"):
-        write_shards(_cfg(tiny_root, tmp_path / "d", spaces=["mni"]))
+        _write(tiny_root, tmp_path / "d", spaces=["mni"])
     # one story of UTS02 with a different voxel count
     root = tmp_path / "bad"
     root.mkdir()
@@ -288,21 +287,21 @@ def test_bad_input_names_the_problem(tiny_root, tmp_path):
     with h5py.File(path, "w") as f:
         f["data"] = np.zeros((TINY_STORIES["delta"] - 20, 41), np.float32)
     with pytest.raises(DatasetError, match=r"UTS02/delta\.hf5: 41 voxels"):
-        write_shards(_cfg(root, tmp_path / "e", spaces=["voxel"]))
+        _write(root, tmp_path / "e", spaces=["voxel"])
     assert not (tmp_path / "e" / "manifest.json").exists()
 
 
 def test_cli_and_shared_split(tiny_root, tmp_path, capsys):
     out = tmp_path / "cli"
-    main(["--root", str(tiny_root), "--out", str(out), "--data.val_stories", "bravo", "--stories", "shared",
-          "--window", "2", "--compression", "zstd", "--splits", "train,val"])
+    main(["--root", str(tiny_root), "--out", str(out), "--data.val_stories", "bravo", "--shard.stories", "shared",
+          "--shard.window", "2", "--shard.compression", "zstd", "--shard.splits", "train,val"])
     assert "wrote" in capsys.readouterr().out
     m = json.loads((out / "manifest.json").read_text())
     # shared: only stories every participant heard (alpha, bravo, test) minus val/test
     assert m["splits"] == {"train": ["alpha"], "val": ["bravo"]} and m["window_samples"] == 2 * SR
     assert m["config"]["compression"] == "zstd" and not (out / "test").exists()
     assert main(["--root", str(tiny_root), "--out", str(out)]) == 2                 # complete set: refused
-    assert "pass --overwrite true" in capsys.readouterr().err
+    assert "set shard.overwrite true" in capsys.readouterr().err
     assert main(["--root=" + str(tiny_root), "--out", str(tmp_path / "x"), "--subjects", "UTS01,UTS09"]) == 2
     assert "UTS09" in capsys.readouterr().err
     shutil.rmtree(out)

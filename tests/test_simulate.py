@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from braintune_dist.config import ConfigError, field_docs
+from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import TEST_STORY, LebelDataset
 from braintune_dist.data.simulate import SimConfig, main, simulate
 
@@ -16,7 +16,7 @@ TINY = dict(participants=2, stories=3, trs_per_story=40, n_vertices=120, n_repea
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return simulate(SimConfig(out=str(tmp_path_factory.mktemp("sim") / "ds"), **TINY))
+    return simulate(SimConfig(**TINY), str(tmp_path_factory.mktemp("sim") / "ds"))
 
 
 def _meta(root):
@@ -177,7 +177,7 @@ def test_semantic_voxels_prefer_their_category(root):
 
 
 def test_deterministic_and_seed_dependent(root, tmp_path):
-    other = simulate(SimConfig(out=str(tmp_path / "again"), **TINY))
+    other = simulate(SimConfig(**TINY), str(tmp_path / "again"))
     for rel in ("stimuli/story02.wav", "stimuli/wheretheressmoke.wav",
                 "derivative/preprocessed_data/sim02/wheretheressmoke.hf5", "ground_truth/sim01/snr.npy",
                 "derivative/TextGrids/story01.TextGrid", "ground_truth/meta.json"):
@@ -185,7 +185,7 @@ def test_deterministic_and_seed_dependent(root, tmp_path):
     np.testing.assert_array_equal(np.load(root / "ground_truth/common_space.npz")["vertex_region"],
                                   np.load(other / "ground_truth/common_space.npz")["vertex_region"])
     # a different seed, through the CLI, over the existing folder with --overwrite true
-    args = [f"--{k.replace('_', '-')}={v}" for k, v in {**TINY, "seed": 8}.items()]
+    args = [f"--sim.{k}={v}" for k, v in {**TINY, "seed": 8}.items()]
     assert main(["--out", str(other), "--overwrite", "true", *args]) == 0
     assert _meta(other)["seed"] == 8
     assert not np.array_equal(sf.read(root / "stimuli/story01.wav")[0][:16000 * 20],
@@ -197,9 +197,9 @@ def test_deterministic_and_seed_dependent(root, tmp_path):
 
 def test_refuses_overwrite(root, capsys):
     before = (root / "ground_truth" / "meta.json").read_bytes()
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        simulate(SimConfig(out=str(root), **TINY))
-    assert main(["--out", str(root), "--seed", "3"]) == 2 and "not empty" in capsys.readouterr().err
+    with pytest.raises(FileExistsError, match="set overwrite true"):
+        simulate(SimConfig(**TINY), str(root))
+    assert main(["--out", str(root), "--sim.seed", "3"]) == 2 and "not empty" in capsys.readouterr().err
     assert (root / "ground_truth" / "meta.json").read_bytes() == before
 
 
@@ -208,18 +208,20 @@ def test_crash_leaves_nothing(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(np, "savez", boom)          # fails at the very end, after every hf5 is written
     with pytest.raises(OSError, match="disk full"):
-        simulate(SimConfig(out=str(tmp_path / "ds"), **TINY))
+        simulate(SimConfig(**TINY), str(tmp_path / "ds"))
     assert list(tmp_path.iterdir()) == []
 
 
-def test_config_checks_and_docs(tmp_path):
+def test_config_checks_and_docs(tmp_path, capsys):
     with pytest.raises(ConfigError, match="trs_per_story"):
-        simulate(SimConfig(out=str(tmp_path / "x"), trs_per_story=21))
+        simulate(SimConfig(trs_per_story=21), str(tmp_path / "x"))
     with pytest.raises(ConfigError, match="n_repeats"):
-        simulate(SimConfig(out=str(tmp_path / "x"), n_repeats=1))
+        simulate(SimConfig(n_repeats=1), str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
-    docs = field_docs(SimConfig)
-    assert all(docs.get(f.name) for f in dataclasses.fields(SimConfig))
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(SimConfig):         # every field is on the CLI with its docstring
+        assert f"--sim.{f.name}" in shown, f.name
+    assert "Number of participants (sim01, sim02, ...)." in shown

@@ -19,8 +19,7 @@ from conftest import TINY_MISSING, TINY_SUBJECTS, response_code
 @pytest.fixture(scope="module")
 def shard_dir(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("stream") / "shards"
-    write_shards(ShardConfig(data=DataConfig(root=str(tiny_root), val_stories=["bravo"]), out=str(out),
-                             spaces=["common", "voxel"], rows_per_shard=4, window=4.0))
+    write_shards(ShardConfig(spaces=["common", "voxel"], rows_per_shard=4, window=4.0), DataConfig(root=str(tiny_root), val_stories=["bravo"]), str(out))
     return out
 
 

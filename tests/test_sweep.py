@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from braintune_dist.config import from_dict, save_yaml
+from braintune_dist.config import ConfigError, from_dict, save_yaml, to_dict
 from braintune_dist.jobs.sweep import SweepConfig, param_space, trial_config
 
 from servers import MlflowServer
@@ -25,15 +25,14 @@ def tiny_sweep(tmp: Path, **search) -> SweepConfig:
     """3 simulated participants × 3 stories, 1 Train worker, ≤ 2 steps per epoch, 2 epochs. ASHA is wired in but
     its grace period is the whole run: a trial it kills mid-fit was seen to starve the next trial on 2 cores."""
     return from_dict(SweepConfig, {
-        "data": {"root": str(tmp / "sim"), "val_stories": ["story03"]}, "shards": str(tmp / "shards"),
+        "fit": {"data": {"root": str(tmp / "sim"), "val_stories": ["story03"]}, "shards": str(tmp / "shards"),
+                "stream": {"batch_size": 4}, "engine": {"kind": "ddp"},
+                "train": {"epochs": 2, "patience": 0, "max_steps_per_epoch": 2},
+                "ray": {"num_workers": 1, "cpus_per_worker": 0.5},
+                "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "sweep-test"}},
         "prepare": {"simulate": True, "sim": {"participants": 3, "stories": 3, "trs_per_story": 36,
                                               "n_vertices": 60, "seed": 3},
                     "shard": {"window": 4.0, "audio_dtype": "float16"}},
-        "stream": {"batch_size": 4}, "engine": {"kind": "ddp"},
-        "train": {"epochs": 2, "patience": 0, "max_steps_per_epoch": 2},
-        "ray": {"num_workers": 1, "cpus_per_worker": 0.5},
-        "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "sweep-test"},
-        "eval": {"enabled": False},
         "search": {"space": {"lora_rank": [2, 4], "loss": ["mse", "spatial_corr"], "backbone_lr": [1e-4, 1e-2],
                              "head_lr": [1e-3, 1e-2], "stories_per_participant": [1, 2]},
                    "max_t": 2, "grace_period": 2, "reduction_factor": 2, "trial_cpus": 0.25,
@@ -41,17 +40,17 @@ def tiny_sweep(tmp: Path, **search) -> SweepConfig:
 
 
 def test_trial_config_applies_point():
-    base = from_dict(SweepConfig, {"stream": {"participants": ["a", "b", "c"]}})
-    from braintune_dist.jobs.multi_brain import tune_part
-    from braintune_dist.config import to_dict
-    cfg = trial_config(to_dict(tune_part(base)), {"lora.rank": 16, "optim.backbone_lr": 3e-4,
-                                                  "stream.n_participants": 2, "train.loss": "spatial_corr"})
-    assert cfg.lora.rank == 16 and cfg.lora.alpha == base.lora.alpha * 16 / base.lora.rank
+    base = from_dict(SweepConfig, {"fit": {"stream": {"participants": ["a", "b", "c"]}}})
+    cfg = trial_config(to_dict(base.fit), {"lora.rank": 16, "optim.backbone_lr": 3e-4,
+                                           "stream.n_participants": 2, "train.loss": "spatial_corr"})
+    assert cfg.lora.rank == 16 and cfg.lora.alpha == base.fit.lora.alpha * 16 / base.fit.lora.rank
     assert cfg.stream.participants == ["a", "b"] and cfg.optim.backbone_lr == 3e-4 and cfg.train.loss == "spatial_corr"
     space = param_space(base.search.space)
     assert {"lora.rank", "train.loss", "optim.backbone_lr", "optim.head_lr"} <= set(space)
-    with pytest.raises(ValueError):
-        param_space(type(base.search.space)(backbone_lr=[1e-2, 1e-4]))
+    with pytest.raises(ConfigError, match=r"search.space.backbone_lr: needs \[low, high\]"):
+        type(base.search.space)(backbone_lr=[1e-2, 1e-4])
+    with pytest.raises(ConfigError, match=r"x.yaml: search.space.loss: \['l1'\] not among"):
+        from_dict(SweepConfig, {"search": {"space": {"loss": ["l1"]}}}, "x.yaml")
 
 
 def finished_trials(exp: Path) -> set[str]:

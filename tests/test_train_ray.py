@@ -14,11 +14,13 @@ from braintune_dist.config import from_dict
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.data.lebel import DataConfig
 from braintune_dist.data.simulate import SimConfig, simulate
+from braintune_dist.evaluate.report import EvalSettings
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
+from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import RAY_SNAPSHOT, PreflightError
 from braintune_dist.tracking import Tracker
 from braintune_dist.train.checkpoint import load_tuner, read_model_file
-from braintune_dist.train.loop import TuneConfig, weights_checksum
+from braintune_dist.train.loop import FitConfig, weights_checksum
 from braintune_dist.train.trainer import build_trainer, plan
 
 from servers import MlflowServer, own_processes
@@ -29,14 +31,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def sim_shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim") / "ds"
-    simulate(SimConfig(out=str(root), participants=3, stories=3, trs_per_story=36, n_vertices=60, seed=3))
+    simulate(SimConfig(participants=3, stories=3, trs_per_story=36, n_vertices=60, seed=3), str(root))
     data = DataConfig(root=str(root), val_stories=["story03"])
     out = tmp_path_factory.mktemp("shards") / "shards"
-    write_shards(ShardConfig(data=data, out=str(out), window=4.0, audio_dtype="float16"))
+    write_shards(ShardConfig(window=4.0, audio_dtype="float16"), data, str(out))
     return data, out
 
 
-def tune_cfg(sim_shards, tmp_path, cls=TuneConfig, **over):
+def tune_cfg(sim_shards, tmp_path, **over) -> FitConfig:
     data, shards = sim_shards
     base = {"data": dataclasses.asdict(data), "shards": str(shards), "stream": {"batch_size": 4},
             "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
@@ -46,7 +48,7 @@ def tune_cfg(sim_shards, tmp_path, cls=TuneConfig, **over):
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
     for k, v in over.items():
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
-    return from_dict(cls, base)
+    return from_dict(FitConfig, base)
 
 
 def history(result):
@@ -146,8 +148,8 @@ def test_worker_killed_mid_epoch_resumes_from_last_checkpoint(ray_local, sim_sha
 
     latest = run_dir / json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
     (latest / "model.pt").unlink()                                              # as an interrupted copy would leave it
-    job = tune_cfg(sim_shards, tmp_path, cls=MultiBrainConfig, ray={"run_name": "killed"},
-                   prepare={"simulate": False}, eval={"enabled": False})
+    fit = tune_cfg(sim_shards, tmp_path, ray={"run_name": "killed"})
+    job = MultiBrainConfig(fit=fit, prepare=PrepareSettings(simulate=False), eval=EvalSettings(enabled=False))
     before, t = sorted(run_dir.iterdir()), time.time()
     with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.pt"):
         run(job, log=lambda *_: None)

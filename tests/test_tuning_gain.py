@@ -5,7 +5,7 @@ Simulated dataset (known ground truth) → shards → phone pretraining of the t
 brain-tuning on a real local Ray (2 workers, DDP) → alignment of the participant never tuned on, untuned
 vs brain-tuned, at each model's best layer. The semantic vertices are driven by word categories, which
 phones alone do not give: only tuning on other people's semantic responses can put them in the features.
-Then the layer-wise probes (issue 8's known answer): a linear probe of the word category being heard,
+Then the layer-wise probes (a known answer): a linear probe of the word category being heard,
 fit on the training stories and scored on the two stories the tuning never took a gradient from.
 """
 import pytest
@@ -25,15 +25,15 @@ pytestmark = pytest.mark.slow
 def test_tuning_raises_held_out_semantic_alignment(ray_local, tmp_path):
     cfg = load_yaml(MultiBrainConfig, "jobs/configs/multi_brain/demo.yaml")
     d = to_dict(cfg)
-    d["data"]["root"] = str(tmp_path / "sim")
-    d["shards"] = str(tmp_path / "shards")
+    d["fit"]["data"]["root"] = str(tmp_path / "sim")
+    d["fit"]["shards"] = str(tmp_path / "shards")
     d["prepare"]["sim"].update(stories=6)                  # smaller than the demo (8 stories)
-    d["data"]["val_stories"] = ["story06"]
+    d["fit"]["data"]["val_stories"] = ["story06"]
     d["pretrain"].update(out=str(tmp_path / "pretrained"), steps=300)
-    d["engine"]["kind"] = "ddp"                            # no DeepSpeed JIT build: the claim is about tuning
-    d["train"].update(epochs=4)
-    d["ray"]["storage_path"] = str(tmp_path / "ray")
-    d["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    d["fit"]["engine"]["kind"] = "ddp"                            # no DeepSpeed JIT build: the claim is about tuning
+    d["fit"]["train"].update(epochs=4)
+    d["fit"]["ray"]["storage_path"] = str(tmp_path / "ray")
+    d["fit"]["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     d["eval"].update(out_dir=str(tmp_path / "reports"), efficiency_stories=[], features=dict(
         d["eval"]["features"], cache_dir=str(tmp_path / "cache")))
     lines = []
@@ -49,7 +49,7 @@ def test_tuning_raises_held_out_semantic_alignment(ray_local, tmp_path):
 
 
     # probes: the tuning window (2 s) ending every 0.1 s; held out = the validation and test stories
-    ds = LebelDataset(cfg.data.root, cfg.data)
+    ds = LebelDataset(cfg.fit.data.root, cfg.fit.data)
     fc = FeatureConfig(window=2.0, stride=0.1, cache_dir=str(tmp_path / "probe_cache"))
     base = ModelConfig(pretrained=d["pretrain"]["out"])
     ps = ProbeSettings(targets=["category", "word"], sample_every=0.1, block_seconds=10.0)

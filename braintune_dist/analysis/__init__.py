@@ -1,4 +1,4 @@
-"""The seeds' analyses of brain-tuned speech models (method.md §6–§7): statistics, low-level residual
+"""The original brain-tuning code's analyses of brain-tuned speech models: statistics, low-level residual
 alignment, layer-wise probes and semantic preference. ``job.run`` (``jobs/analyze.py``) runs them all."""
 from braintune_dist.analysis.compare import StatsSettings, compare_models, paired_table
 from braintune_dist.analysis.encode import PermutationSettings, VoxelScores, fit_predict, score_layers

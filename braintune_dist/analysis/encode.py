@@ -75,7 +75,7 @@ def fit_predict(X_stories: list[np.ndarray], Y_stories: list[np.ndarray], X_test
     """
     X, Y = np.concatenate(X_stories), np.concatenate(Y_stories)
     cv = story_splits([len(x) for x in X_stories]) if cfg.cv == 0 and len(X_stories) > 1 else max(cfg.cv, 2)
-    pred = RidgeCV(alphas=cfg.alphas, cv=cv, backend=cfg.backend).fit(X, Y).predict(X_test)
+    pred = RidgeCV(alphas=cfg.alphas, cv=cv, backend=cfg.backend, host_pool=cfg.host_pool).fit(X, Y).predict(X_test)
     return backend_of(pred).to_numpy(pred)
 
 

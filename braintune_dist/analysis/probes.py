@@ -1,4 +1,4 @@
-"""Layer-wise linear probes (method.md §7; the "processing stages" picture): which layers of a speech model
+"""Layer-wise linear probes (the "processing stages" picture): which layers of a speech model
 carry acoustic, phonetic, lexical and semantic information, before and after brain-tuning.
 
 A probe sample is one causal window of the evaluation feature extractor (``FeatureExtractor``: the last

@@ -1,4 +1,4 @@
-"""Low-level residual alignment (method.md §6, brain_evaluate_residuals.py): how much of a layer's brain
+"""Low-level residual alignment (brain_evaluate_residuals.py): how much of a layer's brain
 alignment survives once what low-level speech features explain is removed from the layer.
 
 Per layer, a cross-validated ridge (``RidgeCV``, one alpha per feature column) maps the low-level spaces
@@ -34,7 +34,7 @@ class ResidualSettings:
     n_bands: int = 16
     """Bands of the spectral space."""
     alphas: list[float] = field(default_factory=lambda: np.logspace(-2, 6, 9).tolist())
-    """Ridge penalties of the low-level → feature regression (the seeds: 1e-6 … 1e9, 10-fold)."""
+    """Ridge penalties of the low-level → feature regression (the original brain-tuning code: 1e-6 … 1e9, 10-fold)."""
     cv: int = 0
     """0 = leave-one-story-out over the training stories; K > 1 = K contiguous folds."""
 

@@ -1,5 +1,5 @@
 """Statistics for the analyses: paired and two-group tests, multiple-comparison corrections, bootstrap
-confidence intervals and the block-permutation test of Pearson r (method.md §6, "Statistics").
+confidence intervals and the block-permutation test of Pearson r.
 
 Every comparison a report makes ("tuned is higher than untuned", "semantic beats auditory") goes through
 :func:`compare_paired` or :func:`compare_groups`, which return the difference of means, a percentile

@@ -8,11 +8,11 @@ Layout read (paths relative to the dataset root)::
     derivative/TextGrids/<story>.TextGrid                tier 0 phones, tier 1 words
     stimuli/<story>.wav                                  story audio (resampled to 16 kHz if needed)
 
-TR conventions (method.md §1.3, the Huth-lab ``load_simulated_trfiles(respdict, tr=2.0, start_time=10,
+TR conventions (the Huth-lab ``load_simulated_trfiles(respdict, tr=2.0, start_time=10,
 pad=5)``): the TR grid of a story has ``n_trs - 5`` triggers at ``k * TR``, audio starts 10 s after the
 first trigger, so TR ``k`` covers audio time ``[k*TR - 10, (k+1)*TR - 10)`` and its mid-point is
 ``tr_times[k] = k*TR - 10 + TR/2``. Stimulus features are trimmed ``[10:-5]`` and then line up row for
-row with the hf5 ``data`` (``n_trs - 20`` rows). For the test story the seeds drop 40 more TRs:
+row with the hf5 ``data`` (``n_trs - 20`` rows). For the test story the original brain-tuning code drops 40 more TRs:
 features ``[50:-5]`` against ``data[40:]`` and ``individual_repeats[:, 40:]``.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ class DataConfig:
     train_stories: list[str] = field(default_factory=list)
     """Training stories; empty = every story all chosen subjects have, minus validation and test."""
     val_stories: list[str] = field(default_factory=list)
-    """Validation stories (early stopping); the seeds use ['itsabox'] (multi) or ['stagefright']."""
+    """Validation stories (early stopping); the original brain-tuning code uses ['itsabox'] (multi) or ['stagefright']."""
     test_story: str = TEST_STORY
     """Held-out story with `individual_repeats` (noise ceiling and alignment test)."""
     tr: float = TR

@@ -1,6 +1,6 @@
 """Parquet shards of brain-tuning training pairs: one row = one audio window + every listener's response.
 
-For every (story, response row k) the fine-tuning input of method.md §2.1 is a contiguous ``window``-s
+For every (story, response row k) the fine-tuning input is a contiguous ``window``-s
 waveform ending at the end of TR ``row_tr_index[k]`` (``tr_times + TR/2``), moved ``lag`` s earlier,
 zero-padded where it falls before audio onset or after the audio ends. The row also holds the responses
 of every participant who heard the story, so the backbone runs once per window ("bind by stimulus").
@@ -52,6 +52,8 @@ import pyarrow.parquet as pq
 
 from braintune_dist.config import parse_cli, to_dict
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, DatasetError, LebelDataset
+from braintune_dist.errors import OutputExistsError, UserError
+from braintune_dist.io import TMP_MARK, atomic_path
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -63,10 +65,6 @@ SPLITS = ("train", "val", "test")
 class ShardConfig:
     """Write Parquet shards of (audio window, responses of every listener) for Ray Data."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    """Dataset root, participants and story split (``--root`` is short for ``--data.root``)."""
-    out: str = "data/shards"
-    """Output directory (manifest.json, coverage.npy, <split>/part-*.parquet)."""
     common_space: str = ""
     """Directory with common_space.npz and <subject>/voxel_to_vertex.npy; '' = <root>/ground_truth (simulated)."""
     spaces: list[str] = field(default_factory=lambda: ["common"])
@@ -77,7 +75,7 @@ class ShardConfig:
     """Default training stories: 'union' = every story any participant heard (absent listeners masked);
     'shared' = only stories every participant heard (LebelDataset.split())."""
     window: float = 10.0
-    """Audio window length in seconds (method.md §2.1: 10 s = 5 TRs)."""
+    """Audio window length in seconds (10 s = 5 TRs)."""
     lag: float = 0.0
     """Seconds the window is moved earlier: 0 = it ends at the end of the TR; > 0 = ends lag s before."""
     rows_per_shard: int = 256
@@ -97,15 +95,8 @@ class ShardConfig:
 
 # --------------------------------------------------------------------------- small helpers
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, fsync=True) as tmp:
+        tmp.write_bytes(data)
 
 
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
@@ -205,44 +196,38 @@ class _ShardSink:
 
 
 def write_table_atomic(table: pa.Table, path: Path, cfg: ShardConfig) -> None:
-    """``pq.write_table`` to ``<path>.tmp``, fsync, then ``os.replace``: no partial file under ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
+    """``pq.write_table`` to a temporary name, fsync, then rename: no partial file under ``path``."""
     # dictionaries only where they pay: strings, and the audio if asked (16-bit PCM sources)
     dictionary = ["story", "split"] + (["audio.list.element"] if cfg.audio_dictionary else [])
-    try:
+    with atomic_path(path, fsync=True) as tmp:
         pq.write_table(table, tmp, row_group_size=cfg.row_group_rows, compression=cfg.compression,
                        use_dictionary=dictionary, write_statistics=["story", "split", "row", "tr"])
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
     manifest = out / MANIFEST
     if manifest.exists():
         if not overwrite:
-            raise FileExistsError(f"{out} already holds a complete shard set ({manifest}); "
-                                  "pass --overwrite true to rewrite it")
+            raise OutputExistsError(f"{out} already holds a complete shard set ({manifest}); "
+                                    "set shard.overwrite true to rewrite it")
         manifest.unlink()                       # first: from now on the old set reads as incomplete
     out.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:                        # only files this writer makes
-        for p in (out / split).glob("part-*.parquet*"):
+    for split in SPLITS:                        # only files this writer makes (and its killed temporaries)
+        for p in [*(out / split).glob("part-*.parquet"), *(out / split).glob(f".part-*{TMP_MARK}*")]:
             p.unlink()
-    for p in (out / COVERAGE, out / (COVERAGE + ".tmp"), out / (MANIFEST + ".tmp")):
+    for p in [out / COVERAGE, *out.glob(f".*{TMP_MARK}*")]:
         p.unlink(missing_ok=True)
 
 
-def write_shards(cfg: ShardConfig) -> Path:
-    """Write the shards and manifest of ``cfg.data`` into ``cfg.out``; returns the output directory.
+def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> Path:
+    """Write the shards and manifest of dataset ``data`` into ``out``; returns the output directory.
 
     Raises
     ------
     DatasetError
         Unknown subject/story, inconsistent voxel counts, missing/invalid common-space map, bad option.
-    FileExistsError
-        ``cfg.out`` already holds a complete shard set and ``cfg.overwrite`` is false.
+    OutputExistsError
+        ``out`` already holds a complete shard set and ``cfg.overwrite`` is false.
     """
     from braintune_dist.data.voxels import CommonSpace, common_space_dir   # numpy-only; imported here to keep the reader import light
 
@@ -254,7 +239,7 @@ def write_shards(cfg: ShardConfig) -> Path:
     if cfg.window <= 0 or cfg.rows_per_shard < 1 or cfg.row_group_rows < 1:
         raise DatasetError("ShardConfig: window must be > 0, rows_per_shard and row_group_rows ≥ 1")
 
-    ds = LebelDataset(cfg.data.root, cfg.data)
+    ds = LebelDataset(data.root, data)
     subjects = ds.subjects()
     if not subjects:
         raise DatasetError(f"no participant folders in {ds.resp_dir}")
@@ -269,15 +254,15 @@ def write_shards(cfg: ShardConfig) -> Path:
     # voxel count of each participant from its first story; every other story must agree
     n_vox = {sub: ds.n_voxels(sub, min(heard[sub])) if heard[sub] else 0 for sub in subjects}
 
-    cs_dir = common_space_dir(cfg.data.root, cfg.common_space)
+    cs_dir = common_space_dir(data.root, cfg.common_space)
     space = CommonSpace.load(cs_dir, subjects) if "common" in cfg.spaces else None
     n_vert = space.n_vertices if space else 0
     coverage = (np.stack([space.coverage(s) for s in subjects]) if space
                 else np.zeros((len(subjects), 0), dtype=bool))          # (n_subjects, n_vertices)
 
-    out = Path(cfg.out)
+    out = Path(out)
     _prepare_out(out, cfg.overwrite)
-    sr, tr = SAMPLE_RATE, float(cfg.data.tr)
+    sr, tr = SAMPLE_RATE, float(data.tr)
     n_win = int(round(cfg.window * sr))
     audio_dtype = np.dtype(cfg.audio_dtype)
     meta = {b"braintune.shards": json.dumps(dict(schema_version=SCHEMA_VERSION, subjects=subjects,
@@ -335,8 +320,8 @@ def write_shards(cfg: ShardConfig) -> Path:
     manifest = dict(
         schema_version=SCHEMA_VERSION,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        config=to_dict(cfg),
-        dataset_root=str(Path(cfg.data.root).resolve()),
+        config=to_dict(cfg), data=to_dict(data),
+        dataset_root=str(Path(data.root).resolve()),
         common_space_dir=str(cs_dir.resolve()) if space else None,
         sample_rate=sr, tr=tr, window_s=cfg.window, lag_s=cfg.lag, window_samples=n_win,
         audio_dtype=cfg.audio_dtype, spaces=list(cfg.spaces),
@@ -361,17 +346,29 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return b.getvalue()
 
 
+@dataclass
+class ShardsConfig:
+    """Write Parquet shards of (audio window, responses of every listener) for Ray Data."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Dataset root, participants and story split (``--root`` is short for ``--data.root``)."""
+    out: str = "data/shards"
+    """Output directory (manifest.json, coverage.npy, <split>/part-*.parquet)."""
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    """Windows, response spaces, splits, storage format."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``braintune-shards --root DATA --out SHARDS [--spaces common,voxel] [--window 10] ...``; exit status."""
+    """``braintune-shards --root DATA --out SHARDS [--shard.spaces [common,voxel]] ...``; exit status."""
     alias = {"--root": "--data.root", "--subjects": "--data.subjects"}   # short forms of nested fields
     args = []
     for a in (sys.argv[1:] if argv is None else argv):
         flag, eq, value = a.partition("=")
         args.append(alias.get(flag, flag) + eq + value)
-    cfg = parse_cli(ShardConfig, args)
     try:
-        out = write_shards(cfg)
-    except (DatasetError, FileExistsError) as exc:          # bad input: one line, not a traceback
+        cfg = parse_cli(ShardsConfig, args)
+        out = write_shards(cfg.shard, cfg.data, cfg.out)
+    except UserError as exc:                             # bad input: one line, not a traceback
         print(f"braintune-shards: error: {exc}", file=sys.stderr)
         return 2
     m = json.loads((out / MANIFEST).read_text())

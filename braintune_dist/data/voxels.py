@@ -1,7 +1,7 @@
 """Voxels: noise ceiling from repeats, selection by threshold, region masks, common-space projection.
 
-Noise ceiling follows Schoppe et al. 2016 as the seeds' ``spe_and_cc_norm`` implements it
-(method.md §3): with N z-scored repeats, ``y = mean over repeats``, total power TP = 1, signal power
+Noise ceiling follows Schoppe et al. 2016 as the original brain-tuning code's ``spe_and_cc_norm`` implements it:
+with N z-scored repeats, ``y = mean over repeats``, total power TP = 1, signal power
 ``SP = (N·var(y) − TP) / (N − 1)`` (ddof=1), and ``cc_max = 1 / sqrt(1 + (1/N)·(TP/SP − 1))`` with
 NaN → 0 (SP ≤ 0 gives no ceiling). Normalised alignment is ``r / cc_max``.
 
@@ -52,7 +52,7 @@ def noise_ceiling(repeats: np.ndarray, zscore: bool = True) -> np.ndarray:
 
 
 def select_voxels(cc_max: np.ndarray, threshold: float = 0.4) -> np.ndarray:
-    """Indices of voxels with ``cc_max > threshold`` (the seeds' NC > 0.4 rule), shape (n_selected,)."""
+    """Indices of voxels with ``cc_max > threshold`` (the original brain-tuning code's NC > 0.4 rule), shape (n_selected,)."""
     return np.flatnonzero(np.asarray(cc_max) > threshold)
 
 

@@ -1,4 +1,4 @@
-"""Per-layer evaluation features of a speech model, aligned with the fMRI responses (method.md §2.2).
+"""Per-layer evaluation features of a speech model, aligned with the fMRI responses.
 
 Pipeline per story:
 
@@ -39,7 +39,7 @@ class FeatureConfig:
     window: float = 16.1
     """Window length in seconds (context + chunk) ending at each sample time."""
     stride: float = 0.1
-    """Seconds between window ends (10 Hz in the seeds)."""
+    """Seconds between window ends (10 Hz in the original brain-tuning code)."""
     min_input_samples: int = 400
     """Windows shorter than this many samples are dropped (the model's receptive field)."""
     require_full_context: bool = False
@@ -47,7 +47,7 @@ class FeatureConfig:
     layers: list[int] = field(default_factory=list)
     """hidden_states indices to keep (0 = CNN/embedding output); empty = every layer."""
     delays: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    """FIR delays in TRs (the seeds: 1-4 TRs = 2-8 s, no zero lag)."""
+    """FIR delays in TRs (the original brain-tuning code: 1-4 TRs = 2-8 s, no zero lag)."""
     lanczos_window: int = 3
     """Lanczos lobes for the downsampling to TRs."""
     batch_size: int = 16

@@ -3,7 +3,7 @@
 Spaces (each sampled at 10 Hz from audio onset, then Lanczos → z-score → FIR delays → trims):
 
 * ``spectral``: log power in ``n_bands`` log-spaced bands (100 Hz – 7.6 kHz), 25 ms frames averaged per
-  100 ms — the low-level acoustics (the seeds' ``powspec``);
+  100 ms — the low-level acoustics (the original brain-tuning code's ``powspec``);
 * ``word_rate`` / ``phone_rate``: word and phone onsets per 100 ms bin, from the TextGrid;
 * ``categories``: which semantic category is being heard (one column per category), from the TextGrid
   words and a category → words map (simulated data: ``ground_truth/meta.json``; real data: a JSON file).

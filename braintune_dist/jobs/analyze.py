@@ -34,7 +34,7 @@ REFERENCE = "untuned"
 
 @dataclass
 class AnalyzeConfig:
-    """The seeds' analyses (residual alignment, probes, semantic preference, statistics) of brain-tuned models."""
+    """The original brain-tuning code's analyses (residual alignment, probes, semantic preference, statistics) of brain-tuned models."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """Dataset and story split (training stories fit every ridge; the test story scores them)."""

@@ -7,31 +7,45 @@ import sys
 from braintune_dist.errors import UserError
 
 
+VERBOSE_ENV = "BRAINTUNE_VERBOSE"
+
+
 def connect_ray(address: str = "") -> None:
     """``ray.init`` for a job driver.
 
     Under ``ray job submit`` (``RAY_ADDRESS`` set) or with an explicit ``address`` it joins that cluster,
     whose job runtime_env is already in force. Otherwise it starts a local cluster bound to 127.0.0.1 and
     passes this shell's settings (loopback binding, offline HF hub, MLflow URI) to the workers.
+    Workers' output (Ray Train's and Ray Data's own reports, library warnings) stays in Ray's log files
+    (``/tmp/ray/session_latest/logs``) unless the driver runs with ``--verbose``: the job's stdout is its
+    stage progress and its results.
     """
+    import logging
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     import ray.data
+    verbose = os.environ.get(VERBOSE_ENV) == "1"
+    quiet = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
     address = address or os.environ.get("RAY_ADDRESS", "")
     if address and address != "local":
-        ray.init(address=address)
+        ray.init(address=address, **quiet)
     else:
         # address="local": without it ray.init() joins the cluster of the machine's latest `ray start`
         # (/tmp/ray/ray_current_cluster), e.g. another user's, instead of starting this job's own
         ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {
             k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI")
-            if k in os.environ}})
-    ray.data.DataContext.get_current().enable_progress_bars = False
+            if k in os.environ}}, **quiet)
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
 
 
 def run_main(main, argv=None) -> int:
     """Exit status of a job's ``main(argv)``: 2 with one ``error: ...`` line for bad input (any
-    :class:`~braintune_dist.errors.UserError`; the message names the file or field), the traceback only for bugs."""
+    :class:`~braintune_dist.errors.UserError`; the message names the file or field), the traceback only for bugs.
+    ``--verbose`` (taken out of ``argv``) shows the Ray workers' output too."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:                   # everything Ray's workers print, in this terminal too
+        argv.remove("--verbose")
+        os.environ[VERBOSE_ENV] = "1"
     try:
         return main(argv)
     except UserError as exc:

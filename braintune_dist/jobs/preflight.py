@@ -33,7 +33,6 @@ from braintune_dist.train.checkpoint import CheckpointError, check_complete
 from braintune_dist.errors import UserError
 
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"   # Ray Train V2's record of a run's checkpoints
-HF_MODEL_TYPE = {"wav2vec2": "wav2vec2", "hubert": "hubert", "whisper": "whisper"}   # family → config.json model_type
 
 
 class PreflightError(UserError):
@@ -83,29 +82,31 @@ def model_problems(model: ModelConfig, field: str = "model") -> list[str]:
         model_type = json.loads(config.read_text()).get("model_type", "")
     except (OSError, ValueError) as exc:
         return [f"{field}.pretrained: {config} is unreadable ({exc})"]
-    if model_type and model_type != HF_MODEL_TYPE[model.family]:
+    if model_type and model_type != model.family:
         return [f"{field}.pretrained: {config} is a {model_type!r} checkpoint but {field}.family is {model.family!r}"]
     return []
 
 
 def dataset_problems(cfg) -> list[str]:
     """Participants and stories named in the config exist in the dataset (skipped until it exists)."""
-    root = Path(cfg.data.root)
+    fit = cfg.fit
+    root = Path(fit.data.root)
     if not root.exists():
         return [] if cfg.prepare.simulate else [
-            f"data.root: dataset root not found: {root} (set prepare.simulate true to generate one)"]
+            f"fit.data.root: dataset root not found: {root} (set prepare.simulate true to generate one)"]
     try:
-        ds = LebelDataset(root, cfg.data)
+        ds = LebelDataset(root, fit.data)
         subjects = ds.subjects()
         heard = set().union(*(ds.stories(s) for s in subjects)) if subjects else set()
     except DatasetError as exc:
-        return [f"data: {exc}"]
+        return [f"fit.data: {exc}"]
     where = ds.resp_dir
-    out = _names("stream.participants", cfg.stream.participants, subjects, where)
-    if cfg.eval.enabled:
-        out += _names("eval.subjects", cfg.eval.subjects, subjects, where)
-    for name, stories in (("data.train_stories", cfg.data.train_stories), ("data.val_stories", cfg.data.val_stories),
-                          ("data.test_story", [cfg.data.test_story])):
+    out = _names("fit.stream.participants", fit.stream.participants, subjects, where)
+    ev = getattr(cfg, "eval", None)                 # a sweep has no evaluation stage
+    if ev is not None and ev.enabled:
+        out += _names("eval.subjects", ev.subjects, subjects, where)
+    for name, stories in (("fit.data.train_stories", fit.data.train_stories), ("fit.data.val_stories", fit.data.val_stories),
+                          ("fit.data.test_story", [fit.data.test_story])):
         bad = [s for s in stories if s not in heard]
         if bad:
             out.append(f"{name}: {bad} has no <story>.hf5 for any participant in {where}")
@@ -115,18 +116,19 @@ def dataset_problems(cfg) -> list[str]:
 def shard_problems(cfg) -> list[str]:
     """The shard set agrees with the config and every shard the run reads is whole (skipped until written)."""
     from braintune_dist.train.trainer import plan
-    shard_dir = Path(cfg.shards)
+    fit = cfg.fit
+    shard_dir = Path(fit.shards)
     if not (shard_dir / MANIFEST).is_file() or cfg.prepare.shard.overwrite:
         return []                               # none yet, interrupted, or to be rewritten: prepare writes them
     try:
         m = load_manifest(shard_dir)
     except DatasetError as exc:
-        return [f"shards: {exc}"]
+        return [f"fit.shards: {exc}"]
     where = shard_dir / MANIFEST
-    out = _names("stream.participants", cfg.stream.participants, m["subjects"], where)
-    for name, configured, split in (("data.val_stories", cfg.data.val_stories, "val"),
-                                    ("data.train_stories", cfg.data.train_stories, "train"),
-                                    ("data.test_story", [cfg.data.test_story], "test")):
+    out = _names("fit.stream.participants", fit.stream.participants, m["subjects"], where)
+    for name, configured, split in (("fit.data.val_stories", fit.data.val_stories, "val"),
+                                    ("fit.data.train_stories", fit.data.train_stories, "train"),
+                                    ("fit.data.test_story", [fit.data.test_story], "test")):
         written = m["splits"].get(split)
         if configured and written is not None and sorted(configured) != sorted(written):
             out.append(f"{name}: {list(configured)}, but the shards in {shard_dir} were written with {split} "
@@ -134,16 +136,16 @@ def shard_problems(cfg) -> list[str]:
     if out:
         return out
     try:
-        plan(cfg)                               # selection, data-size options, batch size vs rows
+        plan(fit)                               # selection, data-size options, batch size vs rows
         for split in ("train", "val") if m["rows"].get("val") else ("train",):
-            verify_shards(shard_dir, shards_for(m, split, cfg.stream, shard_dir)[1], cfg.stream.verify)
+            verify_shards(shard_dir, shards_for(m, split, fit.stream, shard_dir)[1], fit.stream.verify)
     except (DatasetError, ValueError) as exc:
-        out.append(f"shards: {exc}")
+        out.append(f"fit.shards: {exc}")
     return out
 
 
 def resume_problems(ray_cfg) -> list[str]:
-    """A fixed ``ray.run_name`` that already has checkpoints resumes from the latest one: it must be whole."""
+    """A fixed ``fit.ray.run_name`` that already has checkpoints resumes from the latest one: it must be whole."""
     if not ray_cfg.run_name or "://" in ray_cfg.storage_path:
         return []                               # a fresh run, or object storage (checked by Ray on restore)
     run_dir = Path(ray_cfg.storage_path) / ray_cfg.run_name
@@ -153,15 +155,15 @@ def resume_problems(ray_cfg) -> list[str]:
     try:
         latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
     except (OSError, ValueError) as exc:
-        return [f"ray.run_name {ray_cfg.run_name!r}: {snapshot} is unreadable ({exc}); Ray Train cannot resume it"]
+        return [f"fit.ray.run_name {ray_cfg.run_name!r}: {snapshot} is unreadable ({exc}); Ray Train cannot resume it"]
     name = latest.get("checkpoint_dir_name") if isinstance(latest, dict) else None
     if not name:
         return []                               # no checkpoint yet (or a snapshot format this check does not know)
     try:
         check_complete(run_dir / name)
     except CheckpointError as exc:
-        return [f"ray.run_name {ray_cfg.run_name!r} would resume from a broken checkpoint: {exc}. "
-                f"Remove {run_dir} or choose another ray.run_name"]
+        return [f"fit.ray.run_name {ray_cfg.run_name!r} would resume from a broken checkpoint: {exc}. "
+                f"Remove {run_dir} or choose another fit.ray.run_name"]
     return []
 
 
@@ -177,7 +179,7 @@ def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str
 
 def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0) -> list[str]:
     """CPUs/GPUs for ``concurrent`` fits of ``ray.num_workers`` workers, plus one CPU left for Ray Data's
-    read tasks (with none left, ``fit()`` waits forever: stack-notes §4). Only when Ray is connected."""
+    read tasks (with none left, ``fit()`` waits forever). Only when Ray is connected."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return []
@@ -186,31 +188,22 @@ def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0) -> 
     gpus = concurrent * ray_cfg.num_workers if ray_cfg.use_gpu else 0
     out = []
     if gpus > have.get("GPU", 0):
-        out.append(f"ray: {concurrent} × {ray_cfg.num_workers} workers (ray.num_workers) with a GPU each need {gpus} "
+        out.append(f"fit.ray: {concurrent} × {ray_cfg.num_workers} workers (fit.ray.num_workers) with a GPU each need {gpus} "
                    f"GPUs; the cluster has {have.get('GPU', 0):g}")
     if cpus + 1 > have.get("CPU", 0):
-        per = f"{ray_cfg.num_workers} workers × ray.cpus_per_worker {ray_cfg.cpus_per_worker:g}"
-        out.append(f"ray: {concurrent} × ({per}"
+        per = f"{ray_cfg.num_workers} workers × fit.ray.cpus_per_worker {ray_cfg.cpus_per_worker:g}"
+        out.append(f"fit.ray: {concurrent} × ({per}"
                    f"{f' + {extra_cpus:g} per trial' if extra_cpus else ''}) = {cpus:g} CPUs, plus 1 for Ray Data's "
-                   f"readers, but the cluster has {have.get('CPU', 0):g} CPUs (lower ray.cpus_per_worker or "
-                   "ray.num_workers)")
+                   f"readers, but the cluster has {have.get('CPU', 0):g} CPUs (lower fit.ray.cpus_per_worker or "
+                   "fit.ray.num_workers)")
     return out
 
 
 def search_problems(cfg) -> list[str]:
-    """Sweep search-space values every trial can use (a bad one would only fail that trial, after it started)."""
-    from braintune_dist.train.loop import TrainSettings
+    """Search-space values that depend on the data, and the restore point of a resumed sweep."""
     s, space = cfg.search, cfg.search.space
-    losses = typing.get_args(typing.get_type_hints(TrainSettings)["loss"])
-    out = [f"search.space.loss: {bad!r} is not one of {list(losses)}" for bad in space.loss if bad not in losses]
-    for name, bounds in (("backbone_lr", space.backbone_lr), ("head_lr", space.head_lr)):
-        if bounds and (len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]):
-            out.append(f"search.space.{name}: needs [low, high] with 0 < low <= high, got {bounds}")
-    if space.stories_per_participant and space.hours_per_participant:
-        out.append("search.space: set stories_per_participant or hours_per_participant, not both")
-    if any(r < 1 for r in space.lora_rank):
-        out.append(f"search.space.lora_rank: ranks must be >= 1, got {space.lora_rank}")
-    pool = len(cfg.stream.participants) or _participant_count(cfg)
+    out = []
+    pool = len(cfg.fit.stream.participants) or _participant_count(cfg.fit.shards)
     bad = [n for n in space.n_participants if not 0 < n <= (pool or n)]
     if bad:
         out.append(f"search.space.n_participants: {bad} outside 1..{pool} (participants available)")
@@ -222,22 +215,11 @@ def search_problems(cfg) -> list[str]:
     return out
 
 
-def _participant_count(cfg) -> int:
+def _participant_count(shards: str) -> int:
     try:
-        return len(load_manifest(cfg.shards)["subjects"])
+        return len(load_manifest(shards)["subjects"])
     except DatasetError:
         return 0
-
-
-def grid_problems(cfg) -> list[str]:
-    g = cfg.grid
-    out = [f"grid.sizes: {bad} must be >= 0" for bad in g.sizes if bad < 0]
-    if g.repeats < 1:
-        out.append(f"grid.repeats: {g.repeats} must be >= 1 (fits per grid point)")
-    if g.single_participant and cfg.stream.participants and g.single_participant not in cfg.stream.participants:
-        out.append(f"grid.single_participant: {g.single_participant!r} not in stream.participants "
-                   f"{cfg.stream.participants}")
-    return out
 
 
 def _report(problems: list[str], t0: float, what: str, log) -> None:
@@ -248,20 +230,18 @@ def _report(problems: list[str], t0: float, what: str, log) -> None:
 
 
 def preflight(cfg, log=print) -> None:
-    """Check a multi_brain / sweep / scaling job config (``MultiBrainConfig`` or a subclass)."""
+    """Check a multi_brain / sweep / scaling job config (a config with ``fit``, ``prepare`` and ``preflight``)."""
     if not cfg.preflight.enabled:
         return
     t0 = time.time()
     named = dataset_problems(cfg)
     # the shard checks assume the names are right: a typo would otherwise be reported twice
-    problems = model_problems(cfg.model) + named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.ray)
+    problems = model_problems(cfg.fit.model, "fit.model") + named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.fit.ray)
     search = getattr(cfg, "search", None)
     if search is not None:
         problems += search_problems(cfg)
-    if getattr(cfg, "grid", None) is not None:
-        problems += grid_problems(cfg)
     if cfg.preflight.resources != "off":
-        short = resource_problems(cfg.ray, search.max_concurrent_trials if search else 1,
+        short = resource_problems(cfg.fit.ray, search.max_concurrent_trials if search else 1,
                                   search.trial_cpus if search else 0.0)
         if cfg.preflight.resources == "warn":
             for p in short:

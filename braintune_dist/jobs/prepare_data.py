@@ -1,23 +1,36 @@
 """The data layer end to end: (simulate) → validate → noise ceilings → Parquet shards → Ray Data stream.
 
-``prepare(cfg)`` is what ``jobs/prepare_data.py`` runs and the first stage of ``jobs/multi_brain.py``.
+``prepare(data, shards, settings)`` is what ``jobs/prepare_data.py`` runs and the first stage of every tuning job.
 Each stage is skipped when its output already exists and is complete (a dataset root with
 ``derivative/``, a shard directory with ``manifest.json``), so re-running a job is cheap.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from braintune_dist.data.lebel import DataConfig, LebelDataset
+from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, write_shards
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
 from braintune_dist.data.voxels import find_common_space, noise_ceiling
+
+
+@dataclass
+class PrepareSettings:
+    """How a job prepares its data: generate a simulated dataset when the root is missing, noise ceilings, shards."""
+
+    simulate: bool = True
+    """Generate a simulated dataset at data.root when that folder does not exist yet."""
+    sim: SimConfig = field(default_factory=SimConfig)
+    """Simulator settings (used only when a dataset is generated)."""
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    """Shard writer settings."""
+    nc_threshold: float = 0.4
+    """Noise-ceiling threshold reported (voxels with cc_max > 0.4 are the ones the field usually keeps)."""
 
 
 @dataclass
@@ -26,30 +39,25 @@ class PrepareConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     """Dataset root and story split."""
-    simulate: bool = True
-    """Generate a simulated dataset at data.root when that folder does not exist yet."""
-    sim: SimConfig = field(default_factory=SimConfig)
-    """Simulator settings (sim.out is ignored: the dataset is written to data.root)."""
-    shard: ShardConfig = field(default_factory=ShardConfig)
-    """Shard writer settings (shard.data is ignored: the top-level data block is used)."""
+    shards: str = "data/shards"
+    """Shard directory to write (manifest.json, coverage.npy, <split>/part-*.parquet)."""
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+    """Simulation, shard and noise-ceiling settings."""
     stream: StreamConfig = field(default_factory=StreamConfig)
     """Ray Data stream used for the summary epoch."""
-    nc_threshold: float = 0.4
-    """Noise-ceiling threshold reported (the seeds keep voxels with cc_max > 0.4)."""
     stream_check: bool = True
     """Stream one epoch of the training shards through Ray Data and report its rate."""
 
 
-def ensure_dataset(cfg: PrepareConfig, log=print) -> LebelDataset:
-    root = Path(cfg.data.root)
+def ensure_dataset(data: DataConfig, settings: PrepareSettings, log=print) -> LebelDataset:
+    root = Path(data.root)
     if not root.exists():
-        if not cfg.simulate:
-            from braintune_dist.data.lebel import DatasetError
-            raise DatasetError(f"dataset root not found: {root} (set simulate: true to generate one)")
+        if not settings.simulate:
+            raise DatasetError(f"dataset root not found: {root} (set prepare.simulate: true to generate one)")
         t = time.time()
-        simulate(dataclasses.replace(cfg.sim, out=str(root)))
+        simulate(settings.sim, root)
         log(f"[simulate] wrote a simulated dataset to {root} in {time.time() - t:.1f} s")
-    return LebelDataset(root, cfg.data)
+    return LebelDataset(root, data)
 
 
 def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "") -> list[dict]:
@@ -67,13 +75,13 @@ def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "
     return rows
 
 
-def ensure_shards(cfg: PrepareConfig, out: str, log=print) -> Path:
-    out_p = Path(out)
-    if (out_p / MANIFEST).is_file() and not cfg.shard.overwrite:
+def ensure_shards(data: DataConfig, shards: str, shard: ShardConfig, log=print) -> Path:
+    out_p = Path(shards)
+    if (out_p / MANIFEST).is_file() and not shard.overwrite:
         log(f"[shards] using existing shards in {out_p} (delete it or set shard.overwrite to rewrite)")
         return out_p
     t = time.time()
-    write_shards(dataclasses.replace(cfg.shard, data=cfg.data, out=out))
+    write_shards(shard, data, out_p)
     mb = sum(p.stat().st_size for p in out_p.rglob("*.parquet")) / 1e6
     log(f"[shards] wrote {mb:.1f} MB of Parquet shards to {out_p} in {time.time() - t:.1f} s")
     return out_p
@@ -91,9 +99,11 @@ def stream_epoch(shard_dir: Path, stream: StreamConfig) -> dict:
     return dict(rows=rows, seconds=dt, rows_per_s=rows / dt, mb_per_s=nbytes / 1e6 / dt, batch_shapes=shapes)
 
 
-def prepare(cfg: PrepareConfig, shard_dir: str, log=print) -> dict:
-    """Run the data layer; returns a summary dict (also printed through ``log``)."""
-    ds = ensure_dataset(cfg, log)
+def prepare(data: DataConfig, shards: str, settings: PrepareSettings, stream: StreamConfig | None = None,
+            log=print) -> dict:
+    """Run the data layer; returns a summary dict (also printed through ``log``). With a ``stream`` config,
+    one epoch of the training shards also goes through Ray Data (Ray must be connected)."""
+    ds = ensure_dataset(data, settings, log)
     t = time.time()
     summary = ds.validate()
     split = ds.split()
@@ -102,18 +112,18 @@ def prepare(cfg: PrepareConfig, shard_dir: str, log=print) -> dict:
         f"{len(split['train'])} train, {len(split['val'])} val, test '{split['test'][0]}'")
     for sub, info in summary["subjects"].items():
         log(f"  {sub}: {info['n_voxels']} voxels, {info['n_rows']} TRs, {info['n_repeats']} test repeats")
-    ceil = ceiling_report(ds, cfg.nc_threshold, cfg.shard.common_space)
-    log(f"[noise ceiling] median cc_max and share of voxels above {cfg.nc_threshold}:")
+    ceil = ceiling_report(ds, settings.nc_threshold, settings.shard.common_space)
+    log(f"[noise ceiling] median cc_max and share of voxels above {settings.nc_threshold}:")
     for r in ceil:
         log(f"  {r['subject']:>8} {r['region']:>9}: {r['n_voxels']:5d} voxels, median {r['median_cc_max']:.2f}, "
             f"{100 * r['frac_above']:.0f}% above")
-    out = ensure_shards(cfg, shard_dir, log)
-    for s in ("train", "val", "test"):
-        if s in cfg.shard.splits and (s != "val" or split["val"]):
-            log("[stream] " + format_summary(summarize(out, s, cfg.stream)))
+    out = ensure_shards(data, shards, settings.shard, log)
     result = dict(dataset=summary, ceiling=ceil, shards=str(out))
-    if cfg.stream_check:
-        ep = stream_epoch(out, cfg.stream)
+    if stream is not None:
+        for s in ("train", "val", "test"):
+            if s in settings.shard.splits and (s != "val" or split["val"]):
+                log("[stream] " + format_summary(summarize(out, s, stream)))
+        ep = stream_epoch(out, stream)
         log(f"[stream] one epoch through Ray Data: {ep['rows']} rows in {ep['seconds']:.1f} s "
             f"({ep['rows_per_s']:.0f} rows/s, {ep['mb_per_s']:.0f} MB/s); batch: {ep['batch_shapes']}")
         result["stream"] = ep

@@ -19,13 +19,14 @@ from typing import Literal
 
 import numpy as np
 
-from braintune_dist.config import to_dict
+from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.report import alignment_report, headline
-from braintune_dist.jobs.multi_brain import MultiBrainConfig, held_out, tune_part
-from braintune_dist.jobs.prepare_data import prepare
-from braintune_dist.jobs.preflight import preflight
-from braintune_dist.model.pretrain import with_pretrained
+from braintune_dist.evaluate.report import EvalSettings, alignment_report, headline
+from braintune_dist.jobs.multi_brain import held_out, setup
+from braintune_dist.jobs.prepare_data import PrepareSettings
+from braintune_dist.jobs.preflight import PreflightSettings
+from braintune_dist.model.pretrain import PretrainConfig
+from braintune_dist.train.loop import FitConfig
 from braintune_dist.tracking import Tracker, save_figure
 from braintune_dist.train.checkpoint import load_backbone
 from braintune_dist.train.trainer import build_trainer, plan
@@ -50,18 +51,39 @@ class GridSettings:
     """Fits per grid point with different train seeds (train.seed + k: data order, dropout); the table
     reports their mean and range and the figures draw the range as error bars."""
 
+    def __post_init__(self):
+        if any(x < 0 for x in self.sizes):
+            raise ConfigError(f"grid.sizes: {self.sizes} must all be >= 0")
+        if self.repeats < 1:
+            raise ConfigError(f"grid.repeats: {self.repeats} must be >= 1 (fits per grid point)")
+
 
 @dataclass
-class ScalingJobConfig(MultiBrainConfig):
+class ScalingJobConfig:
     """Scaling curves: brain-tune at several data sizes, single vs multi participant, then held-out alignment."""
 
+    fit: FitConfig = field(default_factory=FitConfig)
+    """The Ray Train fit of every grid point (each point sets its participants, data budget and seed)."""
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+    """Dataset generation (when fit.data.root is missing), noise ceilings and shard writing, done once."""
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(enabled=False))
+    """Phone-recognition pretraining of a random-init backbone, once, before the grid."""
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    """Alignment report of every grid point's model (and the untuned one) on held-out participants."""
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
+    """Checks of data, model, grid and cluster resources before any fit."""
     grid: GridSettings = field(default_factory=GridSettings)
     """Data sizes and tuning modes."""
 
+    def __post_init__(self):
+        who, listed = self.grid.single_participant, self.fit.stream.participants
+        if who and listed and who not in listed:
+            raise ConfigError(f"grid.single_participant: {who!r} not in fit.stream.participants {listed}")
+
 
 def point_config(cfg: ScalingJobConfig, mode: str, size: float, participants: list[str], repeat: int = 0):
-    """The TuneConfig of one grid point (and repeat): its participants, per-participant data budget, seed."""
-    tune = tune_part(cfg)
+    """The FitConfig of one grid point (and repeat): its participants, per-participant data budget, seed."""
+    tune = cfg.fit
     who = ([cfg.grid.single_participant or participants[repeat % len(participants)]] if mode == "single"
            else list(participants))
     budget = {"stories_per_participant": int(size)} if cfg.grid.unit == "stories" else {"hours_per_participant": float(size)}
@@ -163,19 +185,18 @@ def plot_scaling(table: list[dict]):
 def run(cfg: ScalingJobConfig, log=print) -> dict:
     """Prepare, train every grid point, evaluate; returns ``{'table', 'points', 'figures', 'run_id'}``."""
     import matplotlib.pyplot as plt
-    preflight(cfg, log)
-    prepare(dataclasses.replace(cfg.prepare, data=cfg.data, stream_check=False), cfg.shards, log)
-    cfg = with_pretrained(cfg, log)                  # phone-pretrain a random-init backbone if asked
-    participants = plan(tune_part(cfg))["participants"]
-    subjects = held_out(cfg, participants)
-    ds = LebelDataset(cfg.data.root, cfg.data)
+    cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
+    fit = cfg.fit
+    participants = plan(fit)["participants"]
+    subjects = held_out(fit, cfg.eval.subjects, participants)
+    ds = LebelDataset(fit.data.root, fit.data)
     out = Path(cfg.eval.out_dir) / cfg.grid.name
-    tracker = Tracker(cfg.tracking)
+    tracker = Tracker(fit.tracking)
     points: list[dict] = []
     with tracker.start(cfg.grid.name, params=to_dict(cfg), tags={"job": "scaling"}) as tr:
         log(f"[scaling] untuned model on held-out {subjects}")
         ev = dataclasses.replace(cfg.eval, out_dir=str(out / "untuned"))
-        untuned = alignment_report(ds, {"untuned": load_backbone(cfg.model)}, ev, subjects, None, log)
+        untuned = alignment_report(ds, {"untuned": load_backbone(fit.model)}, ev, subjects, None, log)
         grid = [(size, mode, k) for size in cfg.grid.sizes for mode in cfg.grid.modes
                 for k in range(cfg.grid.repeats)]
         for size, mode, k in grid:                       # explicit loop: each point is one Ray Train fit
@@ -184,14 +205,14 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
             label = f"{mode}@{size:g}" + (f"#{k}" if cfg.grid.repeats > 1 else "")
             log(f"[scaling] {label}: {p['participants']}, {p['train_rows']} windows, {p['total_steps']} steps")
             t = time.time()
-            with Tracker(cfg.tracking).start(pc.ray.run_name, nested=True, tags={"job": "scaling_point"}) as pt:
+            with Tracker(fit.tracking).start(pc.ray.run_name, nested=True, tags={"job": "scaling_point"}) as pt:
                 pt.log_params({"point.mode": mode, "point.size": size, "point.unit": cfg.grid.unit,
                                "point.repeat": k, "point.train_seed": pc.train.seed,
                                "point.participants": ",".join(p["participants"]), "point.train_rows": p["train_rows"]})
                 result = build_trainer(pc, mlflow_run_id=pt.run_id, run_plan=p).fit()
                 best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
                 with best.as_directory() as ckpt:
-                    model = {label: load_backbone(cfg.model, ckpt)}
+                    model = {label: load_backbone(fit.model, ckpt)}
                 ev = dataclasses.replace(cfg.eval, out_dir=str(out / label.replace("@", "_").replace("#", "_r")))
                 rows = alignment_report(ds, model, ev, subjects, pt, log)
                 pt.log_metrics({"train.seconds": time.time() - t})

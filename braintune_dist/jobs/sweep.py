@@ -2,7 +2,7 @@
 
 The driver prepares the data once, opens one MLflow *parent* run per sweep and starts a ``tune.Tuner`` whose
 trainable is a plain function (Ray Train V2 cannot be passed to a Tuner directly): each trial turns its
-sampled point into a ``TuneConfig``, builds the usual ``TorchTrainer`` (``build_trainer``) and fits it with a
+sampled point into a ``FitConfig``, builds the usual ``TorchTrainer`` (``build_trainer``) and fits it with a
 ``TuneReportCallback`` so every epoch's ``val_loss`` reaches Tune (and ASHA). Each trial logs to its own MLflow
 run, tagged ``mlflow.parentRunId`` = the sweep's run, so the UI nests trials under their sweep.
 ``search.resume`` (``jobs/sweep.py --resume``) restores the experiment from its storage path after the driver
@@ -17,17 +17,18 @@ import dataclasses
 import json
 import math
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from braintune_dist.io import write_text
-from braintune_dist.config import from_dict, to_dict
-from braintune_dist.jobs.multi_brain import MultiBrainConfig, tune_part
-from braintune_dist.jobs.prepare_data import prepare
-from braintune_dist.jobs.preflight import preflight
-from braintune_dist.model.pretrain import with_pretrained
+from braintune_dist.config import ConfigError, from_dict, to_dict
+from braintune_dist.jobs.multi_brain import setup
+from braintune_dist.jobs.prepare_data import PrepareSettings
+from braintune_dist.jobs.preflight import PreflightSettings
+from braintune_dist.model.pretrain import PretrainConfig
 from braintune_dist.tracking import Tracker
-from braintune_dist.train.loop import TuneConfig
+from braintune_dist.train.loop import FitConfig
 from braintune_dist.train.trainer import build_trainer, plan
 
 PARENT_FILE = "mlflow_parent_run_id"      # beside the Tune experiment: lets --resume reopen the same parent run
@@ -51,6 +52,23 @@ class SearchSpace:
     """Data-size choices: hours of fMRI kept per participant (0 = all); use this or stories, not both."""
     n_participants: list[int] = field(default_factory=list)
     """Choices of the number of training participants (drawn from stream.participants or all, nested)."""
+
+    def __post_init__(self):
+        from braintune_dist.train.loop import TrainSettings
+        losses = typing.get_args(typing.get_type_hints(TrainSettings)["loss"])
+        bad = [x for x in self.loss if x not in losses]
+        if bad:
+            raise ConfigError(f"search.space.loss: {bad} not among {list(losses)}")
+        for name in ("backbone_lr", "head_lr"):
+            bounds = getattr(self, name)
+            if bounds and (len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]):
+                raise ConfigError(f"search.space.{name}: needs [low, high] with 0 < low <= high, got {bounds}")
+        if self.stories_per_participant and self.hours_per_participant:
+            raise ConfigError("search.space: set stories_per_participant or hours_per_participant, not both")
+        if any(r < 1 for r in self.lora_rank):
+            raise ConfigError(f"search.space.lora_rank: ranks must be >= 1, got {self.lora_rank}")
+        if any(n < 1 for n in self.n_participants):
+            raise ConfigError(f"search.space.n_participants: must be >= 1, got {self.n_participants}")
 
 
 @dataclass
@@ -82,15 +100,23 @@ class SearchSettings:
 
 
 @dataclass
-class SweepConfig(MultiBrainConfig):
+class SweepConfig:
     """Hyper-parameter and data-size sweep of multi-participant brain-tuning (Ray Tune + Optuna + ASHA)."""
 
+    fit: FitConfig = field(default_factory=FitConfig)
+    """The base Ray Train fit every trial starts from (a trial overrides what search.space samples)."""
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+    """Dataset generation (when fit.data.root is missing), noise ceilings and shard writing, done once."""
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(enabled=False))
+    """Phone-recognition pretraining of a random-init backbone, once, before the trials."""
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
+    """Checks of data, model, search space and cluster resources before any trial starts."""
     search: SearchSettings = field(default_factory=SearchSettings)
     """Search space, algorithm, scheduler and budget."""
 
 
 def param_space(space: SearchSpace) -> dict:
-    """Tune search space; keys are dotted TuneConfig fields (``trial_config`` applies them)."""
+    """Tune search space; keys are dotted FitConfig fields (``trial_config`` applies them)."""
     from ray import tune
     out = {}
     for key, choices in (("lora.rank", space.lora_rank), ("train.loss", space.loss),
@@ -100,15 +126,13 @@ def param_space(space: SearchSpace) -> dict:
         if choices:
             out[key] = tune.choice(list(choices))
     for key, bounds in (("optim.backbone_lr", space.backbone_lr), ("optim.head_lr", space.head_lr)):
-        if bounds:
-            if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
-                raise ValueError(f"search.space: {key} needs [low, high] with 0 < low <= high, got {bounds}")
+        if bounds:                                                # [low, high], checked by SearchSpace
             out[key] = tune.loguniform(bounds[0], bounds[1]) if bounds[0] < bounds[1] else bounds[0]
     return out
 
 
-def trial_config(base: dict, point: dict) -> TuneConfig:
-    """The base TuneConfig dict with a sampled point (dotted keys) applied."""
+def trial_config(base: dict, point: dict) -> FitConfig:
+    """The base FitConfig dict with a sampled point (dotted keys) applied."""
     d = json.loads(json.dumps(base))                              # deep copy of plain data
     for dotted, value in point.items():
         *parents, leaf = dotted.split(".")
@@ -122,10 +146,10 @@ def trial_config(base: dict, point: dict) -> TuneConfig:
         # an explicit list would win over n_participants in select(): take a nested prefix of it instead
         d["stream"]["participants"] = d["stream"]["participants"][:point["stream.n_participants"]]
         d["stream"]["n_participants"] = 0
-    return from_dict(TuneConfig, d)
+    return from_dict(FitConfig, d)
 
 
-def trial_params(cfg: TuneConfig, p: dict) -> dict:
+def trial_params(cfg: FitConfig, p: dict) -> dict:
     """What MLflow records per trial: data size, participants, rank, loss, learning rates."""
     return {"trial.participants": ",".join(p["participants"]), "trial.n_participants": len(p["participants"]),
             "trial.stories_per_participant": cfg.stream.stories_per_participant,
@@ -179,14 +203,12 @@ def run(cfg: SweepConfig, log=print) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    preflight(cfg, log)
-    prepare(dataclasses.replace(cfg.prepare, data=cfg.data, stream_check=False), cfg.shards, log)   # once, here
-    cfg = with_pretrained(cfg, log)                  # phone-pretrain a random-init backbone if asked
+    cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
     s = cfg.search
     storage = s.storage_path if "://" in s.storage_path else str(Path(s.storage_path).resolve())
     exp_dir = Path(storage) / s.name
-    base = to_dict(tune_part(cfg))
-    tracker = Tracker(cfg.tracking)
+    base = to_dict(cfg.fit)
+    tracker = Tracker(cfg.fit.tracking)
     t = time.time()
     with _parent_run(cfg, exp_dir, tracker, log) as tr:
         parent = tr.run_id
@@ -206,7 +228,7 @@ def run(cfg: SweepConfig, log=print) -> dict:
                     search_alg=OptunaSearch(seed=s.seed), max_concurrent_trials=s.max_concurrent_trials,
                     # max_t + 1: ASHA kills a trial that reaches max_t, before its function returns; a killed
                     # Train V2 fit was seen to leave the next trial unscheduled (and its MLflow run RUNNING)
-                    scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.train.epochs) + 1,
+                    scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.fit.train.epochs) + 1,
                                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)),
                 run_config=tune.RunConfig(name=s.name, storage_path=storage))
         if parent:                            # temp name, then rename: a torn id would break --resume

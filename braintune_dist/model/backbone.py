@@ -1,12 +1,12 @@
 """Speech backbones (HF wav2vec2 / HuBERT / Whisper encoder): build, normalise input, run with hidden states.
 
 One wrapper serves training (mean-pooled last layer → head) and evaluation (per-layer features).
-Waveform normalisation runs on the model's device (the seeds ran the HF processor on CPU numpy inside
-``forward``, a GPU→CPU→GPU copy per step: method.md §12.6).
+Waveform normalisation runs on the model's device (the original brain-tuning code ran the HF processor on CPU numpy inside
+``forward``, a GPU→CPU→GPU copy per step).
 
 * wav2vec2/HuBERT: per-sample zero-mean/unit-variance when the checkpoint's feature extractor has
   ``do_normalize`` (random-init models: True). ``layerdrop`` and SpecAugment time masking are forced
-  off (stack-notes §2: layerdrop skips whole layers in train mode and leaves LoRA params unused).
+  off (layerdrop skips whole layers in train mode and leaves LoRA params unused).
 * Whisper encoder: log-mel (the ``WhisperFeatureExtractor`` recipe in torch) of audio zero-padded to
   ``2 * max_source_positions`` frames; the output frames that real input reaches are tracked so pooling
   and "last frame" features ignore the padding.
@@ -21,7 +21,7 @@ from torch import nn
 
 SAMPLE_RATE = 16_000
 
-# Tiny architectures for tests and the CPU demo (random init, ~0.1-0.2 M params; stack-notes §2).
+# Tiny architectures for tests and the CPU demo (random init, ~0.1-0.2 M params).
 TINY_SPEECH = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                    conv_dim=(32,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
                    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
@@ -45,7 +45,7 @@ class ModelConfig:
     seed: int = 0
     """Seed of the random initialisation."""
     freeze_frontend: bool = True
-    """Freeze the convolutional front end (the seeds do, with pretrained weights; a random-init model
+    """Freeze the convolutional front end (the original brain-tuning code do, with pretrained weights; a random-init model
     tuned from scratch may need it trainable)."""
 
 
@@ -83,7 +83,7 @@ class Backbone(nn.Module):
         if cfg.family == "whisper":
             model = model.get_encoder()
             for p in [*model.conv1.parameters(), *model.conv2.parameters(), *model.embed_positions.parameters()]:
-                p.requires_grad_(not cfg.freeze_frontend)    # frozen front end, as in the seeds
+                p.requires_grad_(not cfg.freeze_frontend)    # frozen front end, as in the original brain-tuning code
             from transformers import WhisperFeatureExtractor
             fe = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
             self.register_buffer("mel_filters", torch.from_numpy(fe.mel_filters).float(), persistent=False)

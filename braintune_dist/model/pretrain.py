@@ -1,6 +1,6 @@
 """Phone-recognition pretraining of a small random-init speech backbone on the dataset's own speech.
 
-Brain-tuning starts from a *pretrained* speech model: the seeds tune wav2vec2/HuBERT checkpoints that
+Brain-tuning starts from a *pretrained* speech model: the original brain-tuning code tune wav2vec2/HuBERT checkpoints that
 already map sound to phones. A tiny random-init model (CPU demo, tests; no checkpoint can be downloaded
 here) has no such representation, and a few minutes of brain-tuning cannot build one from ~1000 noisy
 fMRI targets (measured: semantic alignment does not move). This module gives the tiny model the stage the
@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,7 @@ from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, LebelDataset
 from braintune_dist.errors import UserError
+from braintune_dist.io import atomic_dir
 
 META_FILE = "pretrain.json"
 
@@ -38,8 +37,6 @@ META_FILE = "pretrain.json"
 class PretrainConfig:
     """Pretrain a small speech backbone on frame-level phone recognition (the stage real checkpoints have)."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    """Dataset whose training stories (audio + TextGrid phones) are used; val stories score accuracy."""
     out: str = "runs/pretrained/tiny-phones"
     """Output HF checkpoint directory (config.json, model.safetensors, preprocessor_config.json, pretrain.json)."""
     enabled: bool = True
@@ -126,16 +123,17 @@ def _accuracy(backbone, clf, batches) -> float:
     return hit / max(tot, 1)
 
 
-def _fingerprint(cfg: PretrainConfig) -> dict:
+def _fingerprint(cfg: PretrainConfig, data: DataConfig) -> dict:
     d = to_dict(cfg)
     for k in ("out", "enabled", "overwrite", "eval_every"):
         d.pop(k)
-    d["data"]["root"] = str(Path(cfg.data.root).resolve())
+    d["data"] = {**to_dict(data), "root": str(Path(data.root).resolve())}
     return d
 
 
-def pretrain(cfg: PretrainConfig, log=print) -> Path:
-    """Train and write the checkpoint (atomically: temp directory, then rename); returns ``out``.
+def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
+    """Train on the training stories of ``data`` (their audio and TextGrid phones; the validation stories score
+    accuracy) and write the checkpoint (atomically: temp directory, then rename); returns ``out``.
 
     A checkpoint already at ``out`` made with the same config is reused; one made with another
     config raises ``PretrainError`` unless ``overwrite``.
@@ -148,7 +146,7 @@ def pretrain(cfg: PretrainConfig, log=print) -> Path:
         raise PretrainError("PretrainConfig.model.pretrained must be empty: pretraining starts from random init")
     if (out / META_FILE).is_file() and not cfg.overwrite:
         old = json.loads((out / META_FILE).read_text())
-        if old.get("fingerprint") == _fingerprint(cfg):
+        if old.get("fingerprint") == _fingerprint(cfg, data):
             log(f"[pretrain] reusing {out} (same config; val phone accuracy {old['val_accuracy']:.2f})")
             return out
         raise PretrainError(f"{out} holds a checkpoint pretrained with another config; set "
@@ -156,10 +154,10 @@ def pretrain(cfg: PretrainConfig, log=print) -> Path:
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).is_file() and not cfg.overwrite:
         raise PretrainError(f"{out} exists and is not a pretraining checkpoint; choose another out")
 
-    ds = LebelDataset(cfg.data.root, cfg.data)
+    ds = LebelDataset(data.root, data)
     split = ds.split()
     if not split["train"]:
-        raise PretrainError(f"{cfg.data.root}: no training stories to pretrain on")
+        raise PretrainError(f"{data.root}: no training stories to pretrain on")
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(dataclasses.replace(cfg.model, freeze_frontend=False))
     hop = int(np.prod(backbone.model.config.conv_stride))             # samples per output frame
@@ -196,35 +194,29 @@ def pretrain(cfg: PretrainConfig, log=print) -> Path:
             log(f"[pretrain] step {step}: loss {float(loss.detach()):.3f}, val phone accuracy {acc:.3f} "
                 f"({time.time() - t0:.0f} s)")
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    backbone.model.save_pretrained(tmp)
-    # the feature-extractor file tells Backbone (and HF) to normalise each waveform, as during pretraining
-    (tmp / "preprocessor_config.json").write_text(json.dumps(dict(
-        feature_extractor_type="Wav2Vec2FeatureExtractor", do_normalize=True, sampling_rate=SAMPLE_RATE,
-        feature_size=1, padding_value=0.0, return_attention_mask=False), indent=1))
-    (tmp / META_FILE).write_text(json.dumps(dict(
-        fingerprint=_fingerprint(cfg), phones=list(vocab), history=history, seconds=time.time() - t0,
-        val_accuracy=history[-1]["val_accuracy"], chance=1 / max(len(vocab) - 1, 1)), indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:               # the old checkpoint stays in place until the new one is whole
+        backbone.model.save_pretrained(tmp)
+        # the feature-extractor file tells Backbone (and HF) to normalise each waveform, as during pretraining
+        (tmp / "preprocessor_config.json").write_text(json.dumps(dict(
+            feature_extractor_type="Wav2Vec2FeatureExtractor", do_normalize=True, sampling_rate=SAMPLE_RATE,
+            feature_size=1, padding_value=0.0, return_attention_mask=False), indent=1))
+        (tmp / META_FILE).write_text(json.dumps(dict(
+            fingerprint=_fingerprint(cfg, data), phones=list(vocab), history=history, seconds=time.time() - t0,
+            val_accuracy=history[-1]["val_accuracy"], chance=1 / max(len(vocab) - 1, 1)), indent=1))
     log(f"[pretrain] wrote {out} in {time.time() - t0:.0f} s")
     return out
 
 
-def with_pretrained(cfg, log=print):
-    """``cfg`` (any tuning config with ``pretrain``, ``data`` and ``model``) with ``model.pretrained`` set to
-    the pretraining output when ``pretrain.enabled`` (pretraining first if needed); else ``cfg`` unchanged."""
-    pre = getattr(cfg, "pretrain", None)
-    if pre is None or not pre.enabled:
-        return cfg
-    if cfg.model.pretrained and Path(cfg.model.pretrained).resolve() == Path(pre.out).resolve():
-        return cfg                                                    # already applied
-    if cfg.model.pretrained:
-        raise ConfigError("model.pretrained and pretrain.enabled are both set: choose one starting point")
-    if cfg.model.family != pre.model.family:
-        raise ConfigError(f"model.family={cfg.model.family!r} but pretrain.model.family={pre.model.family!r}")
-    out = pretrain(dataclasses.replace(pre, data=cfg.data), log)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=str(out.resolve())))
+def with_pretrained(fit, pre: PretrainConfig, log=print):
+    """The fit config ``fit`` with ``model.pretrained`` set to the pretraining output when ``pre.enabled``
+    (pretraining on ``fit.data`` first if needed); else ``fit`` unchanged."""
+    if not pre.enabled:
+        return fit
+    if fit.model.pretrained and Path(fit.model.pretrained).resolve() == Path(pre.out).resolve():
+        return fit                                                    # already applied
+    if fit.model.pretrained:
+        raise ConfigError("fit.model.pretrained and pretrain.enabled are both set: choose one starting point")
+    if fit.model.family != pre.model.family:
+        raise ConfigError(f"fit.model.family={fit.model.family!r} but pretrain.model.family={pre.model.family!r}")
+    out = pretrain(pre, fit.data, log)
+    return dataclasses.replace(fit, model=dataclasses.replace(fit.model, pretrained=str(out.resolve())))

@@ -39,12 +39,12 @@ class HeadSettings:
     kind: Literal["shared", "per_participant"] = "shared"
     """One common-space head for all participants, or one head per participant."""
     bottleneck: int = 0
-    """Width of a linear bottleneck before the head (0 = none; the seeds defined 200, unused)."""
+    """Width of a linear bottleneck before the head (0 = none; the original brain-tuning code defined 200, unused)."""
     standardize: bool = True
     """Z-score the pooled features with their mean/SD over `standardize_windows` training windows of the
     untuned backbone, and start the head at zero. Pooled features of a random-init backbone vary little
     around a large offset, so a plain linear head barely moves in a few hundred steps; pretrained
-    backbones do not need it (false = the seeds' plain linear head)."""
+    backbones do not need it (false = the original brain-tuning code's plain linear head)."""
     standardize_windows: int = 256
     """Training windows used to measure the pooled-feature statistics (read by the driver, once)."""
 
@@ -92,7 +92,7 @@ class BrainTuner(nn.Module):
 
     def train(self, mode: bool = True) -> "BrainTuner":
         """Train mode for the head and LoRA dropout only: the backbone stays in eval mode (no dropout,
-        attention dropout, layerdrop or time masking), as the seeds' multi-brain code did."""
+        attention dropout, layerdrop or time masking), as the original brain-tuning code's multi-brain code did."""
         super().train(mode)
         if mode:
             self.backbone.eval()

@@ -9,17 +9,21 @@ about +10 % peak RSS (BENCHMARKS.md).
 
 :func:`host_pool` does on the host what CuPy's memory pool does on the GPU: while it is active,
 glibc takes large blocks from its heap (``M_MMAP_MAX = 0``) and keeps freed ones for reuse
-(``M_TRIM_THRESHOLD`` high). On exit it restores glibc's defaults and trims the heap
-(``malloc_trim``), so the memory goes back to the system. The setting is process-wide while a fit
-runs; nested and concurrent fits share one activation. Other C libraries (musl, macOS) are left
-alone, as is everything when ``BRAINTUNE_HOST_POOL=0``.
+(``M_TRIM_THRESHOLD`` high). On exit it sets both parameters back to glibc's default values and
+trims the heap (``malloc_trim``), so the memory goes back to the system.
+
+It is opt-in (``RidgeCV(host_pool=True)``, ``eval.ridge.host_pool``) because it changes malloc for the
+whole process: while a fit runs, every thread (Ray's, torch's) allocates from the same unbounded heap,
+and after it glibc's *dynamic* mmap threshold stays off for the rest of the process (any ``mallopt`` of
+these parameters turns it off, and no call turns it back on): the threshold stays at its value when the
+pool opened instead of rising after large frees. Use it in a process that only fits ridges (a ridge
+worker). Nested and concurrent fits share one activation; other C libraries (musl, macOS) are left alone.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import functools
-import os
 import threading
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4          # mallopt parameters (malloc.h)
@@ -43,7 +47,7 @@ def _glibc():
 def host_pool():
     """Serve large allocations from a reusable heap for the duration of the block."""
     global _depth
-    libc = None if os.environ.get("BRAINTUNE_HOST_POOL", "1") == "0" else _glibc()
+    libc = _glibc()
     if libc is None:
         yield
         return

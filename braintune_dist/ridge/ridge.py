@@ -13,6 +13,7 @@ Nothing of shape (n_alphas, n_samples, n_voxels) is formed; voxels go in ``n_tar
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -47,6 +48,9 @@ class RidgeCV:
         ``"auto"`` uses the GPU when one is usable.
     n_targets_batch : int or None
         Voxels processed at once (memory bound). None: 4096 on NumPy, 16384 on CuPy.
+    host_pool : bool
+        NumPy backend: keep freed large blocks in glibc's heap during the fit (faster, but it changes
+        malloc for the whole process: see :mod:`.hostpool`). For processes that only fit ridges.
 
     Attributes
     ----------
@@ -62,9 +66,9 @@ class RidgeCV:
     """
 
     def __init__(self, alphas=np.logspace(0, 6, 10), cv=5, fit_intercept=False, backend="auto",
-                 n_targets_batch=None):
+                 n_targets_batch=None, host_pool=False):
         self.alphas, self.cv, self.fit_intercept = alphas, cv, fit_intercept
-        self.backend, self.n_targets_batch = backend, n_targets_batch
+        self.backend, self.n_targets_batch, self.host_pool = backend, n_targets_batch, host_pool
 
     def fit(self, X, Y):
         """Fit the model.
@@ -82,11 +86,13 @@ class RidgeCV:
 
         Notes
         -----
-        On the CPU the fit runs inside :func:`.hostpool.host_pool` (glibc reuses the memory of
-        its large temporaries instead of mapping fresh pages; ``BRAINTUNE_HOST_POOL=0`` disables).
+        With ``host_pool=True`` a CPU fit runs inside :func:`.hostpool.host_pool` (glibc reuses the
+        memory of its large temporaries instead of mapping fresh pages; process-wide, hence opt-in).
+        A CuPy fit always uses CuPy's memory pool.
         """
         be = get_backend(self.backend)
-        with be.pool():                 # large temporaries reuse memory (see .hostpool)
+        pool = be.pool() if self.host_pool or be.name != "numpy" else contextlib.nullcontext()
+        with pool:                      # large temporaries reuse memory (see .hostpool)
             return self._fit(be, X, Y)
 
     def _fit(self, be, X, Y):

@@ -2,7 +2,7 @@
 
 A checkpoint directory holds::
 
-    model.pt        {'config': TuneConfig dict, 'backbone': trainable backbone weights (LoRA or full),
+    model.pt        {'config': FitConfig dict, 'backbone': trainable backbone weights (LoRA or full),
                      'head': head/bottleneck weights, 'n_vertices', 'participants', 'epoch', 'step',
                      'val_loss'}
     deepspeed/ | optimizer.pt    optimizer + scheduler state, for resuming (engine-specific)

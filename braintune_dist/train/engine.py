@@ -5,8 +5,8 @@ micro-batch; the optimizer steps every ``grad_accum`` micro-batches, with clippi
 and ``save(dir)`` / ``load(dir)`` of the full training state (weights, optimizer, scheduler).
 
 The LR schedule is linear warm-up then linear (or cosine) decay over ``total_steps`` = the optimizer
-steps this run will actually take (epochs × steps per epoch), fixing the seeds' schedule whose total
-was ~9× the steps taken (method.md §12.4).
+steps this run will actually take (epochs × steps per epoch), fixing the original brain-tuning code's schedule whose total
+was ~9× the steps taken.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class Engine:
 
     def _init_deepspeed(self, model, opt, sched, micro_batch):
         if self.device.type == "cpu" and self.cfg.skip_cpu_shm_build:
-            try:  # internal API (stack-notes §3): edits persist; plain gloo collectives instead of a JIT op
+            try:  # internal API: edits persist; plain gloo collectives instead of a JIT op
                 import deepspeed.ops
                 deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
             except (ImportError, AttributeError, TypeError):

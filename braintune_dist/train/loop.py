@@ -71,7 +71,7 @@ class RaySettings:
 
 
 @dataclass
-class TuneConfig:
+class FitConfig:
     """Multi-participant brain-tuning of a speech model on Ray Train."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -132,7 +132,7 @@ def _batch_loss(engine: Engine, name: str, batch: dict, vmask: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def validate(engine: Engine, shard, cfg: TuneConfig, vmask: torch.Tensor) -> float:
+def validate(engine: Engine, shard, cfg: FitConfig, vmask: torch.Tensor) -> float:
     """Mean loss over this worker's validation windows, averaged across workers (weighted by batches)."""
     engine.module.eval()
     total, n = 0.0, 0
@@ -149,11 +149,11 @@ def weights_checksum(model: BrainTuner) -> float:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. ``config``: cfg (TuneConfig dict), total_steps, coverage (P, V) bool,
+    """Ray Train entry point. ``config``: cfg (FitConfig dict), total_steps, coverage (P, V) bool,
     participants, n_vertices, feature_stats ((hidden,) mean, SD) or None, mlflow_run_id."""
     import ray.train
 
-    cfg = from_dict(TuneConfig, config["cfg"])
+    cfg = from_dict(FitConfig, config["cfg"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.manual_seed(cfg.train.seed + rank)

@@ -6,8 +6,8 @@ window, scored against every participant present); ``vertex_mask`` (n_participan
 which common-space vertices each participant covers (uncovered vertices hold 0 and are ignored).
 
 Combination rule: every valid (window, participant) pair counts once — the loss is the mean over valid
-pairs of the per-pair loss. (The seeds instead took consecutive SGD steps on one participant at a time:
-method.md §5.) ``temporal_corr`` is the exception by nature: it correlates each vertex over the
+pairs of the per-pair loss. (The original brain-tuning code instead took consecutive SGD steps on one participant at a time.)
+``temporal_corr`` is the exception by nature: it correlates each vertex over the
 windows of the batch, per participant, and averages over participants with ≥ 2 windows.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ def mse(pred, target, vmask):
 
 
 def spatial_corr(pred, target, vmask):
-    """1 − Pearson r across covered vertices, per pair → (batch, P) (the seeds' SpatialCorrelationLoss)."""
+    """1 − Pearson r across covered vertices, per pair → (batch, P) (the original brain-tuning code's SpatialCorrelationLoss)."""
     p = pred - _masked_mean(pred, vmask, -1).unsqueeze(-1)
     t = target - _masked_mean(target, vmask, -1).unsqueeze(-1)
     num = (p * t * vmask).sum(-1)
@@ -36,7 +36,7 @@ def spatial_corr(pred, target, vmask):
 
 
 def cos_huber(pred, target, vmask, delta: float = 0.6):
-    """Huber(δ) mean over vertices + (1 − cosine similarity), per pair → (batch, P) (the seeds' cosl2)."""
+    """Huber(δ) mean over vertices + (1 − cosine similarity), per pair → (batch, P) (the original brain-tuning code's cosl2)."""
     err = (pred - target).abs()
     small = err.clamp(max=delta)
     huber = _masked_mean(0.5 * small ** 2 + delta * (err - small), vmask, -1)

@@ -1,4 +1,4 @@
-"""Driver side of brain-tuning: build the Ray Train ``TorchTrainer`` from a ``TuneConfig``.
+"""Driver side of brain-tuning: build the Ray Train ``TorchTrainer`` from a ``FitConfig``.
 
 The schedule's total step count is computed here from the exact epoch size in the shard manifest
 (rows per worker after Ray Data's equal split), so the warm-up/decay spans the steps actually taken.
@@ -15,10 +15,10 @@ import numpy as np
 from braintune_dist.config import to_dict
 from braintune_dist.data.shards import COVERAGE
 from braintune_dist.data.stream import _dense, load_manifest, make_dataset, select, shards_for, summarize
-from braintune_dist.train.loop import TuneConfig, train_loop_per_worker
+from braintune_dist.train.loop import FitConfig, train_loop_per_worker
 
 
-def plan(cfg: TuneConfig) -> dict:
+def plan(cfg: FitConfig) -> dict:
     """Participants, coverage mask, epoch size and total optimizer steps of a run (no Ray needed).
 
     Returns
@@ -45,7 +45,7 @@ def plan(cfg: TuneConfig) -> dict:
                 total_steps=steps * cfg.train.epochs)
 
 
-def feature_stats(cfg: TuneConfig) -> tuple[np.ndarray, np.ndarray]:
+def feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     """Mean and SD, each (hidden,), of the untuned backbone's pooled features over
     ``cfg.head.standardize_windows`` training windows spread evenly over the selected shards.
 
@@ -82,7 +82,7 @@ def feature_stats(cfg: TuneConfig) -> tuple[np.ndarray, np.ndarray]:
     return pooled.mean(0).numpy(), pooled.std(0).numpy()
 
 
-def build_trainer(cfg: TuneConfig, mlflow_run_id: str | None = None, run_plan: dict | None = None):
+def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: dict | None = None):
     """A ``TorchTrainer`` running ``train_loop_per_worker`` on the configured shards."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer

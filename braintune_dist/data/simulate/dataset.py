@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,8 @@ from braintune_dist.data.simulate import brain, speech
 from braintune_dist.data.lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
     TRIM_START, LebelDataset
 from braintune_dist.data.textgrid import write_textgrid
+from braintune_dist.errors import OutputExistsError, UserError
+from braintune_dist.io import atomic_dir
 
 # purposes of the random streams (first key after the seed)
 _SPACE, _TEXT, _LAYOUT, _NOISE = 1, 2, 3, 4
@@ -50,10 +50,6 @@ _SPACE, _TEXT, _LAYOUT, _NOISE = 1, 2, 3, 4
 class SimConfig:
     """Generate a simulated ds003020-layout dataset (real speech, simulated fMRI with ground truth)."""
 
-    out: str = "data/sim"
-    """Output dataset root; must not exist or be empty unless --overwrite true."""
-    overwrite: bool = False
-    """Replace an existing non-empty --out (the old one is removed only after the new one is complete)."""
     seed: int = 0
     """Random seed: the same seed gives byte-identical audio and responses."""
     participants: int = 4
@@ -208,7 +204,7 @@ def _build(cfg: SimConfig, root: Path) -> dict:
 
     np.savez(root / "ground_truth" / "common_space.npz", vertex_region=space.region.astype(np.int8),
              region_names=np.array(brain.REGION_NAMES))
-    config = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "overwrite")}
+    config = to_dict(cfg)
     meta = dict(
         generator="braintune_dist.data.simulate", seed=cfg.seed, config=config,
         categories=speech.CATEGORIES, category_names=list(speech.CATEGORIES),
@@ -236,55 +232,48 @@ def _write_wav(path: Path, audio: np.ndarray) -> None:
     sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16")
 
 
-def simulate(cfg: SimConfig) -> Path:
-    """Generate the dataset described by ``cfg`` at ``cfg.out`` and return that path.
+def simulate(cfg: SimConfig, out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Generate the dataset described by ``cfg`` at ``out`` and return that path.
 
-    The dataset is written to a temporary sibling folder and renamed to ``cfg.out`` only when complete,
+    The dataset is written to a temporary sibling folder and renamed to ``out`` only when complete,
     so an interrupted run never leaves a dataset that looks finished.
 
     Raises
     ------
-    FileExistsError
-        ``cfg.out`` exists and is not an empty folder, and ``cfg.overwrite`` is false.
+    OutputExistsError
+        ``out`` exists and is not an empty folder, and ``overwrite`` is false.
     ConfigError
         A field has a value that cannot make a valid dataset (the message names it).
     """
     check_config(cfg)
-    out = Path(cfg.out).absolute()
+    out = Path(out).absolute()
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
-    if occupied and not cfg.overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite true to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    moved = False
-    try:
+    if occupied and not overwrite:
+        raise OutputExistsError(f"{out} exists and is not empty; set overwrite true to replace it")
+    with atomic_dir(out) as tmp:                   # an interrupted run leaves no dataset that looks finished
         _build(cfg, tmp)
-        os.chmod(tmp, 0o755)                       # mkdtemp makes it 0700
-        if out.exists() or out.is_symlink():       # overwrite: keep the old one until the new one is in place
-            os.rename(out, old)
-            moved = True
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if moved and not out.exists():
-            os.rename(old, out)                    # put the previous dataset back
-        raise
-    if moved:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
     return out
+
+
+@dataclass
+class SimulateConfig:
+    """Generate a simulated ds003020-layout dataset (real speech, simulated fMRI with ground truth)."""
+
+    out: str = "data/sim"
+    """Output dataset root; must not exist or be empty unless --overwrite true."""
+    overwrite: bool = False
+    """Replace an existing non-empty --out (the old one is removed only after the new one is complete)."""
+    sim: SimConfig = field(default_factory=SimConfig)
+    """What to simulate: participants, stories, vertices, regions, SNRs, voice."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``braintune-simulate``."""
-    cfg = parse_cli(SimConfig, argv)
     t0 = time.perf_counter()
     try:
-        out = simulate(cfg)
-    except (FileExistsError, ConfigError, RuntimeError) as exc:
+        cfg = parse_cli(SimulateConfig, argv)
+        out = simulate(cfg.sim, cfg.out, cfg.overwrite)
+    except (UserError, RuntimeError) as exc:           # RuntimeError: espeak-ng missing or failing
         print(f"braintune-simulate: error: {exc}", file=sys.stderr)
         return 2
     summary = LebelDataset(out).validate()
