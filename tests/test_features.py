@@ -79,8 +79,8 @@ def test_story_features_align_and_cache(tmp_path):
     bb = build_backbone(ModelConfig(family="hubert"))
     cfg = FeatureConfig(window=2.0, stride=0.5, layers=[1, 2], device="cpu", cache_dir=str(tmp_path / "cache"))
     fx = FeatureExtractor(bb, cfg)
-    X = fx.design(ds, ["alpha", TEST_STORY])
-    n_rows = ds.load_responses("UTS01", "alpha").shape[0] + ds.load_responses("UTS01", TEST_STORY).shape[0]
+    X = fx.story_features(ds, TEST_STORY)
+    n_rows = ds.load_responses("UTS01", TEST_STORY).shape[0]
     assert set(X) == {1, 2} and X[1].shape == (n_rows, bb.hidden_size * 4)
     story = fx.story_features(ds, "alpha")[2]
     # the delay-2 block of row r is the delay-1 block of row r-1 (consecutive TRs of one story)
@@ -93,7 +93,7 @@ def test_story_features_align_and_cache(tmp_path):
     # a second extractor with the same weights reads the cache (no model call) and agrees
     fx2 = FeatureExtractor(bb, cfg)
     fx2.story_windows = None  # would raise if called
-    np.testing.assert_array_equal(fx2.design(ds, ["alpha", TEST_STORY])[1], X[1])
+    np.testing.assert_array_equal(fx2.story_features(ds, TEST_STORY)[1], X[1])
     # different weights -> different cache key
     bb2 = build_backbone(ModelConfig(family="hubert", seed=1))
     assert FeatureExtractor(bb2, cfg).fingerprint != fx.fingerprint

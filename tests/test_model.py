@@ -118,3 +118,21 @@ def test_pretrained_checkpoint_by_path(tmp_path, family):
         assert torch.allclose(loaded.pooled(WAV), src.pooled(WAV), atol=1e-5)
     if family != "whisper":
         assert loaded.model.config.layerdrop == 0.0 and loaded.model.config.mask_time_prob == 0.0
+
+
+def test_whisper_log_mel_matches_the_hf_feature_extractor():
+    """The on-device log-mel of the Whisper backbone is HF's WhisperFeatureExtractor (numpy) recipe: same
+    filters, STFT, log10 clamp, max − 8 floor and (x + 4) / 4 scaling, at the encoder's input length."""
+    import numpy as np
+    from transformers import WhisperFeatureExtractor
+    from braintune_dist.model.backbone import build_backbone
+    bb = build_backbone(ModelConfig(family="whisper"))
+    n_samples = 2 * bb.model.config.max_source_positions * bb.hop
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.6 * n_samples)) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    ours, valid = bb._log_mel(torch.from_numpy(wav)[None])
+    fe = WhisperFeatureExtractor(feature_size=bb.model.config.num_mel_bins)
+    ref = fe(wav, sampling_rate=16000, max_length=n_samples, return_tensors="np").input_features
+    assert ours.shape == ref.shape and valid == wav.size // bb.hop
+    np.testing.assert_allclose(ours.numpy(), ref, atol=2e-4)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from braintune_dist.data.lebel import DatasetError
-from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment, select_voxels
+from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment
 
 
 def reference_cc_max(repeats):
@@ -46,7 +46,6 @@ def test_noise_ceiling_bad_shape():
 
 def test_selection_and_normalisation():
     cc = np.array([0.1, 0.5, 0.41, 0.4, 0.0])
-    assert select_voxels(cc, 0.4).tolist() == [1, 2]
     r = np.array([0.05, 0.25, 0.41, 0.2, 0.3])
     out = normalised_alignment(r, cc)
     assert np.allclose(out[:4], [0.5, 0.5, 1.0, 0.5]) and np.isnan(out[4])

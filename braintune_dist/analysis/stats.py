@@ -85,12 +85,11 @@ def holm(p) -> np.ndarray:
 def fdr_bh(p) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (false discovery rate), NaN entries left out of the family.
 
-    p : array of any shape → array of the same shape, float64: ``min_{j>=i} min(1, m p_(j) / j)`` in
-    ascending order of p (scipy's ``false_discovery_control(method='bh')``).
+    p : array of any shape → array of the same shape, float64: scipy's
+    ``false_discovery_control(method='bh')`` on the finite entries.
     """
-    def step(q):
-        return np.minimum(1.0, np.minimum.accumulate((q.size * q / np.arange(1, q.size + 1))[::-1])[::-1])
-    return _adjust(p, step)
+    import scipy.stats
+    return _adjust(p, lambda q: scipy.stats.false_discovery_control(q, method="bh"))
 
 
 # --------------------------------------------------------------------------- bootstrap

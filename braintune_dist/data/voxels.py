@@ -51,11 +51,6 @@ def noise_ceiling(repeats: np.ndarray, zscore: bool = True) -> np.ndarray:
     return np.nan_to_num(np.where(sp > 0, cc_max, 0.0), nan=0.0)
 
 
-def select_voxels(cc_max: np.ndarray, threshold: float = 0.4) -> np.ndarray:
-    """Indices of voxels with ``cc_max > threshold`` (the original brain-tuning code's NC > 0.4 rule), shape (n_selected,)."""
-    return np.flatnonzero(np.asarray(cc_max) > threshold)
-
-
 def normalised_alignment(r: np.ndarray, cc_max: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """``r / cc_max`` per voxel; NaN where ``cc_max <= threshold`` (no reliable ceiling)."""
     r, cc = np.asarray(r, dtype=np.float64), np.asarray(cc_max, dtype=np.float64)

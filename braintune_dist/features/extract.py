@@ -153,8 +153,3 @@ class FeatureExtractor:
         """TR-aligned features of one story: layer → array of shape (n_rows, hidden * n_delays)."""
         times, feats = self.window_features(ds, story)
         return align_to_trs(times, feats, ds, story, self.cfg)
-
-    def design(self, ds: LebelDataset, stories: list[str]) -> dict[int, np.ndarray]:
-        """Stacked features of several stories: layer → (sum of n_rows, hidden * n_delays), float32."""
-        per_story = [self.story_features(ds, s) for s in stories]
-        return {lay: np.concatenate([p[lay] for p in per_story]) for lay in self.layers}

@@ -140,8 +140,8 @@ def trial_config(base: dict, point: dict) -> FitConfig:
         for p in parents:
             node = node[p]
         node[leaf] = value
-    if "lora.rank" in point:                                      # keep the alpha/rank scale of the base config
-        d["lora"]["alpha"] = base["lora"]["alpha"] * point["lora.rank"] / base["lora"]["rank"]
+    if "lora.rank" in point:                      # keep the alpha/rank scale of the base config (alpha is an int)
+        d["lora"]["alpha"] = round(base["lora"]["alpha"] * point["lora.rank"] / base["lora"]["rank"])
     if point.get("stream.n_participants") and d["stream"]["participants"]:
         # an explicit list would win over n_participants in select(): take a nested prefix of it instead
         d["stream"]["participants"] = d["stream"]["participants"][:point["stream.n_participants"]]
