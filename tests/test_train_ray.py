@@ -21,7 +21,7 @@ from braintune_dist.jobs.preflight import RAY_SNAPSHOT, PreflightError
 from braintune_dist.tracking import Tracker
 from braintune_dist.train.checkpoint import load_tuner, read_model_file
 from braintune_dist.train.loop import FitConfig, weights_checksum
-from braintune_dist.train.trainer import build_trainer, plan
+from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
 
 from servers import MlflowServer, own_processes
 
@@ -60,9 +60,12 @@ def test_ddp_two_workers_learns(ray_local, sim_shards, tmp_path):
     cfg = tune_cfg(sim_shards, tmp_path)
     p = plan(cfg)
     assert p["participants"] == ["sim01", "sim02", "sim03"] and p["coverage"].shape == (3, 60)
-    result = build_trainer(cfg).fit()
+    lines = []
+    result = fit_with_progress(build_trainer(cfg), lines.append)
     h = history(result)
     assert [m["epoch"] for m in h] == [0, 1]
+    # the driver printed one line per epoch (the workers' own output stays in Ray's logs)
+    assert [line.split(":")[0] for line in lines] == ["[train] epoch 0", "[train] epoch 1"], lines
     assert h[-1]["step"] == p["total_steps"] == 2 * p["steps_per_epoch"]      # schedule = steps taken
     assert h[1]["train_loss"] < h[0]["train_loss"]                            # loss decreases
     assert 0 < h[0]["peak_rss_mb"] <= h[1]["peak_rss_mb"] <= h[1]["peak_rss_mb_max"]   # a peak only grows

@@ -91,3 +91,13 @@ def test_common_space_errors(tmp_path):
         CommonSpace.load(tmp_path, ["s1"])
     with pytest.raises(DatasetError, match="common-space map not found"):
         CommonSpace.load(tmp_path / "nowhere", ["s1"])
+
+
+def test_zscore_columns_constant_ones_zero_and_dtype():
+    from braintune_dist.data.voxels import zscore
+    Y = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 9.0]], np.float32)
+    Z = zscore(Y)
+    assert Z.dtype == np.float32 and np.allclose(Z.mean(0), 0, atol=1e-6)
+    assert np.allclose(Z[:, [0, 2]].std(0), 1, atol=1e-6) and (Z[:, 1] == 0).all()
+    assert zscore(Y, np.float64).dtype == np.float64
+    np.testing.assert_allclose(zscore(Y, np.float64)[:, 0], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)

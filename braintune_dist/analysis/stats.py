@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.stats
 
+from braintune_dist.data.voxels import zscore
+
 ALTERNATIVES = ("two-sided", "greater", "less")
 
 
@@ -231,12 +233,6 @@ def block_permutations(n_blocks: int, n_perm: int, seed: int = 0) -> np.ndarray:
     return np.argsort(np.random.default_rng(seed).random((n_perm, n_blocks)), axis=1)
 
 
-def _zscore_cols(Y: np.ndarray) -> np.ndarray:
-    Y = np.asarray(Y, np.float64)
-    sd = Y.std(0)
-    return np.where(sd > 0, (Y - Y.mean(0)) / np.where(sd > 0, sd, 1.0), 0.0)
-
-
 def block_permutation_test(y_true, y_pred, block: int = 10, n_perm: int = 1000, seed: int = 0,
                            alternative: str = "greater", batch: int = 2048,
                            return_null: bool = False) -> PermutationResult:
@@ -279,7 +275,7 @@ def block_permutation_test(y_true, y_pred, block: int = 10, n_perm: int = 1000, 
     null = np.empty((n_perm, v)) if return_null else None
     for v0 in range(0, v, batch):                                        # voxel batches bound memory
         sl = slice(v0, min(v, v0 + batch))
-        a, b = _zscore_cols(A[:, sl]), _zscore_cols(B[:, sl])
+        a, b = zscore(A[:, sl], np.float64), zscore(B[:, sl], np.float64)
         tail = (a[m:] * b[m:]).sum(0)                                    # (vb,) rows that stay in place
         ab = a[:m].reshape(nb, block, -1).transpose(2, 0, 1)             # (vb, nb, L)
         bb = b[:m].reshape(nb, block, -1).transpose(2, 1, 0)             # (vb, L, nb)

@@ -51,6 +51,16 @@ def noise_ceiling(repeats: np.ndarray, zscore: bool = True) -> np.ndarray:
     return np.nan_to_num(np.where(sp > 0, cc_max, 0.0), nan=0.0)
 
 
+def zscore(Y, dtype=None) -> np.ndarray:
+    """Z-score each column over rows (ddof 0); constant columns become 0.
+
+    Y : (n_rows, n) array-like → (n_rows, n) in ``dtype`` (default: Y's own), computed in that dtype.
+    """
+    Y = np.asarray(Y) if dtype is None else np.asarray(Y, dtype)
+    mu, sd = Y.mean(0), Y.std(0)
+    return np.where(sd > 0, (Y - mu) / np.where(sd > 0, sd, 1), 0).astype(Y.dtype, copy=False)
+
+
 def normalised_alignment(r: np.ndarray, cc_max: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """``r / cc_max`` per voxel; NaN where ``cc_max <= threshold`` (no reliable ceiling)."""
     r, cc = np.asarray(r, dtype=np.float64), np.asarray(cc_max, dtype=np.float64)

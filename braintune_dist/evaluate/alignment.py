@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment
+from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment, zscore
 from braintune_dist.features.extract import FeatureExtractor
 from braintune_dist.ridge.ridge import RidgeCV
 
@@ -36,12 +36,6 @@ class RidgeConfig:
     """Voxels with noise ceiling ≤ this get no normalised score (NaN), as the original brain-tuning code's `get_fil_acc` (0.4)."""
 
 
-def zscore(Y: np.ndarray) -> np.ndarray:
-    """Column z-score over rows, constant columns → 0. (n_rows, n) → (n_rows, n) float32."""
-    mu, sd = Y.mean(0), Y.std(0)
-    return ((Y - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
-
-
 def story_splits(lengths: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Leave-one-story-out (train_idx, test_idx) pairs for stories stacked in order."""
     bounds = np.cumsum([0] + list(lengths))
@@ -61,10 +55,10 @@ class SubjectData:
 
 
 def load_subject(ds: LebelDataset, subject: str, stories: list[str], space: CommonSpace | None) -> SubjectData:
-    train = [zscore(ds.load_responses(subject, s)) for s in stories]
+    train = [zscore(ds.load_responses(subject, s)).astype(np.float32) for s in stories]
     reps = ds.load_repeats(subject)                                        # (n_rep, n_test_rows, n_voxels)
     regions = space.voxel_regions(subject) if space is not None else np.full(reps.shape[2], "all")
-    return SubjectData(subject, train, zscore(reps.mean(0)), noise_ceiling(reps), regions)
+    return SubjectData(subject, train, zscore(reps.mean(0)).astype(np.float32), noise_ceiling(reps), regions)
 
 
 def fit_score(X_stories: list[np.ndarray], Y_stories: list[np.ndarray], X_test: np.ndarray, Y_test: np.ndarray,

@@ -20,7 +20,7 @@ from braintune_dist.model.pretrain import PretrainConfig, with_pretrained
 from braintune_dist.tracking import Tracker, run_manifest
 from braintune_dist.train.checkpoint import load_backbone
 from braintune_dist.train.loop import FitConfig
-from braintune_dist.train.trainer import build_trainer, plan
+from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
 
 
 @dataclass
@@ -75,7 +75,7 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
         t = time.time()
         trainer = build_trainer(dataclasses.replace(fit, ray=dataclasses.replace(fit.ray, run_name=name)),
                                 mlflow_run_id=tr.run_id, run_plan=p)
-        result = trainer.fit()
+        result = fit_with_progress(trainer, log)
         best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
         log(f"[train] finished in {time.time() - t:.0f} s: {result.metrics}")
         log(f"[train] best checkpoint: {best.path}")

@@ -29,7 +29,7 @@ from braintune_dist.model.pretrain import PretrainConfig
 from braintune_dist.train.loop import FitConfig
 from braintune_dist.tracking import Tracker, save_figure
 from braintune_dist.train.checkpoint import load_backbone
-from braintune_dist.train.trainer import build_trainer, plan
+from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
 
 
 @dataclass
@@ -209,7 +209,7 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
                 pt.log_params({"point.mode": mode, "point.size": size, "point.unit": cfg.grid.unit,
                                "point.repeat": k, "point.train_seed": pc.train.seed,
                                "point.participants": ",".join(p["participants"]), "point.train_rows": p["train_rows"]})
-                result = build_trainer(pc, mlflow_run_id=pt.run_id, run_plan=p).fit()
+                result = fit_with_progress(build_trainer(pc, mlflow_run_id=pt.run_id, run_plan=p), log, label)
                 best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
                 with best.as_directory() as ckpt:
                     model = {label: load_backbone(fit.model, ckpt)}

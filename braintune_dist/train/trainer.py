@@ -119,3 +119,48 @@ def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: di
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
     )
+
+
+def _progress_callback(queue):
+    """A Ray Train callback (it runs in the Train controller) that forwards rank 0's report of every
+    epoch to ``queue``, for the driver to print."""
+    from ray.train import UserCallback
+
+    class Progress(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            if metrics:
+                queue.put_nowait({k: v for k, v in metrics[0].items() if isinstance(v, (int, float))})
+    return Progress()
+
+
+def fit_with_progress(trainer, log=print, what: str = "train"):
+    """``trainer.fit()`` with one driver line per epoch: the workers' own output stays in Ray's log files
+    (see ``jobs.launch.connect_ray``), so this is what the user sees of training."""
+    import threading
+
+    import ray
+    from ray.util.queue import Empty, Queue
+    queue = Queue(actor_options={"num_cpus": 0})           # a tiny actor: no CPU taken from the workers
+    trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), _progress_callback(queue)]
+    done = threading.Event()
+
+    def pump():
+        while not done.is_set():
+            try:
+                m = queue.get(timeout=1.0)
+            except Empty:
+                continue
+            except Exception:                               # queue gone (driver shutting down)
+                return
+            log(f"[{what}] epoch {m.get('epoch', '?')}: train_loss {m.get('train_loss', math.nan):.4f}, "
+                f"val_loss {m.get('val_loss', math.nan):.4f}, step {m.get('step', '?')} "
+                f"({m.get('epoch_seconds', math.nan):.0f} s)")
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        return trainer.fit()
+    finally:
+        time.sleep(1.5)                                     # let the last epoch's line through
+        done.set()
+        thread.join(timeout=5)
+        ray.kill(queue.actor)

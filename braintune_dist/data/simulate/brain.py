@@ -22,6 +22,7 @@ import numpy as np
 
 from braintune_dist.data.lebel import SAMPLE_RATE
 from braintune_dist.data.textgrid import Interval
+from braintune_dist.data.voxels import zscore
 
 FINE_HZ = 10              # feature grid rate; TR mid-points (odd seconds) fall exactly on it
 REGION_NAMES = ("null", "auditory", "semantic")
@@ -59,7 +60,7 @@ def band_envelopes(audio: np.ndarray, n_bands: int, onset: float, n_fine: int) -
     n_copy = min(n_bins, n_fine - start)
     X[start: start + n_copy] = bands[:n_copy]
     X = np.log10(X + 1e-8)
-    return (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-12)
+    return zscore(X)
 
 
 def category_timecourses(words: list[Interval], category: dict[str, int], n_cat: int, onset: float,
@@ -211,7 +212,7 @@ def ar1_noise(rng: np.random.Generator, n_rows: int, n_vox: int, rho: float) -> 
 
 def zscore_voxels(Y: np.ndarray, nan_voxels: np.ndarray) -> np.ndarray:
     """Z-score each column over time (ddof 0); NaN voxels become all-NaN. Returns float32 (n_rows, n_vox)."""
-    Z = (Y - Y.mean(axis=0)) / np.maximum(Y.std(axis=0), 1e-12)
+    Z = zscore(Y)
     Z[:, nan_voxels] = np.nan
     return Z.astype(np.float32)
 
