@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m braintune_dist.data.simulate --out data/sim [--participants 4 --stories 8 --trs-per-story 80 --seed 0]
+    python -m braintune_dist.data.simulate --out data/sim [--sim.participants 4 --sim.stories 8 --sim.trs_per_story 80 --sim.seed 0]
 
 Writes (paths relative to ``--out``)::
 
@@ -157,7 +157,7 @@ def _build(cfg: SimConfig, root: Path) -> dict:
                                     cfg.n_bands, n_cat, cfg.snr_auditory, cfg.snr_semantic, cfg.snr_spread)
 
     # ---- stimuli and noise-free vertex signals, story by story
-    # stream key of each story: the test story's is fixed, so --stories does not change its text or noise
+    # stream key of each story: the test story's is fixed, so sim.stories does not change its text or noise
     key = {s: i for i, s in enumerate(train)}
     key[TEST_STORY] = 10_000
     signals = {}          # story → (n_trs - 20, n_vertices) unit-variance signals
