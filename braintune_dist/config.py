@@ -8,9 +8,8 @@ Every job config is a dataclass of stage configs whose fields carry a docstring 
 * ``from_dict(cls, d)`` / ``load_yaml(cls, path)``: the same parser on a mapping or a file.
 
 Unknown fields, wrong types and out-of-range values raise one :class:`ConfigError` whose message names
-the file or the command line, and the field. Value checks live in the field types
-(``jsonargparse.typing.PositiveInt`` …) and in ``__post_init__`` for checks across fields; checks of
-the outside world (files, shards, cluster) are the jobs' preflight.
+the file or the command line, and the field. Types are checked by jsonargparse, value checks live in the
+configs' ``__post_init__``; checks of the outside world (files, shards, cluster) are the jobs' preflight.
 """
 from __future__ import annotations
 

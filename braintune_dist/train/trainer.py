@@ -144,23 +144,29 @@ def fit_with_progress(trainer, log=print, what: str = "train"):
     trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), _progress_callback(queue)]
     done = threading.Event()
 
+    def show(m: dict) -> None:
+        log(f"[{what}] epoch {m.get('epoch', '?')}: train_loss {m.get('train_loss', math.nan):.4f}, "
+            f"val_loss {m.get('val_loss', math.nan):.4f}, step {m.get('step', '?')} "
+            f"({m.get('epoch_seconds', math.nan):.0f} s)")
+
     def pump():
         while not done.is_set():
             try:
-                m = queue.get(timeout=1.0)
+                show(queue.get(timeout=1.0))
             except Empty:
                 continue
             except Exception:                               # queue gone (driver shutting down)
                 return
-            log(f"[{what}] epoch {m.get('epoch', '?')}: train_loss {m.get('train_loss', math.nan):.4f}, "
-                f"val_loss {m.get('val_loss', math.nan):.4f}, step {m.get('step', '?')} "
-                f"({m.get('epoch_seconds', math.nan):.0f} s)")
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     try:
         return trainer.fit()
     finally:
-        time.sleep(1.5)                                     # let the last epoch's line through
         done.set()
         thread.join(timeout=5)
+        try:                                                # fit() returned: every report is in the queue
+            while True:
+                show(queue.get_nowait())
+        except Empty:
+            pass
         ray.kill(queue.actor)
