@@ -3,12 +3,15 @@ import mlflow
 import numpy as np
 import pytest
 
-from braintune_dist.model.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.evaluate.alignment import RidgeConfig, evaluate_alignment, story_splits
 from braintune_dist.data.voxels import find_common_space
-from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.evaluate.compute import ComputeSettings
+from braintune_dist.evaluate.encoding import RidgeConfig, story_splits
+from braintune_dist.evaluate.featurize import ModelSpec
+from braintune_dist.evaluate.pipeline import encode
+from braintune_dist.evaluate.report import EvalSettings, alignment_report, best_layers, headline
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.tracking import Tracker, TrackingConfig
@@ -31,7 +34,8 @@ def test_recovers_planted_signal(sim):
     subjects = sim.subjects()
     space = find_common_space(sim.root, "", subjects)
     fx = StimulusFeatures(FeatureConfig(), spaces=("spectral", "categories"))
-    rows, voxels = evaluate_alignment(sim, fx, subjects, sim.split()["train"], RidgeConfig(), space, [], progress=False)
+    rows, scores = encode(sim, {"stim": fx}, subjects, sim.split()["train"], RidgeConfig(), space,
+                          ComputeSettings(runner="local"), log=lambda *a: None)
     get = {(r["subject"], r["layer"], r["region"]): r for r in rows}
     for sub in subjects:
         # the acoustic space explains auditory voxels, the category space semantic voxels; null stays at chance
@@ -42,7 +46,7 @@ def test_recovers_planted_signal(sim):
         for space_name in ("spectral", "categories"):
             assert abs(get[(sub, space_name, "null")]["mean_r"]) < 0.1
         # r / noise ceiling stays ≤ 1 up to noise on voxels with a usable ceiling
-        r, cc = voxels[f"{sub}/layercategories/r"], voxels[f"{sub}/cc_max"]
+        r, cc = scores["stim"][sub].r["categories"], scores["stim"][sub].cc_max
         ok = cc > 0.4
         assert np.mean(r[ok] / cc[ok] <= 1.1) > 0.95
         # per-voxel r tracks the planted SNR (rank correlation over driven voxels)
@@ -52,15 +56,34 @@ def test_recovers_planted_signal(sim):
         assert np.corrcoef(rank(r[sem]), rank(snr[sem]))[0, 1] > 0.3
 
 
+def test_best_layer_is_chosen_by_cv_not_by_the_test_story():
+    rows = [dict(model="m", kind="layer", layer=lay, subject=s, region="all", cv_mse=cv, mean_r_norm=rn)
+            for s in ("a", "b") for lay, cv, rn in ((0, 0.9, 0.5), (1, 0.7, 0.2), (2, 0.8, 0.3))]
+    assert best_layers(rows) == {"m": 1}                 # lowest CV error, although layer 0 tests best
+    assert headline(rows) == {"m/all": 0.2}
+
+
+def _report_settings(tmp_path, runner: str) -> EvalSettings:
+    return EvalSettings(features=FeatureConfig(window=2.0, stride=1.0, device="cpu"), efficiency_stories=[1, 3],
+                        ridge=RidgeConfig(alphas=[1.0, 100.0, 1e4]), out_dir=str(tmp_path / "reports"),
+                        compute=ComputeSettings(runner=runner))
+
+
+MODELS = [ModelSpec("untuned", ModelConfig()), ModelSpec("other-seed", ModelConfig(seed=1))]
+
+
 def test_report_figures_and_mlflow(sim, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ev = EvalSettings(features=FeatureConfig(window=2.0, stride=1.0, device="cpu"), efficiency_stories=[1, 3],
-                      ridge=RidgeConfig(alphas=[1.0, 100.0, 1e4]), out_dir=str(tmp_path / "reports"))
-    models = {"untuned": build_backbone(ModelConfig()), "other-seed": build_backbone(ModelConfig(seed=1))}
+    ev = _report_settings(tmp_path, "local")
+    lines = []
     with Tracker(TrackingConfig(uri=uri, experiment="t")).start("report") as tr:
-        rows = alignment_report(sim, models, ev, ["sim02"], tr, log=lambda *a: None)
+        rows = alignment_report(sim, MODELS, ev, ["sim02"], tr, log=lines.append)
         run_id = tr.run_id
-    assert {r["model"] for r in rows} == set(models) and {r["kind"] for r in rows} == {"layer", "efficiency"}
+    assert {r["model"] for r in rows} == {m.label for m in MODELS}
+    assert {r["kind"] for r in rows} == {"layer", "efficiency"}
+    # a second report finds every (model, story) window in the cache
+    alignment_report(sim, MODELS, ev, ["sim02"], None, log=lines.append)
+    assert any("[features] all 12 (model, story) units cached" in x for x in lines), lines
     eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"]
     assert [r["n_stories"] for r in eff] == [1, 3] and eff[0]["hours"] < eff[1]["hours"]
     pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
@@ -70,3 +93,21 @@ def test_report_figures_and_mlflow(sim, tmp_path):
     assert "align.untuned.all" in run.data.metrics and "align.other-seed.semantic" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id, "report")}
     assert {"report/alignment_per_layer.png", "report/data_efficiency.png", "report/alignment.csv"} <= arts
+
+
+def test_ray_path_equals_serial_path(sim, ray_local, tmp_path):
+    """Feature actors + ridge tasks on Ray give the in-process numbers (the serial reference)."""
+    out = {}
+    for runner in ("local", "ray"):
+        lines = []
+        out[runner] = alignment_report(sim, MODELS, _report_settings(tmp_path / runner, runner), ["sim01", "sim02"],
+                                       None, log=lines.append)
+        if runner == "ray":
+            assert any("units" in x and "actors" in x for x in lines), lines        # the actor pool ran
+            assert any(x.startswith("[ridge]") and "node(s)" in x for x in lines), lines
+    key = lambda r: (r["model"], r["kind"], r["layer"], r["n_stories"], r["subject"], r["region"])  # noqa: E731
+    local, dist = ({key(r): r for r in out[k]} for k in ("local", "ray"))
+    assert local.keys() == dist.keys() and len(local) > 20
+    for k in local:
+        for col in ("mean_r", "mean_r_norm", "cv_mse"):
+            np.testing.assert_allclose(dist[k][col], local[k][col], rtol=0, atol=1e-6, err_msg=str((k, col)))

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from braintune_dist.analysis import (PermutationSettings, ProbeSettings, ResidualFeatures, ResidualSettings,
-                                     StatsSettings, StimulusWindows, compare_probes, plot_preference,
-                                     preference_table, probe_layers, score_layers, survival_table)
+from braintune_dist.analysis.compare import StatsSettings
+from braintune_dist.analysis.preference import plot_preference, preference_table
+from braintune_dist.analysis.probes import ProbeSettings, StimulusWindows, compare_probes, probe_layers
+from braintune_dist.analysis.residual import ResidualFeatures, ResidualSettings, survival_table
 from braintune_dist.jobs.analyze import AnalyzeConfig, run
 from braintune_dist.analysis.probes import category_map, load_categories
 from braintune_dist.model.backbone import ModelConfig
@@ -19,7 +20,9 @@ from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.data.voxels import find_common_space
-from braintune_dist.evaluate.alignment import RidgeConfig
+from braintune_dist.evaluate.compute import ComputeSettings
+from braintune_dist.evaluate.encoding import PermutationSettings, RidgeConfig
+from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.train.checkpoint import mark_complete, save_model
@@ -28,6 +31,13 @@ from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 REPO = Path(__file__).resolve().parents[1]
 STATS = StatsSettings(n_boot=500)
 THR = RidgeConfig().nc_threshold
+
+
+def score_layers(ds, source, subjects, train, ridge, space, perm, label, kind="full"):
+    """The encoding pipeline in this process on one feature source: (rows, subject → VoxelScores)."""
+    rows, scores = encode(ds, {label: source}, subjects, train, ridge, space, ComputeSettings(runner="local"),
+                          perm, kind=kind, log=lambda *a: None)
+    return rows, scores[label]
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +187,7 @@ def small(tmp_path_factory):
     return root, ck, base
 
 
-def test_analyze_job_end_to_end(small):
+def test_analyze_job_end_to_end(small, ray_local):
     root, ck, base = small
     sys.path.insert(0, str(REPO / "jobs"))
     import analyze                                 # the driver, through its CLI
@@ -192,7 +202,7 @@ def test_analyze_job_end_to_end(small):
     tables = {"alignment", "lowlevel_explained", "comparisons", "residual", "preference", "probes",
               "probe_comparisons"}
     figures = {"semantic_preference.png", "residual_alignment.png", "probes_per_layer.png"}
-    assert {p.name for p in out.iterdir()} == {f"{t}.csv" for t in tables} | figures   # temp cache removed
+    assert {p.name for p in out.iterdir()} == {f"{t}.csv" for t in tables} | figures | {"feature_cache"}
     import csv
     with open(out / "comparisons.csv") as f:
         comp = list(csv.DictReader(f))

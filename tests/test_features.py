@@ -100,5 +100,5 @@ def test_story_features_align_and_cache(tmp_path):
 
 
 def test_bad_layer():
-    with pytest.raises(ValueError, match=r"FeatureConfig.layers: \[7\] out of range"):
+    with pytest.raises(ValueError, match=r"features.layers: \[7\] out of range"):
         FeatureExtractor(build_backbone(ModelConfig()), FeatureConfig(layers=[7], device="cpu"))

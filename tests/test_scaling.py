@@ -18,8 +18,8 @@ def test_hours_to_match_interpolates():
 
 def _rows(model, values, hours=0.2):
     """Alignment rows of one model: layer rows {layer: {region: r/ceiling}} and a 2-point efficiency curve."""
-    rows = [dict(kind="layer", model=model, layer=lay, region=reg, mean_r_norm=v, hours=hours)
-            for lay, regs in values.items() for reg, v in regs.items()]
+    rows = [dict(kind="layer", model=model, layer=lay, region=reg, mean_r_norm=v, hours=hours, cv_mse=1 - regs["all"])
+            for lay, regs in values.items() for reg, v in regs.items()]     # CV error tracks 'all': same best layer
     best = max(values.values(), key=lambda regs: regs["all"])
     return rows + [dict(kind="efficiency", model=model, region=reg, hours=h, mean_r_norm=v * f)
                    for reg, v in best.items() for h, f in ((0.05, 0.5), (0.2, 1.0))]
@@ -31,7 +31,7 @@ def test_repeats_are_averaged_with_their_range(tmp_path):
                    rows=_rows(f"single@1#{k}", {1: {"all": a, "semantic": s}, 2: {"all": a - 0.1, "semantic": 0.9}}))
               for k, (a, s) in enumerate([(0.3, 0.4), (0.2, 0.6)])]
     table = {r["region"]: r for r in scaling_table(untuned, points)}
-    sem = table["semantic"]                           # each repeat at its own best layer (by 'all'): layer 1
+    sem = table["semantic"]                           # each repeat at its own best layer (by CV): layer 1
     assert sem["repeats"] == 2 and sem["tuned"] == pytest.approx(0.5)
     assert (sem["tuned_min"], sem["tuned_max"]) == (pytest.approx(0.4), pytest.approx(0.6))
     # mean efficiency curve 0.25 → 0.5 over 0.05 → 0.2 h reaches the untuned 0.3 at 0.08 h
@@ -65,14 +65,18 @@ def tiny_scaling(tmp) -> ScalingJobConfig:
                 "stream": {"batch_size": 4, "participants": ["sim01", "sim02"]},     # sim03 is held out
                 "engine": {"kind": "ddp"}, "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
                 "train": {"epochs": 1, "patience": 0, "max_steps_per_epoch": 2},
-                "ray": {"num_workers": 1, "cpus_per_worker": 0.5, "storage_path": str(tmp / "ray")},
+                "ray": {"num_workers": 1, "cpus_per_worker": 0.25, "storage_path": str(tmp / "ray")},
                 "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "scaling-test"}},
         "prepare": {"simulate": True, "sim": {"participants": 3, "stories": 3, "trs_per_story": 36,
                                               "n_vertices": 60, "seed": 3},
                     "shard": {"window": 4.0, "audio_dtype": "float16"}},
         "eval": {"features": {"window": 2.0, "stride": 1.0}, "ridge": {"alphas": [1.0, 100.0, 10000.0]},
-                 "efficiency_stories": [1, 2], "out_dir": str(tmp / "reports")},
-        "grid": {"unit": "stories", "sizes": [1], "modes": ["single", "multi"], "name": "grid"}})
+                 "efficiency_stories": [1, 2], "out_dir": str(tmp / "reports"),
+                 "compute": {"feature_cpus": 0.5, "ridge_cpus": 0.5}},
+        # 2 CPUs hold both points: 2 × (0.25 point + 0.25 Train worker) leave Ray Data's read tasks a whole
+        # CPU (else both fits wait for it forever); evaluation workers of 0.5 CPU
+        "grid": {"unit": "stories", "sizes": [1], "modes": ["single", "multi"], "name": "grid", "max_concurrent": 2,
+                 "storage_path": str(tmp / "tune")}})
 
 
 def test_point_config_selects_data(tmp_path):
@@ -84,10 +88,13 @@ def test_point_config_selects_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_point_grid_makes_figures(ray_local, tmp_path):
-    out = run(tiny_scaling(tmp_path))
+def test_two_point_grid_runs_concurrently_makes_figures_and_resumes(ray_local, tmp_path):
+    cfg = tiny_scaling(tmp_path)
+    out = run(cfg)
     assert {p["label"] for p in out["points"]} == {"single@1", "multi@1"}
     single, multi = out["points"]
+    # the two points (fit + evaluation) ran at the same time: each started before the other finished
+    assert max(single["started"], multi["started"]) < min(single["finished"], multi["finished"]), out["points"]
     assert multi["train_rows"] > single["train_rows"] > 0             # the multi point saw more data
     for path in out["figures"].values():
         assert path.is_file() and path.stat().st_size > 10_000        # a real PNG, not an empty canvas
@@ -101,3 +108,9 @@ def test_two_point_grid_makes_figures(ray_local, tmp_path):
     exp = client.get_experiment_by_name("scaling-test")
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{out['run_id']}'")
     assert len(kids) == 2 and all("point.mode" in k.data.params for k in kids)
+    # a resumed finished grid runs no point again and gives the same table under the same parent run
+    cfg.grid.resume = True
+    again = run(cfg)
+    assert again["run_id"] == out["run_id"] and [p["started"] for p in again["points"]] == [
+        p["started"] for p in out["points"]]
+    assert again["table"] == out["table"]

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from braintune_dist.analysis.encode import VoxelScores
+from braintune_dist.evaluate.encoding import VoxelScores
 from braintune_dist.analysis.stats import add_corrections, compare_paired
 
 

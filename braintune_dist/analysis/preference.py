@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from braintune_dist.analysis.compare import StatsSettings, voxel_values  # noqa: E402
-from braintune_dist.analysis.encode import VoxelScores  # noqa: E402
+from braintune_dist.evaluate.encoding import VoxelScores  # noqa: E402
 from braintune_dist.analysis.figures import offsets  # noqa: E402
 from braintune_dist.analysis.stats import add_corrections, bootstrap_ci, compare_groups  # noqa: E402
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from braintune_dist.data.lebel import DatasetError, LebelDataset
-from braintune_dist.evaluate.alignment import story_splits
+from braintune_dist.evaluate.encoding import cv_splits
 from braintune_dist.ridge.backend import backend_of
 from braintune_dist.ridge.ridge import RidgeCV
 from braintune_dist.features.lowlevel import HZ, category_map, spectral, stimulus_bins
@@ -172,7 +172,7 @@ def _fit_probe(X_tr, Y_tr, lengths, X_te, alphas):
     """Ridge probe on z-scored features: (n_tr, D), (n_tr, k), per-story lengths, (n_te, D) → (n_te, k)."""
     mu, sd = X_tr.mean(0), X_tr.std(0)
     sd = np.where(sd > 0, sd, 1.0)
-    cv = story_splits(lengths) if len(lengths) > 1 and min(lengths) > 0 else 2
+    cv = cv_splits(lengths)
     model = RidgeCV(alphas=alphas, cv=cv, fit_intercept=True, backend="numpy")
     pred = model.fit((X_tr - mu) / sd, Y_tr).predict((X_te - mu) / sd)
     return backend_of(pred).to_numpy(pred)

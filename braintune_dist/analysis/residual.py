@@ -6,7 +6,7 @@ Per layer, a cross-validated ridge (``RidgeCV``, one alpha per feature column) m
 and FIR-delayed like the model features) to the layer's features. It is fit on the **training stories
 only**; the residual ``features - prediction`` is then taken on every story, the test story included,
 with those weights (no test-story information reaches the residualiser). The encoding model runs on the
-residuals exactly as on the full features (``encode.score_layers``).
+residuals exactly as on the full features (``evaluate.pipeline.encode``).
 """
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.alignment import story_splits
+from braintune_dist.evaluate.encoding import VoxelScores, cv_splits
 from braintune_dist.ridge.backend import backend_of
 from braintune_dist.ridge.ridge import RidgeCV
 from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.analysis.compare import StatsSettings, paired_table
-from braintune_dist.analysis.encode import VoxelScores
 
 
 @dataclass
@@ -83,7 +82,7 @@ class ResidualFeatures:
         per_story = [self._inputs(ds, s) for s in self.train_stories]
         L = np.concatenate([p[0] for p in per_story])
         n = [len(p[0]) for p in per_story]
-        cv = story_splits(n) if self.cv == 0 and len(n) > 1 else max(self.cv, 2)
+        cv = cv_splits(n, self.cv)
         for lay in self.layers:
             X = np.concatenate([p[1][lay] for p in per_story])
             self.models_[lay] = RidgeCV(alphas=self.alphas, cv=cv, fit_intercept=True, backend=self.backend).fit(L, X)

@@ -2,19 +2,22 @@
 figures and MLflow metrics."""
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from braintune_dist.model.backbone import Backbone
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.voxels import find_common_space
-from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
-from braintune_dist.tracking import Tracker, save_figure
-from braintune_dist.evaluate.alignment import RidgeConfig, evaluate_alignment
+from braintune_dist.evaluate.compute import ComputeSettings
+from braintune_dist.evaluate.encoding import RidgeConfig
+from braintune_dist.evaluate.featurize import ModelSpec, featurize
 from braintune_dist.evaluate.figures import plot_efficiency, plot_layers
+from braintune_dist.evaluate.pipeline import encode
+from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.tracking import Tracker, save_figure
 
 
 @dataclass
@@ -35,32 +38,48 @@ class EvalSettings:
     """Feature extraction (window, stride, layers, delays, cache)."""
     ridge: RidgeConfig = field(default_factory=RidgeConfig)
     """Voxel-wise ridge settings."""
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
+    """Where features and ridge fits run (Ray feature actors and ridge tasks, or this process) and their resources."""
     out_dir: str = "runs/reports"
-    """Where figures and tables are written (and logged to MLflow)."""
+    """Where figures and tables are written (and logged to MLflow); the feature cache defaults to
+    <out_dir>/feature_cache."""
 
 
-def headline(rows: list[dict]) -> dict[str, float]:
-    """``{'<model>/<region>': mean over subjects of r/ceiling at the model's best layer}``."""
-    by: dict = defaultdict(lambda: defaultdict(list))
+def with_cache(features: FeatureConfig, out_dir: str) -> FeatureConfig:
+    """``features`` with its cache directory set (default ``<out_dir>/feature_cache``)."""
+    return features if features.cache_dir else dataclasses.replace(features, cache_dir=str(Path(out_dir) / "feature_cache"))
+
+
+def best_layers(rows: list[dict], kind: str = "layer") -> dict[str, object]:
+    """Each model's best layer: lowest CV error on the training stories (all voxels, mean over participants).
+    The test story plays no part, so the score reported at that layer is not selected on itself."""
+    cv: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        if r["kind"] == "layer":
-            by[(r["model"], r["region"])][r["layer"]].append(r["mean_r_norm"])
-    best_layer = {m: max((np.nanmean(v), lay) for lay, v in by[(m, "all")].items())[1]
-                  for m, _ in by if (m, "all") in by}
-    return {f"{m}/{reg}": float(np.nanmean(by[(m, reg)][best_layer[m]])) for m, reg in by if m in best_layer}
+        if r["kind"] == kind and r["region"] == "all":
+            cv[r["model"]][r["layer"]].append(r["cv_mse"])
+    return {m: min(layers.items(), key=lambda kv: float(np.mean(kv[1])))[0] for m, layers in cv.items()}
 
 
-def alignment_report(ds: LebelDataset, models: dict[str, Backbone], ev: EvalSettings, subjects: list[str],
+def headline(rows: list[dict], kind: str = "layer") -> dict[str, float]:
+    """``{'<model>/<region>': mean over participants of r/ceiling on the test story at the model's best
+    layer}`` (best by CV error, :func:`best_layers`)."""
+    best = best_layers(rows, kind)
+    by: dict = defaultdict(list)
+    for r in rows:
+        if r["kind"] == kind and r["layer"] == best.get(r["model"], object()):
+            by[(r["model"], r["region"])].append(r["mean_r_norm"])
+    return {f"{m}/{reg}": float(np.nanmean(v)) for (m, reg), v in by.items()}
+
+
+def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings, subjects: list[str],
                      tracker: Tracker | None = None, log=print, tag: str = "") -> list[dict]:
     """Evaluate every model on ``subjects``; write/log the table, the figures and headline metrics."""
     train_stories = list(ev.train_stories) or ds.split()["train"]
     space = find_common_space(ds.root, ev.common_space, subjects)
-    rows: list[dict] = []
-    for label, backbone in models.items():
-        fx = FeatureExtractor(backbone, ev.features)
-        r, _ = evaluate_alignment(ds, fx, subjects, train_stories, ev.ridge, space,
-                                  ev.efficiency_stories, label=label)
-        rows += r
+    features = with_cache(ev.features, ev.out_dir)
+    sources, _ = featurize(ds, models, train_stories + [ds.cfg.test_story], features, ev.compute, log)
+    rows, _ = encode(ds, sources, subjects, train_stories, ev.ridge, space, ev.compute,
+                     efficiency=ev.efficiency_stories, log=log)
     out = Path(ev.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figs = {"alignment_per_layer.png": plot_layers(rows, f"Brain alignment per layer (held-out: {', '.join(subjects)})")}
@@ -77,7 +96,8 @@ def alignment_report(ds: LebelDataset, models: dict[str, Backbone], ev: EvalSett
     head = headline(rows)
     if tracker:
         tracker.log_metrics({f"align.{k}": v for k, v in head.items()})
-    log("[alignment] mean r / noise ceiling at each model's best layer (held-out participants):")
+    log("[alignment] mean r / noise ceiling at each model's best layer (by CV on the training stories; "
+        "held-out participants):")
     for k, v in sorted(head.items()):
         log(f"  {k:>28}: {v:.3f}")
     log(f"[alignment] figures in {out}")

@@ -15,17 +15,22 @@ Pipeline per story:
 5. the rows ``LebelDataset.row_tr_index(story)`` (features [10:-5]; test story [50:-5]).
 
 Windows of equal length run as one batch (a strided view, no per-window Python loop on the hot path).
-Raw window features are cached on disk per (model fingerprint, window settings, story, layer).
+Raw window features are cached on disk (:class:`FeatureCache`), content-addressed by the weights'
+fingerprint and the window settings: ``<cache_dir>/<key>/<story>/{times,layer<k>}.npy``.
+:class:`CachedFeatures` reads that cache only (no model): what the evaluation's ridge stage uses, so
+the backbone forward runs only in the feature workers.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
+from braintune_dist.config import ConfigError
 from braintune_dist.io import atomic_path
 from braintune_dist.model.backbone import SAMPLE_RATE, Backbone
 from braintune_dist.data.lebel import LebelDataset
@@ -54,8 +59,11 @@ class FeatureConfig:
     """Windows per forward pass."""
     device: str = "auto"
     """torch device: auto = cuda when available, else cpu."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Inference precision of the backbone (bfloat16/float16 on GPU; part of the cache key)."""
     cache_dir: str = ""
-    """Directory for cached raw window features; empty = no cache."""
+    """Directory of the feature cache (shared storage on a cluster); empty = the evaluation's
+    ``<out_dir>/feature_cache``."""
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -67,8 +75,78 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_key(weights_fingerprint: str, cfg: FeatureConfig) -> str:
+    """Cache key of one model's windows: its weights and every setting that changes a window's features."""
+    key = (f"{weights_fingerprint}|{cfg.window}|{cfg.stride}|{cfg.min_input_samples}|{cfg.require_full_context}"
+           f"|{cfg.dtype}")
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def window_ends(n_samples: int, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(end sample index (n_windows,), length in samples (n_windows,)) of the causal windows of a waveform."""
+    step, full = int(round(cfg.stride * SAMPLE_RATE)), int(round(cfg.window * SAMPLE_RATE))
+    ends = np.arange(step, n_samples + 1, step)
+    lengths = np.minimum(ends, full)
+    keep = lengths >= (full if cfg.require_full_context else cfg.min_input_samples)
+    return ends[keep], lengths[keep]
+
+
+class FeatureCache:
+    """Raw window features on disk: ``<root>/<key>/<story>/times.npy`` and ``layer<k>.npy``, each written
+    atomically (a reader never sees a partial file; a story counts as cached when all its files exist)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _dir(self, key: str, story: str) -> Path:
+        return self.root / key / story
+
+    def has(self, key: str, story: str, layers) -> bool:
+        d = self._dir(key, story)
+        return (d / "times.npy").is_file() and all((d / f"layer{lay}.npy").is_file() for lay in layers)
+
+    def read(self, key: str, story: str, layers) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(times (n_windows,), {layer: (n_windows, hidden)}), memory-mapped."""
+        d = self._dir(key, story)
+        if not self.has(key, story, layers):
+            raise FileNotFoundError(f"{d}: features of layers {list(layers)} not cached")
+        return (np.load(d / "times.npy"),
+                {lay: np.load(d / f"layer{lay}.npy", mmap_mode="r") for lay in layers})
+
+    def write(self, key: str, story: str, times: np.ndarray, feats: dict[int, np.ndarray]) -> None:
+        d = self._dir(key, story)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, arr in [(f"layer{lay}", f) for lay, f in feats.items()] + [("times", times)]:
+            with atomic_path(d / f"{name}.npy") as tmp:
+                np.save(tmp, arr)
+
+
+class CachedFeatures:
+    """Feature source of one model read from a :class:`FeatureCache` (filled by the feature workers).
+
+    Parameters
+    ----------
+    cache : FeatureCache
+    key : str  (``cache_key`` of the model and settings)
+    layers : list of hidden_states indices
+    cfg : FeatureConfig  (delays and Lanczos settings of the TR alignment)
+    """
+
+    def __init__(self, cache: FeatureCache, key: str, layers: list[int], cfg: FeatureConfig):
+        self.cache, self.key, self.layers, self.cfg = cache, key, list(layers), cfg
+
+    def window_features(self, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(window end times (n,), {layer: (n, hidden)}) before any TR alignment (probes use them raw)."""
+        return self.cache.read(self.key, story, self.layers)
+
+    def story_features(self, ds: LebelDataset, story: str, layers=None) -> dict[int, np.ndarray]:
+        """TR-aligned features of one story: layer → array of shape (n_rows, hidden * n_delays)."""
+        times, feats = self.cache.read(self.key, story, self.layers if layers is None else layers)
+        return align_to_trs(times, feats, ds, story, self.cfg)
+
+
 class FeatureExtractor:
-    """Per-layer, TR-aligned features of one backbone (optionally LoRA-tuned) on a dataset.
+    """Per-layer window features of one backbone (optionally LoRA-tuned): the work of a feature worker.
 
     Parameters
     ----------
@@ -81,23 +159,20 @@ class FeatureExtractor:
         dev = self.cfg.device
         self.device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else
                                    ("cpu" if dev == "auto" else dev))
-        self.backbone = backbone.to(self.device).eval()
-        n = backbone.n_layers + 1
-        self.layers = list(self.cfg.layers) or list(range(n))
-        bad = [lay for lay in self.layers if not -n <= lay < n]
-        if bad:
-            raise ValueError(f"FeatureConfig.layers: {bad} out of range for a model with {n} hidden states")
+        self.dtype = getattr(torch, self.cfg.dtype)
         self._fp = None
+        if self.dtype != torch.float32:           # the key hashes the stored float32 weights, not the cast
+            self._fp = cache_key(model_fingerprint(backbone), self.cfg)
+        self.backbone = backbone.to(self.device, self.dtype).eval()
+        self.layers = check_layers(self.cfg.layers, backbone.n_layers)
 
     @property
     def fingerprint(self) -> str:
+        """Cache key of this model and window settings."""
         if self._fp is None:
-            c = self.cfg
-            key = f"{model_fingerprint(self.backbone)}|{c.window}|{c.stride}|{c.min_input_samples}|{c.require_full_context}"
-            self._fp = hashlib.sha1(key.encode()).hexdigest()[:16]
+            self._fp = cache_key(model_fingerprint(self.backbone), self.cfg)
         return self._fp
 
-    # ------------------------------------------------------------------ windows
     @torch.no_grad()
     def story_windows(self, wav: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """Last-frame features of every causal window of one waveform.
@@ -110,14 +185,10 @@ class FeatureExtractor:
         -------
         times : array of shape (n_windows,)
             Window end times in seconds from audio onset.
-        feats : dict layer → array of shape (n_windows, hidden)
+        feats : dict layer → array of shape (n_windows, hidden), float32
         """
         c = self.cfg
-        step, full = int(round(c.stride * SAMPLE_RATE)), int(round(c.window * SAMPLE_RATE))
-        ends = np.arange(step, len(wav) + 1, step)                            # (n_windows,) sample index
-        lengths = np.minimum(ends, full)
-        keep = lengths >= (full if c.require_full_context else c.min_input_samples)
-        ends, lengths = ends[keep], lengths[keep]
+        ends, lengths = window_ends(len(wav), c)
         wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         out = {lay: np.zeros((len(ends), self.backbone.hidden_size), np.float32) for lay in self.layers}
         # group windows by length: all full windows form one group, batched through a strided view
@@ -127,29 +198,30 @@ class FeatureExtractor:
             for b in range(0, len(idx), c.batch_size):
                 s = starts[b:b + c.batch_size]
                 batch = wav_t.unfold(0, int(length), 1)[s] if len(s) > 1 else wav_t[int(s[0]):int(s[0]) + int(length)][None]
-                hs, n_valid = self.backbone(batch.to(self.device))
+                hs, n_valid = self.backbone(batch.to(self.device, self.dtype))
                 for lay in self.layers:                                       # (batch, hidden) last real frame
                     out[lay][idx[b:b + c.batch_size]] = hs[lay][:, n_valid - 1].float().cpu().numpy()
         return ends / SAMPLE_RATE, out
 
     def window_features(self, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-        """``story_windows`` of one story, read from / written to ``cfg.cache_dir`` when set:
-        (window end times (n,), {layer: (n, hidden)}), before any TR alignment (probes use them raw)."""
+        """``story_windows`` of one story, through ``cfg.cache_dir`` when set."""
         if not self.cfg.cache_dir:
             return self.story_windows(ds.load_audio(story))
-        d = Path(self.cfg.cache_dir) / self.fingerprint / story
-        paths = {lay: d / f"layer{lay}.npy" for lay in self.layers}
-        if (d / "times.npy").is_file() and all(p.is_file() for p in paths.values()):
-            return np.load(d / "times.npy"), {lay: np.load(p) for lay, p in paths.items()}
-        times, feats = self.story_windows(ds.load_audio(story))
-        d.mkdir(parents=True, exist_ok=True)
-        for name, arr in [("times", times)] + [(f"layer{lay}", f) for lay, f in feats.items()]:
-            with atomic_path(d / f"{name}.npy") as tmp:
-                np.save(tmp, arr)
-        return times, feats
+        cache = FeatureCache(self.cfg.cache_dir)
+        if not cache.has(self.fingerprint, story, self.layers):
+            cache.write(self.fingerprint, story, *self.story_windows(ds.load_audio(story)))
+        return cache.read(self.fingerprint, story, self.layers)
 
-    # ------------------------------------------------------------------ TR alignment
     def story_features(self, ds: LebelDataset, story: str) -> dict[int, np.ndarray]:
         """TR-aligned features of one story: layer → array of shape (n_rows, hidden * n_delays)."""
         times, feats = self.window_features(ds, story)
         return align_to_trs(times, feats, ds, story, self.cfg)
+
+
+def check_layers(layers: list[int], n_layers: int) -> list[int]:
+    """The hidden_states indices to keep (all when ``layers`` is empty); ValueError for out-of-range ones."""
+    n = n_layers + 1
+    bad = [lay for lay in layers if not -n <= lay < n]
+    if bad:
+        raise ConfigError(f"features.layers: {bad} out of range for a model with {n} hidden states")
+    return list(layers) or list(range(n))

@@ -9,7 +9,7 @@ Spaces (each sampled at 10 Hz from audio onset, then Lanczos → z-score → FIR
   words and a category → words map (simulated data: ``ground_truth/meta.json``; real data: a JSON file).
 
 ``StimulusFeatures`` has the interface of ``FeatureExtractor`` (``layers``, ``story_features``), so
-``evaluate_alignment`` runs on it unchanged: an encoding model of known drivers, used as an
+``evaluate.pipeline.encode`` runs on it unchanged: an encoding model of known drivers, used as an
 oracle in tests and as the low-level spaces of the residual analysis.
 """
 from __future__ import annotations

@@ -5,25 +5,27 @@ permutation p-values, low-level residual alignment, layer-wise probes and semant
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from braintune_dist.io import atomic_path
-from braintune_dist.model.backbone import Backbone, ModelConfig
+from braintune_dist.jobs.launch import connect_ray
+from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.voxels import find_common_space
-from braintune_dist.evaluate.alignment import RidgeConfig
-from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
+from braintune_dist.evaluate.compute import ComputeSettings
+from braintune_dist.evaluate.encoding import PermutationSettings, RidgeConfig
+from braintune_dist.evaluate.featurize import ModelSpec, featurize
+from braintune_dist.evaluate.pipeline import encode
+from braintune_dist.evaluate.report import with_cache
+from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.features.lowlevel import SPACES
 from braintune_dist.tracking import Tracker, TrackingConfig, save_figure
-from braintune_dist.train.checkpoint import load_backbone, load_tuner
+from braintune_dist.train.checkpoint import read_model_file
 from braintune_dist.analysis.compare import StatsSettings, compare_models
-from braintune_dist.analysis.encode import PermutationSettings, score_layers
 from braintune_dist.analysis.figures import plot_probes, plot_residual
 from braintune_dist.analysis.preference import PreferenceSettings, plot_preference, preference_table
 from braintune_dist.analysis.probes import TARGETS, ProbeSettings, category_map, compare_probes, load_categories, probe_layers
@@ -49,7 +51,7 @@ class AnalyzeConfig:
     common_space: str = ""
     """Directory with the region labels (common_space.npz + maps); '' = <root>/ground_truth if present."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    """Feature extraction (window, stride, layers, delays); set cache_dir so probes reuse the encoding's windows."""
+    """Feature extraction (window, stride, layers, delays, cache; default cache <out_dir>/feature_cache)."""
     ridge: RidgeConfig = field(default_factory=RidgeConfig)
     """Voxel-wise encoding ridge (alphas, CV, backend, noise-ceiling threshold)."""
     permutation: PermutationSettings = field(default_factory=PermutationSettings)
@@ -62,6 +64,8 @@ class AnalyzeConfig:
     """Semantic preference regions."""
     stats: StatsSettings = field(default_factory=StatsSettings)
     """Paired tests, bootstrap CIs."""
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
+    """Where features and encoding fits run (Ray feature actors and ridge tasks, or this process)."""
     out_dir: str = "runs/analysis"
     """Where the CSV tables and PNG figures are written (and logged to MLflow under analysis/)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -70,13 +74,14 @@ class AnalyzeConfig:
     """MLflow run name."""
 
 
-def load_models(cfg: AnalyzeConfig) -> tuple[dict[str, Backbone], set[str]]:
-    """{'untuned': backbone, <checkpoint dir name>: tuned backbone, ...} and the participants tuned on."""
-    models, tuned_on = {REFERENCE: load_backbone(cfg.model)}, set()
+def load_models(cfg: AnalyzeConfig) -> tuple[list[ModelSpec], set[str]]:
+    """[untuned, one spec per checkpoint (labelled by its folder name)] and the participants tuned on."""
+    models, tuned_on = [ModelSpec(REFERENCE, cfg.model)], set()
     for ck in cfg.checkpoints:
-        tuner, payload = load_tuner(ck)
-        label = Path(ck).name if Path(ck).name not in models else f"{Path(ck).parent.name}-{Path(ck).name}"
-        models[label] = tuner.merged_backbone()
+        payload = read_model_file(ck)              # checks the checkpoint is whole before any worker starts
+        labels = {m.label for m in models}
+        label = Path(ck).name if Path(ck).name not in labels else f"{Path(ck).parent.name}-{Path(ck).name}"
+        models.append(ModelSpec(label, cfg.model, ck))
         tuned_on |= set(payload.get("participants", []))
     return models, tuned_on
 
@@ -153,18 +158,18 @@ def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
     check_config(cfg)
     ds = LebelDataset(cfg.data.root, cfg.data)
     models, tuned_on = load_models(cfg)
+    if cfg.compute.runner != "local":                  # after the input checks: bad input fails fast
+        connect_ray(cfg.compute.address)
     everyone = ds.subjects()
     subjects = list(cfg.subjects) or [s for s in everyone if s not in tuned_on] or everyone
     train = list(cfg.train_stories) or ds.split()["train"]
     space = find_common_space(ds.root, cfg.common_space, subjects)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        features = cfg.features
-        if not features.cache_dir:     # every analysis reads the same windows: compute them once per run
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=".feature_cache-", dir=out))
-            features = dataclasses.replace(features, cache_dir=tmp)
-        tables, figures = _analyse(cfg, ds, models, subjects, train, space, features, log)
+    features = with_cache(cfg.features, cfg.out_dir)     # every analysis reads the same cached windows
+    stories = list(dict.fromkeys(train + [ds.cfg.test_story] + list(cfg.probes.test_stories)))
+    sources, _ = featurize(ds, models, stories, features, cfg.compute, log)
+    tables, figures = _analyse(cfg, ds, sources, subjects, train, space, features, log)
     import matplotlib.pyplot as plt
     with Tracker(cfg.tracking).start(cfg.run_name, params=to_dict(cfg), tags={"job": "analyze"}) as tr:
         for name, rows in tables.items():
@@ -175,33 +180,35 @@ def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
         for step, metrics in _metrics(tables):
             tr.log_metrics(metrics, step=step)
     log(f"[analyze] {len(tables)} tables and {len(figures)} figures in {out} "
-        f"(models: {', '.join(models)}; participants: {', '.join(subjects)})")
+        f"(models: {', '.join(m.label for m in models)}; participants: {', '.join(subjects)})")
     return tables
 
 
-def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, models: dict, subjects: list[str], train: list[str], space,
+def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, sources: dict, subjects: list[str], train: list[str], space,
              features: FeatureConfig, log) -> tuple[dict[str, list[dict]], dict]:
     """Every analysis of every model → (tables name → rows, figures file name → Figure)."""
     thr = cfg.ridge.nc_threshold
     probes_cfg = _probe_settings(cfg, ds, log) if cfg.probes.enabled else None
     tables: dict[str, list[dict]] = {"alignment": []}
     full, resid, probe_results = {}, {}, []
-    for label, backbone in models.items():
-        fx = FeatureExtractor(backbone, features)
-        rows, full[label] = score_layers(ds, fx, subjects, train, cfg.ridge, space, cfg.permutation, label, "full")
-        tables["alignment"] += rows
+    def encode_one(label, src, kind):
+        rows, scores = encode(ds, {label: src}, subjects, train, cfg.ridge, space, cfg.compute, cfg.permutation,
+                              kind=kind, log=log)
+        tables["alignment"].extend(rows)
+        return scores[label]
+
+    for label, fx in sources.items():
+        full[label] = encode_one(label, fx, "full")
         if cfg.residual.enabled:
             rs = residual_source(fx, ds, train, cfg.residual, features, cfg.ridge.backend)
-            rows, resid[label] = score_layers(ds, rs, subjects, train, cfg.ridge, space, cfg.permutation, label,
-                                              "residual")
-            tables["alignment"] += rows
+            resid[label] = encode_one(label, rs, "residual")
             tables.setdefault("lowlevel_explained", []).extend(
                 dict(model=label, layer=lay, story=ds.cfg.test_story, r2=v)
                 for lay, v in rs.explained(ds, ds.cfg.test_story).items())
         if probes_cfg is not None:
             probe_results += probe_layers(ds, fx, train, probes_cfg, label)
         log(f"[analyze] {label}: done")
-    if len(models) > 1:
+    if len(sources) > 1:
         tables["comparisons"] = compare_models(full, REFERENCE, thr, cfg.stats, "full") + (
             compare_models(resid, REFERENCE, thr, cfg.stats, "residual") if resid else [])
     if resid:
@@ -215,7 +222,7 @@ def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, models: dict, subjects: list[
             f"{pref.auditory_region!r} not both in the common space ({sorted(regions) or 'none found'})")
     if probe_results:
         tables["probes"] = [r.row() for r in probe_results]
-        if len(models) > 1:
+        if len(sources) > 1:
             tables["probe_comparisons"] = compare_probes(probe_results, REFERENCE, cfg.stats.n_boot, cfg.stats.ci,
                                                          cfg.stats.seed)
     figures = {}

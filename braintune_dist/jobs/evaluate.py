@@ -9,9 +9,11 @@ from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import to_dict
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.jobs.launch import connect_ray
 from braintune_dist.jobs.preflight import preflight_evaluate
 from braintune_dist.tracking import Tracker, TrackingConfig
-from braintune_dist.train.checkpoint import load_backbone
+from braintune_dist.evaluate.featurize import ModelSpec
+from braintune_dist.train.checkpoint import check_complete
 
 
 @dataclass
@@ -37,11 +39,12 @@ class EvaluateConfig:
 def run(cfg: EvaluateConfig, log=print) -> list[dict]:
     preflight_evaluate(cfg, log)
     ds = LebelDataset(cfg.data.root, cfg.data)
-    models = {"untuned": load_backbone(cfg.model)} if cfg.include_untuned else {}
-    for ck in cfg.checkpoints:
-        models[Path(ck).name] = load_backbone(cfg.model, ck)
+    models = [ModelSpec("untuned", cfg.model)] if cfg.include_untuned else []
+    models += [ModelSpec(Path(check_complete(ck)).name, cfg.model, ck) for ck in cfg.checkpoints]
     if not models:
         raise ValueError("nothing to evaluate: give checkpoints or set include_untuned: true")
     subjects = list(cfg.eval.subjects) or ds.subjects()
+    if cfg.eval.compute.runner != "local":            # after every input check: bad input fails fast
+        connect_ray(cfg.eval.compute.address)
     with Tracker(cfg.tracking).start(cfg.run_name, params=to_dict(cfg), tags={"job": "evaluate"}) as tr:
         return alignment_report(ds, models, cfg.eval, subjects, tr, log)

@@ -24,6 +24,8 @@ def connect_ray(address: str = "") -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     import ray.data
+    if ray.is_initialized():               # already connected (a job run inside another, or a test)
+        return
     verbose = os.environ.get(VERBOSE_ENV) == "1"
     quiet = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
     address = address or os.environ.get("RAY_ADDRESS", "")

@@ -18,7 +18,7 @@ from braintune_dist.jobs.prepare_data import PrepareSettings, prepare
 from braintune_dist.jobs.preflight import PreflightSettings, preflight
 from braintune_dist.model.pretrain import PretrainConfig, with_pretrained
 from braintune_dist.tracking import Tracker, run_manifest
-from braintune_dist.train.checkpoint import load_backbone
+from braintune_dist.evaluate.featurize import ModelSpec
 from braintune_dist.train.loop import FitConfig
 from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
 
@@ -85,9 +85,10 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
         if cfg.eval.enabled:
             ds = LebelDataset(fit.data.root, fit.data)
             subjects = held_out(fit, cfg.eval.subjects, p["participants"])
-            with best.as_directory() as ckpt_dir:                         # local copy if storage is remote
-                models = {"untuned": load_backbone(fit.model), "brain-tuned": load_backbone(fit.model, ckpt_dir)}
-            rows = alignment_report(ds, models, cfg.eval, subjects, tr, log, tag=f"{name}_")
+            # the workers read the checkpoint from Ray Train's storage: shared storage on a cluster
+            with best.as_directory() as ckpt_dir:
+                models = [ModelSpec("untuned", fit.model), ModelSpec("brain-tuned", fit.model, ckpt_dir)]
+                rows = alignment_report(ds, models, cfg.eval, subjects, tr, log, tag=f"{name}_")
         run_id = tr.run_id
     log(f"[mlflow] run {run_id} in {tracker.uri} (open the UI with: ./run ui)")
     return dict(result=result, checkpoint=best.path, rows=rows, run_id=run_id, plan=p)

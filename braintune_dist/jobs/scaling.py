@@ -6,12 +6,13 @@ of each tuning participant, then the tuned model's alignment on held-out partici
 summarise the grid: alignment vs tuning-data size per region (one line per mode, the untuned model as a
 dashed line), and the fMRI a *new* participant needs for the tuned model to match the untuned model's
 full-data alignment (from the data-efficiency curves). Every point is a nested MLflow run under one parent.
+Each point (fit + evaluation) is one Ray Tune trial of a fixed grid (``jobs.grid``): ``grid.max_concurrent``
+points run at once, and ``grid.resume`` picks an interrupted grid up where it stopped.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +22,16 @@ import numpy as np
 
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.report import EvalSettings, alignment_report, headline
+from braintune_dist.evaluate.report import EvalSettings, alignment_report, headline, with_cache
+from braintune_dist.jobs.grid import open_parent, run_grid
 from braintune_dist.jobs.multi_brain import held_out, setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
 from braintune_dist.model.pretrain import PretrainConfig
 from braintune_dist.train.loop import FitConfig
 from braintune_dist.tracking import Tracker, save_figure
-from braintune_dist.train.checkpoint import load_backbone
-from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
+from braintune_dist.evaluate.featurize import ModelSpec
+from braintune_dist.train.trainer import plan
 
 
 @dataclass
@@ -50,12 +52,23 @@ class GridSettings:
     repeats: int = 1
     """Fits per grid point with different train seeds (train.seed + k: data order, dropout); the table
     reports their mean and range and the figures draw the range as error bars."""
+    max_concurrent: int = 1
+    """Grid points (fit + evaluation, each a Ray Tune trial) at once. Each holds point_cpus, its
+    fit.ray.num_workers Train workers and, while it evaluates, its feature actors and ridge tasks."""
+    point_cpus: float = 0.25
+    """CPUs held by a point's own (trial driver) process; its Train and evaluation workers ask for their own."""
+    storage_path: str = "runs/tune"
+    """Where Tune keeps the grid's experiment state (restore point); a shared path or s3:// on a cluster."""
+    resume: bool = False
+    """Restore the grid <storage_path>/<name>: finished points are kept, unfinished/errored ones run again."""
 
     def __post_init__(self):
         if any(x < 0 for x in self.sizes):
             raise ConfigError(f"grid.sizes: {self.sizes} must all be >= 0")
         if self.repeats < 1:
             raise ConfigError(f"grid.repeats: {self.repeats} must be >= 1 (fits per grid point)")
+        if self.max_concurrent < 1:
+            raise ConfigError(f"grid.max_concurrent: {self.max_concurrent} must be >= 1")
 
 
 @dataclass
@@ -92,6 +105,15 @@ def point_config(cfg: ScalingJobConfig, mode: str, size: float, participants: li
     ray = dataclasses.replace(tune.ray, run_name=f"{cfg.grid.name}-{mode}-{size:g}{suffix}")
     train = dataclasses.replace(tune.train, seed=tune.train.seed + repeat)
     return dataclasses.replace(tune, stream=stream, ray=ray, train=train)
+
+
+def point_label(mode: str, size: float, repeat: int, repeats: int) -> str:
+    return f"{mode}@{size:g}" + (f"#{repeat}" if repeats > 1 else "")
+
+
+def point_dir(out, label: str) -> Path:
+    """Output folder of one grid point (figures, rows.json)."""
+    return Path(out) / label.replace("@", "_").replace("#", "_r")
 
 
 def _curve(rows: list[dict], models: set[str], region: str) -> tuple[np.ndarray, np.ndarray]:
@@ -193,31 +215,21 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
     out = Path(cfg.eval.out_dir) / cfg.grid.name
     tracker = Tracker(fit.tracking)
     points: list[dict] = []
-    with tracker.start(cfg.grid.name, params=to_dict(cfg), tags={"job": "scaling"}) as tr:
+    exp_dir = Path(cfg.grid.storage_path).resolve() / cfg.grid.name if "://" not in cfg.grid.storage_path else None
+    with open_parent(tracker, cfg.grid.name, exp_dir or Path(cfg.grid.name), cfg.grid.resume, to_dict(cfg),
+                     {"job": "scaling"}, log) as tr:
         log(f"[scaling] untuned model on held-out {subjects}")
-        ev = dataclasses.replace(cfg.eval, out_dir=str(out / "untuned"))
-        untuned = alignment_report(ds, {"untuned": load_backbone(fit.model)}, ev, subjects, None, log)
-        grid = [(size, mode, k) for size in cfg.grid.sizes for mode in cfg.grid.modes
-                for k in range(cfg.grid.repeats)]
-        for size, mode, k in grid:                       # explicit loop: each point is one Ray Train fit
-            pc = point_config(cfg, mode, size, participants, k)
-            p = plan(pc)
-            label = f"{mode}@{size:g}" + (f"#{k}" if cfg.grid.repeats > 1 else "")
-            log(f"[scaling] {label}: {p['participants']}, {p['train_rows']} windows, {p['total_steps']} steps")
-            t = time.time()
-            with Tracker(fit.tracking).start(pc.ray.run_name, nested=True, tags={"job": "scaling_point"}) as pt:
-                pt.log_params({"point.mode": mode, "point.size": size, "point.unit": cfg.grid.unit,
-                               "point.repeat": k, "point.train_seed": pc.train.seed,
-                               "point.participants": ",".join(p["participants"]), "point.train_rows": p["train_rows"]})
-                result = fit_with_progress(build_trainer(pc, mlflow_run_id=pt.run_id, run_plan=p), log, label)
-                best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
-                with best.as_directory() as ckpt:
-                    model = {label: load_backbone(fit.model, ckpt)}
-                ev = dataclasses.replace(cfg.eval, out_dir=str(out / label.replace("@", "_").replace("#", "_r")))
-                rows = alignment_report(ds, model, ev, subjects, pt, log)
-                pt.log_metrics({"train.seconds": time.time() - t})
-            points.append(dict(mode=mode, size=size, repeat=k, unit=cfg.grid.unit, label=label, rows=rows,
-                               train_rows=p["train_rows"], checkpoint=best.path))
+        base = dataclasses.replace(cfg.eval, features=with_cache(cfg.eval.features, str(out)))   # one cache
+        cfg = dataclasses.replace(cfg, eval=base)
+        untuned = alignment_report(ds, [ModelSpec("untuned", fit.model)], dataclasses.replace(
+            base, out_dir=str(out / "untuned")), subjects, None, log)
+        grid = [dict(size=size, mode=mode, repeat=k, unit=cfg.grid.unit,
+                     label=point_label(mode, size, k, cfg.grid.repeats))
+                for size in cfg.grid.sizes for mode in cfg.grid.modes for k in range(cfg.grid.repeats)]
+        points = run_grid(cfg, grid, participants, subjects, tr.run_id, out, log)
+        for pt in points:
+            log(f"[scaling] {pt['label']}: fit {pt['fitted'] - pt['started']:.0f} s, "
+                f"evaluation {pt['finished'] - pt['fitted']:.0f} s")
         table = scaling_table(untuned, points)
         figures = {}
         for name, fig in zip(("scaling_alignment.png", "scaling_new_participant_data.png"), plot_scaling(table)):

@@ -21,8 +21,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from braintune_dist.io import write_text
 from braintune_dist.config import ConfigError, from_dict, to_dict
+from braintune_dist.jobs.grid import open_parent, original_cwd, save_parent
 from braintune_dist.jobs.multi_brain import setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
@@ -30,8 +30,6 @@ from braintune_dist.model.pretrain import PretrainConfig
 from braintune_dist.tracking import Tracker
 from braintune_dist.train.loop import FitConfig
 from braintune_dist.train.trainer import build_trainer, plan
-
-PARENT_FILE = "mlflow_parent_run_id"      # beside the Tune experiment: lets --resume reopen the same parent run
 
 
 @dataclass
@@ -163,6 +161,7 @@ def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    original_cwd()
     trial = tune.get_context().get_trial_id()
     cfg = trial_config(base, point)
     # the trial id as Train run name: a re-run (resume) of this trial picks up its own latest checkpoint
@@ -186,17 +185,6 @@ def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage:
                             "epochs": len(hist)})
 
 
-def _parent_run(cfg: SweepConfig, exp_dir: Path, tracker: Tracker, log):
-    """Open (or, on resume, reopen) the sweep's parent MLflow run."""
-    saved = exp_dir / PARENT_FILE
-    run_id = saved.read_text().strip() if cfg.search.resume and saved.is_file() else None
-    if run_id:
-        log(f"[sweep] resuming MLflow parent run {run_id}")
-    # params are logged once: MLflow refuses changed values (search.resume differs on the resumed session)
-    return tracker.start(cfg.search.name, params=None if run_id else to_dict(cfg), tags={"job": "sweep"},
-                         run_id=run_id, end=True)
-
-
 def run(cfg: SweepConfig, log=print) -> dict:
     """Prepare the data, run (or resume) the sweep; returns ``{'results', 'best', 'parent_run_id', 'path'}``."""
     from ray import tune
@@ -210,7 +198,7 @@ def run(cfg: SweepConfig, log=print) -> dict:
     base = to_dict(cfg.fit)
     tracker = Tracker(cfg.fit.tracking)
     t = time.time()
-    with _parent_run(cfg, exp_dir, tracker, log) as tr:
+    with open_parent(tracker, s.name, exp_dir, s.resume, to_dict(cfg), {"job": "sweep"}, log) as tr:
         parent = tr.run_id
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, base=base, parent_run_id=parent, train_storage=str(exp_dir / "train")),
@@ -231,9 +219,7 @@ def run(cfg: SweepConfig, log=print) -> dict:
                     scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.fit.train.epochs) + 1,
                                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)),
                 run_config=tune.RunConfig(name=s.name, storage_path=storage))
-        if parent:                            # temp name, then rename: a torn id would break --resume
-            exp_dir.mkdir(parents=True, exist_ok=True)
-            write_text(exp_dir / PARENT_FILE, parent)
+        save_parent(exp_dir, parent)
         results = tuner.fit()
         # a trial ASHA stopped was killed before it could end its MLflow run: do not leave it RUNNING forever
         tr.end_children(parent)

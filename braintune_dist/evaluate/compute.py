@@ -1,0 +1,119 @@
+"""Where evaluation work runs: Ray workers (a feature actor pool, ridge tasks) or this process.
+
+The same functions run either way; ``Runner`` only decides how they are called. On Ray, large inputs
+go to the object store once (``put``) and every task that needs them gets the reference, and tasks
+are retried when their node dies (Ray's default ``max_retries``), so an evaluation survives the loss
+of a worker node.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+
+@dataclass
+class ComputeSettings:
+    """Resources of the evaluation (feature actors and ridge tasks)."""
+
+    runner: Literal["auto", "ray", "local"] = "auto"
+    """ray: feature actor pool and ridge tasks on the Ray cluster; local: everything in this process (the
+    serial reference); auto: ray when this process is connected to a Ray cluster."""
+    address: str = ""
+    """Ray cluster the evaluate and analyze jobs join ('' = RAY_ADDRESS, else a private local one)."""
+    feature_workers: int = 0
+    """Backbone actors of the feature pool; 0 = one per GPU of the cluster, else one per whole CPU (never
+    more than the (model, story) units to compute)."""
+    feature_cpus: float = 1.0
+    """CPUs per feature actor (its torch threads: the whole part, at least 1)."""
+    feature_gpus: float = -1.0
+    """GPUs per feature actor; -1 = 1 when the cluster has GPUs, else 0."""
+    ridge_cpus: float = 1.0
+    """CPUs per ridge task (one (model, participant, layer) fit)."""
+    ridge_gpus: float = -1.0
+    """GPUs per ridge task; -1 = 1 when the cluster has GPUs and ridge.backend is not numpy, else 0."""
+
+
+def cluster_gpus() -> float:
+    import ray
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def use_ray(compute: ComputeSettings) -> bool:
+    """Whether the evaluation runs on Ray (``runner`` resolved against the process's Ray connection)."""
+    if compute.runner == "local":
+        return False
+    import ray
+    if compute.runner == "ray" and not ray.is_initialized():
+        raise RuntimeError("compute.runner='ray' but this process is not connected to Ray (ray.init first)")
+    return ray.is_initialized()
+
+
+def feature_resources(compute: ComputeSettings, n_units: int) -> tuple[int, float, float]:
+    """(actors, CPUs per actor, GPUs per actor) of the feature pool on the connected cluster."""
+    import ray
+    gpus = cluster_gpus()
+    per_gpu = (1.0 if gpus else 0.0) if compute.feature_gpus < 0 else compute.feature_gpus
+    n = compute.feature_workers
+    if n <= 0:
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        n = int(gpus // per_gpu) if per_gpu else int(cpus // max(compute.feature_cpus, 1e-3))
+    return max(1, min(n, n_units)), compute.feature_cpus, per_gpu
+
+
+def ridge_gpus(compute: ComputeSettings, backend: str) -> float:
+    if compute.ridge_gpus >= 0:
+        return compute.ridge_gpus
+    return 1.0 if backend != "numpy" and cluster_gpus() > 0 else 0.0
+
+
+class Runner:
+    """Submit functions as Ray tasks or call them in this process; gather results in submission order.
+
+    Parameters
+    ----------
+    ray : bool  run on Ray (else in this process)
+    num_cpus, num_gpus : resources of each task
+    """
+
+    def __init__(self, ray: bool, num_cpus: float = 1.0, num_gpus: float = 0.0):
+        self.ray, self.num_cpus, self.num_gpus = ray, num_cpus, num_gpus
+
+    def put(self, obj):
+        """Object-store reference of ``obj`` (on Ray), else ``obj`` itself."""
+        if not self.ray:
+            return obj
+        import ray
+        return ray.put(obj)
+
+    def submit(self, fn: Callable, *args, num_cpus: float | None = None):
+        """Run ``fn(*args)`` (arguments may be ``put`` references): a Ray task, or now in this process."""
+        if not self.ray:
+            return fn(*args)
+        import ray
+        cpus = self.num_cpus if num_cpus is None else num_cpus
+        # "DEFAULT": outside any placement group the caller runs in (a Tune trial's would capture the task)
+        return ray.remote(fn).options(num_cpus=cpus, num_gpus=self.num_gpus,
+                                      scheduling_strategy="DEFAULT").remote(*args)
+
+    def gather(self, handles: list, progress: Callable[[int, int, float], None] | None = None) -> list:
+        """Results of ``submit`` handles, in order; ``progress(done, total, seconds)`` as they finish."""
+        t0 = time.time()
+        if not self.ray:
+            if progress and handles:
+                progress(len(handles), len(handles), time.time() - t0)
+            return list(handles)
+        import ray
+        pending, done = list(handles), 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=None)
+            done += len(ready)
+            if progress:
+                progress(done, len(handles), time.time() - t0)
+        return ray.get(list(handles))
+
+
+def node_id() -> str:
+    """Id of the Ray node this code runs on ('' outside Ray)."""
+    import ray
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

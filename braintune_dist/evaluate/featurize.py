@@ -1,0 +1,159 @@
+"""Evaluation features as a Ray Data job: (model, story) units through a pool of backbone actors.
+
+The driver plans and reports; it never loads audio into a model. Plan:
+
+1. each model's cache key (its weights' fingerprint + window settings), computed by a task that loads
+   the model where the work runs;
+2. the (model, story) units whose windows are not in the cache yet (a re-run computes only those);
+3. ``ray.data.from_items(units).map_batches(FeatureWorker, concurrency=N, num_gpus=...)``: each actor
+   loads a model once (units arrive grouped by model), runs every causal window of one story through it
+   and writes the windows to the cache atomically; only a small summary row comes back.
+
+Without Ray (``compute.runner: local``) the same ``FeatureWorker`` runs in this process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.evaluate.compute import ComputeSettings, Runner, feature_resources, node_id, use_ray
+from braintune_dist.features.extract import (CachedFeatures, FeatureCache, FeatureConfig, FeatureExtractor,
+                                             check_layers, window_ends)
+from braintune_dist.model.backbone import SAMPLE_RATE, ModelConfig
+
+
+@dataclass
+class ModelSpec:
+    """A model to evaluate, as a recipe a worker can follow (no weights travel through the driver)."""
+
+    label: str
+    """Name in tables and figures ('untuned', 'brain-tuned', a checkpoint's folder name, ...)."""
+    model: ModelConfig
+    """Backbone architecture / pretrained path."""
+    checkpoint: str = ""
+    """Brain-tuning checkpoint directory (LoRA merged in); '' = the untuned backbone. Must be readable
+    where the workers run (shared storage on a cluster)."""
+
+    def load(self):
+        from braintune_dist.train.checkpoint import load_backbone
+        return load_backbone(self.model, self.checkpoint)
+
+
+def _cache_key(spec: ModelSpec, cfg: FeatureConfig) -> tuple[str, int]:
+    """(cache key, n_layers) of one model: a task, so the driver does not build the model."""
+    fx = FeatureExtractor(spec.load(), dataclasses.replace(cfg, device="cpu"))
+    return fx.fingerprint, fx.backbone.n_layers
+
+
+class FeatureWorker:
+    """Ray Data actor: computes and caches the windows of (model, story) units.
+
+    Parameters
+    ----------
+    ds : LebelDataset
+    specs : list of ModelSpec  (a unit names one by index)
+    keys : list of str  (their cache keys, checked against the loaded weights)
+    cfg : FeatureConfig  (``cache_dir`` set)
+    """
+
+    def __init__(self, ds: LebelDataset, specs: list[ModelSpec], keys: list[str], cfg: FeatureConfig,
+                 threads: int = 0):
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+        self.ds, self.specs, self.keys, self.cfg = ds, specs, keys, cfg
+        self.cache = FeatureCache(cfg.cache_dir)
+        self._loaded: tuple[int, FeatureExtractor] | None = None
+
+    def _extractor(self, i: int) -> FeatureExtractor:
+        if self._loaded is None or self._loaded[0] != i:
+            fx = FeatureExtractor(self.specs[i].load(), self.cfg)
+            if fx.fingerprint != self.keys[i]:
+                raise RuntimeError(f"model {self.specs[i].label!r} built on this worker has cache key "
+                                   f"{fx.fingerprint}, the plan expected {self.keys[i]}: its weights are not "
+                                   "reproducible here (random init without a fixed seed, or a changed checkpoint)")
+            self._loaded = (i, fx)
+        return self._loaded[1]
+
+    def __call__(self, batch: dict) -> dict:
+        """batch: {'model': (n,) int, 'story': (n,) str} → {'model', 'story', 'windows', 'seconds', 'node'}."""
+        out = {"model": [], "story": [], "windows": [], "seconds": [], "node": []}
+        for i, story in zip(batch["model"], batch["story"]):
+            t = time.time()
+            fx = self._extractor(int(i))
+            times, feats = fx.story_windows(self.ds.load_audio(str(story)))
+            self.cache.write(self.keys[int(i)], str(story), times, feats)
+            for k, v in (("model", int(i)), ("story", str(story)), ("windows", len(times)),
+                         ("seconds", time.time() - t), ("node", node_id())):
+                out[k].append(v)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _n_windows(ds: LebelDataset, story: str, cfg: FeatureConfig) -> int:
+    import soundfile as sf
+    info = sf.info(str(ds.audio_path(story)))
+    return len(window_ends(int(info.frames * SAMPLE_RATE / info.samplerate), cfg)[0])
+
+
+def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg: FeatureConfig,
+              compute: ComputeSettings, log=print) -> tuple[dict[str, CachedFeatures], dict]:
+    """Make sure every (model, story) window is in the cache; return a cache-reading source per model.
+
+    Returns
+    -------
+    sources : dict label → CachedFeatures
+    stats : dict  ``{'units', 'computed', 'windows', 'seconds', 'nodes': {node id: units}}``
+    """
+    if not cfg.cache_dir:
+        raise ValueError("featurize needs features.cache_dir")
+    on_ray = use_ray(compute)
+    runner = Runner(on_ray, num_cpus=compute.feature_cpus)
+    keys_layers = runner.gather([runner.submit(_cache_key, s, cfg) for s in specs])
+    cache = FeatureCache(cfg.cache_dir)
+    sources, units = {}, []
+    for i, (spec, (key, n_layers)) in enumerate(zip(specs, keys_layers)):
+        layers = check_layers(cfg.layers, n_layers)
+        sources[spec.label] = CachedFeatures(cache, key, layers, cfg)
+        units += [{"model": i, "story": s} for s in stories if not cache.has(key, s, layers)]
+    stats = dict(units=len(specs) * len(stories), computed=len(units), windows=0, seconds=0.0, nodes={})
+    if not units:
+        log(f"[features] all {stats['units']} (model, story) units cached in {cfg.cache_dir}")
+        return sources, stats
+    total = sum(_n_windows(ds, u["story"], cfg) for u in units)
+    keys = [k for k, _ in keys_layers]
+    t0, last = time.time(), 0.0
+
+    def report(row: dict, done: int):
+        nonlocal last
+        stats["windows"] += int(row["windows"])
+        stats["nodes"][str(row["node"])] = stats["nodes"].get(str(row["node"]), 0) + 1
+        now = time.time() - t0
+        if now - last > 10 or done == len(units):
+            last = now
+            log(f"[features] {done}/{len(units)} units, {stats['windows']}/{total} windows, "
+                f"{stats['windows'] / max(now, 1e-9):.0f} windows/s")
+
+    if on_ray:
+        import ray
+        n, cpus, gpus = feature_resources(compute, len(units))
+        log(f"[features] {len(units)} (model, story) units ({total} windows) on up to {n} actors "
+            f"({cpus:g} CPU, {gpus:g} GPU each); cache {cfg.cache_dir}")
+        data = ray.data.from_items(units, override_num_blocks=len(units))
+        # an autoscaling pool (1..n actors): it starts with what is free (another job may hold the rest)
+        out = data.map_batches(FeatureWorker, batch_size=1, concurrency=(1, n), num_cpus=cpus, num_gpus=gpus,
+                               scheduling_strategy="DEFAULT",       # not in a calling Tune trial's group
+                               fn_constructor_kwargs=dict(ds=ds, specs=specs, keys=keys, cfg=cfg,
+                                                          threads=max(1, int(cpus))))
+        for done, row in enumerate(out.iter_rows(), 1):
+            report(row, done)
+    else:
+        worker = FeatureWorker(ds, specs, keys, cfg)
+        for done, u in enumerate(units, 1):
+            res = worker({"model": [u["model"]], "story": [u["story"]]})
+            report({k: v[0] for k, v in res.items()}, done)
+    stats["seconds"] = time.time() - t0
+    return sources, stats
