@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,8 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     Returns
     -------
     sources : dict label → CachedFeatures
-    stats : dict  ``{'units', 'computed', 'windows', 'seconds', 'nodes': {node id: units}}``
+    stats : dict  ``{'units', 'computed', 'windows', 'seconds' (wall), 'unit_seconds' (summed over units,
+        in the workers), 'nodes': {node id: units}}``
     """
     if not cfg.cache_dir:
         raise ValueError("featurize needs features.cache_dir")
@@ -119,7 +121,8 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
         layers = check_layers(cfg.layers, n_layers)
         sources[spec.label] = CachedFeatures(cache, key, layers, cfg)
         units += [{"model": i, "story": s} for s in stories if not cache.has(key, s, layers)]
-    stats = dict(units=len(specs) * len(stories), computed=len(units), windows=0, seconds=0.0, nodes={})
+    stats = dict(units=len(specs) * len(stories), computed=len(units), windows=0, seconds=0.0, unit_seconds=0.0,
+                 nodes={})
     if not units:
         log(f"[features] all {stats['units']} (model, story) units cached in {cfg.cache_dir}")
         return sources, stats
@@ -130,6 +133,7 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     def report(row: dict, done: int):
         nonlocal last
         stats["windows"] += int(row["windows"])
+        stats["unit_seconds"] += float(row["seconds"])
         stats["nodes"][str(row["node"])] = stats["nodes"].get(str(row["node"]), 0) + 1
         now = time.time() - t0
         if now - last > 10 or done == len(units):
@@ -143,11 +147,14 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
         log(f"[features] {len(units)} (model, story) units ({total} windows) on up to {n} actors "
             f"({cpus:g} CPU, {gpus:g} GPU each); cache {cfg.cache_dir}")
         data = ray.data.from_items(units, override_num_blocks=len(units))
-        # an autoscaling pool (1..n actors): it starts with what is free (another job may hold the rest)
-        out = data.map_batches(FeatureWorker, batch_size=1, concurrency=(1, n), num_cpus=cpus, num_gpus=gpus,
-                               scheduling_strategy="DEFAULT",       # not in a calling Tune trial's group
-                               fn_constructor_kwargs=dict(ds=ds, specs=specs, keys=keys, cfg=cfg,
-                                                          threads=max(1, int(cpus))))
+        # n actors asked for at once, but the pool runs with as few as 1 (another job may hold the rest)
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=n, initial_size=n)
+        with warnings.catch_warnings():       # scheduling_strategy has no named map_batches argument yet
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+            out = data.map_batches(FeatureWorker, batch_size=1, compute=pool, num_cpus=cpus, num_gpus=gpus,
+                                   scheduling_strategy="DEFAULT",   # not in a calling Tune trial's group
+                                   fn_constructor_kwargs=dict(ds=ds, specs=specs, keys=keys, cfg=cfg,
+                                                              threads=max(1, int(cpus))))
         for done, row in enumerate(out.iter_rows(), 1):
             report(row, done)
     else:
