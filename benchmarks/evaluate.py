@@ -14,6 +14,10 @@ Makes its own simulated dataset (``--data``, kept for re-runs). All ratios come 
     every 0.1 s, 13 hidden states, 80 k voxels, p = 768 × 4 delays, 2 checkpoints): the base model's
     per-window cost measured here on CPU, ridge costs from ``results/ridge.json`` (CPU tier M measured on
     this machine type, GPU tier L measured on an H100), scaled to the full problem, on N workers.
+(d) the effect of bfloat16 inference on r: the same evaluation with features from a bfloat16 backbone
+    (``features.dtype``), in this process; per-voxel |Δr| and Δ of the region means.
+
+``--parts a,b,c,d`` runs a subset; results are merged into the output file.
 """
 from __future__ import annotations
 
@@ -141,38 +145,66 @@ def cost_model(window_s_cpu: float, ridge: list[dict]) -> dict:
     return out
 
 
+def precision_effect(ds: LebelDataset, work: Path) -> dict:
+    """r with float32 vs bfloat16 backbone features (runner local: the numerics, not the scheduling)."""
+    train, local = ds.split()["train"], ComputeSettings(runner="local")
+    space = find_common_space(ds.root, "", ds.subjects())
+    r, means = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        fc = dataclasses.replace(FEATURES, dtype=dtype, cache_dir=str(work / f"prec-{dtype}"))
+        sources, _ = featurize(ds, MODELS[:1], train + [ds.cfg.test_story], fc, local, log=lambda *a: None)
+        rows, scores = encode(ds, sources, ds.subjects(), train, RidgeConfig(), space, local, log=lambda *a: None)
+        vs = scores[MODELS[0].label]
+        r[dtype] = {(s, lay): v.r[lay] for s, v in vs.items() for lay in v.r}
+        means[dtype] = {f"{x['subject']}/{x['layer']}/{x['region']}": x["mean_r"] for x in rows}
+    dr = [abs(r["bfloat16"][k] - r["float32"][k]).max() for k in r["float32"]]
+    dm = [abs(means["bfloat16"][k] - means["float32"][k]) for k in means["float32"]]
+    return dict(max_abs_dr_voxel=float(max(dr)), max_abs_d_mean_r=float(max(dm)),
+                mean_abs_d_mean_r=float(sum(dm) / len(dm)), device="cpu (bfloat16 matmuls on CPU)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/evaluate.json"))
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "evalbench"))
+    ap.add_argument("--parts", default="a,b,c,d")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     root = Path(args.data)
     if not (root / "derivative").is_dir():
         simulate(SimConfig(participants=2, stories=6, trs_per_story=80, n_vertices=400, seed=2), str(root))
     ds = LebelDataset(root, DataConfig(root=str(root)))
     stories = ds.split()["train"] + [ds.cfg.test_story]
-    import ray
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     work = Path(tempfile.mkdtemp(prefix="evalbench-cache-"))
-    load0 = os.getloadavg()
-    res: dict = dict(date=dt.datetime.now().isoformat(timespec="seconds"),
-                     machine=dict(cpus=os.cpu_count(), platform=platform.platform()),
-                     features=dict(window=FEATURES.window, stride=FEATURES.stride, model="tiny wav2vec2", models=2,
-                                   stories=len(stories)))
-    res["plain"] = plain_rate(ds, stories)
-    res["pool"] = [pool_rate(ds, stories, n, work / f"pool{n}") for n in (1, 2)]
-    for p in res["pool"]:
-        p["per_worker_efficiency"] = round(p["windows_s"] / (p["actors"] * res["plain"]["windows_s"]), 3)
-        # the same work inside the actors only (no process start, imports, model builds, scheduling)
-        p["in_actor_efficiency"] = round(res["plain"]["seconds"] / p["unit_seconds"], 3)
-    res["evaluation"] = [evaluation_time(ds, n, work / f"eval{n}") for n in (1, 2)]
-    res["evaluation_speedup_2_vs_1"] = round(res["evaluation"][0]["total_s"] / res["evaluation"][1]["total_s"], 2)
-    ray.shutdown()
-    res["base_window"] = base_window_cost()
-    ridge = json.loads((REPO / "benchmarks/results/ridge.json").read_text())
-    res["cost_model"] = cost_model(res["base_window"]["s_per_window"], ridge)
-    res["machine"]["loadavg"] = [load0, os.getloadavg()]
+    out = Path(args.out)
+    res: dict = json.loads(out.read_text()) if out.is_file() else {}
+    res.update(date=dt.datetime.now().isoformat(timespec="seconds"), parts=sorted(parts),
+               machine=dict(cpus=os.cpu_count(), platform=platform.platform(), loadavg_start=os.getloadavg()),
+               features=dict(window=FEATURES.window, stride=FEATURES.stride, model="tiny wav2vec2", models=2,
+                             stories=len(stories)))
+    if parts & {"a", "b"}:
+        import ray
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    if "a" in parts:
+        res["plain"] = plain_rate(ds, stories)
+        res["pool"] = [pool_rate(ds, stories, n, work / f"pool{n}") for n in (1, 2)]
+        for p in res["pool"]:
+            p["per_worker_efficiency"] = round(p["windows_s"] / (p["actors"] * res["plain"]["windows_s"]), 3)
+            # the same work inside the actors only (no process start, imports, model builds, scheduling)
+            p["in_actor_efficiency"] = round(res["plain"]["seconds"] / p["unit_seconds"], 3)
+    if "b" in parts:
+        res["evaluation"] = [evaluation_time(ds, n, work / f"eval{n}") for n in (1, 2)]
+        res["evaluation_speedup_2_vs_1"] = round(res["evaluation"][0]["total_s"] / res["evaluation"][1]["total_s"], 2)
+    if parts & {"a", "b"}:
+        ray.shutdown()
+    if "c" in parts:
+        res["base_window"] = base_window_cost()
+        ridge = json.loads((REPO / "benchmarks/results/ridge.json").read_text())
+        res["cost_model"] = cost_model(res["base_window"]["s_per_window"], ridge)
+    if "d" in parts:
+        res["bfloat16"] = precision_effect(ds, work)
+    res["machine"]["loadavg_end"] = os.getloadavg()
     shutil.rmtree(work, ignore_errors=True)
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

@@ -111,3 +111,17 @@ def test_ray_path_equals_serial_path(sim, ray_local, tmp_path):
     for k in local:
         for col in ("mean_r", "mean_r_norm", "cv_mse"):
             np.testing.assert_allclose(dist[k][col], local[k][col], rtol=0, atol=1e-6, err_msg=str((k, col)))
+
+
+def test_cache_key_follows_the_recipe_and_refuses_unreproducible_weights(sim, tmp_path):
+    from braintune_dist.evaluate.featurize import featurize, recipe_fingerprint
+    a, b = (recipe_fingerprint(m)[0] for m in MODELS)
+    assert a != b and recipe_fingerprint(ModelSpec("again", ModelConfig()))[0] == a      # label plays no part
+    fc = FeatureConfig(window=2.0, stride=1.0, device="cpu", cache_dir=str(tmp_path / "cache"))
+    local = ComputeSettings(runner="local")
+    sources, _ = featurize(sim, MODELS[:1], [sim.cfg.test_story], fc, local, log=lambda *a: None)
+    weights = tmp_path / "cache" / sources["untuned"].key / "WEIGHTS"
+    assert weights.is_file()
+    weights.write_text("0123456789abcdef")         # as if another worker had built different weights
+    with pytest.raises(RuntimeError, match="'untuned': weights built here .* differ"):
+        featurize(sim, MODELS[:1], [sim.split()["train"][0]], fc, local, log=lambda *a: None)

@@ -2,8 +2,8 @@
 
 The driver plans and reports; it never loads audio into a model. Plan:
 
-1. each model's cache key (its weights' fingerprint + window settings), computed by a task that loads
-   the model where the work runs;
+1. each model's cache key: a hash of what determines its weights (backbone config, the files it loads,
+   library versions) and of the window settings, computed here without building the model;
 2. the (model, story) units whose windows are not in the cache yet (a re-run computes only those);
 3. ``ray.data.from_items(units).map_batches(FeatureWorker, concurrency=N, num_gpus=...)``: each actor
    loads a model once (units arrive grouped by model), runs every causal window of one story through it
@@ -13,18 +13,22 @@ Without Ray (``compute.runner: local``) the same ``FeatureWorker`` runs in this 
 """
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import json
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.compute import ComputeSettings, Runner, feature_resources, node_id, use_ray
+from braintune_dist.config import from_dict, to_dict
+from braintune_dist.evaluate.compute import ComputeSettings, feature_resources, node_id, use_ray
 from braintune_dist.features.extract import (CachedFeatures, FeatureCache, FeatureConfig, FeatureExtractor,
-                                             check_layers, window_ends)
-from braintune_dist.model.backbone import SAMPLE_RATE, ModelConfig
+                                             cache_key, check_layers, window_ends)
+from braintune_dist.io import write_text
+from braintune_dist.model.backbone import SAMPLE_RATE, ModelConfig, n_layers_of
 
 
 @dataclass
@@ -44,10 +48,29 @@ class ModelSpec:
         return load_backbone(self.model, self.checkpoint)
 
 
-def _cache_key(spec: ModelSpec, cfg: FeatureConfig) -> tuple[str, int]:
-    """(cache key, n_layers) of one model: a task, so the driver does not build the model."""
-    fx = FeatureExtractor(spec.load(), dataclasses.replace(cfg, device="cpu"))
-    return fx.fingerprint, fx.backbone.n_layers
+def recipe_fingerprint(spec: ModelSpec) -> tuple[str, ModelConfig]:
+    """(hash of what determines the weights, the backbone config) of a model, without building it.
+
+    The weights are a function of the backbone config, the files it loads (pretrained folder, the
+    checkpoint's ``model.pt``) and, for a random init, the library versions: all of them are hashed.
+    """
+    from importlib.metadata import version
+    model = spec.model
+    files: list[Path] = []
+    if spec.checkpoint:
+        from braintune_dist.train.checkpoint import MODEL_FILE, read_model_file
+        model = from_dict(ModelConfig, read_model_file(spec.checkpoint, mmap=True)["config"]["model"])
+        files.append(Path(spec.checkpoint) / MODEL_FILE)
+    if model.pretrained and Path(model.pretrained).is_dir():
+        files += sorted(p for p in Path(model.pretrained).rglob("*") if p.is_file())
+    h = hashlib.sha1(json.dumps(to_dict(model), sort_keys=True).encode())
+    h.update(f"torch {version('torch')} transformers {version('transformers')}".encode())
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16], model
 
 
 class FeatureWorker:
@@ -57,7 +80,7 @@ class FeatureWorker:
     ----------
     ds : LebelDataset
     specs : list of ModelSpec  (a unit names one by index)
-    keys : list of str  (their cache keys, checked against the loaded weights)
+    keys : list of str  (their cache keys)
     cfg : FeatureConfig  (``cache_dir`` set)
     """
 
@@ -73,12 +96,21 @@ class FeatureWorker:
     def _extractor(self, i: int) -> FeatureExtractor:
         if self._loaded is None or self._loaded[0] != i:
             fx = FeatureExtractor(self.specs[i].load(), self.cfg)
-            if fx.fingerprint != self.keys[i]:
-                raise RuntimeError(f"model {self.specs[i].label!r} built on this worker has cache key "
-                                   f"{fx.fingerprint}, the plan expected {self.keys[i]}: its weights are not "
-                                   "reproducible here (random init without a fixed seed, or a changed checkpoint)")
+            self._check_weights(self.keys[i], fx.fingerprint, self.specs[i].label)
             self._loaded = (i, fx)
         return self._loaded[1]
+
+    def _check_weights(self, key: str, weights: str, label: str) -> None:
+        """The first worker records the weights' fingerprint under the key; any other must match it (a model
+        whose build is not reproducible would otherwise mix two models' windows under one key)."""
+        path = self.cache.root / key / "WEIGHTS"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(path, weights)
+        elif path.read_text().strip() != weights:
+            raise RuntimeError(f"model {label!r}: weights built here ({weights}) differ from those cached under "
+                               f"{path.parent} ({path.read_text().strip()}); its build is not reproducible "
+                               "(random init without a fixed seed, or a different library version)")
 
     def __call__(self, batch: dict) -> dict:
         """batch: {'model': (n,) int, 'story': (n,) str} → {'model', 'story', 'windows', 'seconds', 'node'}."""
@@ -113,13 +145,14 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     if not cfg.cache_dir:
         raise ValueError("featurize needs features.cache_dir")
     on_ray = use_ray(compute)
-    runner = Runner(on_ray, num_cpus=compute.feature_cpus)
-    keys_layers = runner.gather([runner.submit(_cache_key, s, cfg) for s in specs])
     cache = FeatureCache(cfg.cache_dir)
-    sources, units = {}, []
-    for i, (spec, (key, n_layers)) in enumerate(zip(specs, keys_layers)):
-        layers = check_layers(cfg.layers, n_layers)
+    sources, units, keys = {}, [], []
+    for i, spec in enumerate(specs):
+        recipe, model = recipe_fingerprint(spec)
+        key = cache_key(recipe, cfg)
+        layers = check_layers(cfg.layers, n_layers_of(model))
         sources[spec.label] = CachedFeatures(cache, key, layers, cfg)
+        keys.append(key)
         units += [{"model": i, "story": s} for s in stories if not cache.has(key, s, layers)]
     stats = dict(units=len(specs) * len(stories), computed=len(units), windows=0, seconds=0.0, unit_seconds=0.0,
                  nodes={})
@@ -127,7 +160,6 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
         log(f"[features] all {stats['units']} (model, story) units cached in {cfg.cache_dir}")
         return sources, stats
     total = sum(_n_windows(ds, u["story"], cfg) for u in units)
-    keys = [k for k, _ in keys_layers]
     t0, last = time.time(), 0.0
 
     def report(row: dict, done: int):

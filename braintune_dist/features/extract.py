@@ -15,8 +15,8 @@ Pipeline per story:
 5. the rows ``LebelDataset.row_tr_index(story)`` (features [10:-5]; test story [50:-5]).
 
 Windows of equal length run as one batch (a strided view, no per-window Python loop on the hot path).
-Raw window features are cached on disk (:class:`FeatureCache`), content-addressed by the weights'
-fingerprint and the window settings: ``<cache_dir>/<key>/<story>/{times,layer<k>}.npy``.
+Raw window features are cached on disk (:class:`FeatureCache`) under a key of the model and the window
+settings (:func:`cache_key`): ``<cache_dir>/<key>/<story>/{times,layer<k>}.npy``.
 :class:`CachedFeatures` reads that cache only (no model): what the evaluation's ridge stage uses, so
 the backbone forward runs only in the feature workers.
 """

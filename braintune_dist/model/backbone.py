@@ -147,6 +147,17 @@ class Backbone(nn.Module):
         return hs[-1][:, :n_valid].mean(dim=1)
 
 
+def n_layers_of(cfg: ModelConfig) -> int:
+    """Transformer layers of the backbone ``cfg`` describes, from its HF config alone (no weights)."""
+    cfg_cls, _ = _hf_classes(cfg.family)
+    if cfg.pretrained:
+        c = cfg_cls.from_pretrained(cfg.pretrained)
+    else:
+        base = dict(TINY_WHISPER if cfg.family == "whisper" else TINY_SPEECH) if cfg.size == "tiny" else {}
+        c = cfg_cls(**{**base, **cfg.overrides})
+    return c.encoder_layers if cfg.family == "whisper" else c.num_hidden_layers
+
+
 def build_backbone(cfg: ModelConfig) -> Backbone:
     """Build the backbone described by ``cfg`` (random init from a config, or a local/hub checkpoint)."""
     return Backbone(cfg)

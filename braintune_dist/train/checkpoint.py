@@ -70,11 +70,11 @@ def check_complete(directory: str | os.PathLike) -> Path:
     return d
 
 
-def read_model_file(directory: str | os.PathLike) -> dict[str, Any]:
-    """The ``model.pt`` payload of a complete checkpoint directory."""
+def read_model_file(directory: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
+    """The ``model.pt`` payload of a complete checkpoint directory (``mmap``: tensors not read until used)."""
     d = check_complete(directory)
     try:
-        return torch.load(d / MODEL_FILE, map_location="cpu", weights_only=False)
+        return torch.load(d / MODEL_FILE, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as exc:  # noqa: BLE001  (pickle/zip errors of a damaged file)
         raise CheckpointError(f"{d / MODEL_FILE}: unreadable ({exc.__class__.__name__}: {exc})") from None
 
