@@ -5,9 +5,9 @@ The driver plans and reports; it never loads audio into a model. Plan:
 1. each model's cache key: a hash of what determines its weights (backbone config, the files it loads,
    library versions) and of the window settings, computed here without building the model;
 2. the (model, story) units whose windows are not in the cache yet (a re-run computes only those);
-3. ``ray.data.from_items(units).map_batches(FeatureWorker, concurrency=N, num_gpus=...)``: each actor
-   loads a model once (units arrive grouped by model), runs every causal window of one story through it
-   and writes the windows to the cache atomically; only a small summary row comes back.
+3. ``ray.data.from_items(units).map_batches(FeatureWorker, compute=ActorPoolStrategy(...), num_gpus=...)``:
+   each actor loads a model once (units arrive grouped by model), runs every causal window of one story
+   through it and writes the windows to the cache atomically; only a small summary row comes back.
 
 Without Ray (``compute.runner: local``) the same ``FeatureWorker`` runs in this process.
 """

@@ -27,6 +27,13 @@ def original_cwd() -> None:
     os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
 
 
+def experiment_dir(storage_path: str, name: str) -> tuple[str, Path]:
+    """(Tune storage path, the experiment's folder) of a sweep or grid: a local path made absolute (Tune
+    needs one), a URI (``s3://``) as given."""
+    storage = storage_path if "://" in storage_path else str(Path(storage_path).resolve())
+    return storage, Path(storage) / name
+
+
 def open_parent(tracker: Tracker, name: str, exp_dir: Path, resume: bool, params: dict, tags: dict, log):
     """Open (or, on resume, reopen) the MLflow parent run of a Tune experiment at ``exp_dir``."""
     saved = exp_dir / PARENT_FILE
@@ -87,8 +94,7 @@ def run_grid(cfg, points: list[dict], participants: list[str], subjects: list[st
     """Run every grid point as a Tune trial (``grid.max_concurrent`` at once); their results in grid order."""
     from ray import tune
     g = cfg.grid
-    storage = g.storage_path if "://" in g.storage_path else str(Path(g.storage_path).resolve())
-    exp_dir = Path(storage) / g.name
+    storage, exp_dir = experiment_dir(g.storage_path, g.name)
     trainable = tune.with_resources(
         tune.with_parameters(run_point, job=to_dict(cfg), points=points, participants=participants,
                              subjects=subjects, parent_run_id=parent_run_id, out=str(out.resolve())),

@@ -23,7 +23,7 @@ import numpy as np
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.evaluate.report import EvalSettings, alignment_report, headline, with_cache
-from braintune_dist.jobs.grid import open_parent, run_grid
+from braintune_dist.jobs.grid import experiment_dir, open_parent, run_grid
 from braintune_dist.jobs.multi_brain import held_out, setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
@@ -215,8 +215,8 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
     out = Path(cfg.eval.out_dir) / cfg.grid.name
     tracker = Tracker(fit.tracking)
     points: list[dict] = []
-    exp_dir = Path(cfg.grid.storage_path).resolve() / cfg.grid.name if "://" not in cfg.grid.storage_path else None
-    with open_parent(tracker, cfg.grid.name, exp_dir or Path(cfg.grid.name), cfg.grid.resume, to_dict(cfg),
+    _, exp_dir = experiment_dir(cfg.grid.storage_path, cfg.grid.name)
+    with open_parent(tracker, cfg.grid.name, exp_dir, cfg.grid.resume, to_dict(cfg),
                      {"job": "scaling"}, log) as tr:
         log(f"[scaling] untuned model on held-out {subjects}")
         base = dataclasses.replace(cfg.eval, features=with_cache(cfg.eval.features, str(out)))   # one cache

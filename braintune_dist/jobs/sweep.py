@@ -19,10 +19,9 @@ import math
 import time
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from braintune_dist.config import ConfigError, from_dict, to_dict
-from braintune_dist.jobs.grid import open_parent, original_cwd, save_parent
+from braintune_dist.jobs.grid import experiment_dir, open_parent, original_cwd, save_parent
 from braintune_dist.jobs.multi_brain import setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
@@ -193,8 +192,7 @@ def run(cfg: SweepConfig, log=print) -> dict:
 
     cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
     s = cfg.search
-    storage = s.storage_path if "://" in s.storage_path else str(Path(s.storage_path).resolve())
-    exp_dir = Path(storage) / s.name
+    storage, exp_dir = experiment_dir(s.storage_path, s.name)
     base = to_dict(cfg.fit)
     tracker = Tracker(cfg.fit.tracking)
     t = time.time()
