@@ -206,6 +206,7 @@ JOB_CONFIGS: dict[str, str] = {
     "scaling": "braintune_dist.jobs.scaling:ScalingJobConfig",
     "analyze": "braintune_dist.jobs.analyze:AnalyzeConfig",
     "pretrain": "braintune_dist.jobs.pretrain:PretrainJobConfig",
+    "import_whisper": "braintune_dist.jobs.import_whisper:ImportJobConfig",
 }
 """Job name (folder under ``jobs/configs/``) → ``module:Class`` of its config."""
 

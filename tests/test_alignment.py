@@ -11,7 +11,7 @@ from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig, story_splits
 from braintune_dist.evaluate.featurize import ModelSpec
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.evaluate.report import EvalSettings, alignment_report, best_layers, headline
+from braintune_dist.evaluate.report import EvalSettings, alignment_report, best_layers, headline, seed_report
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.tracking import Tracker, TrackingConfig
@@ -61,6 +61,18 @@ def test_best_layer_is_chosen_by_cv_not_by_the_test_story():
             for s in ("a", "b") for lay, cv, rn in ((0, 0.9, 0.5), (1, 0.7, 0.2), (2, 0.8, 0.3))]
     assert best_layers(rows) == {"m": 1}                 # lowest CV error, although layer 0 tests best
     assert headline(rows) == {"m/all": 0.2}
+
+
+def test_seed_report_gives_mean_range_and_verdict():
+    score = {"untuned": (0.30, 0.20), "t-s0": (0.35, 0.18), "t-s1": (0.31, 0.19), "t-s2": (0.27, 0.21)}
+    rows = [dict(model=m, kind="layer", layer=0, subject="a", region=reg, cv_mse=0.5, mean_r_norm=v)
+            for m, vals in score.items() for reg, v in zip(("semantic", "all"), vals)]
+    lines = []
+    out = seed_report(rows, ["t-s0", "t-s1", "t-s2"], log=lines.append)
+    assert out["semantic"] == pytest.approx(dict(untuned=0.30, mean=0.31, min=0.27, max=0.35, raised=2))
+    assert out["all"]["raised"] == 1
+    assert any("semantic: untuned 0.300 → tuned 0.310 (range 0.270–0.350); tuning raised it in 2/3 seeds" in x
+               for x in lines), lines
 
 
 def _report_settings(tmp_path, runner: str) -> EvalSettings:

@@ -60,7 +60,7 @@ def test_job_submit_multi_brain(head, tmp_path):
     args = ["--fit.data.root", str(root), "--fit.data.val_stories", "[story02]", "--fit.shards", str(shards),
             "--fit.stream.batch_size", "4", "--fit.train.epochs", "1", "--fit.engine.kind", "ddp",
             "--fit.ray.num_workers", "1", "--fit.ray.storage_path", str(tmp_path / "ray"), "--fit.ray.run_name", "submitted",
-            "--fit.tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--eval.enabled", "false"]
+            "--fit.tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--eval.enabled", "false", "--seeds", "[1,2]"]
     runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
                    "excludes": ["data/", "runs/", ".venv/", "*.parquet"]}
     out = subprocess.run(
@@ -70,5 +70,13 @@ def test_job_submit_multi_brain(head, tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
     assert "succeeded" in log.lower(), log[-4000:]
-    ckpts = list((tmp_path / "ray" / "submitted").glob("checkpoint_*/model.pt"))
-    assert len(ckpts) == 1                                     # the job trained and checkpointed one epoch
+    for seed in (1, 2):                                        # one fit per training seed, one epoch each
+        ckpts = list((tmp_path / "ray" / f"submitted-s{seed}").glob("checkpoint_*/model.pt"))
+        assert len(ckpts) == 1, seed
+    import mlflow
+    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()])
+    parent = [r for r in runs if r.info.run_name == "submitted"]
+    children = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id)
+    assert children == ["submitted-s1", "submitted-s2"]
+    assert all(r.info.status == "FINISHED" for r in runs)

@@ -126,7 +126,7 @@ def test_whisper_log_mel_matches_the_hf_feature_extractor():
     import numpy as np
     from transformers import WhisperFeatureExtractor
     from braintune_dist.model.backbone import build_backbone
-    bb = build_backbone(ModelConfig(family="whisper"))
+    bb = build_backbone(ModelConfig(family="whisper", whisper_input="padded"))
     n_samples = 2 * bb.model.config.max_source_positions * bb.hop
     rng = np.random.default_rng(0)
     t = np.arange(int(0.6 * n_samples)) / 16000

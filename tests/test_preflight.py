@@ -104,8 +104,10 @@ def test_model_family_and_pretrained_path(tiny_root, shards, tmp_path, monkeypat
         "model.family: 'wav2vec3' is not one of ['wav2vec2', 'hubert', 'whisper']"]
     refused(multi_brain, job(tiny_root, shards, tmp_path, model={"pretrained": str(tmp_path / "nowhere")}),
             r"fit.model.pretrained: .*nowhere is not a Hugging Face checkpoint folder", tmp_path)
-    from transformers import HubertConfig
-    HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path / "hub")
+    from transformers import HubertConfig, HubertModel
+    HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             conv_dim=(8,) * 7, num_conv_pos_embeddings=4,
+                             num_conv_pos_embedding_groups=2)).save_pretrained(tmp_path / "hub")
     assert "is a 'hubert' checkpoint but model.family is 'wav2vec2'" in \
         model_problems(ModelConfig(family="wav2vec2", pretrained=str(tmp_path / "hub")))[0]
     assert model_problems(ModelConfig(family="hubert", pretrained=str(tmp_path / "hub"))) == []

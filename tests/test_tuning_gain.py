@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_tuning_raises_held_out_semantic_alignment(ray_local, tmp_path):
-    cfg = load_yaml(MultiBrainConfig, "jobs/configs/multi_brain/demo.yaml")
+    cfg = load_yaml(MultiBrainConfig, "jobs/configs/multi_brain/tiny_wav2vec2.yaml")
     d = to_dict(cfg)
     d["fit"]["data"]["root"] = str(tmp_path / "sim")
     d["fit"]["shards"] = str(tmp_path / "shards")

@@ -140,7 +140,7 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     -------
     sources : dict label → CachedFeatures
     stats : dict  ``{'units', 'computed', 'windows', 'seconds' (wall), 'unit_seconds' (summed over units,
-        in the workers), 'nodes': {node id: units}}``
+        in the workers), 'nodes': {node id: units}, 'per_model': {label: [worker seconds, audio seconds]}}``
     """
     if not cfg.cache_dir:
         raise ValueError("featurize needs features.cache_dir")
@@ -155,7 +155,7 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
         keys.append(key)
         units += [{"model": i, "story": s} for s in stories if not cache.has(key, s, layers)]
     stats = dict(units=len(specs) * len(stories), computed=len(units), windows=0, seconds=0.0, unit_seconds=0.0,
-                 nodes={})
+                 nodes={}, per_model={})
     if not units:
         log(f"[features] all {stats['units']} (model, story) units cached in {cfg.cache_dir}")
         return sources, stats
@@ -167,6 +167,9 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
         stats["windows"] += int(row["windows"])
         stats["unit_seconds"] += float(row["seconds"])
         stats["nodes"][str(row["node"])] = stats["nodes"].get(str(row["node"]), 0) + 1
+        per = stats["per_model"].setdefault(specs[int(row["model"])].label, [0.0, 0.0])
+        per[0] += float(row["seconds"])
+        per[1] += int(row["windows"]) * cfg.stride                 # seconds of story audio covered
         now = time.time() - t0
         if now - last > 10 or done == len(units):
             last = now
@@ -195,4 +198,6 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
             res = worker({"model": [u["model"]], "story": [u["story"]]})
             report({k: v[0] for k, v in res.items()}, done)
     stats["seconds"] = time.time() - t0
+    cost = ", ".join(f"{m} {sec / max(audio, 1e-9):.3f}" for m, (sec, audio) in stats["per_model"].items())
+    log(f"[features] {stats['seconds']:.0f} s; worker seconds per second of audio: {cost}")
     return sources, stats

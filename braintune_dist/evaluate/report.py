@@ -102,3 +102,30 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
         log(f"  {k:>28}: {v:.3f}")
     log(f"[alignment] figures in {out}")
     return rows
+
+
+def seed_report(rows: list[dict], tuned: list[str], tracker: Tracker | None = None, log=print,
+                untuned: str = "untuned") -> dict[str, dict]:
+    """Tuned-vs-untuned alignment over training seeds, per region.
+
+    ``tuned``: the labels of the tuned models, one per seed. Returns ``{region: {'untuned', 'mean', 'min',
+    'max', 'raised'}}``: r / noise ceiling at each model's CV-best layer, mean and range over the seeds,
+    and how many seeds beat the untuned model. Prints one verdict line per region.
+    """
+    head = headline(rows)
+    regions = sorted({k.split("/", 1)[1] for k in head})
+    out: dict[str, dict] = {}
+    log(f"[alignment] over {len(tuned)} training seeds (held-out participants, r / noise ceiling):")
+    for reg in regions:
+        vals = np.array([head[f"{m}/{reg}"] for m in tuned if f"{m}/{reg}" in head])
+        base = head.get(f"{untuned}/{reg}", float("nan"))
+        if vals.size == 0:
+            continue
+        s = dict(untuned=base, mean=float(vals.mean()), min=float(vals.min()), max=float(vals.max()),
+                 raised=int((vals > base).sum()))
+        out[reg] = s
+        log(f"  {reg:>10}: untuned {base:.3f} → tuned {s['mean']:.3f} (range {s['min']:.3f}–{s['max']:.3f}); "
+            f"tuning raised it in {s['raised']}/{len(vals)} seeds (mean Δ {s['mean'] - base:+.3f})")
+        if tracker:
+            tracker.log_metrics({f"align_seeds.{reg}.{k}": float(v) for k, v in s.items()})
+    return out

@@ -5,6 +5,7 @@ sees its ``fit`` stage (a ``FitConfig``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from braintune_dist.config import to_dict
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.stream import load_manifest
-from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.evaluate.report import EvalSettings, alignment_report, seed_report
+from braintune_dist.jobs.import_whisper import ImportSettings, with_imported
 from braintune_dist.jobs.prepare_data import PrepareSettings, prepare
 from braintune_dist.jobs.preflight import PreflightSettings, preflight
 from braintune_dist.model.pretrain import PretrainConfig, with_pretrained
@@ -38,6 +40,12 @@ class MultiBrainConfig:
     """Alignment report of the tuned model against the untuned one on held-out participants."""
     preflight: PreflightSettings = field(default_factory=PreflightSettings)
     """Checks of data, model, checkpoints and cluster resources before any data writing or training."""
+    import_model: ImportSettings = field(default_factory=ImportSettings)
+    """Import a CTranslate2 Whisper model (e.g. the bundled tiny.en) as an HF checkpoint before tuning; when
+    enabled, its output becomes fit.model.pretrained."""
+    seeds: list[int] = field(default_factory=list)
+    """Training seeds (fit.train.seed: data order, LoRA init, dropout): one fit per seed, each a nested
+    MLflow run; the report gives every tuned model and the mean and range over seeds. [] = one fit."""
 
 
 def setup(cfg, log=print) -> FitConfig:
@@ -48,7 +56,8 @@ def setup(cfg, log=print) -> FitConfig:
     """
     preflight(cfg, log)
     prepare(cfg.fit.data, cfg.fit.shards, cfg.prepare, log=log)
-    return with_pretrained(cfg.fit, cfg.pretrain, log)
+    fit = with_imported(cfg.fit, getattr(cfg, "import_model", None), log)
+    return with_pretrained(fit, cfg.pretrain, log)
 
 
 def held_out(fit: FitConfig, eval_subjects: list[str], trained: list[str]) -> list[str]:
@@ -59,8 +68,23 @@ def held_out(fit: FitConfig, eval_subjects: list[str], trained: list[str]) -> li
     return [s for s in everyone if s not in trained] or everyone
 
 
+def _fit_one(fit: FitConfig, name: str, p: dict, tracker: Tracker, log):
+    """One Ray Train fit, its metrics in the run ``tracker`` has open; returns (result, best checkpoint)."""
+    t = time.time()
+    trainer = build_trainer(dataclasses.replace(fit, ray=dataclasses.replace(fit.ray, run_name=name)),
+                            mlflow_run_id=tracker.run_id, run_plan=p)
+    result = fit_with_progress(trainer, log)
+    best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+    log(f"[train] {name} finished in {time.time() - t:.0f} s: {result.metrics}")
+    log(f"[train] best checkpoint: {best.path}")
+    tracker.set_tags({"checkpoint": best.path})
+    tracker.log_metrics({"train.seconds": time.time() - t})
+    return result, best
+
+
 def run(cfg: MultiBrainConfig, log=print) -> dict:
-    """Run the whole job; returns ``{'result', 'checkpoint', 'rows', 'run_id', 'plan'}``."""
+    """Run the whole job; returns ``{'result', 'checkpoint', 'rows', 'run_id', 'plan', 'seeds'}`` (result and
+    checkpoint of the first seed)."""
     fit = setup(cfg, log)
     p = plan(fit)
     log(f"[train] participants {p['participants']}, {p['train_rows']} training windows, {p['n_vertices']} vertices; "
@@ -68,27 +92,32 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
         f"{p['total_steps']} steps max; engine {fit.engine.kind}, loss {fit.train.loss}")
     tracker = Tracker(fit.tracking)
     name = fit.ray.run_name or time.strftime("brain-%Y%m%d-%H%M%S")
+    seeds = list(cfg.seeds)
     with tracker.start(name, params=to_dict(cfg), tags={"job": "multi_brain"}) as tr:
         tr.log_text(json.dumps(run_manifest(to_dict(cfg), fit.shards), indent=1), "run_manifest.json")
         tr.log_params({"plan.participants": ",".join(p["participants"]), "plan.n_participants": len(p["participants"]),
                        "plan.train_rows": p["train_rows"], "plan.total_steps": p["total_steps"]})
-        t = time.time()
-        trainer = build_trainer(dataclasses.replace(fit, ray=dataclasses.replace(fit.ray, run_name=name)),
-                                mlflow_run_id=tr.run_id, run_plan=p)
-        result = fit_with_progress(trainer, log)
-        best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
-        log(f"[train] finished in {time.time() - t:.0f} s: {result.metrics}")
-        log(f"[train] best checkpoint: {best.path}")
-        tr.set_tags({"checkpoint": best.path})
-        tr.log_metrics({"train.seconds": time.time() - t})
+        fits = []                                   # (label, result, best checkpoint)
+        if not seeds:
+            fits.append(("brain-tuned", *_fit_one(fit, name, p, tr, log)))
+        for seed in seeds:
+            log(f"[train] seed {seed} ({len(fits) + 1}/{len(seeds)})")
+            fs = dataclasses.replace(fit, train=dataclasses.replace(fit.train, seed=seed))
+            child = Tracker(fit.tracking)
+            with child.start(f"{name}-s{seed}", nested=True, tags={"job": "multi_brain", "seed": str(seed)}):
+                fits.append((f"brain-tuned-s{seed}", *_fit_one(fs, f"{name}-s{seed}", p, child, log)))
         rows = []
         if cfg.eval.enabled:
             ds = LebelDataset(fit.data.root, fit.data)
             subjects = held_out(fit, cfg.eval.subjects, p["participants"])
-            # the workers read the checkpoint from Ray Train's storage: shared storage on a cluster
-            with best.as_directory() as ckpt_dir:
-                models = [ModelSpec("untuned", fit.model), ModelSpec("brain-tuned", fit.model, ckpt_dir)]
+            # the workers read the checkpoints from Ray Train's storage: shared storage on a cluster
+            with contextlib.ExitStack() as stack:
+                models = [ModelSpec("untuned", fit.model)] + [
+                    ModelSpec(label, fit.model, stack.enter_context(best.as_directory())) for label, _, best in fits]
                 rows = alignment_report(ds, models, cfg.eval, subjects, tr, log, tag=f"{name}_")
+            if seeds:
+                seed_report(rows, [label for label, _, _ in fits], tr, log)
         run_id = tr.run_id
     log(f"[mlflow] run {run_id} in {tracker.uri} (open the UI with: ./run ui)")
-    return dict(result=result, checkpoint=best.path, rows=rows, run_id=run_id, plan=p)
+    _, result, best = fits[0]
+    return dict(result=result, checkpoint=best.path, rows=rows, run_id=run_id, plan=p, seeds=seeds)

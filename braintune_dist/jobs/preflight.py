@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.model.backbone import ModelConfig, max_input_seconds
+from braintune_dist.model.ct2 import is_ct2_folder
 from braintune_dist.data.lebel import DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST
 from braintune_dist.data.stream import load_manifest, shards_for, verify_shards
 from braintune_dist.train.checkpoint import CheckpointError, check_complete
 from braintune_dist.errors import UserError
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"   # Ray Train V2's record of a run's checkpoints
 
 
@@ -67,8 +69,14 @@ def model_problems(model: ModelConfig, field: str = "model") -> list[str]:
         not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model.pretrained)
     if looks_local:
         config = path / "config.json"
+        if is_ct2_folder(path):
+            return [f"{field}.pretrained: {path} is a CTranslate2 model folder, not a Hugging Face checkpoint: import it "
+                    f"(python jobs/import_whisper.py --import_model.src {path} --import_model.out DIR, or "
+                    "import_model.enabled in a tuning job) and point pretrained at DIR"]
         if not config.is_file():
             return [f"{field}.pretrained: {path} is not a Hugging Face checkpoint folder (no {config.name})"]
+        if not any((path / w).is_file() for w in WEIGHT_FILES):
+            return [f"{field}.pretrained: {path} has no weights (none of {', '.join(WEIGHT_FILES)})"]
     else:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
             return []                           # downloadable: from_pretrained fetches it
@@ -82,9 +90,23 @@ def model_problems(model: ModelConfig, field: str = "model") -> list[str]:
         model_type = json.loads(config.read_text()).get("model_type", "")
     except (OSError, ValueError) as exc:
         return [f"{field}.pretrained: {config} is unreadable ({exc})"]
-    if model_type and model_type != model.family:
+    if not model_type:
+        return [f"{field}.pretrained: {config} has no model_type (not a transformers model config)"]
+    if model_type != model.family:
         return [f"{field}.pretrained: {config} is a {model_type!r} checkpoint but {field}.family is {model.family!r}"]
     return []
+
+
+def window_problems(model: ModelConfig, windows: dict[str, float]) -> list[str]:
+    """Audio windows (``{field: seconds}``) a Whisper model cannot take: longer than its fixed input."""
+    if model.family != "whisper":
+        return []
+    try:
+        limit = max_input_seconds(model)
+    except (OSError, ValueError):
+        return []                                    # an unreadable config is model_problems' report
+    return [f"{f}: {w:g} s is longer than the Whisper model's maximum input of {limit:g} s" for f, w in windows.items()
+            if w > limit]
 
 
 def dataset_problems(cfg) -> list[str]:
@@ -236,7 +258,10 @@ def preflight(cfg, log=print) -> None:
     t0 = time.time()
     named = dataset_problems(cfg)
     # the shard checks assume the names are right: a typo would otherwise be reported twice
-    problems = model_problems(cfg.fit.model, "fit.model") + named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.fit.ray)
+    imp = getattr(cfg, "import_model", None)
+    problems = _import_problems(imp) if imp is not None and imp.enabled else \
+        model_problems(cfg.fit.model, "fit.model") + _job_window_problems(cfg)
+    problems += named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.fit.ray)
     search = getattr(cfg, "search", None)
     if search is not None:
         problems += search_problems(cfg)
@@ -252,10 +277,28 @@ def preflight(cfg, log=print) -> None:
     _report(problems, t0, "data, model, checkpoints and resources", log)
 
 
+def _import_problems(imp) -> list[str]:
+    from braintune_dist.jobs.import_whisper import source_of
+    try:
+        source_of(imp)
+    except UserError as exc:
+        return [str(exc)]
+    return []
+
+
+def _job_window_problems(cfg) -> list[str]:
+    windows = {"prepare.shard.window": cfg.prepare.shard.window}
+    ev = getattr(cfg, "eval", None)
+    if ev is not None and ev.enabled:
+        windows["eval.features.window"] = ev.features.window
+    return window_problems(cfg.fit.model, windows)
+
+
 def preflight_evaluate(cfg, log=print) -> None:
     """Check an evaluate job config: model, checkpoints, dataset and the participants it names."""
     t0 = time.time()
     problems = model_problems(cfg.model) + checkpoint_problems(cfg.checkpoints)
+    problems += [] if problems else window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
     try:
         subjects = LebelDataset(cfg.data.root, cfg.data).subjects()
         problems += _names("eval.subjects", cfg.eval.subjects, subjects, Path(cfg.data.root))

@@ -7,9 +7,10 @@ Waveform normalisation runs on the model's device (the original brain-tuning cod
 * wav2vec2/HuBERT: per-sample zero-mean/unit-variance when the checkpoint's feature extractor has
   ``do_normalize`` (random-init models: True). ``layerdrop`` and SpecAugment time masking are forced
   off (layerdrop skips whole layers in train mode and leaves LoRA params unused).
-* Whisper encoder: log-mel (the ``WhisperFeatureExtractor`` recipe in torch) of audio zero-padded to
-  ``2 * max_source_positions`` frames; the output frames that real input reaches are tracked so pooling
-  and "last frame" features ignore the padding.
+* Whisper encoder: log-mel (the ``WhisperFeatureExtractor`` recipe in torch, on device) of the audio,
+  either zero-padded to the model's fixed ``2 * max_source_positions`` frames (30 s) or at its own length
+  (``whisper_input``); the output frames that real input reaches are tracked so pooling and "last frame"
+  features ignore the padding. CTranslate2 Whisper folders are imported first (``model/ct2.py``).
 """
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ class ModelConfig:
     """Extra HF config fields for random init (e.g. {num_hidden_layers: 4})."""
     seed: int = 0
     """Seed of the random initialisation."""
+    whisper_input: Literal["padded", "native"] = "native"
+    """Whisper only. 'padded': every input zero-padded to the model's fixed 30 s (1,500 positions), as
+    Whisper was trained; 'native': the encoder runs on the input's own length, positional embeddings
+    sliced to it (a 10 s window costs a third of the compute)."""
     freeze_frontend: bool = True
     """Freeze the convolutional front end (the original brain-tuning code do, with pretrained weights; a random-init model
     tuned from scratch may need it trainable)."""
@@ -114,26 +119,42 @@ class Backbone(nn.Module):
 
     # ------------------------------------------------------------------ input
     def _log_mel(self, wav: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Whisper log-mel of ``wav`` (batch, n_samples) zero-padded to the encoder's fixed length."""
-        n_frames = 2 * self.model.config.max_source_positions           # mel frames the encoder needs
-        n_samples = n_frames * self.hop
-        if wav.shape[1] > n_samples:
-            raise ValueError(f"Whisper takes at most {n_samples / SAMPLE_RATE:.1f} s of audio, got "
+        """Whisper log-mel ``(batch, n_mels, n_frames)`` of ``wav`` (batch, n_samples) and the number of
+        mel frames carrying real audio. ``n_frames`` is the encoder's fixed length when padded, else the
+        input's own length rounded up to even (conv2 has stride 2)."""
+        max_frames = 2 * self.model.config.max_source_positions
+        if wav.shape[1] > max_frames * self.hop:
+            raise ValueError(f"Whisper takes at most {max_frames * self.hop / SAMPLE_RATE:.1f} s of audio, got "
                              f"{wav.shape[1] / SAMPLE_RATE:.1f} s")
-        valid = wav.shape[1] // self.hop                                  # mel frames carrying real audio
-        wav = nn.functional.pad(wav.float(), (0, n_samples - wav.shape[1]))
+        valid = wav.shape[1] // self.hop
+        n_frames = max_frames if self.cfg.whisper_input == "padded" else min(max_frames, 2 * -(-valid // 2))
+        wav = nn.functional.pad(wav.float(), (0, n_frames * self.hop - wav.shape[1]))
         stft = torch.stft(wav, self.n_fft, self.hop, window=self.hann, return_complex=True)
         mag = (stft[..., :-1].abs() ** 2).contiguous()                   # (batch, n_freq, n_frames)
         log_spec = torch.clamp(self.mel_filters.T @ mag, min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
         return (log_spec + 4.0) / 4.0, valid
 
+    def _whisper(self, feats: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """HF ``WhisperEncoder.forward`` for any even number of mel frames ≤ its fixed length (HF insists on
+        exactly that length): ``n_layers + 1`` hidden states, the last one after the final layer norm."""
+        enc = self.model
+        x = nn.functional.gelu(enc.conv2(nn.functional.gelu(enc.conv1(feats)))).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight[: x.shape[1]]                 # (batch, n_frames / 2, d_model)
+        x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
+        hidden = [x]
+        for layer in enc.layers:
+            x = layer(x, None)
+            x = x[0] if isinstance(x, tuple) else x
+            hidden.append(x)
+        hidden[-1] = enc.layer_norm(x)
+        return tuple(hidden)
+
     def forward(self, wav: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int]:
         if self.cfg.family == "whisper":
             feats, valid = self._log_mel(wav)
-            out = self.model(feats.to(self.model.conv1.weight.dtype), output_hidden_states=True)
-            n_valid = max(1, (valid + 1) // 2)                            # conv2 has stride 2
-            return out.hidden_states, n_valid
+            hidden = self._whisper(feats.to(self.model.conv1.weight.dtype))
+            return hidden, max(1, (valid + 1) // 2)                       # conv2 has stride 2
         x = wav.float()
         if self.do_normalize:                                             # per-sample, on device
             x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
@@ -156,6 +177,13 @@ def n_layers_of(cfg: ModelConfig) -> int:
         base = dict(TINY_WHISPER if cfg.family == "whisper" else TINY_SPEECH) if cfg.size == "tiny" else {}
         c = cfg_cls(**{**base, **cfg.overrides})
     return c.encoder_layers if cfg.family == "whisper" else c.num_hidden_layers
+
+
+def max_input_seconds(cfg: ModelConfig) -> float:
+    """Longest audio a Whisper model takes (its fixed input: ``2 * max_source_positions`` mel frames of 10 ms)."""
+    cfg_cls, _ = _hf_classes("whisper")
+    c = cfg_cls.from_pretrained(cfg.pretrained) if cfg.pretrained else cfg_cls(**{**TINY_WHISPER, **cfg.overrides})
+    return 2 * c.max_source_positions * 160 / SAMPLE_RATE
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:

@@ -30,6 +30,9 @@ class LoraSettings:
     """Dropout on the LoRA branch."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
     """Module name suffixes to adapt (attention projections of wav2vec2 / HuBERT / Whisper)."""
+    layers: list[int] = field(default_factory=list)
+    """Transformer layers (0-based) that get adapters; [] = all. Adapting only the upper layers also skips
+    the backward pass through the lower ones."""
 
 
 @dataclass
@@ -72,7 +75,8 @@ class BrainTuner(nn.Module):
                 p.requires_grad_(False)
             self.backbone.model = get_peft_model(self.backbone.model, LoraConfig(
                 r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                target_modules=list(lora.target_modules)))
+                target_modules=list(lora.target_modules), layers_to_transform=list(lora.layers) or None,
+                layers_pattern="layers" if lora.layers else None))
         h = self.backbone.hidden_size
         # pooled-feature statistics (set by set_feature_stats); frozen parameters so checkpoints carry them
         self.feat_mean = nn.Parameter(torch.zeros(h), requires_grad=False)

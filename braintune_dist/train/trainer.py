@@ -6,6 +6,7 @@ The schedule's total step count is computed here from the exact epoch size in th
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -45,13 +46,26 @@ def plan(cfg: FitConfig) -> dict:
                 total_steps=steps * cfg.train.epochs)
 
 
+_STATS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     """Mean and SD, each (hidden,), of the untuned backbone's pooled features over
     ``cfg.head.standardize_windows`` training windows spread evenly over the selected shards.
 
     Runs once on the driver (deterministic: same windows, same seeded init) so every worker, every
     restart and every sweep trial with this model and data z-scores the head's input identically.
+    Fits that differ only in what the statistics do not depend on (training seed, learning rates) reuse
+    them within the process.
     """
+    key = json.dumps([to_dict(cfg.model), load_manifest(Path(cfg.shards)), to_dict(cfg.stream), to_dict(cfg.data),
+                      cfg.head.standardize_windows], sort_keys=True, default=str)   # the manifest: shards rewritten
+    if key not in _STATS:
+        _STATS[key] = _feature_stats(cfg)
+    return _STATS[key]
+
+
+def _feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     import pyarrow.parquet as pq
     import torch
 

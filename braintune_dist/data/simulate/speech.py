@@ -76,27 +76,33 @@ class WordClip:
     """IPA phonemes from espeak-ng, stress marks removed."""
 
 
-def _espeak_word(word: str, voice: str, speed: int, tmpdir: Path) -> WordClip:
-    """Synthesise one word with espeak-ng: wav written to ``tmpdir``, IPA phonemes read from stdout."""
+def speak(text: str, voice: str = "en-us", speed: int = 170, tmpdir: Path | None = None) -> tuple[np.ndarray, str]:
+    """espeak-ng speech of ``text`` as float32 (n_samples,) at 16 kHz, and the IPA phonemes it printed."""
     import soundfile as sf
     from scipy.signal import resample_poly
-    wav_path = tmpdir / f"{word}.wav"
-    cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "--ipa", "--sep=_", "-w", str(wav_path), word]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0 or not wav_path.is_file():
-        raise RuntimeError(f"espeak-ng failed on word {word!r} (voice {voice!r}): {res.stderr.strip()}")
-    x, sr = sf.read(wav_path, dtype="float32")
+    with tempfile.TemporaryDirectory(dir=tmpdir) as d:
+        wav_path = Path(d) / "speech.wav"
+        cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "--ipa", "--sep=_", "-w", str(wav_path), text]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0 or not wav_path.is_file():
+            raise RuntimeError(f"espeak-ng failed on {text!r} (voice {voice!r}): {res.stderr.strip()}")
+        x, sr = sf.read(wav_path, dtype="float32")
     if x.ndim > 1:
         x = x.mean(axis=1)
     g = gcd(int(sr), SAMPLE_RATE)   # espeak-ng writes 22050 Hz: 22050 → 16000 is up 320, down 441
-    x = resample_poly(x, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
+    return resample_poly(x, SAMPLE_RATE // g, int(sr) // g).astype(np.float32), res.stdout
+
+
+def _espeak_word(word: str, voice: str, speed: int, tmpdir: Path) -> WordClip:
+    """Synthesise one word with espeak-ng, trimmed of silence, with its IPA phonemes."""
+    x, ipa = speak(word, voice, speed, tmpdir)
     # trim leading/trailing silence so the word interval starts and ends on speech (5 ms margin)
     loud = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())
     if loud.size == 0:
         raise RuntimeError(f"espeak-ng produced silence for word {word!r}")
     margin = SAMPLE_RATE // 200
     x = x[max(loud[0] - margin, 0): loud[-1] + margin + 1]
-    phones = [p.replace("ˈ", "").replace("ˌ", "") for p in res.stdout.replace(" ", "_").strip().split("_")]
+    phones = [p.replace("ˈ", "").replace("ˌ", "") for p in ipa.replace(" ", "_").strip().split("_")]
     phones = [p for p in phones if p]
     return WordClip(x, phones or [word])
 
