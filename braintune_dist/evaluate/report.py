@@ -109,7 +109,7 @@ def seed_report(rows: list[dict], tuned: list[str], tracker: Tracker | None = No
     """Tuned-vs-untuned alignment over training seeds, per region.
 
     ``tuned``: the labels of the tuned models, one per seed. Returns ``{region: {'untuned', 'mean', 'min',
-    'max', 'raised'}}``: r / noise ceiling at each model's CV-best layer, mean and range over the seeds,
+    'max', 'raised'}}``: r / noise ceiling at each model's CV-best layer, mean and range over training seeds,
     and how many seeds beat the untuned model. Prints one verdict line per region.
     """
     head = headline(rows)

@@ -108,13 +108,7 @@ def _encoder_map(v: dict[str, np.ndarray], n: int, d: int) -> dict[str, np.ndarr
     sd.update({f"layer_norm.{LN[g]}": v[f"encoder/layer_norm/{g}"] for g in LN})
     for i in range(n):
         c, h = f"encoder/layer_{i}", f"layers.{i}"
-        qkv_w, qkv_b = v[f"{c}/self_attention/linear_0/weight"], v[f"{c}/self_attention/linear_0/bias"]
-        for j, proj in enumerate("qkv"):              # linear_0 is q, k, v fused: (3d, d)
-            sd[f"{h}.self_attn.{proj}_proj.weight"] = qkv_w[j * d:(j + 1) * d]
-            if proj != "k":                            # HF k_proj has no bias (CTranslate2 stores zeros)
-                sd[f"{h}.self_attn.{proj}_proj.bias"] = qkv_b[j * d:(j + 1) * d]
-        sd.update(_linear(v, f"{c}/self_attention/linear_1", f"{h}.self_attn.out_proj"))
-        sd.update(_norm(v, f"{c}/self_attention/layer_norm", f"{h}.self_attn_layer_norm"))
+        sd.update(_self_attention(v, c, h, d))
         sd.update(_ffn(v, c, h))
     return sd
 
@@ -125,13 +119,7 @@ def _decoder_map(v: dict[str, np.ndarray], n: int, d: int) -> dict[str, np.ndarr
     sd.update(_norm(v, "decoder/layer_norm", "layer_norm"))
     for i in range(n):
         c, h = f"decoder/layer_{i}", f"layers.{i}"
-        qkv_w, qkv_b = v[f"{c}/self_attention/linear_0/weight"], v[f"{c}/self_attention/linear_0/bias"]
-        for j, proj in enumerate("qkv"):
-            sd[f"{h}.self_attn.{proj}_proj.weight"] = qkv_w[j * d:(j + 1) * d]
-            if proj != "k":
-                sd[f"{h}.self_attn.{proj}_proj.bias"] = qkv_b[j * d:(j + 1) * d]
-        sd.update(_linear(v, f"{c}/self_attention/linear_1", f"{h}.self_attn.out_proj"))
-        sd.update(_norm(v, f"{c}/self_attention/layer_norm", f"{h}.self_attn_layer_norm"))
+        sd.update(_self_attention(v, c, h, d))
         # cross attention: linear_0 = q, linear_1 = k and v stacked (2d, d), linear_2 = output projection
         sd.update(_linear(v, f"{c}/attention/linear_0", f"{h}.encoder_attn.q_proj"))
         kv_w, kv_b = v[f"{c}/attention/linear_1/weight"], v[f"{c}/attention/linear_1/bias"]
@@ -140,6 +128,19 @@ def _decoder_map(v: dict[str, np.ndarray], n: int, d: int) -> dict[str, np.ndarr
         sd.update(_linear(v, f"{c}/attention/linear_2", f"{h}.encoder_attn.out_proj"))
         sd.update(_norm(v, f"{c}/attention/layer_norm", f"{h}.encoder_attn_layer_norm"))
         sd.update(_ffn(v, c, h))
+    return sd
+
+
+def _self_attention(v, c: str, h: str, d: int) -> dict[str, np.ndarray]:
+    """Self-attention of CTranslate2 layer ``c`` as HF layer ``h`` (encoder and decoder alike)."""
+    qkv_w, qkv_b = v[f"{c}/self_attention/linear_0/weight"], v[f"{c}/self_attention/linear_0/bias"]
+    sd = {}
+    for j, proj in enumerate("qkv"):                  # linear_0 is q, k, v fused: (3d, d)
+        sd[f"{h}.self_attn.{proj}_proj.weight"] = qkv_w[j * d:(j + 1) * d]
+        if proj != "k":                                # HF k_proj has no bias (CTranslate2 stores zeros)
+            sd[f"{h}.self_attn.{proj}_proj.bias"] = qkv_b[j * d:(j + 1) * d]
+    sd.update(_linear(v, f"{c}/self_attention/linear_1", f"{h}.self_attn.out_proj"))
+    sd.update(_norm(v, f"{c}/self_attention/layer_norm", f"{h}.self_attn_layer_norm"))
     return sd
 
 
@@ -230,8 +231,9 @@ def import_ct2_whisper(src: str | Path, out: str | Path, sha256: str | None = No
     from transformers import WhisperFeatureExtractor, WhisperTokenizerFast
     from braintune_dist.io import atomic_dir
     src, out = Path(src), Path(out)
-    if sha256 and (got := file_sha256(src / "model.bin")) != sha256:
-        raise ModelFormatError(f"{src / 'model.bin'}: sha256 {got} is not the pinned {sha256} (a different or "
+    digest = file_sha256(src / "model.bin")
+    if sha256 and digest != sha256:
+        raise ModelFormatError(f"{src / 'model.bin'}: sha256 {digest} is not the pinned {sha256} (a different or "
                                "corrupted file)")
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()                 # "Writing model shards" bars
@@ -242,7 +244,7 @@ def import_ct2_whisper(src: str | Path, out: str | Path, sha256: str | None = No
         if (src / "tokenizer.json").is_file():
             shutil.copy(src / "tokenizer.json", tmp / "tokenizer.json")
             WhisperTokenizerFast(tokenizer_file=str(tmp / "tokenizer.json")).save_pretrained(tmp)
-        (tmp / "SOURCE").write_text(f"{src}\nsha256 {file_sha256(src / 'model.bin')}\n")
+        (tmp / "SOURCE").write_text(f"{src}\nsha256 {digest}\n")
         for f in tmp.iterdir():                       # safetensors writes 0600 files
             f.chmod(0o644)
     return out
