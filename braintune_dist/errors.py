@@ -12,3 +12,7 @@ class UserError(ValueError):
 
 class OutputExistsError(UserError, FileExistsError):
     """A writer would replace finished output without being told to (the message names the overwrite field)."""
+
+
+class DatasetError(UserError):
+    """Bad or inconsistent input data; the message names the offending file or field."""

@@ -73,6 +73,24 @@ def test_batched_windows_equal_one_by_one(family):
     assert not np.allclose(feats2[2][8:], feats[2][8:])
 
 
+def test_stride_pool_is_the_mean_of_the_last_stride_frames():
+    torch.manual_seed(0)
+    bb = build_backbone(ModelConfig(family="wav2vec2"))
+    wav = np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    last = FeatureExtractor(bb, FeatureConfig(window=1.0, stride=0.5, device="cpu"))
+    pooled = FeatureExtractor(bb, FeatureConfig(window=1.0, stride=0.5, device="cpu", pool="stride"))
+    assert pooled.fingerprint != last.fingerprint                 # cached apart
+    times, feats = pooled.story_windows(wav)
+    with torch.no_grad():
+        for j, end in enumerate((times * 16000).astype(int)):
+            win = torch.from_numpy(wav[max(0, end - 16000):end])[None]
+            hs, n_valid = bb(win)
+            k = round(n_valid * 8000 / win.shape[1])              # frames of the last 0.5 s (~25 at 50 Hz)
+            assert 20 <= k <= 26
+            np.testing.assert_allclose(feats[2][j], hs[2][0, n_valid - k:n_valid].mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(feats[2], last.story_windows(wav)[1][2], atol=1e-3)
+
+
 def test_story_features_align_and_cache(tmp_path):
     root = build_real_layout(tmp_path / "ds")
     ds = LebelDataset(root)

@@ -76,7 +76,9 @@ def test_bad_inputs_name_the_file(real_root):
     # TR-count mismatch between respdict and responses
     with h5py.File(ds.response_path("UTS02", "beta"), "w") as f:
         f["data"] = np.zeros((15, 5), np.float32)
-    _expect(r"beta.hf5: 'data' has 15 TRs but respdict.json says 36 TRs.*mismatch", ds.load_responses, "UTS02", "beta")
+    msg = _expect(r"beta.hf5: 'data' has 15 rows but respdict.json gives 'beta' 36 TRs.* n_trs - 20 = 16",
+                  ds.load_responses, "UTS02", "beta")
+    assert "set 'beta' to 35 in" in msg and "respdict.json" in msg            # says what to do
     # audio too short for the TR grid
     sf.write(ds.audio_path("beta"), np.zeros(16000 * 5), 16000)
     _expect(r"beta.wav: audio lasts 5.0 s .* TR-count mismatch", ds.load_audio, "beta")

@@ -160,3 +160,11 @@ def test_cluster_too_small(ray_local, tiny_root, shards, tmp_path):
         warnings.simplefilter("always")
         preflight(cfg, **QUIET)
     assert any("preflight.resources=warn" in str(w.message) for w in caught)
+
+
+def test_aliasing_note_for_sparse_last_frame_features():
+    from braintune_dist.features.extract import FeatureConfig
+    from braintune_dist.jobs.preflight import aliasing_note
+    assert "eval.features.pool stride" in aliasing_note(FeatureConfig(stride=2.0), 2.0)
+    assert aliasing_note(FeatureConfig(stride=2.0, pool="stride"), 2.0) == ""
+    assert aliasing_note(FeatureConfig(stride=0.1), 2.0) == ""

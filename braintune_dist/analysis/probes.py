@@ -89,7 +89,7 @@ class ProbeResult:
 class StimulusWindows:
     """Model-free probe features at 10 Hz (oracle and baseline): lowlevel spaces of the last 100 ms.
 
-    ``spaces`` from ``lowlevel.SPACES``; ``window_features(ds, story)`` returns ``(times, {space: (n, D)})``
+    ``spaces`` from ``lowlevel.BINNED``; ``window_features(ds, story)`` returns ``(times, {space: (n, D)})``
     like ``FeatureExtractor`` windows, with ``times`` the bin ends.
     """
 
@@ -148,7 +148,7 @@ def story_targets(ds: LebelDataset, story: str, times: np.ndarray, targets, cfg:
         out["acoustic"] = np.where(ok[:, None], bands[np.clip(k, 0, len(bands) - 1)], np.nan)
     if set(targets) & {"phone", "word", "category"}:
         grid = ds.load_textgrid(story)
-        words = _interval_labels(grid.tier("words").labelled(), t, str.lower)
+        words = _interval_labels(grid.tier("words").words(ds.cfg.non_words), t, str.lower)
         if "phone" in targets:
             out["phone"] = _interval_labels(grid.tier("phones").labelled(), t,
                                             lambda s: re.sub(r"\d+$", "", s).lower())

@@ -29,7 +29,8 @@ class ResidualSettings:
     enabled: bool = True
     """Run the residual analysis."""
     spaces: list[str] = field(default_factory=lambda: ["spectral", "word_rate", "phone_rate"])
-    """Low-level spaces removed from the features (lowlevel.SPACES: spectral, word_rate, phone_rate, categories)."""
+    """Low-level spaces removed from the features (``lowlevel.SPACES``: spectral, word_rate, phone_rate,
+    categories, word_rate_mid)."""
     n_bands: int = 16
     """Bands of the spectral space."""
     alphas: list[float] = field(default_factory=lambda: np.logspace(-2, 6, 9).tolist())

@@ -11,9 +11,11 @@ Layout read (paths relative to the dataset root)::
 TR conventions (the Huth-lab ``load_simulated_trfiles(respdict, tr=2.0, start_time=10,
 pad=5)``): the TR grid of a story has ``n_trs - 5`` triggers at ``k * TR``, audio starts 10 s after the
 first trigger, so TR ``k`` covers audio time ``[k*TR - 10, (k+1)*TR - 10)`` and its mid-point is
-``tr_times[k] = k*TR - 10 + TR/2``. Stimulus features are trimmed ``[10:-5]`` and then line up row for
-row with the hf5 ``data`` (``n_trs - 20`` rows). For the test story the original brain-tuning code drops 40 more TRs:
-features ``[50:-5]`` against ``data[40:]`` and ``individual_repeats[:, 40:]``.
+``tr_times[k] = k*TR - 10 + TR/2``. Where the dataset has the scanner's TR reports (``DataConfig.tr_source``;
+format in ``data/trfiles.py``), the triggers are read from them instead. Stimulus features are trimmed
+``[10:-5]`` and then line up row for row with the hf5 ``data`` (``n_trs - 20`` rows). For the test story the
+original brain-tuning code drops 40 more TRs: features ``[50:-5]`` against ``data[40:]`` and
+``individual_repeats[:, 40:]``.
 """
 from __future__ import annotations
 
@@ -23,11 +25,14 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from braintune_dist.data.textgrid import TextGrid, TextGridError, read_textgrid
-from braintune_dist.errors import UserError
+from braintune_dist.data.trfiles import read_tr_report
+from braintune_dist.data.textgrid import NON_WORDS, Interval, TextGrid, TextGridError, read_textgrid
+from braintune_dist.data.voxels import noise_ceiling
+from braintune_dist.errors import DatasetError
 
 SAMPLE_RATE = 16_000
 TR = 2.0
@@ -36,10 +41,6 @@ TRFILE_PAD = 5              # load_simulated_trfiles(pad=5): TR grid has n_trs -
 TRIM_START, TRIM_END = 10, 5
 TEST_STORY = "wheretheressmoke"
 TEST_EXTRA_TRIM = 40        # test story: data[40:] against features [50:-5]
-
-
-class DatasetError(UserError):
-    """Bad or inconsistent input data; the message names the offending file or field."""
 
 
 @dataclass
@@ -60,8 +61,25 @@ class DataConfig:
     """Repetition time in seconds of the simulated TR grid (ds003020: 2.0)."""
     sound_onset: float = SOUND_ONSET
     """Seconds from the first trigger to audio onset (ds003020: 10.0)."""
+    tr_source: Literal["auto", "grid", "reports"] = "auto"
+    """Where trigger times come from. grid: the simulated 2.0 s grid of the dataset's official loader
+    (``tr``, ``sound_onset``). reports: the scanner's TR reports, ``<tr_report_dir>/<story>.report`` (real
+    triggers, ~2.0045 s apart; a story without one is an error). auto: a story's report when it has one,
+    else the grid."""
+    tr_report_dir: str = ""
+    """Folder of the TR reports; empty = ``<derivative>/trfiles``."""
     audio_tolerance: float = 20.0
     """Allowed mismatch in seconds between the audio length and the TR grid before it is an error."""
+    ceiling: Literal["zscored", "stored"] = "zscored"
+    """Noise-ceiling convention. zscored: each repeat of the test story's evaluation rows
+    (``individual_repeats[:, 40:]``) is z-scored over time before the Schoppe formula, whose total power of 1
+    assumes z-scored repeats. stored: the formula on those rows as stored, as the papers' evaluation code
+    calls ``spe_and_cc_norm``; use it to reproduce published ceilings (the repeats were z-scored over the
+    whole run, so after the [40:] trim the two conventions differ by a few per cent of cc_max)."""
+    non_words: list[str] = field(default_factory=lambda: list(NON_WORDS))
+    """Word-tier labels that are not words (compared lower case, braces stripped: '{NS}' is 'ns'). The
+    Huth-lab reference list (``dsutils.DEFAULT_BAD_WORDS``) is sentence_start sentence_end br lg ls ns sp;
+    the default adds '', sil, sl, cg and ig. Word rate, categories and word probes count only the rest."""
 
 
 class LebelDataset:
@@ -145,6 +163,36 @@ class LebelDataset:
         return self.deriv / "TextGrids" / f"{story}.TextGrid"
 
     # ------------------------------------------------------------------ TR grid
+    def tr_report_path(self, story: str) -> Path:
+        return (Path(self.cfg.tr_report_dir) if self.cfg.tr_report_dir else self.deriv / "trfiles") / f"{story}.report"
+
+    def _report(self, story: str) -> tuple[np.ndarray, float] | None:
+        """(TR mid-points (n,), mean TR) of ``story`` from its TR report, or None where the grid applies."""
+        if self.cfg.tr_source == "grid":
+            return None
+        cache = self.__dict__.setdefault("_reports", {})
+        if story not in cache:
+            path = self.tr_report_path(story)
+            if not path.is_file():
+                if self.cfg.tr_source == "reports":
+                    raise DatasetError(f"missing TR report for story {story!r}: {path} (data.tr_source reports)")
+                cache[story] = None
+            else:
+                triggers, start = read_tr_report(path)
+                n = self.n_trs(story) - TRFILE_PAD
+                if len(triggers) != n:
+                    raise DatasetError(
+                        f"{path}: {len(triggers)} triggers, but respdict.json's {self.n_trs(story)} TRs for {story!r} "
+                        f"mean {n} (n_trs - {TRFILE_PAD}); the hf5 rows line up with triggers [10:-5]")
+                avg = float(np.diff(triggers).mean())
+                cache[story] = (triggers - start + avg / 2, avg)
+        return cache[story]
+
+    def tr_length(self, story: str) -> float:
+        """Seconds per TR of ``story``: the mean trigger spacing of its report, else ``cfg.tr``."""
+        rep = self._report(story)
+        return self.cfg.tr if rep is None else rep[1]
+
     def n_trs(self, story: str) -> int:
         """TR count of ``story`` from respdict.json."""
         if story not in self.respdict:
@@ -152,7 +200,10 @@ class LebelDataset:
         return self.respdict[story]
 
     def tr_times(self, story: str) -> np.ndarray:
-        """TR mid-points relative to audio onset, shape (n_trs - 5,), seconds."""
+        """TR mid-points relative to audio onset, shape (n_trs - 5,), seconds (from the report or the grid)."""
+        rep = self._report(story)
+        if rep is not None:
+            return rep[0]
         n = self.n_trs(story) - TRFILE_PAD
         return np.arange(n) * self.cfg.tr - self.cfg.sound_onset + self.cfg.tr / 2
 
@@ -188,11 +239,15 @@ class LebelDataset:
             raise DatasetError(f"{path}: '{key}' has shape {arr.shape}, expected {ndim} dimensions")
         if arr.size and np.isnan(arr).all():
             raise DatasetError(f"{path}: '{key}' is all NaN")
+        # the reference loaders' rule: n_trs - 5 simulated triggers, features trimmed [10:-5], the hf5 rows
+        # used as stored; their ridge then needs rows == n_trs - 20 (it fails on a shape mismatch otherwise)
         n_expected = self.n_trs(story) - TRFILE_PAD - TRIM_START - TRIM_END
         if arr.shape[-2] != n_expected:
             raise DatasetError(
-                f"{path}: '{key}' has {arr.shape[-2]} TRs but respdict.json says {self.n_trs(story)} TRs for "
-                f"{story!r}, i.e. {n_expected} rows after the [10:-5] trim (TR-count mismatch)")
+                f"{path}: '{key}' has {arr.shape[-2]} rows but respdict.json gives {story!r} {self.n_trs(story)} "
+                f"TRs, and hf5 rows must number n_trs - 20 = {n_expected} (TR grid of n_trs - 5 triggers, trimmed "
+                f"[10:-5]). If the hf5 file is right, set {story!r} to {arr.shape[-2] + 20} in "
+                f"{self.deriv / 'respdict.json'}; otherwise the file comes from another preprocessing")
         return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
 
     def load_responses(self, subject: str, story: str) -> np.ndarray:
@@ -219,6 +274,12 @@ class LebelDataset:
         if R.shape[0] < 2:
             raise DatasetError(f"{self.response_path(subject, story)}: 'individual_repeats' needs ≥ 2 repeats")
         return R[:, TEST_EXTRA_TRIM:] if story == self.cfg.test_story else R
+
+    def noise_ceiling(self, subject: str, repeats: np.ndarray | None = None) -> np.ndarray:
+        """(n_voxels,) Schoppe cc_max of ``subject``'s test-story repeats under ``cfg.ceiling``
+        (``repeats``: the already loaded ``load_repeats(subject)``)."""
+        reps = self.load_repeats(subject) if repeats is None else repeats
+        return noise_ceiling(reps, zscore=self.cfg.ceiling == "zscored")
 
     def n_voxels(self, subject: str, story: str | None = None) -> int:
         f, _ = self._open(subject, story or self.cfg.test_story)
@@ -251,12 +312,17 @@ class LebelDataset:
         return wav
 
     def _check_audio_length(self, story: str, seconds: float, path: Path) -> None:
-        # the TR grid covers audio time [-onset, (n_trs - 5) * TR - onset)
-        grid_end = (self.n_trs(story) - TRFILE_PAD) * self.cfg.tr - self.cfg.sound_onset
+        # the triggers cover audio time up to the end of the last TR
+        grid_end = self.tr_times(story)[-1] + self.tr_length(story) / 2
         if abs(seconds - grid_end) > self.cfg.audio_tolerance:
             raise DatasetError(
                 f"{path}: audio lasts {seconds:.1f} s but respdict.json's {self.n_trs(story)} TRs cover "
-                f"{grid_end:.1f} s of audio (TR {self.cfg.tr} s, onset {self.cfg.sound_onset} s): TR-count mismatch")
+                f"{grid_end:.1f} s of audio (TR {self.tr_length(story):.4f} s, onset {self.cfg.sound_onset} s): "
+                "TR-count mismatch")
+
+    def words(self, story: str) -> list[Interval]:
+        """Word intervals of ``story`` (times from audio onset), without ``cfg.non_words``."""
+        return self.load_textgrid(story).tier("words").words(self.cfg.non_words)
 
     def load_textgrid(self, story: str) -> TextGrid:
         """Word/phone alignment of ``story`` (times relative to audio onset)."""
@@ -277,7 +343,7 @@ class LebelDataset:
         -------
         summary : dict
             ``{'subjects': {sub: {'n_voxels', 'n_stories', 'n_rows', 'n_repeats'}}, 'stories': [...],
-            'audio_seconds': float}``
+            'tr_reports': [stories timed by TR reports], 'audio_seconds': float}``
         """
         subjects = subjects or self.subjects()
         split = self.split()
@@ -293,8 +359,10 @@ class LebelDataset:
                 n_vox, n_rows = Y.shape[1], n_rows + Y.shape[0]
             n_rep = self.load_repeats(sub).shape[0] if self.cfg.test_story in stories else 0
             summary["subjects"][sub] = dict(n_voxels=n_vox, n_stories=len(stories), n_rows=n_rows, n_repeats=n_rep)
+        summary["tr_reports"] = [s for s in stories if self._report(s) is not None]   # the rest: the 2.0 s grid
         if check_audio:
             for story in stories:
                 summary["audio_seconds"] += len(self.load_audio(story)) / SAMPLE_RATE
                 self.load_textgrid(story)
         return summary
+

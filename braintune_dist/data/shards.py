@@ -262,7 +262,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
 
     out = Path(out)
     _prepare_out(out, cfg.overwrite)
-    sr, tr = SAMPLE_RATE, float(data.tr)
+    sr = SAMPLE_RATE
     n_win = int(round(cfg.window * sr))
     audio_dtype = np.dtype(cfg.audio_dtype)
     meta = {b"braintune.shards": json.dumps(dict(schema_version=SCHEMA_VERSION, subjects=subjects,
@@ -281,7 +281,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
             wav = wav.astype(audio_dtype)
             k = ds.row_tr_index(story)                                   # (n_rows,) index into tr_times
             # window end = end of TR k (mid-point + TR/2) minus the lag, in samples from audio onset
-            ends = np.round((ds.tr_times(story)[k] + tr / 2 - cfg.lag) * sr).astype(np.int64)
+            ends = np.round((ds.tr_times(story)[k] + ds.tr_length(story) / 2 - cfg.lag) * sr).astype(np.int64)
             windows = cut_windows(wav, ends, n_win)                      # (n_rows, n_win)
             n_rows = len(k)
             cols = {
@@ -323,7 +323,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
         config=to_dict(cfg), data=to_dict(data),
         dataset_root=str(Path(data.root).resolve()),
         common_space_dir=str(cs_dir.resolve()) if space else None,
-        sample_rate=sr, tr=tr, window_s=cfg.window, lag_s=cfg.lag, window_samples=n_win,
+        sample_rate=sr, tr=float(data.tr), window_s=cfg.window, lag_s=cfg.lag, window_samples=n_win,
         audio_dtype=cfg.audio_dtype, spaces=list(cfg.spaces),
         n_vertices=n_vert, region_names=space.region_names if space else [],
         subjects=subjects,

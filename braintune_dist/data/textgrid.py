@@ -15,6 +15,14 @@ from braintune_dist.io import write_text
 from braintune_dist.errors import UserError
 
 
+# Word-tier labels that are not words, compared after ``label.lower().strip("{}").strip()`` as the Huth-lab
+# loaders do. REFERENCE_NON_WORDS is ``DEFAULT_BAD_WORDS`` of deep-fMRI-dataset's ``ridge_utils/dsutils.py``;
+# NON_WORDS adds the empty label, Praat's silence markers and the other ds003020 noise codes
+# ({CG} cough, {IG} ignore), which the later reference loaders drop too.
+REFERENCE_NON_WORDS = ("sentence_start", "sentence_end", "br", "lg", "ls", "ns", "sp")
+NON_WORDS = REFERENCE_NON_WORDS + ("", "sil", "sl", "cg", "ig")
+
+
 class TextGridError(UserError):
     """A TextGrid file cannot be parsed; the message names the file."""
 
@@ -37,8 +45,13 @@ class Tier:
     """Intervals in time order."""
 
     def labelled(self, silence: tuple[str, ...] = ("", "sp", "sil", "{sl}", "{SL}")) -> list[Interval]:
-        """Intervals whose label is not a silence marker."""
+        """Intervals whose label is not a silence marker (phones; words use :meth:`words`)."""
         return [iv for iv in self.intervals if iv.text.strip() not in silence]
+
+    def words(self, non_words=NON_WORDS) -> list[Interval]:
+        """Intervals that hold a word: neither silence nor a noise code such as {NS} or sentence_start."""
+        drop = {w.lower() for w in non_words}
+        return [iv for iv in self.intervals if iv.text.lower().strip("{}").strip() not in drop]
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 from braintune_dist.analysis.stats import block_permutation_test, fdr_bh
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.evaluate.compute import node_id
-from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment, zscore
+from braintune_dist.data.voxels import CommonSpace, normalised_alignment, zscore
 from braintune_dist.ridge.backend import backend_of
 from braintune_dist.ridge.correlation import correlation_score
 from braintune_dist.ridge.ridge import RidgeCV
@@ -88,7 +88,7 @@ def load_subject(ds: LebelDataset, subject: str, stories: list[str], space: Comm
     train = {s: zscore(ds.load_responses(subject, s)).astype(np.float32) for s in stories}
     reps = ds.load_repeats(subject)                                        # (n_rep, n_test_rows, n_voxels)
     regions = space.voxel_regions(subject) if space is not None else np.full(reps.shape[2], "all")
-    return SubjectData(subject, train, zscore(reps.mean(0)).astype(np.float32), noise_ceiling(reps),
+    return SubjectData(subject, train, zscore(reps.mean(0)).astype(np.float32), ds.noise_ceiling(subject, reps),
                        np.asarray([str(r) for r in regions]))
 
 

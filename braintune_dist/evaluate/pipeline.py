@@ -82,7 +82,7 @@ def encode(ds: LebelDataset, sources: dict, subjects: list[str], train_stories: 
     runner = Runner(on_ray, compute.ridge_cpus, ridge_gpus(compute, ridge.backend) if on_ray else 0.0)
     test = ds.cfg.test_story
     stories = list(train_stories) + [test]
-    hours = [len(ds.row_tr_index(s)) * ds.cfg.tr / 3600 for s in train_stories]
+    hours = [len(ds.row_tr_index(s)) * ds.tr_length(s) / 3600 for s in train_stories]
     X = {}                                                    # (label, layer) → ref of {story: array}
     for label, src in sources.items():
         if isinstance(src, CachedFeatures):

@@ -6,7 +6,11 @@ Pipeline per story:
    (Huth: 16.1 s = 16 s context + 0.1 s chunk, stride 0.1 s); the first windows grow from ``stride``
    up to full length (``require_full_context=False``); windows shorter than 400 samples are dropped;
 2. the hidden state of the **last output frame** of each window, for each requested layer
-   (so the feature at time t only sees audio ≤ t), stamped at the window end;
+   (so the feature at time t only sees audio ≤ t), stamped at the window end; or, with ``pool: stride``,
+   the mean of the frames of the window's last ``stride`` seconds. At the reference's 0.1 s stride the two
+   barely differ; at a stride near the TR, the last frame is a point sample of a signal that changes every
+   ~20 ms, which the Lanczos step (cutoff 1/TR) can no longer low-pass: it aliases, and alignment drops
+   (measured in BENCHMARKS.md). The stride mean is a box filter over the stride that removes most of it;
 3. Lanczos interpolation to the TR mid-points (3 lobes, cutoff 1/TR, unnormalised kernel as in
    ``ridge_utils.interpdata``);
 4. z-score per story (statistics over the rows that line up with responses), FIR delays (default 1-4 TRs,
@@ -47,6 +51,9 @@ class FeatureConfig:
     """Seconds between window ends (10 Hz in the original brain-tuning code)."""
     min_input_samples: int = 400
     """Windows shorter than this many samples are dropped (the model's receptive field)."""
+    pool: Literal["last", "stride"] = "last"
+    """Feature of a window: the last output frame (the reference), or the mean of the frames of its last
+    ``stride`` seconds (an anti-alias filter for strides near the TR; part of the cache key)."""
     require_full_context: bool = False
     """Drop the growing windows at the story start instead of running them at their true length."""
     layers: list[int] = field(default_factory=list)
@@ -78,7 +85,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 def cache_key(weights_fingerprint: str, cfg: FeatureConfig) -> str:
     """Cache key of one model's windows: its weights and every setting that changes a window's features."""
     key = (f"{weights_fingerprint}|{cfg.window}|{cfg.stride}|{cfg.min_input_samples}|{cfg.require_full_context}"
-           f"|{cfg.dtype}")
+           f"|{cfg.dtype}" + (f"|{cfg.pool}" if cfg.pool != "last" else ""))
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -189,6 +196,7 @@ class FeatureExtractor:
         """
         c = self.cfg
         ends, lengths = window_ends(len(wav), c)
+        step = int(round(c.stride * SAMPLE_RATE))
         wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         out = {lay: np.zeros((len(ends), self.backbone.hidden_size), np.float32) for lay in self.layers}
         # group windows by length: all full windows form one group, batched through a strided view
@@ -199,8 +207,11 @@ class FeatureExtractor:
                 s = starts[b:b + c.batch_size]
                 batch = wav_t.unfold(0, int(length), 1)[s] if len(s) > 1 else wav_t[int(s[0]):int(s[0]) + int(length)][None]
                 hs, n_valid = self.backbone(batch.to(self.device, self.dtype))
-                for lay in self.layers:                                       # (batch, hidden) last real frame
-                    out[lay][idx[b:b + c.batch_size]] = hs[lay][:, n_valid - 1].float().cpu().numpy()
+                # frames of the last stride: the output frame rate is n_valid / length per sample
+                k = 1 if c.pool == "last" else max(1, int(round(n_valid * step / int(length))))
+                for lay in self.layers:                                       # (batch, hidden)
+                    f = hs[lay][:, n_valid - k:n_valid].float().mean(dim=1)
+                    out[lay][idx[b:b + c.batch_size]] = f.cpu().numpy()
         return ends / SAMPLE_RATE, out
 
     def window_features(self, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:

@@ -5,6 +5,8 @@ Spaces (each sampled at 10 Hz from audio onset, then Lanczos → z-score → FIR
 * ``spectral``: log power in ``n_bands`` log-spaced bands (100 Hz – 7.6 kHz), 25 ms frames averaged per
   100 ms — the low-level acoustics (the original brain-tuning code's ``powspec``);
 * ``word_rate`` / ``phone_rate``: word and phone onsets per 100 ms bin, from the TextGrid;
+* ``word_rate_mid``: the Huth-lab word rate (``get_wordrate_vectors``): one impulse per word at its mid-time,
+  Lanczos-downsampled from those times straight to the TRs (no 10 Hz bins);
 * ``categories``: which semantic category is being heard (one column per category), from the TextGrid
   words and a category → words map (simulated data: ``ground_truth/meta.json``; real data: a JSON file).
 
@@ -25,7 +27,8 @@ from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.features.interp import align_to_trs
 
 HZ = 10
-SPACES = ("spectral", "word_rate", "phone_rate", "categories")
+SPACES = ("spectral", "word_rate", "phone_rate", "categories", "word_rate_mid")
+BINNED = SPACES[:4]           # the spaces sampled in 10 Hz bins
 
 
 def spectral(wav: np.ndarray, n_bands: int = 16) -> np.ndarray:
@@ -77,7 +80,7 @@ def category_map(ds: LebelDataset, categories: dict[str, list[str]] | None = Non
 
 def stimulus_bins(ds: LebelDataset, story: str, spaces, categories: dict | None = None,
                   n_bands: int = 16) -> dict[str, np.ndarray]:
-    """Space → (n_bins, D) float32 at ``HZ`` (bin k = [k, k+1) / HZ from the audio onset) of ``story``."""
+    """Space (from ``BINNED``) → (n_bins, D) float32 at ``HZ`` (bin k = [k, k+1) / HZ from the audio onset)."""
     wav = ds.load_audio(story)
     n_bins = len(wav) * HZ // SAMPLE_RATE
     grid = ds.load_textgrid(story) if set(spaces) - {"spectral"} else None
@@ -86,11 +89,14 @@ def stimulus_bins(ds: LebelDataset, story: str, spaces, categories: dict | None 
         if space == "spectral":
             feats[space] = spectral(wav, n_bands)[:n_bins]
         elif space == "word_rate":
-            feats[space] = onset_rate([iv.xmin for iv in grid.tier("words").labelled()], n_bins)
+            feats[space] = onset_rate([iv.xmin for iv in grid.tier("words").words(ds.cfg.non_words)], n_bins)
         elif space == "phone_rate":
             feats[space] = onset_rate([iv.xmin for iv in grid.tier("phones").labelled()], n_bins)
+        elif space == "categories":
+            feats[space] = category_indicators(grid.tier("words").words(ds.cfg.non_words),
+                                               *category_map(ds, categories), n_bins)
         else:
-            feats[space] = category_indicators(grid.tier("words").labelled(), *category_map(ds, categories), n_bins)
+            raise ValueError(f"{space!r} is not sampled in {HZ} Hz bins (binned spaces: {list(BINNED)})")
     return {k: v[:n_bins].astype(np.float32) for k, v in feats.items()}
 
 
@@ -114,7 +120,13 @@ class StimulusFeatures:
 
     def story_features(self, ds: LebelDataset, story: str) -> dict[str, np.ndarray]:
         """Space → array of shape (n_rows, D * n_delays) aligned with the responses of ``story``."""
-        feats = stimulus_bins(ds, story, self.layers, self.categories, self.n_bands)
-        n_bins = len(next(iter(feats.values())))
-        times = (np.arange(n_bins) + 0.5) / HZ                               # bin centres
-        return align_to_trs(times, feats, ds, story, self.cfg)
+        out = {}
+        binned = [s for s in self.layers if s in BINNED]
+        if binned:
+            feats = stimulus_bins(ds, story, binned, self.categories, self.n_bands)
+            n_bins = len(next(iter(feats.values())))
+            out = align_to_trs((np.arange(n_bins) + 0.5) / HZ, feats, ds, story, self.cfg)   # from bin centres
+        if "word_rate_mid" in self.layers:
+            mid = np.array([(w.xmin + w.xmax) / 2 for w in ds.words(story)])           # (n_words,)
+            out |= align_to_trs(mid, {"word_rate_mid": np.ones((len(mid), 1))}, ds, story, self.cfg)
+        return {s: out[s] for s in self.layers}

@@ -244,6 +244,15 @@ def _participant_count(shards: str) -> int:
         return 0
 
 
+def aliasing_note(features, tr: float) -> str:
+    """A warning when last-frame features are sampled too sparsely for the Lanczos step to low-pass them."""
+    if features.pool == "last" and features.stride > tr / 4:
+        return (f"eval.features.stride {features.stride} s with pool last samples one ~20 ms frame per "
+                f"{features.stride} s, which aliases at a {tr} s TR and lowers alignment; set eval.features.pool "
+                "stride (the mean over each stride, no extra cost) or a stride of 0.1 s (the reference)")
+    return ""
+
+
 def _report(problems: list[str], t0: float, what: str, log) -> None:
     if problems:
         raise PreflightError(f"preflight: {len(problems)} problem(s) before any training:\n  - "
@@ -274,6 +283,9 @@ def preflight(cfg, log=print) -> None:
                               stacklevel=2)
         else:
             problems += short
+    ev = getattr(cfg, "eval", None)
+    if ev is not None and ev.enabled and aliasing_note(ev.features, cfg.fit.data.tr):
+        warnings.warn(f"preflight: {aliasing_note(ev.features, cfg.fit.data.tr)}", stacklevel=2)
     _report(problems, t0, "data, model, checkpoints and resources", log)
 
 
@@ -304,4 +316,6 @@ def preflight_evaluate(cfg, log=print) -> None:
         problems += _names("eval.subjects", cfg.eval.subjects, subjects, Path(cfg.data.root))
     except DatasetError as exc:
         problems.append(f"data: {exc}")
+    if aliasing_note(cfg.eval.features, cfg.data.tr):
+        warnings.warn(f"preflight: {aliasing_note(cfg.eval.features, cfg.data.tr)}", stacklevel=2)
     _report(problems, t0, "model, checkpoints and dataset", log)

@@ -16,7 +16,7 @@ from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, write_shards
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
-from braintune_dist.data.voxels import find_common_space, noise_ceiling
+from braintune_dist.data.voxels import find_common_space
 
 
 @dataclass
@@ -66,7 +66,7 @@ def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "
     space = find_common_space(ds.root, common_space_dir, subjects)
     rows = []
     for sub in subjects:
-        cc = noise_ceiling(ds.load_repeats(sub))                          # (n_voxels,)
+        cc = ds.noise_ceiling(sub)                          # (n_voxels,)
         regions = space.voxel_regions(sub) if space else np.full(cc.shape, "all")
         for region in ["all"] + sorted(set(regions) - {"", "all"}):
             m = np.ones(cc.shape, bool) if region == "all" else regions == region
@@ -109,7 +109,9 @@ def prepare(data: DataConfig, shards: str, settings: PrepareSettings, stream: St
     split = ds.split()
     log(f"[validate] {len(summary['subjects'])} participants, {len(summary['stories'])} stories "
         f"({summary['audio_seconds'] / 60:.1f} min of audio) in {time.time() - t:.1f} s; split: "
-        f"{len(split['train'])} train, {len(split['val'])} val, test '{split['test'][0]}'")
+        f"{len(split['train'])} train, {len(split['val'])} val, test '{split['test'][0]}'; TR times from "
+        + (f"reports for {len(summary['tr_reports'])} of {len(summary['stories'])} stories" if summary["tr_reports"]
+           else f"the {data.tr} s grid"))
     for sub, info in summary["subjects"].items():
         log(f"  {sub}: {info['n_voxels']} voxels, {info['n_rows']} TRs, {info['n_repeats']} test repeats")
     ceil = ceiling_report(ds, settings.nc_threshold, settings.shard.common_space)

@@ -9,6 +9,7 @@ Writes (paths relative to ``--out``)::
     stimuli/<story>.wav                                   real espeak-ng speech, 16 kHz mono, 16 bit
     derivative/TextGrids/<story>.TextGrid                 tier 0 phones, tier 1 words (from audio onset)
     derivative/respdict.json                              {story: n_trs}
+    derivative/trfiles/<story>.report                     TR reports, only when sim.scanner_tr != 2.0
     derivative/preprocessed_data/sim01/<story>.hf5        'data' float32 (n_trs - 20, n_voxels), z-scored,
                                                           already trimmed like the real files ([10:-5]);
                                                           wheretheressmoke also 'individual_repeats'
@@ -58,6 +59,9 @@ class SimConfig:
     """Number of training stories (story01, ...); the test story wheretheressmoke is added."""
     trs_per_story: int = 80
     """respdict TR count of each training story: TR grid of n-5 TRs, hf5 rows n-20, audio (n-5)*2-10 s."""
+    scanner_tr: float = TR
+    """Seconds between the simulated scanner's triggers. 2.0 = the nominal grid, no TR reports; any other
+    value (ds003020's scanner: 2.0045) writes TR reports and samples the brain at those triggers."""
     test_extra_trs: int = 40
     """Extra TRs of the test story, so its evaluation rows data[40:] number as many as a training story's."""
     n_repeats: int = 4
@@ -122,6 +126,7 @@ def check_config(cfg: SimConfig) -> None:
         ("noise_ar", -1 < cfg.noise_ar < 1, "must be in (-1, 1)"),
         ("nan_voxels", cfg.nan_voxels >= 0, "must be >= 0"),
         ("n_bands", cfg.n_bands >= 1, "must be >= 1"),
+        ("scanner_tr", 0.5 <= cfg.scanner_tr <= 10, "must be in [0.5, 10] seconds"),
         ("snr_auditory", cfg.snr_auditory >= 0 and cfg.snr_semantic >= 0, "SNRs must be >= 0"),
     ]
     for name, ok, why in checks:
@@ -147,6 +152,8 @@ def _build(cfg: SimConfig, root: Path) -> dict:
     respdict = {s: cfg.trs_per_story for s in train}
     respdict[TEST_STORY] = cfg.trs_per_story + cfg.test_extra_trs
     (deriv / "respdict.json").write_text(json.dumps(respdict, indent=1))
+    if cfg.scanner_tr != TR:
+        _write_tr_reports(deriv / "trfiles", respdict, cfg.scanner_tr)
     ds = LebelDataset(root)   # the reader itself gives the TR mid-points, so features line up with it
 
     words = speech.vocabulary()
@@ -164,12 +171,12 @@ def _build(cfg: SimConfig, root: Path) -> dict:
     n_words = {}
     for story in stories:
         n_grid = ds.n_trs(story) - TRFILE_PAD                  # triggers of the TR grid
-        duration = n_grid * TR - SOUND_ONSET                   # audio covers the grid exactly
+        duration = n_grid * cfg.scanner_tr - SOUND_ONSET       # audio covers the triggers exactly
         st = speech.compose_story(_rng(cfg.seed, _TEXT, key[story]), clips, duration, cfg.word_gap, cfg.sentence_gap)
         _write_wav(ds.audio_path(story), st.audio)
         write_textgrid(st.textgrid(), ds.textgrid_path(story))
         n_words[story] = len(st.words)
-        n_fine = int(round(n_grid * TR * brain.FINE_HZ))      # fine grid from the first trigger
+        n_fine = int(round(n_grid * cfg.scanner_tr * brain.FINE_HZ))   # fine grid from the first trigger
         aud = brain.band_envelopes(st.audio, cfg.n_bands, SOUND_ONSET, n_fine)
         sem = brain.category_timecourses(st.words, category, n_cat, SOUND_ONSET, n_fine)
         rows = np.round((ds.tr_times(story) + SOUND_ONSET) * brain.FINE_HZ).astype(np.int64)
@@ -223,6 +230,15 @@ def _build(cfg: SimConfig, root: Path) -> dict:
     )
     (root / "ground_truth" / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+def _write_tr_reports(folder: Path, respdict: dict[str, int], tr: float) -> None:
+    """``<story>.report`` per story: n_trs - 5 triggers every ``tr`` s, sound-start 10 s after the first."""
+    folder.mkdir()
+    for story, n in respdict.items():
+        lines = [f"{k * tr:.4f} {'init-trigger' if k == 0 else 'trigger'}" for k in range(n - TRFILE_PAD)]
+        lines.insert(1, f"{SOUND_ONSET:.4f} sound-start")        # a line out of time order, as reports allow
+        (folder / f"{story}.report").write_text("\n".join(lines) + "\n")
 
 
 def _write_wav(path: Path, audio: np.ndarray) -> None:
