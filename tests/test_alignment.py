@@ -99,12 +99,13 @@ def test_report_figures_and_mlflow(sim, tmp_path):
     eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"]
     assert [r["n_stories"] for r in eff] == [1, 3] and eff[0]["hours"] < eff[1]["hours"]
     pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
-    assert pngs == ["alignment_per_layer.png", "data_efficiency.png"]
+    assert pngs == ["alignment_by_stage.png", "alignment_per_layer.png", "data_efficiency.png"]
     client = mlflow.tracking.MlflowClient(uri)
     run = client.get_run(run_id)
     assert "align.untuned.all" in run.data.metrics and "align.other-seed.semantic" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id, "report")}
-    assert {"report/alignment_per_layer.png", "report/data_efficiency.png", "report/alignment.csv"} <= arts
+    assert {"report/alignment_per_layer.png", "report/data_efficiency.png", "report/alignment_by_stage.png",
+            "report/alignment.csv"} <= arts
 
 
 def test_ray_path_equals_serial_path(sim, ray_local, tmp_path):

@@ -106,9 +106,11 @@ def test_textgrid_matches_audio(root):
 def test_ground_truth_format(root):
     meta = _meta(root)
     cs = np.load(root / "ground_truth" / "common_space.npz")
-    assert list(cs["region_names"]) == ["null", "auditory", "semantic"]
+    assert list(cs["region_names"]) == ["null", "auditory", "semantic", "phonetic", "lexical"]
     region = cs["vertex_region"]
-    assert region.dtype == np.int8 and region.shape == (120,) and set(np.unique(region)) == {0, 1, 2}
+    assert region.dtype == np.int8 and region.shape == (120,) and set(np.unique(region)) == {0, 1, 2, 3, 4}
+    assert meta["stages"] == ["auditory", "phonetic", "lexical", "semantic"]
+    assert meta["region_counts"] == {"null": 30, "auditory": 24, "semantic": 30, "phonetic": 18, "lexical": 18}
     pref = np.array(meta["vertex_preferred_category"])
     assert ((pref >= 0) == (region == 2)).all() and pref.max() == len(meta["categories"]) - 1
     assert meta["seed"] == 7 and meta["participants"] == ["sim01", "sim02"]
@@ -173,7 +175,7 @@ def test_semantic_voxels_prefer_their_category(root):
         sem = np.flatnonzero((v2v >= 0) & (region[np.maximum(v2v, 0)] == 2))
         corr = X.T @ Yc[:, sem] / len(X)                                # (n_cat, n_semantic_voxels)
         hit = (corr.argmax(axis=0) == pref[v2v[sem]]).mean()
-        assert hit > 0.6, hit                                           # chance = 1 / 5
+        assert hit > 0.6, hit                                           # chance = 1 / 8
 
 
 def test_deterministic_and_seed_dependent(root, tmp_path):

@@ -11,6 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+# processing stages of the simulated brain (acoustic → meaning), drawn in this order before other regions
+STAGE_REGIONS = ("auditory", "phonetic", "lexical", "semantic")
+
+
+def _region_order(region: str) -> tuple:
+    order = ("all",) + STAGE_REGIONS
+    return (order.index(region) if region in order else len(order), region)
+
+
 def _mean_over_subjects(rows: list[dict], kind: str, x_key: str) -> dict[tuple[str, str], tuple[list, list, list]]:
     """(model, region) → (x values, mean over subjects, sem over subjects) of mean_r_norm."""
     acc: dict[tuple[str, str], dict] = defaultdict(lambda: defaultdict(list))
@@ -29,7 +38,7 @@ def _curves_by_region(rows: list[dict], kind: str, x_key: str, title: str, xlabe
                       integer_x: bool = False) -> plt.Figure:
     """One panel per region (``all`` first), one errorbar line per model of mean_r_norm against ``x_key``."""
     curves = _mean_over_subjects(rows, kind, x_key)
-    regions = sorted({reg for _, reg in curves}, key=lambda s: (s != "all", s))
+    regions = sorted({reg for _, reg in curves}, key=_region_order)
     fig, axes = plt.subplots(1, len(regions), figsize=(4.2 * len(regions), 3.6), sharey=True, squeeze=False)
     fig.suptitle(title)
     axes = dict(zip(regions, axes[0]))
@@ -58,3 +67,34 @@ def plot_efficiency(rows: list[dict], title: str = "Data efficiency for new part
     """Mean normalised alignment vs minutes of the participant's training data, per region and model."""
     return _curves_by_region(rows, "efficiency", "hours", title, "encoding-model training data (minutes of fMRI)",
                              x_scale=60.0)
+
+
+def plot_stages(rows: list[dict], title: str = "Alignment per layer, by processing stage") -> plt.Figure | None:
+    """One panel per model, one line per stage region (acoustic → semantic) of mean r / noise ceiling per
+    layer, its peak marked: where each stage is best predicted, before and after tuning. None when the
+    rows hold fewer than two stage regions."""
+    curves = _mean_over_subjects(rows, "layer", "layer")
+    stages = [s for s in STAGE_REGIONS if any(reg == s for _, reg in curves)]
+    if len(stages) < 2:
+        return None
+    models = sorted({m for m, _ in curves}, key=lambda m: (m != "untuned", m))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), sharey=True, squeeze=False)
+    fig.suptitle(title)
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(stages)))
+    for ax, model in zip(axes[0], models):
+        for colour, stage in zip(colours, stages):
+            if (model, stage) not in curves:
+                continue
+            xs, ys, es = curves[(model, stage)]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=colour, label=stage)
+            k = int(np.argmax(ys))
+            ax.plot([xs[k]], [ys[k]], marker="*", ms=14, color=colour, mec="black", ls="none")
+        ax.set_title(f"model: {model}")
+        ax.set_xlabel("layer (hidden_states index)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean r / noise ceiling (test story)")
+    axes[0][0].legend(title="stage (★ = peak layer)", fontsize=8)
+    fig.tight_layout()
+    return fig

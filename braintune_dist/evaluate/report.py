@@ -14,7 +14,7 @@ from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig
 from braintune_dist.evaluate.featurize import ModelSpec, featurize
-from braintune_dist.evaluate.figures import plot_efficiency, plot_layers
+from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages
 from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.tracking import Tracker, save_figure
@@ -85,6 +85,9 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
     figs = {"alignment_per_layer.png": plot_layers(rows, f"Brain alignment per layer (held-out: {', '.join(subjects)})")}
     if ev.efficiency_stories:
         figs["data_efficiency.png"] = plot_efficiency(rows)
+    stages = plot_stages(rows, f"Alignment per layer by processing stage (held-out: {', '.join(subjects)})")
+    if stages is not None:
+        figs["alignment_by_stage.png"] = stages
     import matplotlib.pyplot as plt
     for name, fig in figs.items():
         save_figure(fig, out / f"{tag}{name}")

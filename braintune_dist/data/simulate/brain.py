@@ -1,10 +1,15 @@
 """Simulated brain with known ground truth, shared by every participant through a common vertex space.
 
-Vertices are labelled by region (``REGION_NAMES``):
+Vertices are labelled by region (``REGION_NAMES``); each driven region is one stage of speech
+processing (``STAGES``, acoustic → meaning) and responds to that stage's features only:
 
-* **auditory**: a random mix of log band envelopes of the audio (low-level acoustics);
-* **semantic**: a mix of category-indicator time courses (which semantic category is being heard),
-  with one preferred category per vertex;
+* **auditory** (acoustic): a random mix of log band envelopes and their onsets (spectro-temporal);
+* **phonetic**: a random projection of phone identity (one fixed random vector per phone, from the TextGrid);
+* **lexical** (word form): a random projection of word identity (one fixed random vector per word,
+  function words included), unrelated to meaning;
+* **semantic**: the word's position in a continuous semantic space (category centroid + subcategory
+  offset + a word's own part, ``semantic_embedding``), read out towards one preferred category per vertex,
+  so words of one category differ and function words add nothing;
 * **null**: no signal.
 
 Features live on a fine grid (``FINE_HZ``) starting at the first trigger (audio time ``-SOUND_ONSET``),
@@ -16,6 +21,7 @@ planted signal-to-noise variance ratio.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +31,11 @@ from braintune_dist.data.textgrid import Interval
 from braintune_dist.data.voxels import zscore
 
 FINE_HZ = 10              # feature grid rate; TR mid-points (odd seconds) fall exactly on it
-REGION_NAMES = ("null", "auditory", "semantic")
-NULL, AUDITORY, SEMANTIC = 0, 1, 2
+REGION_NAMES = ("null", "auditory", "semantic", "phonetic", "lexical")
+NULL, AUDITORY, SEMANTIC, PHONETIC, LEXICAL = range(5)
+STAGES = ("auditory", "phonetic", "lexical", "semantic")      # regions in processing order
+STAGE_OF = {"auditory": "acoustic", "phonetic": "phonetic", "lexical": "word form", "semantic": "semantic"}
+PHONE_DIM, WORD_DIM, SEMANTIC_DIM = 12, 16, 16
 
 
 # --------------------------------------------------------------------------- stimulus features
@@ -63,23 +72,58 @@ def band_envelopes(audio: np.ndarray, n_bands: int, onset: float, n_fine: int) -
     return zscore(X)
 
 
-def category_timecourses(words: list[Interval], category: dict[str, int], n_cat: int, onset: float,
-                         n_fine: int) -> np.ndarray:
-    """Fraction of each fine bin during which a word of each category is heard.
+def band_features(audio: np.ndarray, n_bands: int, onset: float, n_fine: int) -> np.ndarray:
+    """Spectro-temporal features: band envelopes and their onsets (positive part of the change per bin),
+    each z-scored. Returns (n_fine, 2 * n_bands) float64."""
+    env = band_envelopes(audio, n_bands, onset, n_fine)
+    rise = np.maximum(np.diff(env, axis=0, prepend=env[:1]), 0.0)
+    return np.concatenate([env, zscore(rise)], axis=1)
+
+
+def label_vector(seed: int, purpose: str, label: str, dim: int) -> np.ndarray:
+    """A fixed standard-normal vector (dim,) for one label (phone or word): the same for a seed in every
+    story and dataset, independent of which other labels exist."""
+    key = int.from_bytes(hashlib.sha1(f"{purpose}|{label}".encode()).digest()[:8], "little")
+    return np.random.default_rng(np.random.SeedSequence([seed, key])).standard_normal(dim)
+
+
+def semantic_embedding(seed: int, word_category: dict[str, int], word_subcategory: dict[str, int],
+                       dim: int = SEMANTIC_DIM) -> dict[str, np.ndarray]:
+    """Content word → (dim,) position in the semantic space: its category's centroid + 0.7 × its
+    subcategory's offset + 0.5 × its own part (variance shares ~0.64 / 0.31 / 0.16 of 1.0 / 0.49 / 0.25)."""
+    return {w: (label_vector(seed, "category", str(c), dim) + 0.7 * label_vector(seed, "subcategory",
+                str(word_subcategory[w]), dim) + 0.5 * label_vector(seed, "meaning", w, dim))
+            for w, c in word_category.items()}
+
+
+def interval_features(intervals: list[Interval], vectors: dict[str, np.ndarray], dim: int, onset: float,
+                      n_fine: int) -> np.ndarray:
+    """Each fine bin: sum over labels heard in it of (fraction of the bin covered) × the label's vector.
 
     Returns
     -------
-    X : array (n_fine, n_cat), float64 in [0, 1]; function words (no category) add nothing.
+    X : array (n_fine, dim), float64; labels without a vector (silence, function words) add nothing.
     """
-    X = np.zeros((n_fine, n_cat))
-    for iv in words:
-        c = category.get(iv.text, -1)
-        if c < 0:
+    X = np.zeros((n_fine, dim))
+    for iv in intervals:
+        vec = vectors.get(iv.text)
+        if vec is None:
             continue
         a, b = (iv.xmin + onset) * FINE_HZ, (iv.xmax + onset) * FINE_HZ   # in bins
         for i in range(int(np.floor(a)), min(int(np.ceil(b)), n_fine)):
-            X[i, c] += min(b, i + 1) - max(a, i)
+            X[i] += (min(b, i + 1) - max(a, i)) * vec
     return X
+
+
+def stage_features(seed: int, audio: np.ndarray, words: list[Interval], phones: list[Interval], n_bands: int,
+                   embedding: dict[str, np.ndarray], onset: float, n_fine: int) -> dict[str, np.ndarray]:
+    """Region → (n_fine, d) feature time course of its stage, on the fine grid from the first trigger."""
+    phone_vec = {p.text: label_vector(seed, "phone", p.text, PHONE_DIM) for p in phones}
+    word_vec = {w.text: label_vector(seed, "word", w.text, WORD_DIM) for w in words}
+    return {"auditory": band_features(audio, n_bands, onset, n_fine),
+            "phonetic": interval_features(phones, phone_vec, PHONE_DIM, onset, n_fine),
+            "lexical": interval_features(words, word_vec, WORD_DIM, onset, n_fine),
+            "semantic": interval_features(words, embedding, SEMANTIC_DIM, onset, n_fine)}
 
 
 def double_gamma_hrf(hz: float = FINE_HZ, length: float = 32.0) -> np.ndarray:
@@ -105,47 +149,52 @@ class CommonSpace:
     """int8 (n_vertices,), index into REGION_NAMES."""
     preferred: np.ndarray
     """int64 (n_vertices,), preferred category of semantic vertices, -1 elsewhere."""
-    w_audio: np.ndarray
-    """(n_vertices, n_bands) band weights; zero rows for non-auditory vertices."""
-    w_semantic: np.ndarray
-    """(n_vertices, n_cat) category weights; zero rows for non-semantic vertices."""
+    weights: dict[str, np.ndarray]
+    """Region → (n_vertices, d) read-out of its stage's features; zero rows for vertices of other regions."""
     snr: np.ndarray
     """(n_vertices,) planted SNR of the vertex before participant noise level and voxel jitter."""
 
 
-def make_common_space(rng: np.random.Generator, n_vertices: int, frac_auditory: float, frac_semantic: float,
-                      n_bands: int, n_cat: int, snr_auditory: float, snr_semantic: float,
-                      snr_spread: float) -> CommonSpace:
-    """Draw region labels, feature weights and SNRs of the vertices (shuffled, not sorted by region)."""
-    n_aud, n_sem = int(round(frac_auditory * n_vertices)), int(round(frac_semantic * n_vertices))
+def make_common_space(rng: np.random.Generator, n_vertices: int, fractions: dict[str, float],
+                      dims: dict[str, int], snrs: dict[str, float], snr_spread: float,
+                      centroids: np.ndarray) -> CommonSpace:
+    """Draw region labels, read-out weights and SNRs of the vertices (shuffled, not sorted by region).
+
+    fractions, dims, snrs : region → share of vertices, feature dimension, median SNR (the ``STAGES``)
+    centroids : (n_categories, SEMANTIC_DIM) category centroids of the semantic space
+    """
     region = np.zeros(n_vertices, dtype=np.int8)
-    region[:n_aud], region[n_aud: n_aud + n_sem] = AUDITORY, SEMANTIC
+    start = 0
+    for name in STAGES:
+        n = int(round(fractions[name] * n_vertices))
+        region[start:start + n] = REGION_NAMES.index(name)
+        start += n
     region = region[rng.permutation(n_vertices)]
     preferred = np.full(n_vertices, -1, dtype=np.int64)
     sem = np.flatnonzero(region == SEMANTIC)
-    preferred[sem] = rng.permutation(np.arange(len(sem)) % n_cat)   # every category gets ~equal vertices
-    w_audio = np.zeros((n_vertices, n_bands))
-    w_semantic = np.zeros((n_vertices, n_cat))
+    preferred[sem] = rng.permutation(np.arange(len(sem)) % len(centroids))   # every category ~equally often
+    weights = {name: np.zeros((n_vertices, dims[name])) for name in STAGES}
     snr = np.zeros(n_vertices)
     for v in range(n_vertices):
-        if region[v] == AUDITORY:
-            # mostly positive weights (louder → more response) with some spectral contrast
-            w_audio[v] = rng.normal(0.5, 1.0, n_bands)
-            snr[v] = snr_auditory * np.exp(snr_spread * rng.standard_normal())
-        elif region[v] == SEMANTIC:
-            w_semantic[v] = 0.25 * rng.standard_normal(n_cat)
-            w_semantic[v, preferred[v]] = 1.0
-            snr[v] = snr_semantic * np.exp(snr_spread * rng.standard_normal())
-    return CommonSpace(region, preferred, w_audio, w_semantic, snr)
+        name = REGION_NAMES[region[v]]
+        if name == "null":
+            continue
+        if name == "auditory":                 # mostly positive (louder → more response), some spectral contrast
+            weights[name][v] = rng.normal(0.5, 1.0, dims[name])
+        elif name == "semantic":               # towards the preferred category, graded within it
+            weights[name][v] = centroids[preferred[v]] + 0.25 * rng.standard_normal(dims[name])
+        else:
+            weights[name][v] = rng.standard_normal(dims[name])
+        snr[v] = snrs[name] * np.exp(snr_spread * rng.standard_normal())
+    return CommonSpace(region, preferred, weights, snr)
 
 
-def vertex_signals(space: CommonSpace, audio_feat: np.ndarray, sem_feat: np.ndarray,
-                   rows: np.ndarray) -> np.ndarray:
+def vertex_signals(space: CommonSpace, feats: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     """Noise-free response of every vertex at the given fine-grid rows, z-scored per vertex.
 
     Parameters
     ----------
-    audio_feat, sem_feat : arrays (n_fine, n_bands), (n_fine, n_cat)
+    feats : region → array (n_fine, d), from ``stage_features``
     rows : int array (n_rows,), fine-grid index of the TR mid-point of each hf5 row
 
     Returns
@@ -153,9 +202,9 @@ def vertex_signals(space: CommonSpace, audio_feat: np.ndarray, sem_feat: np.ndar
     S : array (n_rows, n_vertices); null vertices (and any constant signal) are 0.
     """
     hrf = double_gamma_hrf()
-    A = convolve_hrf(audio_feat, hrf)[rows]                  # (n_rows, n_bands)
-    C = convolve_hrf(sem_feat, hrf)[rows]                    # (n_rows, n_cat)
-    S = A @ space.w_audio.T + C @ space.w_semantic.T         # (n_rows, n_vertices)
+    S = np.zeros((len(rows), len(space.region)))
+    for name, W in space.weights.items():
+        S += convolve_hrf(feats[name], hrf)[rows] @ W.T          # (n_rows, d) @ (d, n_vertices)
     S -= S.mean(axis=0)
     sd = S.std(axis=0)
     ok = sd > 1e-9

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from braintune_dist.config import ConfigError, parse_cli, to_dict
-from braintune_dist.data.simulate import brain, speech
+from braintune_dist.data.simulate import brain, speech, vocabulary
 from braintune_dist.data.lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
     TRIM_START, LebelDataset
 from braintune_dist.data.textgrid import write_textgrid
@@ -68,16 +68,24 @@ class SimConfig:
     """Times the test story was heard (individual_repeats); at least 2 for a noise ceiling."""
     n_vertices: int = 600
     """Vertices of the common space shared by all participants."""
-    frac_auditory: float = 0.25
-    """Fraction of vertices driven by band envelopes of the audio."""
-    frac_semantic: float = 0.35
-    """Fraction of vertices driven by semantic-category indicators (the rest are null)."""
+    frac_auditory: float = 0.2
+    """Fraction of vertices of the acoustic stage (band envelopes and onsets of the audio)."""
+    frac_phonetic: float = 0.15
+    """Fraction of vertices of the phonetic stage (phone identity from the TextGrid)."""
+    frac_lexical: float = 0.15
+    """Fraction of vertices of the word-form stage (word identity, unrelated to meaning)."""
+    frac_semantic: float = 0.25
+    """Fraction of vertices of the semantic stage (continuous semantic space); the rest are null."""
     n_bands: int = 8
     """Log-spaced frequency bands of the acoustic envelope features."""
     snr_auditory: float = 0.8
     """Median planted signal/noise variance ratio of auditory vertices (before participant noise)."""
+    snr_phonetic: float = 0.6
+    """Median planted SNR of phonetic vertices."""
+    snr_lexical: float = 0.5
+    """Median planted SNR of lexical vertices."""
     snr_semantic: float = 0.5
-    """Median planted signal/noise variance ratio of semantic vertices (before participant noise)."""
+    """Median planted SNR of semantic vertices."""
     snr_spread: float = 0.5
     """Log-normal sigma of vertex SNRs around their region median."""
     noise_spread: float = 0.25
@@ -109,6 +117,14 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
+def _fractions(cfg: SimConfig) -> dict[str, float]:
+    return {name: getattr(cfg, f"frac_{name}") for name in brain.STAGES}
+
+
+def _snrs(cfg: SimConfig) -> dict[str, float]:
+    return {name: getattr(cfg, f"snr_{name}") for name in brain.STAGES}
+
+
 def check_config(cfg: SimConfig) -> None:
     """Raise ConfigError naming the field whose value cannot make a valid dataset."""
     min_trs = TRFILE_PAD + TRIM_START + TRIM_END + 2     # at least 2 hf5 rows to z-score
@@ -120,14 +136,14 @@ def check_config(cfg: SimConfig) -> None:
          f"trs_per_story + test_extra_trs must be >= {min_trs + TEST_EXTRA_TRIM} (test rows [40:])"),
         ("n_repeats", cfg.n_repeats >= 2, "must be >= 2 (noise ceiling)"),
         ("n_vertices", cfg.n_vertices >= 3, "must be >= 3"),
-        ("frac_auditory", 0 <= cfg.frac_auditory and 0 <= cfg.frac_semantic
-         and cfg.frac_auditory + cfg.frac_semantic <= 1, "frac_auditory, frac_semantic >= 0 with sum <= 1"),
+        ("frac_auditory", min(_fractions(cfg).values()) >= 0 and sum(_fractions(cfg).values()) <= 1,
+         "frac_auditory, frac_phonetic, frac_lexical, frac_semantic must be >= 0 with sum <= 1"),
         ("coverage_min", 0 < cfg.coverage_min <= cfg.coverage_max <= 1, "need 0 < coverage_min <= coverage_max <= 1"),
         ("noise_ar", -1 < cfg.noise_ar < 1, "must be in (-1, 1)"),
         ("nan_voxels", cfg.nan_voxels >= 0, "must be >= 0"),
         ("n_bands", cfg.n_bands >= 1, "must be >= 1"),
         ("scanner_tr", 0.5 <= cfg.scanner_tr <= 10, "must be in [0.5, 10] seconds"),
-        ("snr_auditory", cfg.snr_auditory >= 0 and cfg.snr_semantic >= 0, "SNRs must be >= 0"),
+        ("snr_auditory", min(_snrs(cfg).values()) >= 0, "SNRs must be >= 0"),
     ]
     for name, ok, why in checks:
         if not ok:
@@ -156,12 +172,15 @@ def _build(cfg: SimConfig, root: Path) -> dict:
         _write_tr_reports(deriv / "trfiles", respdict, cfg.scanner_tr)
     ds = LebelDataset(root)   # the reader itself gives the TR mid-points, so features line up with it
 
-    words = speech.vocabulary()
+    words = vocabulary.vocabulary()
     clips = speech.synthesize_vocabulary(words, cfg.voice, cfg.speed)
-    category = speech.word_category()
-    n_cat = len(speech.CATEGORIES)
-    space = brain.make_common_space(_rng(cfg.seed, _SPACE), cfg.n_vertices, cfg.frac_auditory, cfg.frac_semantic,
-                                    cfg.n_bands, n_cat, cfg.snr_auditory, cfg.snr_semantic, cfg.snr_spread)
+    embedding = brain.semantic_embedding(cfg.seed, vocabulary.word_category(), vocabulary.word_subcategory())
+    centroids = np.stack([brain.label_vector(cfg.seed, "category", str(c), brain.SEMANTIC_DIM)
+                          for c in range(len(vocabulary.CATEGORIES))])
+    dims = {"auditory": 2 * cfg.n_bands, "phonetic": brain.PHONE_DIM, "lexical": brain.WORD_DIM,
+            "semantic": brain.SEMANTIC_DIM}
+    space = brain.make_common_space(_rng(cfg.seed, _SPACE), cfg.n_vertices, _fractions(cfg), dims, _snrs(cfg),
+                                    cfg.snr_spread, centroids)
 
     # ---- stimuli and noise-free vertex signals, story by story
     # stream key of each story: the test story's is fixed, so sim.stories does not change its text or noise
@@ -169,6 +188,7 @@ def _build(cfg: SimConfig, root: Path) -> dict:
     key[TEST_STORY] = 10_000
     signals = {}          # story → (n_trs - 20, n_vertices) unit-variance signals
     n_words = {}
+    sentences: set[str] = set()
     for story in stories:
         n_grid = ds.n_trs(story) - TRFILE_PAD                  # triggers of the TR grid
         duration = n_grid * cfg.scanner_tr - SOUND_ONSET       # audio covers the triggers exactly
@@ -176,12 +196,13 @@ def _build(cfg: SimConfig, root: Path) -> dict:
         _write_wav(ds.audio_path(story), st.audio)
         write_textgrid(st.textgrid(), ds.textgrid_path(story))
         n_words[story] = len(st.words)
+        sentences |= set(st.sentences)
         n_fine = int(round(n_grid * cfg.scanner_tr * brain.FINE_HZ))   # fine grid from the first trigger
-        aud = brain.band_envelopes(st.audio, cfg.n_bands, SOUND_ONSET, n_fine)
-        sem = brain.category_timecourses(st.words, category, n_cat, SOUND_ONSET, n_fine)
+        feats = brain.stage_features(cfg.seed, st.audio, st.words, st.phones, cfg.n_bands, embedding, SOUND_ONSET,
+                                     n_fine)
         rows = np.round((ds.tr_times(story) + SOUND_ONSET) * brain.FINE_HZ).astype(np.int64)
         rows = rows[TRIM_START: n_grid - TRIM_END]             # the real hf5 files are trimmed [10:-5]
-        signals[story] = brain.vertex_signals(space, aud, sem, rows)
+        signals[story] = brain.vertex_signals(space, feats, rows)
 
     # ---- participants: voxel sets, noise, responses
     subjects = [f"sim{p + 1:02d}" for p in range(cfg.participants)]
@@ -214,15 +235,21 @@ def _build(cfg: SimConfig, root: Path) -> dict:
     config = to_dict(cfg)
     meta = dict(
         generator="braintune_dist.data.simulate", seed=cfg.seed, config=config,
-        categories=speech.CATEGORIES, category_names=list(speech.CATEGORIES),
-        function_words=[w for w in words if w not in category],
+        categories=vocabulary.CATEGORIES, category_names=list(vocabulary.CATEGORIES),
+        subcategories=vocabulary.SUBCATEGORIES, function_words=vocabulary.function_words(),
+        vocabulary_size=len(words), n_distinct_sentences=len(sentences),
+        stages=list(brain.STAGES), region_stage=brain.STAGE_OF,
         stories=dict(train=train, test=TEST_STORY), respdict=respdict, n_words=n_words,
         participants=subjects, participant_noise_level=noise_levels, n_repeats=cfg.n_repeats,
         n_vertices=cfg.n_vertices, region_names=list(brain.REGION_NAMES),
         region_counts={name: int((space.region == r).sum()) for r, name in enumerate(brain.REGION_NAMES)},
         vertex_preferred_category=space.preferred.tolist(), vertex_snr=space.snr.tolist(),
-        features=dict(auditory=f"log power in {cfg.n_bands} log-spaced bands 100-7600 Hz, z-scored per story",
-                      semantic="fraction of each 100 ms bin a word of the category is heard",
+        features=dict(auditory=f"log power in {cfg.n_bands} log-spaced bands 100-7600 Hz and its onsets, z-scored",
+                      phonetic=f"fixed random {brain.PHONE_DIM}-d vector per phone, weighted by the share of each "
+                               "100 ms bin it covers",
+                      lexical=f"fixed random {brain.WORD_DIM}-d vector per word (function words too), the same way",
+                      semantic=f"{brain.SEMANTIC_DIM}-d semantic embedding (category + 0.7 subcategory + 0.5 word) "
+                               "of content words, the same way",
                       fine_hz=brain.FINE_HZ, hrf="SPM double gamma (6 s, 16 s, 1/6), unit sum",
                       sampling="TR mid-points (LebelDataset.tr_times), rows [10:-5]"),
         response_model="voxel = sqrt(snr) * zscore(signal[vertex]) + AR(1) unit noise, then z-scored per story",

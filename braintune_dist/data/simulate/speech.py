@@ -1,7 +1,7 @@
 """Story text and real speech for the simulated dataset: espeak-ng, word by word, with exact alignments.
 
-Stories are random sentences from a small vocabulary whose content words belong to a few semantic
-categories (``CATEGORIES``); every other word is a function word with no category. Each distinct word
+Stories are random sentences from ``vocabulary.py`` (256 content words in 8 categories of 4
+subcategories, and function words). Each distinct word
 is synthesised once by espeak-ng (cached), trimmed of its leading/trailing silence, resampled to
 16 kHz and concatenated with short pauses, so word onsets and offsets are known to the sample.
 
@@ -22,50 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from braintune_dist.data.lebel import SAMPLE_RATE
+from braintune_dist.data.simulate.vocabulary import CATEGORIES, TEMPLATES
 from braintune_dist.data.textgrid import Interval, TextGrid, Tier, fill_gaps
 
-# Content words by semantic category (12 each); the semantic vertices of the simulated brain respond
-# to these categories. Order matters: category index = position in this dict.
-CATEGORIES: dict[str, list[str]] = {
-    "animals": ["dog", "cat", "horse", "rabbit", "tiger", "elephant", "monkey", "snake", "bird", "fish",
-                "cow", "wolf"],
-    "food": ["bread", "apple", "cheese", "rice", "soup", "cake", "banana", "egg", "butter", "honey",
-             "pasta", "tomato"],
-    "places": ["kitchen", "garden", "forest", "city", "school", "beach", "river", "village", "market",
-               "church", "island", "street"],
-    "tools": ["hammer", "knife", "shovel", "ladder", "rope", "saw", "needle", "drill", "axe", "wrench",
-              "bucket", "brush"],
-    "emotions": ["happy", "sad", "angry", "afraid", "proud", "lonely", "calm", "nervous", "excited",
-                 "jealous", "glad", "upset"],
-}
-# Sentence templates: {category} slots are filled with a random word of that category, the rest are
-# function words (category -1).
-TEMPLATES = [
-    "the {animals} ate the {food} in the {places}",
-    "my friend was {emotions} when the {animals} took the {tools}",
-    "we carried a {tools} and some {food} to the {places}",
-    "in the {places} i felt {emotions} and {emotions}",
-    "the {animals} and the {animals} ran to the {places}",
-    "she used the {tools} to cut the {food}",
-    "he was {emotions} because the {tools} was in the {places}",
-    "they found a {animals} near the {places}",
-    "i was {emotions} so i bought {food} and {food}",
-    "the {animals} slept under the {tools}",
-]
 SPEECH_START = 0.5   # seconds of silence before the first word of a story
-
-
-def word_category() -> dict[str, int]:
-    """Category index of every content word (function words are absent → -1 by convention)."""
-    return {w: c for c, words in enumerate(CATEGORIES.values()) for w in words}
-
-
-def vocabulary() -> list[str]:
-    """Every word any template can produce, sorted (the set synthesised once per run)."""
-    words = {w for ws in CATEGORIES.values() for w in ws}
-    for t in TEMPLATES:
-        words |= {tok for tok in t.split() if not tok.startswith("{")}
-    return sorted(words)
 
 
 @dataclass
@@ -116,9 +76,15 @@ def synthesize_vocabulary(words: list[str], voice: str = "en-us", speed: int = 1
     """
     if shutil.which("espeak-ng") is None:
         raise RuntimeError("espeak-ng not found on PATH (apt-get install espeak-ng); the simulator needs it")
+    todo = [w for w in words if (w, voice, speed) not in _CLIPS]
     with tempfile.TemporaryDirectory(prefix="espeak-") as tmp, ThreadPoolExecutor(max_workers=2) as pool:
-        clips = list(pool.map(lambda w: _espeak_word(w, voice, speed, Path(tmp)), words))
-    return dict(zip(words, clips))
+        for w, clip in zip(todo, pool.map(lambda w: _espeak_word(w, voice, speed, Path(tmp)), todo)):
+            _CLIPS[(w, voice, speed)] = clip
+    return {w: _CLIPS[(w, voice, speed)] for w in words}
+
+
+# (word, voice, speed) → clip: a process that simulates several datasets synthesises each word once
+_CLIPS: dict[tuple[str, str, int], WordClip] = {}
 
 
 @dataclass
@@ -129,6 +95,8 @@ class Story:
     """Spoken words in time order (seconds from audio onset)."""
     phones: list[Interval]
     """Phones in time order, each word's duration split equally among its phonemes."""
+    sentences: list[str]
+    """The sentences spoken, in order (the last one may be cut short)."""
 
     def textgrid(self) -> TextGrid:
         """Tier 0 "phones", tier 1 "words" (ds003020 order), gaps filled with empty intervals."""
@@ -157,9 +125,11 @@ def compose_story(rng: np.random.Generator, clips: dict[str, WordClip], duration
     peak = max(float(np.abs(c.audio).max()) for c in clips.values())
     scale = 0.9 / (peak * (1 + loudness_jitter))
     full = False
+    sentences: list[str] = []
     while not full:
         template = TEMPLATES[rng.integers(len(TEMPLATES))]
         gain = scale * rng.uniform(1 - loudness_jitter, 1 + loudness_jitter)
+        n_before = len(words)
         for tok in template.split():
             w = tok
             if tok.startswith("{"):
@@ -176,9 +146,11 @@ def compose_story(rng: np.random.Generator, clips: dict[str, WordClip], duration
             for i, p in enumerate(clip.phones):
                 phones.append(Interval(t0 + i * step, t1 if i == len(clip.phones) - 1 else t0 + (i + 1) * step, p))
             pos += len(clip.audio) + int(word_gap * rng.uniform(0.5, 1.5) * SAMPLE_RATE)
+        if len(words) > n_before:
+            sentences.append(" ".join(iv.text for iv in words[n_before:]))
         pos += int(sentence_gap * rng.uniform(0.5, 1.5) * SAMPLE_RATE)
         full = full or pos >= n_total
     audio += noise_floor * rng.standard_normal(n_total)
     # quantise to 16 bit now so the features computed from it equal those of the written wav
     audio = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768) / 32768
-    return Story(audio.astype(np.float32), words, phones)
+    return Story(audio.astype(np.float32), words, phones, sentences)
