@@ -14,7 +14,6 @@ alignment that costs and how much of it the stride mean recovers at no extra for
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -28,8 +27,8 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from common import whisper_bench  # noqa: E402
 from braintune_dist.data.lebel import DataConfig, LebelDataset  # noqa: E402
-from braintune_dist.data.simulate import SimConfig, simulate  # noqa: E402
 from braintune_dist.data.voxels import find_common_space  # noqa: E402
 from braintune_dist.evaluate.compute import ComputeSettings  # noqa: E402
 from braintune_dist.evaluate.encoding import RidgeConfig  # noqa: E402
@@ -37,7 +36,6 @@ from braintune_dist.evaluate.featurize import ModelSpec, featurize  # noqa: E402
 from braintune_dist.evaluate.pipeline import encode  # noqa: E402
 from braintune_dist.evaluate.report import headline  # noqa: E402
 from braintune_dist.features.extract import FeatureConfig  # noqa: E402
-from braintune_dist.jobs.import_whisper import ImportSettings, ensure_imported  # noqa: E402
 from braintune_dist.model.backbone import ModelConfig  # noqa: E402
 
 SETTINGS = [(2.0, "last"), (2.0, "stride"), (1.0, "last"), (1.0, "stride"), (0.5, "last"), (0.25, "last")]
@@ -59,15 +57,7 @@ def one(ds: LebelDataset, pretrained: str, cache: Path, stride: float, pool: str
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results/stride.json"))
-    ap.add_argument("--data", default="/tmp/whisperbench")
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    data = Path(args.data)
-    if not (data / "sim").exists():
-        simulate(SimConfig(participants=4, stories=8, trs_per_story=80), str(data / "sim"))
-    pretrained = str(ensure_imported(ImportSettings(out=str(data / "tiny.en"))))
+    args, data, pretrained = whisper_bench(__doc__, "stride")
     ds = LebelDataset(data / "sim", DataConfig(root=str(data / "sim"), val_stories=["story08"]))
     runs = []
     for stride, pool in SETTINGS:

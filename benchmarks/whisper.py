@@ -13,7 +13,6 @@ Whisper tiny.en. All ratios come from one run, in this process (no Ray), 2 torch
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -28,8 +27,8 @@ import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from common import whisper_bench  # noqa: E402
 from braintune_dist.data.lebel import DataConfig, LebelDataset  # noqa: E402
-from braintune_dist.data.simulate import SimConfig, simulate  # noqa: E402
 from braintune_dist.data.voxels import find_common_space  # noqa: E402
 from braintune_dist.evaluate.compute import ComputeSettings  # noqa: E402
 from braintune_dist.evaluate.encoding import RidgeConfig  # noqa: E402
@@ -37,7 +36,6 @@ from braintune_dist.evaluate.featurize import ModelSpec, featurize  # noqa: E402
 from braintune_dist.evaluate.pipeline import encode  # noqa: E402
 from braintune_dist.evaluate.report import headline  # noqa: E402
 from braintune_dist.features.extract import FeatureConfig  # noqa: E402
-from braintune_dist.jobs.import_whisper import ImportSettings, ensure_imported  # noqa: E402
 from braintune_dist.model.backbone import ModelConfig, build_backbone  # noqa: E402
 from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings  # noqa: E402
 
@@ -89,15 +87,7 @@ def alignment(pretrained: str, data: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(REPO / "benchmarks/results/whisper.json"))
-    ap.add_argument("--data", default="/tmp/whisperbench")
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    data = Path(args.data)
-    if not (data / "sim").exists():
-        simulate(SimConfig(participants=4, stories=8, trs_per_story=80), str(data / "sim"))
-    pretrained = str(ensure_imported(ImportSettings(out=str(data / "tiny.en"))))
+    args, data, pretrained = whisper_bench(__doc__, "whisper")
     res = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
            "torch": torch.__version__, "speed_seconds": speed(pretrained)}
     s = res["speed_seconds"]
