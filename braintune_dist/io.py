@@ -25,7 +25,9 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     ``fsync`` flushes the data to disk before the rename (shards, checkpoints on a crash-prone node).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{TMP_MARK}{path.suffix}")
+    # a compressed file keeps both suffixes (x.nii.gz → .x.<pid>.tmp.nii.gz): nibabel reads the format from them
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    tmp = path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.{os.getpid()}{TMP_MARK}{suffix}")
     try:
         yield tmp
         if fsync:

@@ -99,13 +99,20 @@ def test_report_figures_and_mlflow(sim, tmp_path):
     eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"]
     assert [r["n_stories"] for r in eff] == [1, 3] and eff[0]["hours"] < eff[1]["hours"]
     pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
-    assert pngs == ["alignment_by_stage.png", "alignment_per_layer.png", "data_efficiency.png"]
+    assert pngs == ["alignment_by_stage.png", "alignment_per_layer.png", "data_efficiency.png",
+                    "map_other-seed-minus-untuned.png", "map_other-seed.png", "map_untuned.png"]
+    gii = sorted(str(p.relative_to(tmp_path / "reports" / "maps")) for p in (tmp_path / "reports" / "maps").rglob("*"))
+    assert [g for g in gii if g.endswith("hemi-L.func.gii")] == [
+        "other-seed-minus-untuned/rnorm_hemi-L.func.gii", "other-seed/r_hemi-L.func.gii",
+        "other-seed/rnorm_hemi-L.func.gii", "untuned/r_hemi-L.func.gii", "untuned/rnorm_hemi-L.func.gii"]
     client = mlflow.tracking.MlflowClient(uri)
     run = client.get_run(run_id)
     assert "align.untuned.all" in run.data.metrics and "align.other-seed.semantic" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id, "report")}
     assert {"report/alignment_per_layer.png", "report/data_efficiency.png", "report/alignment_by_stage.png",
-            "report/alignment.csv"} <= arts
+            "report/alignment.csv", "report/map_untuned.png", "report/maps"} <= arts
+    logged = {a.path for a in client.list_artifacts(run_id, "report/maps/other-seed-minus-untuned")}
+    assert logged == {f"report/maps/other-seed-minus-untuned/rnorm_hemi-{h}.func.gii" for h in "LR"}
 
 
 def test_ray_path_equals_serial_path(sim, ray_local, tmp_path):

@@ -14,6 +14,7 @@ from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig
 from braintune_dist.evaluate.figures import plot_stages
+from braintune_dist.evaluate.maps import MapSettings, brain_maps, read_gifti
 from braintune_dist.tracking import save_figure
 from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.features.extract import FeatureConfig
@@ -56,10 +57,16 @@ def test_vocabulary_separates_word_identity_from_category(sim):
     assert C[same_sub].mean() < 0.95                                          # words of one subcategory differ
 
 
-def test_alignment_puts_each_region_at_its_stage(sim, tmp_path):
+@pytest.fixture(scope="module")
+def oracle_fit(sim):
+    """Encoding fits of the oracle features: (rows, scores) of ``encode``."""
     ds, space = sim
-    rows, _ = encode(ds, {"oracle": OracleFeatures(ds)}, ds.subjects(), ds.split()["train"], RidgeConfig(), space,
-                     ComputeSettings(runner="local"), log=lambda *a: None)
+    return encode(ds, {"oracle": OracleFeatures(ds)}, ds.subjects(), ds.split()["train"], RidgeConfig(), space,
+                  ComputeSettings(runner="local"), log=lambda *a: None)
+
+
+def test_alignment_puts_each_region_at_its_stage(oracle_fit, tmp_path):
+    rows, _ = oracle_fit
     M = _region_by_layer(rows)
     assert list(M.argmax(axis=1)) == [0, 1, 2, 3], M.round(3)                # each region best at its stage
     off = M[~np.eye(4, dtype=bool)].reshape(4, 3).max(axis=1)
@@ -98,3 +105,36 @@ def test_residual_alignment_survives_more_at_later_stages(sim):
     # removing low-level acoustics and rates leaves little of the acoustic stage and most of the semantic one
     assert survival[0] < 0.6 < survival[3] and survival[0] < survival[1] < survival[2] <= survival[3] + 0.05, \
         survival.round(3)
+
+
+def test_maps_put_each_stage_in_its_patches(sim, oracle_fit, tmp_path):
+    """The per-vertex maps (read back from the GIfTI files) are high inside every planted patch of a stage at
+    that stage's oracle layer, and low outside the stage's region."""
+    ds, space = sim
+    _, scores = oracle_fit
+    meta = json.loads((ds.root / "ground_truth" / "meta.json").read_text())
+    with np.load(ds.root / "ground_truth" / "common_space.npz") as z:
+        patch = z["vertex_patch"]
+    import nibabel as nib
+    for sub, vs in scores["oracle"].items():             # a brain mask per participant: voxels in C order
+        mask = np.zeros(vs.cc_max.shape[0] + 7, np.uint8)
+        mask[3:-4] = 1
+        (tmp_path / "vol" / sub).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(mask.reshape(1, 1, -1), np.eye(4)), tmp_path / "vol" / sub / "mask.nii.gz")
+    for k, stage in enumerate(STAGES):
+        settings = MapSettings(volumes=str(tmp_path / "vol") if k == 0 else "")
+        maps = brain_maps(space, scores, {"oracle": k}, 0.0, settings, tmp_path / stage, log=lambda *a: None)
+        if k == 0:                                         # per-voxel r / ceiling in each participant's volume
+            for sub, vs in scores["oracle"].items():
+                vol = np.asarray(nib.load(str(tmp_path / stage / "oracle" / f"{sub}_rnorm.nii.gz")).dataobj).ravel()
+                np.testing.assert_allclose(vol[3:-4], vs.r_norm(0, 0.0), rtol=1e-6, equal_nan=True)
+                assert np.isnan(vol[:3]).all()
+        full = np.concatenate([read_gifti(f) for f in maps["oracle/r"]["files"]])          # left then right
+        assert full.shape == (2 * 10242,) and np.isnan(full).sum() >= 2 * 10242 - space.n_vertices
+        v = full[space.vertex_index]                                                       # back to the common space
+        np.testing.assert_allclose(v, maps["oracle/r"]["values"], atol=1e-6, equal_nan=True)
+        outside = np.nanmean(v[space.vertex_region != brain.REGION_NAMES.index(stage)])
+        for j, info in enumerate(meta["patches"]):
+            if info["region"] == stage:
+                inside = np.nanmean(v[patch == j])
+                assert inside > outside + 0.15, (stage, info["hemi"], info["name"], inside, outside)

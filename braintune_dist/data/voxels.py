@@ -8,8 +8,14 @@ NaN → 0 (SP ≤ 0 gives no ceiling). Normalised alignment is ``r / cc_max``.
 Common space: every participant's voxels map to a shared vertex index (simulated data:
 ``ground_truth/``; real data: a directory the user supplies in the same format)::
 
-    <dir>/common_space.npz               vertex_region (n_vertices,) int, region_names (n_regions,) str
+    <dir>/common_space.npz               vertex_region (n_vertices,) int, region_names (n_regions,) str,
+                                         optional surface (str, e.g. 'fsaverage5') and vertex_index
+                                         (n_vertices,) int: each vertex's index on that surface
     <dir>/<subject>/voxel_to_vertex.npy  (n_voxels,) int64, -1 = voxel not mapped
+
+or, for real data on a FreeSurfer template, an atlas instead of the ``.npz``: ``lh.<atlas>.annot`` and
+``rh.<atlas>.annot`` (or ``?h.<roi>.label`` files) in ``<dir>``; the common space is then the whole surface
+(left then right hemisphere) and ``voxel_to_vertex`` holds surface vertex indices.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from braintune_dist.data.surface import has_atlas, read_atlas
 from braintune_dist.errors import DatasetError
 
 
@@ -85,7 +92,7 @@ def common_space_dir(root: str | os.PathLike, directory: str = "") -> Path:
 def find_common_space(root: str | os.PathLike, directory: str, subjects: list[str]) -> "CommonSpace | None":
     """``CommonSpace`` from ``common_space_dir(root, directory)``, or None when it holds no map."""
     d = common_space_dir(root, directory)
-    return CommonSpace.load(d, subjects) if (d / "common_space.npz").is_file() else None
+    return CommonSpace.load(d, subjects) if (d / "common_space.npz").is_file() or has_atlas(d) else None
 
 
 @dataclass
@@ -98,6 +105,10 @@ class CommonSpace:
     """Region labels, e.g. ['null', 'auditory', 'semantic'] for simulated data."""
     maps: dict[str, np.ndarray]
     """subject → (n_voxels,) int64 vertex index of each voxel, -1 = unmapped."""
+    surface: str = ""
+    """Template surface the vertices lie on ('fsaverage5', ...); '' = an abstract vertex space (no maps)."""
+    vertex_index: np.ndarray | None = None
+    """(n_vertices,) int64 index of each vertex on ``surface`` (both-hemisphere numbering); None = no surface."""
 
     @property
     def n_vertices(self) -> int:
@@ -105,17 +116,28 @@ class CommonSpace:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, subjects: list[str]) -> "CommonSpace":
-        """Read ``common_space.npz`` and ``<subject>/voxel_to_vertex.npy`` for each subject."""
+        """Read ``common_space.npz`` (or the atlas files) and ``<subject>/voxel_to_vertex.npy`` for each subject."""
         d = Path(directory)
         path = d / "common_space.npz"
-        if not path.is_file():
-            raise DatasetError(f"common-space map not found: {path} (needs vertex_region, region_names)")
-        with np.load(path, allow_pickle=False) as z:
-            for key in ("vertex_region", "region_names"):
-                if key not in z:
-                    raise DatasetError(f"{path}: missing array {key!r}")
-            vertex_region = z["vertex_region"].astype(np.int64)
-            names = [str(s) for s in z["region_names"]]
+        surface, vertex_index = "", None
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                for key in ("vertex_region", "region_names"):
+                    if key not in z:
+                        raise DatasetError(f"{path}: missing array {key!r}")
+                vertex_region = z["vertex_region"].astype(np.int64)
+                names = [str(s) for s in z["region_names"]]
+                if "vertex_index" in z:
+                    surface, vertex_index = str(z["surface"]), z["vertex_index"].astype(np.int64)
+                    if vertex_index.shape != vertex_region.shape:
+                        raise DatasetError(f"{path}: vertex_index has {vertex_index.shape[0]} entries, "
+                                           f"vertex_region {vertex_region.shape[0]}")
+        elif has_atlas(d):
+            vertex_region, names, surface = read_atlas(d)
+            vertex_index = np.arange(len(vertex_region), dtype=np.int64)
+        else:
+            raise DatasetError(f"common-space map not found: {path} (needs vertex_region, region_names), "
+                               "nor a FreeSurfer atlas (lh./rh.<atlas>.annot) in that folder")
         maps = {}
         for sub in subjects:
             p = d / sub / "voxel_to_vertex.npy"
@@ -125,7 +147,7 @@ class CommonSpace:
             if m.ndim != 1 or (m >= len(vertex_region)).any() or (m < -1).any():
                 raise DatasetError(f"{p}: must be a 1-D vector of vertex indices in [-1, {len(vertex_region)})")
             maps[sub] = m
-        return cls(vertex_region, names, maps)
+        return cls(vertex_region, names, maps, surface, vertex_index)
 
     def _map(self, subject: str, n_voxels: int | None = None) -> np.ndarray:
         if subject not in self.maps:

@@ -98,3 +98,33 @@ def plot_stages(rows: list[dict], title: str = "Alignment per layer, by processi
     axes[0][0].legend(title="stage (★ = peak layer)", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_surface_map(surface, per_hemi: dict, title: str, diverging: bool, threshold: float, vmax: float | None = None):
+    """One map on the inflated (lateral view) and flat meshes of both hemispheres, sulcal depth as shading.
+
+    per_hemi : {'left', 'right'} → (n_per_hemi,) values, NaN = no data (drawn as background)
+    diverging : symmetric colour scale around 0 (differences) instead of a sequential one
+    threshold : |value| below it is not coloured (stated in the title)
+    """
+    from nilearn import plotting
+    finite = np.concatenate([v[np.isfinite(v)] for v in per_hemi.values()])
+    if vmax is None:
+        vmax = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+    vmax = max(vmax, threshold * 1.5, 1e-6)
+    cmap = "RdBu_r" if diverging else "hot"
+    fig, axes = plt.subplots(2, 2, subplot_kw={"projection": "3d"}, figsize=(9, 7.5))
+    for j, hemi in enumerate(("left", "right")):
+        vals = np.nan_to_num(per_hemi[hemi], nan=0.0)     # 0 is below the threshold: not coloured
+        for i, (kind, view) in enumerate((("inflated", "lateral"), ("flat", "dorsal"))):
+            plotting.plot_surf_stat_map(
+                surface.meshes[kind][hemi], vals, bg_map=surface.sulc[hemi], hemi=hemi, view=view,
+                cmap=cmap, threshold=threshold, vmax=vmax, vmin=-vmax if diverging else 0.0,
+                symmetric_cbar=diverging, colorbar=False, axes=axes[i, j], figure=fig)
+            axes[i, j].set_title(f"{hemi}, {kind}", fontsize=9)
+    rule = f"|value| < {threshold:g}" if diverging else f"value < {threshold:g}"
+    fig.suptitle(f"{title}\n({surface.name}; {rule} and vertices without data not coloured)", fontsize=10)
+    fig.subplots_adjust(left=0, right=0.9, bottom=0, top=0.88, wspace=0, hspace=0.05)
+    norm = matplotlib.colors.Normalize(-vmax if diverging else 0.0, vmax)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), cax=fig.add_axes([0.92, 0.3, 0.015, 0.4]))
+    return fig

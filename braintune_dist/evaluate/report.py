@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.data.surface import load_surface
 from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig
 from braintune_dist.evaluate.featurize import ModelSpec, featurize
-from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages
+from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages, plot_surface_map
+from braintune_dist.evaluate.maps import MapSettings, brain_maps, on_surface
 from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.tracking import Tracker, save_figure
@@ -40,6 +42,8 @@ class EvalSettings:
     """Voxel-wise ridge settings."""
     compute: ComputeSettings = field(default_factory=ComputeSettings)
     """Where features and ridge fits run (Ray feature actors and ridge tasks, or this process) and their resources."""
+    maps: MapSettings = field(default_factory=MapSettings)
+    """Per-vertex GIfTI maps on the common space's surface, their figures, per-voxel NIfTI maps."""
     out_dir: str = "runs/reports"
     """Where figures and tables are written (and logged to MLflow); the feature cache defaults to
     <out_dir>/feature_cache."""
@@ -78,8 +82,8 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
     space = find_common_space(ds.root, ev.common_space, subjects)
     features = with_cache(ev.features, ev.out_dir)
     sources, _ = featurize(ds, models, train_stories + [ds.cfg.test_story], features, ev.compute, log)
-    rows, _ = encode(ds, sources, subjects, train_stories, ev.ridge, space, ev.compute,
-                     efficiency=ev.efficiency_stories, log=log)
+    rows, scores = encode(ds, sources, subjects, train_stories, ev.ridge, space, ev.compute,
+                          efficiency=ev.efficiency_stories, log=log)
     out = Path(ev.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figs = {"alignment_per_layer.png": plot_layers(rows, f"Brain alignment per layer (held-out: {', '.join(subjects)})")}
@@ -88,6 +92,8 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
     stages = plot_stages(rows, f"Alignment per layer by processing stage (held-out: {', '.join(subjects)})")
     if stages is not None:
         figs["alignment_by_stage.png"] = stages
+    if ev.maps.enabled and space is not None and space.vertex_index is not None:
+        figs.update(_maps(space, scores, best_layers(rows), ev, subjects, out, tracker, tag, log))
     import matplotlib.pyplot as plt
     for name, fig in figs.items():
         save_figure(fig, out / f"{tag}{name}")
@@ -105,6 +111,26 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
         log(f"  {k:>28}: {v:.3f}")
     log(f"[alignment] figures in {out}")
     return rows
+
+
+def _maps(space, scores, best, ev: EvalSettings, subjects, out: Path, tracker, tag: str, log) -> dict:
+    """Write the GIfTI/NIfTI maps (logged to MLflow under report/maps); return their surface figures."""
+    maps = brain_maps(space, scores, best, ev.ridge.nc_threshold, ev.maps, out / f"{tag}maps", log)
+    figs = {}
+    for name, m in maps.items():
+        for f in m["files"] + m.get("volumes", []):
+            if tracker:
+                tracker.log_artifact(f, f"report/maps/{Path(f).parent.name}")
+        if ev.maps.figures and m["kind"] != "r":
+            surface = load_surface(space.surface)
+            diff = m["kind"] == "diff"
+            label = name.replace("/rnorm", "")
+            title = (f"{label}: r / noise ceiling" + ("" if diff else f" at layer {m['layer']}")
+                     + f" (held-out: {', '.join(subjects)})")
+            figs[f"map_{label.replace('/', '_')}.png"] = plot_surface_map(
+                surface, on_surface(space, m["values"], surface), title, diff,
+                ev.maps.diff_threshold if diff else ev.maps.threshold)
+    return figs
 
 
 def seed_report(rows: list[dict], tuned: list[str], tracker: Tracker | None = None, log=print,

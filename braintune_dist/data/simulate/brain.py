@@ -155,37 +155,59 @@ class CommonSpace:
     """(n_vertices,) planted SNR of the vertex before participant noise level and voxel jitter."""
 
 
-def make_common_space(rng: np.random.Generator, n_vertices: int, fractions: dict[str, float],
-                      dims: dict[str, int], snrs: dict[str, float], snr_spread: float,
-                      centroids: np.ndarray) -> CommonSpace:
-    """Draw region labels, read-out weights and SNRs of the vertices (shuffled, not sorted by region).
-
-    fractions, dims, snrs : region → share of vertices, feature dimension, median SNR (the ``STAGES``)
-    centroids : (n_categories, SEMANTIC_DIM) category centroids of the semantic space
-    """
+def draw_regions(rng: np.random.Generator, n_vertices: int, fractions: dict[str, float]) -> np.ndarray:
+    """(n_vertices,) int8 region label of each vertex: ``fractions[stage]`` of them per stage, the rest null,
+    in shuffled order (nothing downstream may rely on vertices being sorted by region)."""
     region = np.zeros(n_vertices, dtype=np.int8)
     start = 0
     for name in STAGES:
         n = int(round(fractions[name] * n_vertices))
         region[start:start + n] = REGION_NAMES.index(name)
         start += n
-    region = region[rng.permutation(n_vertices)]
+    return region[rng.permutation(n_vertices)]
+
+
+def make_common_space(rng: np.random.Generator, region: np.ndarray, dims: dict[str, int],
+                      snrs: dict[str, float], snr_spread: float, centroids: np.ndarray,
+                      patches: list | None = None, fwhm_mm: float = 0.0) -> CommonSpace:
+    """Draw read-out weights, preferred categories and SNRs of the vertices.
+
+    region : (n_vertices,) int, from :func:`draw_regions`
+    dims, snrs : region → feature dimension, median SNR (the ``STAGES``)
+    centroids : (n_categories, SEMANTIC_DIM) category centroids of the semantic space
+    patches, fwhm_mm : surface patches (``placement.place``) within which weights, SNRs and preferred
+        categories vary smoothly (Gaussian kernel of this FWHM); None = independent vertices
+    """
+    from braintune_dist.data.simulate.placement import smooth
+    patches = patches or []
+    n_vertices = len(region)
+    n_cat = len(centroids)
     preferred = np.full(n_vertices, -1, dtype=np.int64)
     sem = np.flatnonzero(region == SEMANTIC)
-    preferred[sem] = rng.permutation(np.arange(len(sem)) % len(centroids))   # every category ~equally often
-    weights = {name: np.zeros((n_vertices, dims[name])) for name in STAGES}
-    snr = np.zeros(n_vertices)
-    for v in range(n_vertices):
-        name = REGION_NAMES[region[v]]
-        if name == "null":
-            continue
+    sem_patches = [p for p in patches if p.region == "semantic"]
+    if sem_patches:
+        # each category a band along a smooth random field of the patch, rotated per patch: every category
+        # about equally often, in contiguous stretches of cortex
+        field = smooth(rng.standard_normal(n_vertices), sem_patches, fwhm_mm)
+        for k, p in enumerate(sem_patches):
+            order = p.members[np.argsort(field[p.members], kind="stable")]
+            preferred[order] = (np.arange(len(order)) * n_cat // len(order) + k) % n_cat
+    else:
+        preferred[sem] = rng.permutation(np.arange(len(sem)) % n_cat)   # every category ~equally often
+    weights = {}
+    for name in STAGES:
+        Z = smooth(rng.standard_normal((n_vertices, dims[name])), patches, fwhm_mm)
+        mine = region == REGION_NAMES.index(name)
         if name == "auditory":                 # mostly positive (louder → more response), some spectral contrast
-            weights[name][v] = rng.normal(0.5, 1.0, dims[name])
+            W = 0.5 + Z
         elif name == "semantic":               # towards the preferred category, graded within it
-            weights[name][v] = centroids[preferred[v]] + 0.25 * rng.standard_normal(dims[name])
+            W = centroids[np.maximum(preferred, 0)] + 0.25 * Z
         else:
-            weights[name][v] = rng.standard_normal(dims[name])
-        snr[v] = snrs[name] * np.exp(snr_spread * rng.standard_normal())
+            W = Z
+        weights[name] = np.where(mine[:, None], W, 0.0)
+    log_snr = smooth(rng.standard_normal(n_vertices), patches, fwhm_mm)
+    median = np.array([snrs.get(REGION_NAMES[r], 0.0) for r in region])
+    snr = np.where(region == NULL, 0.0, median * np.exp(snr_spread * log_snr))
     return CommonSpace(region, preferred, weights, snr)
 
 

@@ -14,7 +14,9 @@ Writes (paths relative to ``--out``)::
                                                           already trimmed like the real files ([10:-5]);
                                                           wheretheressmoke also 'individual_repeats'
                                                           (n_repeats, n_trs - 20, n_voxels)
-    ground_truth/common_space.npz                         vertex_region int8, region_names
+    ground_truth/common_space.npz                         vertex_region int8, region_names, surface
+                                                          ('fsaverage5'), vertex_index (fsaverage5 vertex),
+                                                          vertex_patch (index into meta.json 'patches')
     ground_truth/<subject>/voxel_to_vertex.npy, snr.npy   voxel → vertex (-1 unmapped), planted SNR
     ground_truth/meta.json                                seed, config, categories, stories, per-vertex truth
 
@@ -36,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from braintune_dist.config import ConfigError, parse_cli, to_dict
-from braintune_dist.data.simulate import brain, speech, vocabulary
+from braintune_dist.data.simulate import brain, placement, speech, vocabulary
+from braintune_dist.data.surface import fsaverage5
 from braintune_dist.data.lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
     TRIM_START, LebelDataset
 from braintune_dist.data.textgrid import write_textgrid
@@ -44,7 +47,7 @@ from braintune_dist.errors import OutputExistsError, UserError
 from braintune_dist.io import atomic_dir
 
 # purposes of the random streams (first key after the seed)
-_SPACE, _TEXT, _LAYOUT, _NOISE = 1, 2, 3, 4
+_SPACE, _TEXT, _LAYOUT, _NOISE, _PLACE = 1, 2, 3, 4, 5
 
 
 @dataclass
@@ -88,6 +91,9 @@ class SimConfig:
     """Median planted SNR of semantic vertices."""
     snr_spread: float = 0.5
     """Log-normal sigma of vertex SNRs around their region median."""
+    smoothing_mm: float = 8.0
+    """FWHM (sphere mm on fsaverage5) of the Gaussian kernel that makes weights and SNRs smooth within a
+    region's patch (0 = independent vertices)."""
     noise_spread: float = 0.25
     """Participant noise SD multiplier is exp(U(-s, s)); their SNRs are divided by its square."""
     noise_ar: float = 0.3
@@ -135,7 +141,8 @@ def check_config(cfg: SimConfig) -> None:
         ("test_extra_trs", cfg.trs_per_story + cfg.test_extra_trs >= min_trs + TEST_EXTRA_TRIM,
          f"trs_per_story + test_extra_trs must be >= {min_trs + TEST_EXTRA_TRIM} (test rows [40:])"),
         ("n_repeats", cfg.n_repeats >= 2, "must be >= 2 (noise ceiling)"),
-        ("n_vertices", cfg.n_vertices >= 3, "must be >= 3"),
+        ("n_vertices", 3 <= cfg.n_vertices <= 20_000, "must be in [3, 20000] (fsaverage5 has 20484 vertices)"),
+        ("smoothing_mm", cfg.smoothing_mm >= 0, "must be >= 0"),
         ("frac_auditory", min(_fractions(cfg).values()) >= 0 and sum(_fractions(cfg).values()) <= 1,
          "frac_auditory, frac_phonetic, frac_lexical, frac_semantic must be >= 0 with sum <= 1"),
         ("coverage_min", 0 < cfg.coverage_min <= cfg.coverage_max <= 1, "need 0 < coverage_min <= coverage_max <= 1"),
@@ -179,8 +186,11 @@ def _build(cfg: SimConfig, root: Path) -> dict:
                           for c in range(len(vocabulary.CATEGORIES))])
     dims = {"auditory": 2 * cfg.n_bands, "phonetic": brain.PHONE_DIM, "lexical": brain.WORD_DIM,
             "semantic": brain.SEMANTIC_DIM}
-    space = brain.make_common_space(_rng(cfg.seed, _SPACE), cfg.n_vertices, _fractions(cfg), dims, _snrs(cfg),
-                                    cfg.snr_spread, centroids)
+    region = brain.draw_regions(_rng(cfg.seed, _SPACE), cfg.n_vertices, _fractions(cfg))
+    surface = fsaverage5()
+    vertex_index, patches = placement.place(_rng(cfg.seed, _PLACE), surface, region, brain.REGION_NAMES)
+    space = brain.make_common_space(_rng(cfg.seed, _SPACE, 1), region, dims, _snrs(cfg), cfg.snr_spread, centroids,
+                                    patches, cfg.smoothing_mm)
 
     # ---- stimuli and noise-free vertex signals, story by story
     # stream key of each story: the test story's is fixed, so sim.stories does not change its text or noise
@@ -231,7 +241,8 @@ def _build(cfg: SimConfig, root: Path) -> dict:
         np.save(gt / "snr.npy", part.snr.astype(np.float32))
 
     np.savez(root / "ground_truth" / "common_space.npz", vertex_region=space.region.astype(np.int8),
-             region_names=np.array(brain.REGION_NAMES))
+             region_names=np.array(brain.REGION_NAMES), surface=np.array(surface.name), vertex_index=vertex_index,
+             vertex_patch=placement.patch_of(patches, cfg.n_vertices))
     config = to_dict(cfg)
     meta = dict(
         generator="braintune_dist.data.simulate", seed=cfg.seed, config=config,
@@ -244,6 +255,7 @@ def _build(cfg: SimConfig, root: Path) -> dict:
         n_vertices=cfg.n_vertices, region_names=list(brain.REGION_NAMES),
         region_counts={name: int((space.region == r).sum()) for r, name in enumerate(brain.REGION_NAMES)},
         vertex_preferred_category=space.preferred.tolist(), vertex_snr=space.snr.tolist(),
+        surface=surface.name, patches=[p.info(surface) for p in patches],
         features=dict(auditory=f"log power in {cfg.n_bands} log-spaced bands 100-7600 Hz and its onsets, z-scored",
                       phonetic=f"fixed random {brain.PHONE_DIM}-d vector per phone, weighted by the share of each "
                                "100 ms bin it covers",
