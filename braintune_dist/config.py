@@ -63,6 +63,16 @@ def _one_line(exc: BaseException) -> str:
     m = re.match(r"^(.*?)Expected a (.+?)\. Got value: (.*)$", msg)
     if m:
         msg = f"{m.group(1)}expected {_type_name(m.group(2))}, got {m.group(3)!r}"
+    # typed ranges (PositiveInt, ClosedUnitInterval, ...): 'field: must be v>0, got 0' / 'expected int, got ...'
+    m = re.match(r"^(.*?)Not of type (\w+): invalid literal for (int|float)\(\)(?: with base 10)?: (.*)$", msg)
+    if m:
+        return f"{m.group(1)}expected {m.group(3)}, got {m.group(4)}"
+    m = re.match(r"^(.*?)Not of type \w+: could not convert string to (float): (.*)$", msg)
+    if m:
+        return f"{m.group(1)}expected {m.group(2)}, got {m.group(3)}"
+    m = re.match(r"^(.*?)Not of type \w+: (.*?) does not conform to restriction (.+)$", msg)
+    if m:
+        msg = f"{m.group(1)}must be {m.group(3)}, got {m.group(2)}"
     return msg
 
 

@@ -16,3 +16,14 @@ class OutputExistsError(UserError, FileExistsError):
 
 class DatasetError(UserError):
     """Bad or inconsistent input data; the message names the offending file or field."""
+
+
+SAVED: list[str] = []
+"""What this process has saved that a rerun picks up (checkpoints, caches), newest last: a job driver
+stopped by Ctrl-C prints it with how to resume."""
+
+
+def note_saved(text: str) -> None:
+    """Record one thing a rerun would resume from (shown if the job is interrupted)."""
+    if text not in SAVED:
+        SAVED.append(text)

@@ -104,3 +104,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | os.PathLike, n_hex: int = 16) -> str:
+    """sha256 of a file's bytes (first ``n_hex`` hex digits), remembered per (path, size, mtime) in this process:
+    the content key of caches built from the file."""
+    import hashlib
+    st = os.stat(path)
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo][:n_hex]
+
+
+def quick_digest(path: str | os.PathLike, probe: int = 1 << 20) -> str:
+    """sha256 (16 hex digits) of a file's size and of three ``probe``-byte blocks (start, middle, end).
+
+    For inputs too large to hash on every run (fMRI responses, GB each): a different or re-written file is
+    told apart in milliseconds; a change confined to the unread bytes is not."""
+    import hashlib
+    size = os.stat(path).st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for start in sorted({0, max(0, size // 2 - probe // 2), max(0, size - probe)}):
+            f.seek(start)
+            h.update(f.read(probe))
+    return h.hexdigest()[:16]

@@ -135,11 +135,21 @@ class Tracker:
             self.run_id = None
         if params:
             self.log_params(params)
+        status = "FINISHED"
         try:
             yield self
+        except KeyboardInterrupt:         # SIGINT: the run was stopped, not completed
+            status = "KILLED"
+            raise
+        except SystemExit as exc:
+            status = "FINISHED" if exc.code in (0, None) else "FAILED"
+            raise
+        except BaseException:             # a traceback (or SystemExit from a failed step) is a failed run
+            status = "FAILED"
+            raise
         finally:
             if self.run_id and end:       # even while paused: the run must leave MLflow's active-run stack
-                self._guard("end_run", mlflow.end_run, force=True)
+                self._guard("end_run", mlflow.end_run, status, force=True)
             self.run_id = None
 
     def end_children(self, parent_run_id: str, status: str = "KILLED") -> int:

@@ -149,7 +149,13 @@ def test_every_driver_answers_help_and_print_config(job, capsys):
     ("fit: {lora: {rnak: 4}}\n", [], r"^error: .*broken.yaml: fit.lora.rnak: unknown field; fit.lora has \["),
     ("fit: {train: {epochs: two}}\n", [], r"^error: .*broken.yaml: fit.train.epochs: expected int, got 'two'$"),
     ("{}\n", ["--fit.stream.batch_size", "big"], r"^error: command line: fit.stream.batch_size: expected int"),
-], ids=["broken-yaml", "unknown-nested-field", "wrong-type-in-file", "wrong-type-on-command-line"])
+    ("fit: {optim: {backbone_lr: -1.0e-3}}\n", [], r"^error: .*broken.yaml: fit.optim.backbone_lr: must be v>0, got -0.001$"),
+    ("{}\n", ["--fit.lora.rank", "0"], r"^error: command line: fit.lora.rank: must be v>0, got 0$"),
+    ("{}\n", ["--eval.features.stride", "0"], r"^error: command line: eval.features.stride: must be v>0, got 0$"),
+    ("{}\n", ["--pretrain.steps", "0"], r"^error: command line: pretrain.steps: must be v>0, got 0$"),
+    ("{}\n", ["--fit.optim.warmup_frac", "1.5"], r"^error: command line: fit.optim.warmup_frac: must be v>=0 and v<=1"),
+], ids=["broken-yaml", "unknown-nested-field", "wrong-type-in-file", "wrong-type-on-command-line", "negative-lr",
+        "lora-rank-0", "stride-0", "pretrain-steps-0", "warmup-above-1"])
 def test_a_real_driver_prints_one_error_line(tmp_path, content, extra, match):
     (tmp_path / "broken.yaml").write_text(content)
     proc = subprocess.run([sys.executable, str(REPO / "jobs" / "multi_brain.py"), "--config",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from braintune_dist.model.backbone import ModelConfig, build_backbone
-from braintune_dist.data.lebel import LebelDataset, TEST_STORY
+from braintune_dist.data.lebel import DatasetError, LebelDataset, TEST_STORY
 from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
 from braintune_dist.features.interp import lanczos_interp, make_delayed
 from layouts import build_real_layout
@@ -115,6 +115,24 @@ def test_story_features_align_and_cache(tmp_path):
     # different weights -> different cache key
     bb2 = build_backbone(ModelConfig(family="hubert", seed=1))
     assert FeatureExtractor(bb2, cfg).fingerprint != fx.fingerprint
+    # another dataset with the same story names (or a re-generated wav): its own features, not the cached ones
+    import soundfile as sf
+    other = build_real_layout(tmp_path / "ds2")
+    wav, sr = sf.read(other / "stimuli" / "alpha.wav", dtype="float32")
+    sf.write(other / "stimuli" / "alpha.wav", wav[::-1].copy(), sr, subtype="FLOAT")          # same length
+    ds2 = LebelDataset(other)
+    fx3 = FeatureExtractor(bb, cfg)
+    fresh = fx3.story_features(ds2, "alpha")[2]
+    assert not np.allclose(fresh, story, atol=1e-3)
+    np.testing.assert_allclose(fresh, FeatureExtractor(bb, FeatureConfig(**{**cfg.__dict__, "cache_dir": ""}))
+                               .story_features(ds2, "alpha")[2], rtol=1e-5, atol=1e-6)
+    # a cache hit still checks the audio against the TR grid (here: respdict edited after caching)
+    import json
+    rd = other / "derivative" / "respdict.json"
+    counts = json.loads(rd.read_text())
+    rd.write_text(json.dumps({**counts, "alpha": counts["alpha"] + 15}))             # 30 s more than the audio
+    with pytest.raises(DatasetError, match="alpha.wav: audio lasts .* TR-count mismatch"):
+        FeatureExtractor(bb, cfg).story_features(LebelDataset(other), "alpha")
 
 
 def test_bad_layer():

@@ -13,7 +13,7 @@ import pytest
 
 from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import ConfigError, from_dict
-from braintune_dist.data.lebel import DataConfig
+from braintune_dist.data.lebel import DataConfig, DatasetError
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.jobs.evaluate import EvaluateConfig, run as evaluate
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run as multi_brain
@@ -95,6 +95,26 @@ def test_damaged_shards_are_named(tiny_root, shards, tmp_path, damage, match):
     else:
         part.unlink()
     refused(multi_brain, job(tiny_root, copy, tmp_path), match, tmp_path)
+
+
+def test_shards_of_other_data_are_refused(tiny_root, shards, tmp_path):
+    """Same story and participant names, other content: the shards' input fingerprints tell them apart, in
+    preflight and where prepare would reuse them; a moved copy of the same data still matches."""
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_root, moved)
+    preflight(job(moved, shards, tmp_path), **QUIET)                     # same files elsewhere: accepted
+    other = tmp_path / "other"
+    shutil.copytree(tiny_root, other)
+    hf5 = other / "derivative" / "preprocessed_data" / "UTS02" / "bravo.hf5"
+    import h5py
+    with h5py.File(hf5, "r+") as f:
+        f["data"][0, 0] = f["data"][0, 0] + 1.0
+    msg = refused(multi_brain, job(other, shards, tmp_path), r"fit.shards: .* was written from other data than",
+                  tmp_path)
+    assert "responses/UTS02/bravo differ" in msg
+    from braintune_dist.jobs.prepare_data import ensure_shards
+    with pytest.raises(DatasetError, match="responses/UTS02/bravo differ"):
+        ensure_shards(DataConfig(root=str(other), val_stories=["bravo"]), str(shards), ShardConfig(), **QUIET)
 
 
 def test_model_family_and_pretrained_path(tiny_root, shards, tmp_path, monkeypatch):

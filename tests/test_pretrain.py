@@ -62,8 +62,18 @@ def test_pretrain_learns_phones_and_writes_a_loadable_checkpoint(root, tmp_path)
     logs.clear()
     assert pretrain(_cfg(root, tmp_path / "pt"), _data(root), logs.append) == out
     assert "reusing" in logs[0] and (out / "model.safetensors").stat().st_mtime_ns == stamp
-    with pytest.raises(PretrainError, match="another config"):
+    with pytest.raises(PretrainError, match=r"another config or data \(steps: 120 → 7\)"):
         pretrain(_cfg(root, tmp_path / "pt", steps=7), _data(root), logs.append)
+    # a moved dataset is the same data: reused; a changed TextGrid is not
+    import shutil
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    logs.clear()
+    assert pretrain(_cfg(root, tmp_path / "pt"), _data(moved), logs.append) == out and "reusing" in logs[0]
+    tg = moved / "derivative" / "TextGrids" / "story02.TextGrid"
+    tg.write_text(tg.read_text().replace('"', '"', 1) + "\n")
+    with pytest.raises(PretrainError, match=r"inputs.textgrid/story02: [0-9a-f]+ → [0-9a-f]+"):
+        pretrain(_cfg(root, tmp_path / "pt"), _data(moved), logs.append)
 
 
 def test_pretrain_refuses_bad_input(root, tmp_path):

@@ -1,5 +1,6 @@
 """MLflow tracking that cannot stop a job: an unreachable server costs one warning and seconds, not minutes.
 (The server dying mid-training, and its runs surviving a restart, is in test_train_ray.py.)"""
+import contextlib
 import os
 import time
 import warnings
@@ -37,3 +38,22 @@ def test_disabled_tracker_is_a_no_op(tmp_path):
         tr.log_metrics({"m": 1.0})
         assert tr.run_id is None and tr.failures == 0
     assert flatten({"a": {"b": 1}, "c": [1, 2]}) == {"a.b": "1", "c": "[1, 2]"}
+
+
+def test_run_status_says_how_the_run_ended(tmp_path):
+    """A run that raised is FAILED, one stopped by Ctrl-C KILLED, only a completed one FINISHED (real sqlite store)."""
+    import mlflow
+    import pytest
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ids = {}
+    for name, exc in (("ok", None), ("bug", RuntimeError("boom")), ("ctrl-c", KeyboardInterrupt()),
+                      ("exit-0", SystemExit(0)), ("exit-2", SystemExit(2))):
+        tracker = Tracker(TrackingConfig(uri=uri, experiment="status"))
+        with pytest.raises(type(exc)) if exc is not None else contextlib.nullcontext():
+            with tracker.start(name) as tr:
+                ids[name] = tr.run_id
+                if exc is not None:
+                    raise exc
+    client = mlflow.tracking.MlflowClient(uri)
+    status = {name: client.get_run(i).info.status for name, i in ids.items()}
+    assert status == {"ok": "FINISHED", "bug": "FAILED", "ctrl-c": "KILLED", "exit-0": "FINISHED", "exit-2": "FAILED"}

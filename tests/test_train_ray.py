@@ -205,3 +205,59 @@ def test_mlflow_server_dies_mid_run(ray_local, sim_shards, tmp_path):
     finally:
         done.set()
         server.kill()
+
+
+def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(sim_shards, tmp_path):
+    """The real driver interrupted (SIGINT) during training: exit status 130, a message naming what was kept
+    and the rerun that resumes it, and its MLflow run KILLED rather than FINISHED."""
+    import signal
+    import subprocess
+    import sys
+
+    import mlflow
+    import yaml
+
+    from braintune_dist.config import to_dict
+    fit = tune_cfg(sim_shards, tmp_path, ray={"run_name": "sigint", "num_workers": 1}, train={"epochs": 20})
+    job = MultiBrainConfig(fit=fit, prepare=PrepareSettings(simulate=False), eval=EvalSettings(enabled=False))
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(to_dict(job)))
+    proc = subprocess.Popen([sys.executable, "jobs/multi_brain.py", "--config", str(tmp_path / "job.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while checkpoints_registered(tmp_path / "ray" / "sigint") < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-4000:]
+    assert "interrupted: stopped before the job finished (its MLflow run is marked KILLED)" in err, err[-3000:]
+    assert f"kept: checkpoints of every epoch under {tmp_path / 'ray' / 'sigint'}: rerun with --fit.ray.run_name " \
+           "sigint" in err, err[-3000:]
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["KILLED"], [(r.info.run_name, r.info.status) for r in runs]
+
+
+def test_non_finite_loss_stops_the_run_with_an_error(ray_local, sim_shards, tmp_path):
+    """One voxel at 1e30: the reader refuses it by default (naming file and voxel); let through on purpose
+    (data.max_abs_response raised), the loss is inf and the fit stops after that epoch with one clear error
+    instead of reporting success."""
+    import h5py
+    import shutil
+
+    from braintune_dist.data.lebel import DatasetError, LebelDataset
+    from braintune_dist.train.trainer import NonFiniteLossError
+    data, _ = sim_shards
+    root = tmp_path / "ds"
+    shutil.copytree(data.root, root)
+    j = int(np.flatnonzero(np.load(root / "ground_truth" / "sim02" / "voxel_to_vertex.npy") >= 0)[0])  # in the shards
+    with h5py.File(root / "derivative" / "preprocessed_data" / "sim02" / "story01.hf5", "r+") as f:
+        f["data"][3, j] = 1e30
+    with pytest.raises(DatasetError, match=rf"sim02/story01.hf5: 'data' holds 1e\+30 \(voxel {j}\).*max_abs_response"):
+        LebelDataset(root, dataclasses.replace(data, root=str(root))).load_responses("sim02", "story01")
+    loose = dataclasses.replace(data, root=str(root), max_abs_response=1e31)
+    write_shards(ShardConfig(window=4.0), loose, str(tmp_path / "shards"))
+    cfg = tune_cfg((loose, tmp_path / "shards"), tmp_path, ray={"num_workers": 1, "run_name": "inf"},
+                   train={"epochs": 3})
+    with pytest.raises(NonFiniteLossError, match=r"stopped in epoch 0: train_loss inf.*max_abs_response"):
+        fit_with_progress(build_trainer(cfg), log=lambda *_: None)

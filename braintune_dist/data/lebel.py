@@ -29,10 +29,12 @@ from typing import Literal
 
 import numpy as np
 
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat
 from braintune_dist.data.trfiles import read_tr_report
 from braintune_dist.data.textgrid import NON_WORDS, Interval, TextGrid, TextGridError, read_textgrid
 from braintune_dist.data.voxels import noise_ceiling
 from braintune_dist.errors import DatasetError
+from braintune_dist.io import file_digest
 
 SAMPLE_RATE = 16_000
 TR = 2.0
@@ -57,7 +59,7 @@ class DataConfig:
     """Validation stories (early stopping); the original brain-tuning code uses ['itsabox'] (multi) or ['stagefright']."""
     test_story: str = TEST_STORY
     """Held-out story with `individual_repeats` (noise ceiling and alignment test)."""
-    tr: float = TR
+    tr: PositiveFloat = TR
     """Repetition time in seconds of the simulated TR grid (ds003020: 2.0)."""
     sound_onset: float = SOUND_ONSET
     """Seconds from the first trigger to audio onset (ds003020: 10.0)."""
@@ -68,8 +70,11 @@ class DataConfig:
     else the grid."""
     tr_report_dir: str = ""
     """Folder of the TR reports; empty = ``<derivative>/trfiles``."""
-    audio_tolerance: float = 20.0
+    audio_tolerance: NonNegativeFloat = 20.0
     """Allowed mismatch in seconds between the audio length and the TR grid before it is an error."""
+    max_abs_response: PositiveFloat = 1e5
+    """Largest |value| accepted in a response file (after NaN → 0). They hold z-scores: anything near this is a
+    preprocessing error, and one voxel at 1e30 would make every training loss infinite."""
     ceiling: Literal["zscored", "stored"] = "zscored"
     """Noise-ceiling convention. zscored: each repeat of the test story's evaluation rows
     (``individual_repeats[:, 40:]``) is z-scored over time before the Schoppe formula, whose total power of 1
@@ -248,7 +253,13 @@ class LebelDataset:
                 f"TRs, and hf5 rows must number n_trs - 20 = {n_expected} (TR grid of n_trs - 5 triggers, trimmed "
                 f"[10:-5]). If the hf5 file is right, set {story!r} to {arr.shape[-2] + 20} in "
                 f"{self.deriv / 'respdict.json'}; otherwise the file comes from another preprocessing")
-        return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        big = np.abs(arr) > self.cfg.max_abs_response
+        if big.any():
+            j = int(np.flatnonzero(big.reshape(-1, arr.shape[-1]).any(axis=0))[0])
+            raise DatasetError(f"{path}: '{key}' holds {np.abs(arr).max():.3g} (voxel {j}); responses are z-scores, "
+                               f"beyond data.max_abs_response = {self.cfg.max_abs_response:g} is a preprocessing error")
+        return arr
 
     def load_responses(self, subject: str, story: str) -> np.ndarray:
         """Responses aligned with ``row_tr_index(story)``, NaN → 0.
@@ -310,6 +321,25 @@ class LebelDataset:
             wav = resample_poly(wav, SAMPLE_RATE // g, int(sr) // g).astype(np.float32)
         self._check_audio_length(story, len(wav) / SAMPLE_RATE, path)
         return wav
+
+    def audio_digest(self, story: str) -> str:
+        """Content hash of the story's audio file (16 hex digits): what feature caches are keyed by."""
+        path = self.audio_path(story)
+        if not path.is_file():
+            raise DatasetError(f"missing audio for story {story!r}: {path}")
+        return file_digest(path)
+
+    def check_audio(self, story: str) -> None:
+        """The length check of ``load_audio`` from the file header alone (no decoding)."""
+        import soundfile as sf
+        path = self.audio_path(story)
+        if not path.is_file():
+            raise DatasetError(f"missing audio for story {story!r}: {path}")
+        try:
+            info = sf.info(str(path))
+        except (RuntimeError, sf.LibsndfileError) as exc:
+            raise DatasetError(f"{path}: unreadable audio ({exc})") from None
+        self._check_audio_length(story, info.frames / info.samplerate, path)
 
     def _check_audio_length(self, story: str, seconds: float, path: Path) -> None:
         # the triggers cover audio time up to the end of the last TR

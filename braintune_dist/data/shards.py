@@ -50,7 +50,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 from braintune_dist.config import parse_cli, to_dict
+from braintune_dist.data.fingerprint import input_fingerprint
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, DatasetError, LebelDataset
 from braintune_dist.errors import OutputExistsError, UserError
 from braintune_dist.io import TMP_MARK, atomic_path
@@ -74,13 +76,13 @@ class ShardConfig:
     stories: Literal["union", "shared"] = "union"
     """Default training stories: 'union' = every story any participant heard (absent listeners masked);
     'shared' = only stories every participant heard (LebelDataset.split())."""
-    window: float = 10.0
+    window: PositiveFloat = 10.0
     """Audio window length in seconds (10 s = 5 TRs)."""
-    lag: float = 0.0
+    lag: NonNegativeFloat = 0.0
     """Seconds the window is moved earlier: 0 = it ends at the end of the TR; > 0 = ends lag s before."""
-    rows_per_shard: int = 256
+    rows_per_shard: PositiveInt = 256
     """Windows per Parquet file (256 × 10 s float32 ≈ 165 MB of audio)."""
-    row_group_rows: int = 32
+    row_group_rows: PositiveInt = 32
     """Rows per Parquet row group (the unit Ray Data and pyarrow read at once)."""
     audio_dtype: Literal["float32", "float16"] = "float32"
     """Stored audio dtype; float16 halves the audio bytes (≈3 significant digits)."""
@@ -322,6 +324,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         config=to_dict(cfg), data=to_dict(data),
         dataset_root=str(Path(data.root).resolve()),
+        inputs=input_fingerprint(ds, subjects, sorted(story_info)),
         common_space_dir=str(cs_dir.resolve()) if space else None,
         sample_rate=sr, tr=float(data.tr), window_s=cfg.window, lag_s=cfg.lag, window_samples=n_win,
         audio_dtype=cfg.audio_dtype, spaces=list(cfg.spaces),

@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from braintune_dist.data.lebel import DatasetError
 from braintune_dist.data.shards import MANIFEST, SCHEMA_VERSION, sha256_file
 
@@ -51,19 +52,19 @@ class StreamConfig:
     """Shuffle seed; None = unseeded."""
     reseed_each_epoch: bool = True
     """With a seed: a different (reproducible) order every epoch/execution; False = the same order each time."""
-    local_shuffle_buffer: int = 0
+    local_shuffle_buffer: NonNegativeInt = 0
     """Rows in iter_torch_batches' local shuffle buffer (0 = off; used with shuffle='blocks')."""
-    batch_size: int = 8
+    batch_size: PositiveInt = 8
     """Rows per batch for iter_kwargs()."""
     drop_last: bool = False
     """Drop the last incomplete batch (iter_kwargs)."""
     participants: list[str] = field(default_factory=list)
     """Explicit participants to use (manifest names); empty = all, or n_participants of them."""
-    n_participants: int = 0
+    n_participants: NonNegativeInt = 0
     """Use this many participants, drawn with selection_seed (0 = all); nested across sizes."""
-    stories_per_participant: int = 0
+    stories_per_participant: NonNegativeInt = 0
     """Stories kept per participant, drawn with selection_seed per participant (0 = all); nested."""
-    hours_per_participant: float = 0.0
+    hours_per_participant: NonNegativeFloat = 0.0
     """Keep whole stories per participant until their fMRI reaches this many hours (0 = all); nested."""
     selection_seed: int = 0
     """Seed of the participant and story draws (fixed across a scaling sweep so sizes nest)."""
@@ -71,7 +72,7 @@ class StreamConfig:
     """Splits the story/hour budget applies to; other splits keep all stories (participants apply to all)."""
     verify: Literal["checksum", "size", "none"] = "checksum"
     """Up-front check of the shards read: sha256 + size, size only, or presence only."""
-    map_batch_rows: int = 16
+    map_batch_rows: PositiveInt = 16
     """Windows per map_batches call (bounds memory: pair mode copies the audio once per participant)."""
 
 

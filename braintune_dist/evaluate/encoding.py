@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from jsonargparse.typing import OpenUnitInterval, PositiveInt
 from braintune_dist.analysis.stats import block_permutation_test, fdr_bh
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.evaluate.compute import node_id
@@ -47,11 +48,11 @@ class PermutationSettings:
 
     enabled: bool = True
     """Run the test (else p-values are NaN and no voxel counts as significant)."""
-    block: int = 10
+    block: PositiveInt = 10
     """TRs per shuffled block (10 TRs = 20 s, longer than the haemodynamic response)."""
-    n_perm: int = 1000
+    n_perm: PositiveInt = 1000
     """Permutations (the smallest reachable p is 1 / (n_perm + 1))."""
-    q: float = 0.05
+    q: OpenUnitInterval = 0.05
     """FDR level (Benjamini-Hochberg over a participant's voxels) for the fraction of significant voxels."""
     seed: int = 0
     """Seed of the block orders (the same permutations for every voxel, layer and model)."""

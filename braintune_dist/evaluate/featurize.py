@@ -119,7 +119,7 @@ class FeatureWorker:
             t = time.time()
             fx = self._extractor(int(i))
             times, feats = fx.story_windows(self.ds.load_audio(str(story)))
-            self.cache.write(self.keys[int(i)], str(story), times, feats)
+            self.cache.write(self.keys[int(i)], self.ds, str(story), times, feats)
             for k, v in (("model", int(i)), ("story", str(story)), ("windows", len(times)),
                          ("seconds", time.time() - t), ("node", node_id())):
                 out[k].append(v)
@@ -146,6 +146,8 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
         raise ValueError("featurize needs features.cache_dir")
     on_ray = use_ray(compute)
     cache = FeatureCache(cfg.cache_dir)
+    for s in stories:                # the audio must fit the TR grid even where its windows come from the cache
+        ds.check_audio(s)
     sources, units, keys = {}, [], []
     for i, spec in enumerate(specs):
         recipe, model = recipe_fingerprint(spec)
@@ -153,7 +155,7 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
         layers = check_layers(cfg.layers, n_layers_of(model))
         sources[spec.label] = CachedFeatures(cache, key, layers, cfg)
         keys.append(key)
-        units += [{"model": i, "story": s} for s in stories if not cache.has(key, s, layers)]
+        units += [{"model": i, "story": s} for s in stories if not cache.has(key, ds, s, layers)]
     stats = dict(units=len(specs) * len(stories), computed=len(units), windows=0, seconds=0.0, unit_seconds=0.0,
                  nodes={}, per_model={})
     if not units:

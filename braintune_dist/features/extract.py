@@ -20,7 +20,8 @@ Pipeline per story:
 
 Windows of equal length run as one batch (a strided view, no per-window Python loop on the hot path).
 Raw window features are cached on disk (:class:`FeatureCache`) under a key of the model and the window
-settings (:func:`cache_key`): ``<cache_dir>/<key>/<story>/{times,layer<k>}.npy``.
+settings (:func:`cache_key`) and of the story's audio content: ``<cache_dir>/<key>/<story>.<audio sha256>/
+{times,layer<k>}.npy``.
 :class:`CachedFeatures` reads that cache only (no model): what the evaluation's ridge stage uses, so
 the backbone forward runs only in the feature workers.
 """
@@ -34,6 +35,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from jsonargparse.typing import PositiveFloat, PositiveInt
 from braintune_dist.config import ConfigError
 from braintune_dist.io import atomic_path
 from braintune_dist.model.backbone import SAMPLE_RATE, Backbone
@@ -45,11 +47,11 @@ from braintune_dist.features.interp import align_to_trs
 class FeatureConfig:
     """How evaluation features are extracted from a backbone."""
 
-    window: float = 16.1
+    window: PositiveFloat = 16.1
     """Window length in seconds (context + chunk) ending at each sample time."""
-    stride: float = 0.1
+    stride: PositiveFloat = 0.1
     """Seconds between window ends (10 Hz in the original brain-tuning code)."""
-    min_input_samples: int = 400
+    min_input_samples: PositiveInt = 400
     """Windows shorter than this many samples are dropped (the model's receptive field)."""
     pool: Literal["last", "stride"] = "last"
     """Feature of a window: the last output frame (the reference), or the mean of the frames of its last
@@ -60,9 +62,9 @@ class FeatureConfig:
     """hidden_states indices to keep (0 = CNN/embedding output); empty = every layer."""
     delays: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     """FIR delays in TRs (the original brain-tuning code: 1-4 TRs = 2-8 s, no zero lag)."""
-    lanczos_window: int = 3
+    lanczos_window: PositiveInt = 3
     """Lanczos lobes for the downsampling to TRs."""
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
     """Windows per forward pass."""
     device: str = "auto"
     """torch device: auto = cuda when available, else cpu."""
@@ -99,29 +101,31 @@ def window_ends(n_samples: int, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndar
 
 
 class FeatureCache:
-    """Raw window features on disk: ``<root>/<key>/<story>/times.npy`` and ``layer<k>.npy``, each written
+    """Raw window features on disk: ``<root>/<key>/<story>.<audio digest>/times.npy`` and ``layer<k>.npy``, each written
     atomically (a reader never sees a partial file; a story counts as cached when all its files exist)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def _dir(self, key: str, story: str) -> Path:
-        return self.root / key / story
+    def _dir(self, key: str, ds: LebelDataset, story: str) -> Path:
+        # the story's audio content is part of the address: another dataset's story of the same name, or
+        # a re-generated wav, gets its own entry instead of the stale one
+        return self.root / key / f"{story}.{ds.audio_digest(story)}"
 
-    def has(self, key: str, story: str, layers) -> bool:
-        d = self._dir(key, story)
+    def has(self, key: str, ds: LebelDataset, story: str, layers) -> bool:
+        d = self._dir(key, ds, story)
         return (d / "times.npy").is_file() and all((d / f"layer{lay}.npy").is_file() for lay in layers)
 
-    def read(self, key: str, story: str, layers) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    def read(self, key: str, ds: LebelDataset, story: str, layers) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """(times (n_windows,), {layer: (n_windows, hidden)}), memory-mapped."""
-        d = self._dir(key, story)
-        if not self.has(key, story, layers):
+        d = self._dir(key, ds, story)
+        if not self.has(key, ds, story, layers):
             raise FileNotFoundError(f"{d}: features of layers {list(layers)} not cached")
         return (np.load(d / "times.npy"),
                 {lay: np.load(d / f"layer{lay}.npy", mmap_mode="r") for lay in layers})
 
-    def write(self, key: str, story: str, times: np.ndarray, feats: dict[int, np.ndarray]) -> None:
-        d = self._dir(key, story)
+    def write(self, key: str, ds: LebelDataset, story: str, times: np.ndarray, feats: dict[int, np.ndarray]) -> None:
+        d = self._dir(key, ds, story)
         d.mkdir(parents=True, exist_ok=True)
         for name, arr in [(f"layer{lay}", f) for lay, f in feats.items()] + [("times", times)]:
             with atomic_path(d / f"{name}.npy") as tmp:
@@ -144,11 +148,11 @@ class CachedFeatures:
 
     def window_features(self, ds: LebelDataset, story: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """(window end times (n,), {layer: (n, hidden)}) before any TR alignment (probes use them raw)."""
-        return self.cache.read(self.key, story, self.layers)
+        return self.cache.read(self.key, ds, story, self.layers)
 
     def story_features(self, ds: LebelDataset, story: str, layers=None) -> dict[int, np.ndarray]:
         """TR-aligned features of one story: layer → array of shape (n_rows, hidden * n_delays)."""
-        times, feats = self.cache.read(self.key, story, self.layers if layers is None else layers)
+        times, feats = self.cache.read(self.key, ds, story, self.layers if layers is None else layers)
         return align_to_trs(times, feats, ds, story, self.cfg)
 
 
@@ -219,9 +223,11 @@ class FeatureExtractor:
         if not self.cfg.cache_dir:
             return self.story_windows(ds.load_audio(story))
         cache = FeatureCache(self.cfg.cache_dir)
-        if not cache.has(self.fingerprint, story, self.layers):
-            cache.write(self.fingerprint, story, *self.story_windows(ds.load_audio(story)))
-        return cache.read(self.fingerprint, story, self.layers)
+        if not cache.has(self.fingerprint, ds, story, self.layers):
+            cache.write(self.fingerprint, ds, story, *self.story_windows(ds.load_audio(story)))
+        else:
+            ds.check_audio(story)
+        return cache.read(self.fingerprint, ds, story, self.layers)
 
     def story_features(self, ds: LebelDataset, story: str) -> dict[int, np.ndarray]:
         """TR-aligned features of one story: layer → array of shape (n_rows, hidden * n_delays)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from braintune_dist.errors import UserError
+from braintune_dist.errors import SAVED, UserError
 
 
 VERBOSE_ENV = "BRAINTUNE_VERBOSE"
@@ -53,3 +53,11 @@ def run_main(main, argv=None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # the MLflow run is marked KILLED by Tracker.start; say what survives and how to go on from it
+        print("interrupted: stopped before the job finished (its MLflow run is marked KILLED).", file=sys.stderr)
+        for text in SAVED:
+            print(f"  kept: {text}", file=sys.stderr)
+        if not SAVED:
+            print("  nothing resumable was saved yet; rerunning starts over.", file=sys.stderr)
+        return 130

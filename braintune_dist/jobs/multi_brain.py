@@ -10,10 +10,12 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from braintune_dist.config import to_dict
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.stream import load_manifest
+from braintune_dist.errors import note_saved
 from braintune_dist.evaluate.report import EvalSettings, alignment_report, seed_report
 from braintune_dist.jobs.import_whisper import ImportSettings, with_imported
 from braintune_dist.jobs.prepare_data import PrepareSettings, prepare
@@ -93,6 +95,8 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
     tracker = Tracker(fit.tracking)
     name = fit.ray.run_name or time.strftime("brain-%Y%m%d-%H%M%S")
     seeds = list(cfg.seeds)
+    note_saved(f"checkpoints of every epoch under {Path(fit.ray.storage_path) / name}"
+               f"{'-s<seed>' if seeds else ''}: rerun with --fit.ray.run_name {name} to resume from them")
     with tracker.start(name, params=to_dict(cfg), tags={"job": "multi_brain"}) as tr:
         tr.log_text(json.dumps(run_manifest(to_dict(cfg), fit.shards), indent=1), "run_manifest.json")
         tr.log_params({"plan.participants": ",".join(p["participants"]), "plan.n_participants": len(p["participants"]),

@@ -27,6 +27,7 @@ from typing import Literal
 
 from braintune_dist.model.backbone import ModelConfig, max_input_seconds
 from braintune_dist.model.ct2 import is_ct2_folder
+from braintune_dist.data.fingerprint import stale_inputs
 from braintune_dist.data.lebel import DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST
 from braintune_dist.data.stream import load_manifest, shards_for, verify_shards
@@ -148,6 +149,9 @@ def shard_problems(cfg) -> list[str]:
         return [f"fit.shards: {exc}"]
     where = shard_dir / MANIFEST
     out = _names("fit.stream.participants", fit.stream.participants, m["subjects"], where)
+    if (Path(fit.data.root) / "derivative").is_dir():      # else prepare simulates it, then checks in ensure_shards
+        out += [f"fit.shards: {p}" for p in stale_inputs(m.get("inputs"), LebelDataset(fit.data.root, fit.data),
+                                                          shard_dir)]
     for name, configured, split in (("fit.data.val_stories", fit.data.val_stories, "val"),
                                     ("fit.data.train_stories", fit.data.train_stories, "train"),
                                     ("fit.data.test_story", [fit.data.test_story], "test")):

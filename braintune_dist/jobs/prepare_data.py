@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from braintune_dist.data.fingerprint import stale_inputs
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, write_shards
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
+from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, load_manifest, make_dataset, summarize
 from braintune_dist.data.voxels import find_common_space
 
 
@@ -78,7 +79,11 @@ def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "
 def ensure_shards(data: DataConfig, shards: str, shard: ShardConfig, log=print) -> Path:
     out_p = Path(shards)
     if (out_p / MANIFEST).is_file() and not shard.overwrite:
-        log(f"[shards] using existing shards in {out_p} (delete it or set shard.overwrite to rewrite)")
+        stale = stale_inputs(load_manifest(out_p).get("inputs"), LebelDataset(data.root, data), out_p)
+        if stale:
+            raise DatasetError(stale[0])
+        log(f"[shards] using existing shards in {out_p}, written from this dataset's files "
+            "(delete it or set shard.overwrite to rewrite)")
         return out_p
     t = time.time()
     write_shards(shard, data, out_p)

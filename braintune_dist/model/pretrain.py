@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jsonargparse.typing import PositiveFloat, PositiveInt
 from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, LebelDataset
 from braintune_dist.errors import UserError
-from braintune_dist.io import atomic_dir
+from braintune_dist.io import atomic_dir, file_digest
+from braintune_dist.tracking import flatten
 
 META_FILE = "pretrain.json"
 
@@ -43,15 +45,15 @@ class PretrainConfig:
     """When nested in a tuning job: pretrain first and tune `out` (sets model.pretrained); false = skip."""
     model: ModelConfig = field(default_factory=lambda: ModelConfig(freeze_frontend=False))
     """Architecture (wav2vec2 or hubert, random init); the CNN front end is trained here."""
-    steps: int = 400
+    steps: PositiveInt = 400
     """Optimizer steps."""
-    window: float = 2.0
+    window: PositiveFloat = 2.0
     """Seconds of audio per training window (random crops)."""
-    batch_size: int = 32
+    batch_size: PositiveInt = 32
     """Windows per step."""
-    lr: float = 2.0e-3
+    lr: PositiveFloat = 2.0e-3
     """AdamW learning rate (constant)."""
-    eval_every: int = 100
+    eval_every: PositiveInt = 100
     """Steps between accuracy checks on the validation stories."""
     seed: int = 0
     """Seed of the crops and the initialisation."""
@@ -124,11 +126,24 @@ def _accuracy(backbone, clf, batches) -> float:
 
 
 def _fingerprint(cfg: PretrainConfig, data: DataConfig) -> dict:
+    """What the checkpoint depends on: the training settings, the data settings but the root, and the content
+    of the audio and TextGrid files it reads (so a moved dataset matches and a changed one does not)."""
     d = to_dict(cfg)
     for k in ("out", "enabled", "overwrite", "eval_every"):
         d.pop(k)
-    d["data"] = {**to_dict(data), "root": str(Path(data.root).resolve())}
+    d["data"] = {k: v for k, v in to_dict(data).items() if k != "root"}
+    ds = LebelDataset(data.root, data)
+    split = ds.split()
+    d["inputs"] = {f"{kind}/{s}": digest for s in split["train"] + split["val"]
+                   for kind, digest in (("audio", ds.audio_digest(s)), ("textgrid", file_digest(ds.textgrid_path(s))))}
     return d
+
+
+def _differences(old: dict, new: dict) -> str:
+    a, b = flatten(old), flatten(new)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {a.get(k, '(none)')} → {b.get(k, '(none)')}" for k in keys[:5]) + \
+        (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
 
 def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
@@ -146,10 +161,12 @@ def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
         raise PretrainError("PretrainConfig.model.pretrained must be empty: pretraining starts from random init")
     if (out / META_FILE).is_file() and not cfg.overwrite:
         old = json.loads((out / META_FILE).read_text())
-        if old.get("fingerprint") == _fingerprint(cfg, data):
-            log(f"[pretrain] reusing {out} (same config; val phone accuracy {old['val_accuracy']:.2f})")
+        now = _fingerprint(cfg, data)
+        if old.get("fingerprint") == now:
+            log(f"[pretrain] reusing {out} (same config and data; val phone accuracy {old['val_accuracy']:.2f})")
             return out
-        raise PretrainError(f"{out} holds a checkpoint pretrained with another config; set "
+        raise PretrainError(f"{out} holds a checkpoint pretrained with another config or data "
+                            f"({_differences(old.get('fingerprint') or {}, now)}); set "
                             f"--pretrain.overwrite true or choose another --pretrain.out")
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).is_file() and not cfg.overwrite:
         raise PretrainError(f"{out} exists and is not a pretraining checkpoint; choose another out")

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from braintune_dist.model.backbone import Backbone, ModelConfig, build_backbone
 
 
@@ -22,11 +23,11 @@ class LoraSettings:
 
     enabled: bool = True
     """Train LoRA adapters; false = full fine-tuning of the transformer (CNN front end stays frozen)."""
-    rank: int = 8
+    rank: PositiveInt = 8
     """LoRA rank r."""
-    alpha: int = 32
+    alpha: PositiveInt = 32
     """LoRA scaling alpha."""
-    dropout: float = 0.1
+    dropout: ClosedUnitInterval = 0.1
     """Dropout on the LoRA branch."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
     """Module name suffixes to adapt (attention projections of wav2vec2 / HuBERT / Whisper)."""
@@ -41,14 +42,14 @@ class HeadSettings:
 
     kind: Literal["shared", "per_participant"] = "shared"
     """One common-space head for all participants, or one head per participant."""
-    bottleneck: int = 0
+    bottleneck: NonNegativeInt = 0
     """Width of a linear bottleneck before the head (0 = none; the original brain-tuning code defined 200, unused)."""
     standardize: bool = True
     """Z-score the pooled features with their mean/SD over `standardize_windows` training windows of the
     untuned backbone, and start the head at zero. Pooled features of a random-init backbone vary little
     around a large offset, so a plain linear head barely moves in a few hundred steps; pretrained
     backbones do not need it (false = the original brain-tuning code's plain linear head)."""
-    standardize_windows: int = 256
+    standardize_windows: PositiveInt = 256
     """Training windows used to measure the pooled-feature statistics (read by the driver, once)."""
 
 

@@ -18,25 +18,26 @@ from typing import Literal
 
 import torch
 from torch import nn
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
 
 @dataclass
 class OptimSettings:
     """Optimizer and schedule."""
 
-    backbone_lr: float = 1e-4
+    backbone_lr: PositiveFloat = 1e-4
     """Peak learning rate of the backbone's trainable weights (LoRA: 1e-4; full fine-tuning: 5e-5)."""
-    head_lr: float = 1e-4
+    head_lr: PositiveFloat = 1e-4
     """Peak learning rate of the head."""
-    weight_decay: float = 0.01
+    weight_decay: NonNegativeFloat = 0.01
     """AdamW weight decay."""
-    warmup_frac: float = 0.1
+    warmup_frac: ClosedUnitInterval = 0.1
     """Fraction of the optimizer steps spent in linear warm-up."""
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     """Decay after warm-up."""
-    grad_clip: float = 1.0
+    grad_clip: NonNegativeFloat = 1.0
     """Clip the global gradient norm to this (0 = off)."""
-    grad_accum: int = 1
+    grad_accum: PositiveInt = 1
     """Micro-batches per optimizer step."""
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import from_dict, to_dict
 from braintune_dist.data.lebel import DataConfig
@@ -34,15 +35,15 @@ from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 class TrainSettings:
     """Epochs, batches, loss, early stopping."""
 
-    epochs: int = 30
+    epochs: PositiveInt = 30
     """Maximum epochs over the training windows."""
     loss: Literal["mse", "spatial_corr", "cos_huber", "temporal_corr"] = "mse"
     """Brain loss (see braintune_dist/train/losses.py for the combination rule)."""
-    patience: int = 5
+    patience: NonNegativeInt = 5
     """Stop after this many epochs without a lower validation loss (0 = never)."""
-    max_steps_per_epoch: int = 0
+    max_steps_per_epoch: NonNegativeInt = 0
     """Cap on micro-batches per epoch and worker (0 = the whole shard); for smoke tests."""
-    log_every: int = 10
+    log_every: PositiveInt = 10
     """Log train metrics to MLflow every this many optimizer steps."""
     seed: int = 122
     """Seed of dropout and data order (model init uses model.seed)."""
@@ -54,15 +55,15 @@ class RaySettings:
 
     address: str = ""
     """Ray cluster address; empty = the job's cluster (ray job submit) or a new local one."""
-    num_workers: int = 2
+    num_workers: PositiveInt = 2
     """Training workers (one per GPU on a GPU cluster)."""
     use_gpu: bool = False
     """One GPU per worker."""
-    cpus_per_worker: float = 0.5
+    cpus_per_worker: PositiveFloat = 0.5
     """CPUs per worker; 0.5 on a 2-core laptop leaves Ray Data a CPU (else fit() hangs)."""
     max_failures: int = 2
     """Restarts from the latest checkpoint after a worker dies (FailureConfig)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: PositiveInt = 2
     """Best-k checkpoints kept (by validation loss)."""
     storage_path: str = "runs/ray"
     """Where Ray Train writes checkpoints (a shared path or s3:// on a cluster)."""
@@ -195,6 +196,12 @@ def train_loop_per_worker(config: dict) -> None:
             train_seconds = time.time() - t0                                  # training only (no validation)
             train_loss = _allreduce_mean(total, n, engine.device)
             val_loss = validate(engine, val_shard, cfg, vmask) if cfg.data.val_stories else train_loss
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                # every rank sees the same all-reduced loss: all stop here; the driver turns this into an error
+                # (raising instead would make Ray Train restart the workers into the same loss max_failures times)
+                ray.train.report(dict(start, epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
+                                      non_finite=1))
+                break
             if val_loss < best_val:
                 best_val, bad_epochs = val_loss, 0
             else:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from braintune_dist.config import to_dict
+from braintune_dist.errors import UserError
 from braintune_dist.data.shards import COVERAGE
 from braintune_dist.data.stream import _dense, load_manifest, make_dataset, select, shards_for, summarize
 from braintune_dist.train.loop import FitConfig, train_loop_per_worker
@@ -96,10 +97,42 @@ def _feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     return pooled.mean(0).numpy(), pooled.std(0).numpy()
 
 
+class NonFiniteLossError(UserError):
+    """The training loss became inf/NaN: bad data or an unstable optimiser, not a bug to retry."""
+
+
+def _trainer_class():
+    from ray.train.torch import TorchTrainer
+
+    class Trainer(TorchTrainer):
+        """TorchTrainer whose Ctrl-C is told apart from success: Ray Train's own SIGINT handler aborts the run
+        and then ``sys.exit(0)``s or lets ``fit()`` return, so a caller would record an interrupted run as
+        finished. This one aborts the run the same way and sets ``interrupted``, and ``fit_with_progress``
+        raises ``KeyboardInterrupt`` instead of what ``fit()`` returns or raises; a second Ctrl-C raises at once."""
+
+        interrupted = False
+
+        def _register_sigint_handler(self, controller):
+            import signal
+
+            import ray
+
+            def handler(signum, frame):
+                if self.interrupted:
+                    raise KeyboardInterrupt("second Ctrl-C")
+                self.interrupted = True
+                try:
+                    ray.get(controller.abort.remote())
+                except ray.exceptions.RayActorError:
+                    pass                                    # the controller is already gone
+            signal.signal(signal.SIGINT, handler)
+    return Trainer
+
+
 def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: dict | None = None):
     """A ``TorchTrainer`` running ``train_loop_per_worker`` on the configured shards."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     p = run_plan or plan(cfg)
     if cfg.model.pretrained and Path(cfg.model.pretrained).is_dir():   # workers run in another directory
@@ -117,7 +150,7 @@ def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: di
     if cfg.ray.use_gpu:
         resources["GPU"] = 1
     storage = cfg.ray.storage_path if "://" in cfg.ray.storage_path else str(Path(cfg.ray.storage_path).resolve())
-    return TorchTrainer(
+    return _trainer_class()(
         train_loop_per_worker,
         train_loop_config=dict(cfg=to_dict(cfg), total_steps=p["total_steps"], coverage=p["coverage"],
                                participants=p["participants"], n_vertices=p["n_vertices"],
@@ -158,7 +191,10 @@ def fit_with_progress(trainer, log=print, what: str = "train"):
     trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), _progress_callback(queue)]
     done = threading.Event()
 
+    seen: list[dict] = []
+
     def show(m: dict) -> None:
+        seen.append(m)
         log(f"[{what}] epoch {m.get('epoch', '?')}: train_loss {m.get('train_loss', math.nan):.4f}, "
             f"val_loss {m.get('val_loss', math.nan):.4f}, step {m.get('step', '?')} "
             f"({m.get('epoch_seconds', math.nan):.0f} s)")
@@ -174,7 +210,14 @@ def fit_with_progress(trainer, log=print, what: str = "train"):
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     try:
-        return trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception:          # the aborted controller exits: fit() raises ActorDiedError
+            if getattr(trainer, "interrupted", False):
+                raise KeyboardInterrupt("training aborted by Ctrl-C") from None
+            raise
+        if getattr(trainer, "interrupted", False):
+            raise KeyboardInterrupt("training aborted by Ctrl-C")
     finally:
         done.set()
         thread.join(timeout=5)
@@ -184,3 +227,11 @@ def fit_with_progress(trainer, log=print, what: str = "train"):
         except Empty:
             pass
         ray.kill(queue.actor)
+    # the loop's last report without a checkpoint is not in result.metrics: look at every report seen
+    m = next((m for m in seen if m.get("non_finite")), None)
+    if m is not None:
+        raise NonFiniteLossError(
+            f"training stopped in epoch {m.get('epoch')}: train_loss {m.get('train_loss')}, val_loss "
+            f"{m.get('val_loss')} (not finite). Likely causes: extreme response values in the shards (rewrite them; "
+            "data.max_abs_response bounds them) or learning rates too high (fit.optim.backbone_lr / head_lr)")
+    return result

@@ -1,0 +1,42 @@
+"""Content fingerprints of a dataset's input files, recorded by what is built from them (shards) and
+compared before that is used again, so a run never trains on another dataset's data under the same names.
+
+Audio files are hashed whole (MBs); response files by :func:`io.quick_digest` (size + three 1 MiB blocks),
+since real hf5 files are GBs. Paths are not part of the fingerprint: a moved dataset still matches.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.io import quick_digest
+
+
+def input_fingerprint(ds: LebelDataset, subjects: list[str], stories: list[str]) -> dict[str, str]:
+    """``{'audio/<story>': digest, 'responses/<subject>/<story>': digest}`` of every file that exists."""
+    out = {f"audio/{s}": ds.audio_digest(s) for s in stories}
+    for sub in subjects:
+        for s in stories:
+            p = ds.response_path(sub, s)
+            if p.is_file():
+                out[f"responses/{sub}/{s}"] = quick_digest(p)
+    return out
+
+
+def stale_inputs(recorded: dict | None, ds: LebelDataset, what: Path) -> list[str]:
+    """Problems (empty = none) of using ``what`` (built from the inputs ``recorded``) with dataset ``ds``."""
+    if recorded is None:
+        return [f"{what} records no input fingerprints (written by an older version): rewrite it "
+                "(prepare.shard.overwrite true)"]
+    subjects = sorted({k.split("/")[1] for k in recorded if k.startswith("responses/")})
+    stories = sorted({k.split("/")[-1] for k in recorded})
+    try:
+        now = input_fingerprint(ds, subjects, stories)
+    except Exception as exc:                                 # DatasetError: a file it was built from is gone
+        return [f"{what} was built from files that {ds.root} lacks ({exc})"]
+    differ = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+    if not differ:
+        return []
+    shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+    return [f"{what} was written from other data than {ds.root}: {shown} differ "
+            "(delete it, or set prepare.shard.overwrite true to rewrite)"]
