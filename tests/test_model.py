@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.config import to_dict
 from braintune_dist.train.checkpoint import CheckpointError, load_backbone, load_tuner, mark_complete, save_model
 from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings, lr_lambda
@@ -96,6 +96,33 @@ def test_checkpoint_errors(tmp_path):
     mark_complete(tmp_path)
     with pytest.raises(CheckpointError, match="model.pt: unreadable"):
         load_tuner(tmp_path)
+
+
+def test_checkpoint_is_self_checking(tmp_path):
+    """A checkpoint tuned from a pretrained folder refuses a base that was replaced or deleted since, and a
+    same-size damage of its weights: each with an error naming the path, never a silent other result."""
+    import shutil
+    base = tmp_path / "base"
+    build_backbone(ModelConfig(seed=3)).model.save_pretrained(base)
+    cfg_model, lora, head = ModelConfig(pretrained=str(base)), LoraSettings(rank=2), HeadSettings()
+    model = BrainTuner(cfg_model, lora, head, n_vertices=4, n_participants=1)
+    ck = tmp_path / "ck"
+    save_model(ck, model, dict(config=dict(model=to_dict(cfg_model), lora=to_dict(lora), head=to_dict(head)),
+                               n_vertices=4, participants=["a"], epoch=0, step=1))
+    mark_complete(ck)
+    load_tuner(ck)                                                       # intact: loads
+    shutil.rmtree(base)
+    build_backbone(ModelConfig(seed=4)).model.save_pretrained(base)     # same architecture, other weights
+    with pytest.raises(CheckpointError, match=r"ck: the base model it was tuned from \(.*base\) has other weights"):
+        load_tuner(ck)
+    shutil.rmtree(base)
+    with pytest.raises(CheckpointError, match=r"ck: its base model .*base .* is gone"):
+        load_tuner(ck)
+    data = bytearray((ck / "model.pt").read_bytes())
+    data[-100] ^= 0xFF                                                   # same size, one byte changed
+    (ck / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"damaged checkpoint .*ck: model.pt does not match its sha256"):
+        load_tuner(ck)
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "hubert", "whisper"])

@@ -31,7 +31,7 @@ from braintune_dist.data.fingerprint import stale_inputs
 from braintune_dist.data.lebel import DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST
 from braintune_dist.data.stream import load_manifest, shards_for, verify_shards
-from braintune_dist.train.checkpoint import CheckpointError, check_complete
+from braintune_dist.train.checkpoint import CheckpointError, check_base, check_complete, read_model_file
 from braintune_dist.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -197,7 +197,7 @@ def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str
     out = []
     for i, d in enumerate(dirs):
         try:
-            check_complete(d)
+            check_base(read_model_file(d, mmap=True), d)
         except CheckpointError as exc:
             out.append(f"{field}[{i}]: {exc}")
     return out

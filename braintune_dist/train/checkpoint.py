@@ -7,11 +7,14 @@ A checkpoint directory holds::
                      'val_loss'}
     deepspeed/ | optimizer.pt    optimizer + scheduler state, for resuming (engine-specific)
     COMPLETE        written last (atomically): the size of every file written before it, one
-                    "<bytes> <relative path>" line each. A directory without it is an interrupted write,
-                    one whose files differ from the list an interrupted copy; both are refused.
+                    "<bytes> <relative path>" line each, and "sha256 <hex> model.pt". A directory without it
+                    is an interrupted write, one whose files differ from the list an interrupted copy or
+                    damage; all are refused. model.pt also records ``base_fingerprint``, the hash of the
+                    frozen weights rebuilt on load: a base that changed since is refused too.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -31,20 +34,36 @@ class CheckpointError(UserError):
     """A checkpoint directory is missing, incomplete or does not match the model; names the path."""
 
 
+def base_fingerprint(model: BrainTuner) -> str:
+    """sha256 (16 hex digits) of the backbone weights a checkpoint does not store (frozen: rebuilt from the
+    config's seed or pretrained folder on load), so a load can tell that the base changed since training."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.backbone.named_parameters()):
+        if not p.requires_grad:
+            h.update(name.encode())
+            # hashed at bfloat16 precision: a bf16 engine (DeepSpeed on GPU) casts the frozen weights, a load
+            # rebuilds them in float32, and both round to the same bf16 values
+            h.update(p.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def save_model(directory: Path, model: BrainTuner, meta: dict[str, Any]) -> None:
     """Write ``model.pt`` atomically (temp name, rename). Call ``mark_complete`` after all files."""
     directory.mkdir(parents=True, exist_ok=True)
     head = {n: p.detach().cpu() for n, p in model.named_parameters() if not n.startswith("backbone.")}
     with atomic_path(directory / MODEL_FILE) as tmp:
-        torch.save(dict(meta, backbone=model.backbone_state(), head=head), tmp)
+        torch.save(dict(meta, backbone=model.backbone_state(), head=head, base_fingerprint=base_fingerprint(model)),
+                   tmp)
 
 
 def mark_complete(directory: Path) -> None:
-    """Write ``COMPLETE`` listing every file's size: the checkpoint is whole only if they all still match
-    (Ray Train copies the directory to storage file by file, in no set order)."""
+    """Write ``COMPLETE`` listing every file's size, and the sha256 of ``model.pt``: the checkpoint is whole only
+    if they all still match (Ray Train copies the directory to storage file by file, in no set order; a
+    same-size damage of the weights shows only in the checksum)."""
     sizes = sorted((p.relative_to(directory).as_posix(), p.stat().st_size)
                    for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
-    write_text(directory / MARKER, "".join(f"{size} {name}\n" for name, size in sizes))
+    digest = hashlib.sha256((directory / MODEL_FILE).read_bytes()).hexdigest()
+    write_text(directory / MARKER, "".join(f"{size} {name}\n" for name, size in sizes) + f"sha256 {digest} {MODEL_FILE}\n")
 
 
 def check_complete(directory: str | os.PathLike) -> Path:
@@ -60,6 +79,11 @@ def check_complete(directory: str | os.PathLike) -> Path:
                               "use an earlier checkpoint)")
     for line in (d / MARKER).read_text().splitlines():
         size, _, name = line.partition(" ")
+        if size == "sha256":
+            digest, _, name = name.partition(" ")
+            if hashlib.sha256((d / name).read_bytes()).hexdigest() != digest:
+                raise CheckpointError(f"damaged checkpoint {d}: {name} does not match its sha256 in {MARKER}")
+            continue
         if not size.isdigit():                     # "ok": a marker of the first format, without sizes
             continue
         f = d / name
@@ -79,14 +103,28 @@ def read_model_file(directory: str | os.PathLike, mmap: bool = False) -> dict[st
         raise CheckpointError(f"{d / MODEL_FILE}: unreadable ({exc.__class__.__name__}: {exc})") from None
 
 
+def check_base(payload: dict[str, Any], directory: str | os.PathLike) -> str:
+    """The pretrained base folder a checkpoint was tuned from ('' = random init); raise if it is gone."""
+    base = payload["config"]["model"].get("pretrained", "")
+    if base and not Path(base).is_dir():
+        raise CheckpointError(f"{directory}: its base model {base} (fit.model.pretrained when it was trained) is "
+                              "gone; the checkpoint stores only the tuned weights: restore that folder")
+    return base
+
+
 def load_tuner(directory: str | os.PathLike) -> tuple[BrainTuner, dict[str, Any]]:
     """Rebuild the full ``BrainTuner`` (backbone + LoRA + head) from a checkpoint, on CPU, in eval mode."""
     payload = read_model_file(directory)
     cfg = payload["config"]
+    base = check_base(payload, directory)
     model = BrainTuner(from_dict(ModelConfig, cfg["model"]), from_dict(LoraSettings, cfg["lora"]),
                        from_dict(HeadSettings, cfg["head"]), n_vertices=payload["n_vertices"],
                        n_participants=len(payload["participants"]))
     restore_weights(model, payload, directory)
+    if "base_fingerprint" in payload and base_fingerprint(model) != payload["base_fingerprint"]:
+        raise CheckpointError(f"{directory}: the base model it was tuned from ({base or 'random init of the config'}) "
+                              "has other weights now than when it was trained (replaced, e.g. by "
+                              "pretrain.overwrite?); its results would silently differ: restore that base or retrain")
     return model.eval(), payload
 
 
