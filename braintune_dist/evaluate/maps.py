@@ -171,7 +171,8 @@ def brain_maps(space: CommonSpace, scores: dict, best: dict, ceiling_threshold: 
         for model in scores:
             if model != ref:
                 maps[f"{model}-minus-{ref}/rnorm"] = dict(
-                    kind="diff", values=maps[f"{model}/rnorm"]["values"] - maps[f"{ref}/rnorm"]["values"])
+                    kind="diff", values=maps[f"{model}/rnorm"]["values"] - maps[f"{ref}/rnorm"]["values"],
+                    layer=(best[model], best[ref]))
     for name, m in maps.items():
         folder, kind = name.rsplit("/", 1)
         per_hemi = on_surface(space, m["values"], surface)

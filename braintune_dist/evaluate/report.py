@@ -125,8 +125,9 @@ def _maps(space, scores, best, ev: EvalSettings, subjects, out: Path, tracker, t
             surface = load_surface(space.surface)
             diff = m["kind"] == "diff"
             label = name.replace("/rnorm", "")
-            title = (f"{label}: r / noise ceiling" + ("" if diff else f" at layer {m['layer']}")
-                     + f" (held-out: {', '.join(subjects)})")
+            at = (f" (layer {m['layer'][0]} − layer {m['layer'][1]}: each model's best)" if diff
+                  else f" at layer {m['layer']}")
+            title = f"{label}: r / noise ceiling{at} (held-out: {', '.join(subjects)})"
             figs[f"map_{label.replace('/', '_')}.png"] = plot_surface_map(
                 surface, on_surface(space, m["values"], surface), title, diff,
                 ev.maps.diff_threshold if diff else ev.maps.threshold)
