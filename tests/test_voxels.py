@@ -78,7 +78,7 @@ def test_common_space_projection(tmp_path):
 
 def test_common_space_errors(tmp_path):
     cs = _space(tmp_path)
-    with pytest.raises(DatasetError, match="map of s1 has 5 voxels, responses have 4"):
+    with pytest.raises(DatasetError, match=r"s1/voxel_to_vertex.npy: maps 5 voxels, s1's responses have 4"):
         cs.to_common("s1", np.zeros((2, 4)))
     with pytest.raises(DatasetError, match="subject 's2' has no common-space map"):
         cs.coverage("s2")
@@ -101,3 +101,18 @@ def test_zscore_columns_constant_ones_zero_and_dtype():
     assert np.allclose(Z[:, [0, 2]].std(0), 1, atol=1e-6) and (Z[:, 1] == 0).all()
     assert zscore(Y, np.float64).dtype == np.float64
     np.testing.assert_allclose(zscore(Y, np.float64)[:, 0], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+
+
+def test_ceiling_report_names_a_map_of_the_wrong_size(tiny_root, tmp_path):
+    """A voxel → vertex map shorter than the responses: one error naming the map file, not an IndexError."""
+    import shutil
+
+    from braintune_dist.data.lebel import LebelDataset
+    from braintune_dist.jobs.prepare_data import ceiling_report
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_root, root)
+    ceiling_report(LebelDataset(root), 0.4)                                 # intact: fine
+    m = root / "ground_truth" / "UTS02" / "voxel_to_vertex.npy"
+    np.save(m, np.load(m)[:-3])
+    with pytest.raises(DatasetError, match=r"UTS02/voxel_to_vertex.npy: maps \d+ voxels, UTS02's responses have \d+"):
+        ceiling_report(LebelDataset(root), 0.4)

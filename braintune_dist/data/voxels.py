@@ -109,6 +109,8 @@ class CommonSpace:
     """Template surface the vertices lie on ('fsaverage5', ...); '' = an abstract vertex space (no maps)."""
     vertex_index: np.ndarray | None = None
     """(n_vertices,) int64 index of each vertex on ``surface`` (both-hemisphere numbering); None = no surface."""
+    directory: str = ""
+    """Folder it was loaded from (named in errors)."""
 
     @property
     def n_vertices(self) -> int:
@@ -147,15 +149,20 @@ class CommonSpace:
             if m.ndim != 1 or (m >= len(vertex_region)).any() or (m < -1).any():
                 raise DatasetError(f"{p}: must be a 1-D vector of vertex indices in [-1, {len(vertex_region)})")
             maps[sub] = m
-        return cls(vertex_region, names, maps, surface, vertex_index)
+        return cls(vertex_region, names, maps, surface, vertex_index, str(d))
 
     def _map(self, subject: str, n_voxels: int | None = None) -> np.ndarray:
         if subject not in self.maps:
             raise DatasetError(f"subject {subject!r} has no common-space map (have {sorted(self.maps)})")
         m = self.maps[subject]
         if n_voxels is not None and m.shape[0] != n_voxels:
-            raise DatasetError(f"common-space map of {subject} has {m.shape[0]} voxels, responses have {n_voxels}")
+            where = Path(self.directory) / subject / "voxel_to_vertex.npy" if self.directory else f"map of {subject}"
+            raise DatasetError(f"{where}: maps {m.shape[0]} voxels, {subject}'s responses have {n_voxels}")
         return m
+
+    def check_voxels(self, subject: str, n_voxels: int) -> None:
+        """Raise ``DatasetError`` unless ``subject``'s map covers exactly ``n_voxels`` voxels."""
+        self._map(subject, n_voxels)
 
     def coverage(self, subject: str) -> np.ndarray:
         """(n_vertices,) bool: vertices that at least one voxel of ``subject`` maps to."""

@@ -68,6 +68,8 @@ def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "
     rows = []
     for sub in subjects:
         cc = ds.noise_ceiling(sub)                          # (n_voxels,)
+        if space is not None:
+            space.check_voxels(sub, cc.shape[0])            # the map must describe these voxels
         regions = space.voxel_regions(sub) if space else np.full(cc.shape, "all")
         for region in ["all"] + sorted(set(regions) - {"", "all"}):
             m = np.ones(cc.shape, bool) if region == "all" else regions == region
