@@ -117,6 +117,15 @@ def test_shards_of_other_data_are_refused(tiny_root, shards, tmp_path):
         ensure_shards(DataConfig(root=str(other), val_stories=["bravo"]), str(shards), ShardConfig(), **QUIET)
 
 
+def test_unwritable_outputs_are_refused_before_training(tiny_root, shards, tmp_path):
+    """An output folder under a regular file: refused by preflight, naming the field, not after training."""
+    (tmp_path / "afile").write_text("x")
+    cfg = job(tiny_root, shards, tmp_path, eval={"enabled": True, "out_dir": str(tmp_path / "afile" / "reports")},
+              ray={"storage_path": str(tmp_path / "afile" / "ray")})
+    msg = refused(multi_brain, cfg, r"preflight: \d problem", tmp_path)
+    assert "eval.out_dir: " in msg and "fit.ray.storage_path: " in msg and "afile is a file" in msg, msg
+
+
 def test_model_family_and_pretrained_path(tiny_root, shards, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"fit.model.family: expected one of \['wav2vec2'"):
         job(tiny_root, shards, tmp_path, model={"family": "wav2vec3"})

@@ -288,9 +288,30 @@ def preflight(cfg, log=print) -> None:
         else:
             problems += short
     ev = getattr(cfg, "eval", None)
+    outputs = {"fit.ray.storage_path": cfg.fit.ray.storage_path, "fit.shards": cfg.fit.shards}
+    if ev is not None and ev.enabled:
+        outputs.update({"eval.out_dir": ev.out_dir, "eval.features.cache_dir": ev.features.cache_dir})
+    problems += output_problems(outputs)
     if ev is not None and ev.enabled and aliasing_note(ev.features, cfg.fit.data.tr):
         warnings.warn(f"preflight: {aliasing_note(ev.features, cfg.fit.data.tr)}", stacklevel=2)
     _report(problems, t0, "data, model, checkpoints and resources", log)
+
+
+def output_problems(paths: dict[str, str]) -> list[str]:
+    """Each output folder (field → path) can be created and written: checked on its nearest existing ancestor,
+    so a job does not fail after hours of training on an unwritable report folder. URIs are left to their store."""
+    out = []
+    for name, path in paths.items():
+        if not path or "://" in path:
+            continue
+        probe = Path(path).resolve()
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            out.append(f"{name}: {path} cannot be created: {probe} is a file")
+        elif not os.access(probe, os.W_OK | os.X_OK):
+            out.append(f"{name}: {path} is not writable ({probe} refuses writing)")
+    return out
 
 
 def _import_problems(imp) -> list[str]:
@@ -314,6 +335,7 @@ def preflight_evaluate(cfg, log=print) -> None:
     """Check an evaluate job config: model, checkpoints, dataset and the participants it names."""
     t0 = time.time()
     problems = model_problems(cfg.model) + checkpoint_problems(cfg.checkpoints)
+    problems += output_problems({"eval.out_dir": cfg.eval.out_dir, "eval.features.cache_dir": cfg.eval.features.cache_dir})
     problems += [] if problems else window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
     try:
         subjects = LebelDataset(cfg.data.root, cfg.data).subjects()

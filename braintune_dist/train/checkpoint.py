@@ -105,7 +105,7 @@ def read_model_file(directory: str | os.PathLike, mmap: bool = False) -> dict[st
 
 def check_base(payload: dict[str, Any], directory: str | os.PathLike) -> str:
     """The pretrained base folder a checkpoint was tuned from ('' = random init); raise if it is gone."""
-    base = payload["config"]["model"].get("pretrained", "")
+    base = ((payload.get("config") or {}).get("model") or {}).get("pretrained", "")
     if base and not Path(base).is_dir():
         raise CheckpointError(f"{directory}: its base model {base} (fit.model.pretrained when it was trained) is "
                               "gone; the checkpoint stores only the tuned weights: restore that folder")
