@@ -1,5 +1,5 @@
-"""The demo's claim at small size: brain-tuning raises held-out-participant semantic alignment, and puts
-the semantic category of what is heard into the model's features.
+"""The demo's claim at small size: brain-tuning raises held-out-participant semantic alignment; the
+category of what is heard is decodable from the tuned features (the tuning's own effect on that probe is noise).
 
 Simulated dataset (known ground truth) → shards → phone pretraining of the tiny wav2vec2 → multi-participant
 brain-tuning on a real local Ray (2 workers, DDP) → alignment of the participant never tuned on, untuned
@@ -64,8 +64,12 @@ def test_tuning_raises_held_out_semantic_alignment(ray_local, tmp_path):
     tuned_layers = [r["layer"] for r in rows if r["target"] == "category" and r["layer"] != 0]   # 0: CNN, no LoRA
     gain = {t: sum(r["diff"] for r in rows if r["target"] == t and r["layer"] in tuned_layers) / len(tuned_layers)
             for t in ("category", "word")}
-    # measured (training seeds 122 / 7), mean over the LoRA layers: category +0.004 / +0.006 (chance 1/8;
-    # per-layer 95 % CIs include 0 at this size, except seed 7's last layer [+0.003, +0.029]); word identity
-    # -0.004 / -0.002. Small: 256 content words in 5 training stories leave few repeats per word.
-    assert gain["category"] > 0.0, (gain, rows)
-    assert gain["category"] > gain["word"], (gain, rows)     # tuning added the category, not word identity
+    # measured, mean over the LoRA layers: category +0.004 / +0.006 (training seeds 122 / 7, stage simulator),
+    # -0.005 and a pass in two suite runs on the surface simulator; word identity -0.002 to -0.004. At this size the
+    # tuning's effect on the category probe is within run-to-run noise, so only the probes' level is asserted:
+    # the category being heard is decodable well above chance (1/8) from the tuned model's last layer
+    # (measured 0.32-0.34), and tuning did not cost word identity more than noise.
+    last = max(tuned_layers)
+    cat = next(r for r in rows if r["target"] == "category" and r["layer"] == last)
+    assert cat["mean_a"] > 0.2, (cat, rows)
+    assert gain["word"] > -0.02, (gain, rows)
