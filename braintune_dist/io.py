@@ -106,21 +106,26 @@ def _umask() -> int:
     return mask
 
 
+def sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in 8 MiB chunks."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 _DIGESTS: dict[tuple, str] = {}
 
 
 def file_digest(path: str | os.PathLike, n_hex: int = 16) -> str:
     """sha256 of a file's bytes (first ``n_hex`` hex digits), remembered per (path, size, mtime) in this process:
     the content key of caches built from the file."""
-    import hashlib
     st = os.stat(path)
     memo = (str(path), st.st_size, st.st_mtime_ns)
     if memo not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _DIGESTS[memo] = h.hexdigest()
+        _DIGESTS[memo] = sha256_file(path)
     return _DIGESTS[memo][:n_hex]
 
 

@@ -144,7 +144,7 @@ class Tracker:
         except SystemExit as exc:
             status = "FINISHED" if exc.code in (0, None) else "FAILED"
             raise
-        except BaseException:             # a traceback (or SystemExit from a failed step) is a failed run
+        except BaseException:             # a traceback is a failed run
             status = "FAILED"
             raise
         finally:

@@ -34,9 +34,16 @@ def stale_inputs(recorded: dict | None, ds: LebelDataset, what: Path) -> list[st
         now = input_fingerprint(ds, subjects, stories)
     except Exception as exc:                                 # DatasetError: a file it was built from is gone
         return [f"{what} was built from files that {ds.root} lacks ({exc})"]
-    differ = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
-    if not differ:
+    shown = differences(recorded, now, limit=4)
+    if not shown:
         return []
-    shown = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
     return [f"{what} was written from other data than {ds.root}: {shown} differ "
             "(delete it, or set prepare.shard.overwrite true to rewrite)"]
+
+
+def differences(old: dict, new: dict, limit: int, show=lambda key, a, b: key) -> str:
+    """The keys of two flat dicts whose values differ, sorted, as ``show(key, old value, new value)`` joined by
+    commas, at most ``limit`` of them and then how many more; '' when they agree."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(show(k, old.get(k, "(none)"), new.get(k, "(none)")) for k in keys[:limit]) + \
+        (f" and {len(keys) - limit} more" if len(keys) > limit else "")

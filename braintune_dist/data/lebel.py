@@ -164,6 +164,12 @@ class LebelDataset:
     def audio_path(self, story: str) -> Path:
         return self.root / "stimuli" / f"{story}.wav"
 
+    def _audio_file(self, story: str) -> Path:
+        path = self.audio_path(story)
+        if not path.is_file():
+            raise DatasetError(f"missing audio for story {story!r}: {path}")
+        return path
+
     def textgrid_path(self, story: str) -> Path:
         return self.deriv / "TextGrids" / f"{story}.TextGrid"
 
@@ -253,11 +259,11 @@ class LebelDataset:
                 f"TRs, and hf5 rows must number n_trs - 20 = {n_expected} (TR grid of n_trs - 5 triggers, trimmed "
                 f"[10:-5]). If the hf5 file is right, set {story!r} to {arr.shape[-2] + 20} in "
                 f"{self.deriv / 'respdict.json'}; otherwise the file comes from another preprocessing")
-        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
-        big = np.abs(arr) > self.cfg.max_abs_response
-        if big.any():
-            j = int(np.flatnonzero(big.reshape(-1, arr.shape[-1]).any(axis=0))[0])
-            raise DatasetError(f"{path}: '{key}' holds {np.abs(arr).max():.3g} (voxel {j}); responses are z-scores, "
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0, copy=False)
+        peak = max(float(arr.max()), -float(arr.min())) if arr.size else 0.0     # no |arr| copy of a GB array
+        if peak > self.cfg.max_abs_response:
+            j = int(np.flatnonzero((np.abs(arr) > self.cfg.max_abs_response).reshape(-1, arr.shape[-1]).any(axis=0))[0])
+            raise DatasetError(f"{path}: '{key}' holds {peak:.3g} (voxel {j}); responses are z-scores, "
                                f"beyond data.max_abs_response = {self.cfg.max_abs_response:g} is a preprocessing error")
         return arr
 
@@ -305,9 +311,7 @@ class LebelDataset:
         the TR grid (``audio_tolerance`` seconds).
         """
         import soundfile as sf
-        path = self.audio_path(story)
-        if not path.is_file():
-            raise DatasetError(f"missing audio for story {story!r}: {path}")
+        path = self._audio_file(story)
         try:
             wav, sr = sf.read(path, dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as exc:
@@ -324,17 +328,12 @@ class LebelDataset:
 
     def audio_digest(self, story: str) -> str:
         """Content hash of the story's audio file (16 hex digits): what feature caches are keyed by."""
-        path = self.audio_path(story)
-        if not path.is_file():
-            raise DatasetError(f"missing audio for story {story!r}: {path}")
-        return file_digest(path)
+        return file_digest(self._audio_file(story))
 
     def check_audio(self, story: str) -> None:
         """The length check of ``load_audio`` from the file header alone (no decoding)."""
         import soundfile as sf
-        path = self.audio_path(story)
-        if not path.is_file():
-            raise DatasetError(f"missing audio for story {story!r}: {path}")
+        path = self._audio_file(story)
         try:
             info = sf.info(str(path))
         except (RuntimeError, sf.LibsndfileError) as exc:

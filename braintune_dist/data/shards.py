@@ -55,7 +55,7 @@ from braintune_dist.config import parse_cli, to_dict
 from braintune_dist.data.fingerprint import input_fingerprint
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, DatasetError, LebelDataset
 from braintune_dist.errors import OutputExistsError, UserError
-from braintune_dist.io import TMP_MARK, atomic_path
+from braintune_dist.io import TMP_MARK, atomic_path, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -99,15 +99,6 @@ class ShardConfig:
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path, fsync=True) as tmp:
         tmp.write_bytes(data)
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    """Hex sha256 of a file, read in 8 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsl(flat: np.ndarray, size: int) -> pa.FixedSizeListArray:

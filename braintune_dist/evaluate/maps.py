@@ -151,7 +151,8 @@ def brain_maps(space: CommonSpace, scores: dict, best: dict, ceiling_threshold: 
 
     Returns
     -------
-    maps : name → {'values': (n_vertices,), 'files': [paths], 'kind': 'rnorm' | 'r' | 'diff'}
+    maps : name → {'values': (n_vertices,), 'per_hemi': {hemisphere: (n_per_hemi,)}, 'files': [paths],
+        'kind': 'rnorm' | 'r' | 'diff', 'layer'}
     """
     surface = load_surface(space.surface)
     out = Path(out_dir)
@@ -175,7 +176,7 @@ def brain_maps(space: CommonSpace, scores: dict, best: dict, ceiling_threshold: 
                     layer=(best[model], best[ref]))
     for name, m in maps.items():
         folder, kind = name.rsplit("/", 1)
-        per_hemi = on_surface(space, m["values"], surface)
+        m["per_hemi"] = per_hemi = on_surface(space, m["values"], surface)
         m["files"] = [str(write_gifti(out / _safe(folder) / f"{kind}_hemi-{HEMI_TAG[h]}.func.gii", per_hemi[h], h,
                                       f"{folder} {kind}")) for h in HEMIS]
     log(f"[maps] {len(maps)} per-vertex maps on {surface.name} (GIfTI, both hemispheres) in {out}")

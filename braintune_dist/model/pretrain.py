@@ -27,6 +27,7 @@ import torch
 from jsonargparse.typing import PositiveFloat, PositiveInt
 from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.data.fingerprint import differences
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, LebelDataset
 from braintune_dist.errors import UserError
 from braintune_dist.io import atomic_dir, file_digest
@@ -139,13 +140,6 @@ def _fingerprint(cfg: PretrainConfig, data: DataConfig) -> dict:
     return d
 
 
-def _differences(old: dict, new: dict) -> str:
-    a, b = flatten(old), flatten(new)
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k}: {a.get(k, '(none)')} → {b.get(k, '(none)')}" for k in keys[:5]) + \
-        (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-
 def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
     """Train on the training stories of ``data`` (their audio and TextGrid phones; the validation stories score
     accuracy) and write the checkpoint (atomically: temp directory, then rename); returns ``out``.
@@ -166,7 +160,7 @@ def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
             log(f"[pretrain] reusing {out} (same config and data; val phone accuracy {old['val_accuracy']:.2f})")
             return out
         raise PretrainError(f"{out} holds a checkpoint pretrained with another config or data "
-                            f"({_differences(old.get('fingerprint') or {}, now)}); set "
+                            f"({differences(flatten(old.get('fingerprint') or {}), flatten(now), 5, lambda k, a, b: f'{k}: {a} → {b}')}); set "
                             f"--pretrain.overwrite true or choose another --pretrain.out")
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).is_file() and not cfg.overwrite:
         raise PretrainError(f"{out} exists and is not a pretraining checkpoint; choose another out")

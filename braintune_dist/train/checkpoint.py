@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from braintune_dist.io import atomic_path, write_text
+from braintune_dist.io import atomic_path, sha256_file, write_text
 from braintune_dist.model.backbone import Backbone, ModelConfig
 from braintune_dist.config import from_dict
 from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
@@ -62,7 +62,7 @@ def mark_complete(directory: Path) -> None:
     same-size damage of the weights shows only in the checksum)."""
     sizes = sorted((p.relative_to(directory).as_posix(), p.stat().st_size)
                    for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
-    digest = hashlib.sha256((directory / MODEL_FILE).read_bytes()).hexdigest()
+    digest = sha256_file(directory / MODEL_FILE)
     write_text(directory / MARKER, "".join(f"{size} {name}\n" for name, size in sizes) + f"sha256 {digest} {MODEL_FILE}\n")
 
 
@@ -81,7 +81,7 @@ def check_complete(directory: str | os.PathLike) -> Path:
         size, _, name = line.partition(" ")
         if size == "sha256":
             digest, _, name = name.partition(" ")
-            if hashlib.sha256((d / name).read_bytes()).hexdigest() != digest:
+            if sha256_file(d / name) != digest:
                 raise CheckpointError(f"damaged checkpoint {d}: {name} does not match its sha256 in {MARKER}")
             continue
         if not size.isdigit():                     # "ok": a marker of the first format, without sizes

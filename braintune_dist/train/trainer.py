@@ -6,6 +6,7 @@ The schedule's total step count is computed here from the exact epoch size in th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -101,6 +102,7 @@ class NonFiniteLossError(UserError):
     """The training loss became inf/NaN: bad data or an unstable optimiser, not a bug to retry."""
 
 
+@functools.lru_cache(maxsize=1)
 def _trainer_class():
     from ray.train.torch import TorchTrainer
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from braintune_dist.data.lebel import SAMPLE_RATE
+from braintune_dist.data.simulate.placement import smooth
 from braintune_dist.data.textgrid import Interval
 from braintune_dist.data.voxels import zscore
 
@@ -178,7 +179,6 @@ def make_common_space(rng: np.random.Generator, region: np.ndarray, dims: dict[s
     patches, fwhm_mm : surface patches (``placement.place``) within which weights, SNRs and preferred
         categories vary smoothly (Gaussian kernel of this FWHM); None = independent vertices
     """
-    from braintune_dist.data.simulate.placement import smooth
     patches = patches or []
     n_vertices = len(region)
     n_cat = len(centroids)
