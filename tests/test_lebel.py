@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset, TEST_STORY
+from braintune_dist.data.validate import validate
 from layouts import build_real_layout  # tests/ is on sys.path (pytest rootdir import)
 
 
@@ -26,7 +27,7 @@ def test_reads_real_layout(real_root):
     tg = ds.load_textgrid("alpha")
     assert [iv.text for iv in tg.tier("words").labelled()] == ["hello", "world"]
     assert tg.tier("phone").intervals[0].text == "HH"
-    summary = ds.validate()
+    summary = validate(ds)
     assert summary["subjects"]["UTS02"] == dict(n_voxels=5, n_stories=3, n_rows=20 + 16 + 10, n_repeats=3)
 
 

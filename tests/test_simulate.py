@@ -9,6 +9,7 @@ import soundfile as sf
 
 from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import TEST_STORY, LebelDataset
+from braintune_dist.data.validate import validate
 from braintune_dist.data.simulate import SimConfig, main, simulate
 
 TINY = dict(participants=2, stories=3, trs_per_story=40, n_vertices=120, n_repeats=3, seed=7)
@@ -29,7 +30,7 @@ def _raw(root, sub, story, key="data"):
 
 
 def test_reader_validates(root):
-    summary = LebelDataset(root).validate()
+    summary = validate(LebelDataset(root))
     assert sorted(summary["subjects"]) == ["sim01", "sim02"]
     assert summary["stories"] == ["story01", "story02", "story03", TEST_STORY]
     for s in summary["subjects"].values():

@@ -58,5 +58,5 @@ def test_errors_name_source():
         parse_textgrid("hello", source="x.TextGrid")
     with pytest.raises(TextGridError, match="y.TextGrid: malformed TextGrid"):
         parse_textgrid(SHORT[: SHORT.index('"word"')], source="y.TextGrid")
-    with pytest.raises(KeyError, match="no tier named 'syllables'"):
+    with pytest.raises(TextGridError, match="no tier named 'syllables'"):
         parse_textgrid(SHORT).tier("syllables")

@@ -236,6 +236,18 @@ def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(sim_shards, tmp_path
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["KILLED"], [(r.info.run_name, r.info.status) for r in runs]
+    killed, kept = runs[0].info.run_id, checkpoints_registered(tmp_path / "ray" / "sigint")
+    # the rerun it suggests resumes Ray Train's checkpoints and reopens the same MLflow run, which now finishes;
+    # one more epoch than were kept (the remaining 20 would take minutes here)
+    done = subprocess.run([sys.executable, "jobs/multi_brain.py", "--config", str(tmp_path / "job.yaml"),
+                           "--fit.train.epochs", str(kept + 1)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"resuming MLflow parent run {killed}" in done.stdout, done.stdout[-3000:]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(killed, "FINISHED")]
+    history = client.get_metric_history(killed, "epoch.train_loss")
+    assert sorted({m.step for m in history}) == list(range(kept + 1))    # one history, every epoch in it
+    assert client.get_metric_history(killed, "epoch.start_epoch")[-1].value == kept   # the rerun did not start over
 
 
 def test_non_finite_loss_stops_the_run_with_an_error(ray_local, sim_shards, tmp_path):

@@ -141,21 +141,31 @@ class LebelDataset:
             raise DatasetError(f"unknown subject {subject!r}: no folder {d}")
         return sorted(p.stem for p in d.glob("*.hf5"))
 
-    def split(self) -> dict[str, list[str]]:
-        """``{'train': [...], 'val': [...], 'test': [story]}`` for the configured subjects.
+    def split(self, mode: str = "shared", subjects: list[str] | None = None) -> dict[str, list[str]]:
+        """``{'train': [...], 'val': [...], 'test': [story]}`` for ``subjects`` (default: the configured ones).
 
-        Stories named in the config must exist for every subject; the default training set is
-        every story all subjects share minus validation and test stories.
+        mode 'shared': the default training set is every story all subjects heard, minus validation and test
+        stories, and a story named in the config must exist for every subject. mode 'union': every story any
+        subject heard (absent listeners are masked in training); a named story needs one listener.
         """
-        subs = self.subjects()
-        shared = set.intersection(*(set(self.stories(s)) for s in subs)) if subs else set()
+        subs = subjects or self.subjects()
+        heard = [set(self.stories(s)) for s in subs]
+        pool = (set.intersection if mode == "shared" else set.union)(*heard) if heard else set()
         test, val = self.cfg.test_story, list(self.cfg.val_stories)
-        train = list(self.cfg.train_stories) or sorted(shared - set(val) - {test})
-        for s in train + val + [test]:
-            for sub in subs:
-                if not self.response_path(sub, s).is_file():
-                    raise DatasetError(f"story {s!r} missing for subject {sub}: {self.response_path(sub, s)}")
-        return {"train": train, "val": val, "test": [test]}
+        train = list(self.cfg.train_stories) or sorted(pool - set(val) - {test})
+        if not train:
+            raise DatasetError(f"no training stories: data.val_stories {val} and data.test_story {test!r} take every "
+                               f"story {'all' if mode == 'shared' else 'any'} of {subs} heard ({sorted(pool)}) in "
+                               f"{self.resp_dir}; name fewer validation stories or set data.train_stories")
+        split = {"train": train, "val": val, "test": [test]}
+        for name, s in ((name, s) for name, stories in split.items() for s in stories):
+            deaf = [sub for sub, h in zip(subs, heard) if s not in h]
+            if mode == "shared" and deaf:
+                raise DatasetError(f"{name} story {s!r} missing for subject {deaf[0]}: {self.response_path(deaf[0], s)}")
+            if len(deaf) == len(subs):
+                raise DatasetError(f"{name} story {s!r}: no participant has it (expected e.g. "
+                                   f"{self.response_path(subs[0], s)})")
+        return split
 
     # ------------------------------------------------------------------ paths
     def response_path(self, subject: str, story: str) -> Path:
@@ -248,6 +258,8 @@ class LebelDataset:
             arr = np.asarray(f[key], dtype=np.float32)
         if arr.ndim != ndim:
             raise DatasetError(f"{path}: '{key}' has shape {arr.shape}, expected {ndim} dimensions")
+        if arr.shape[-1] == 0:
+            raise DatasetError(f"{path}: '{key}' has shape {arr.shape}: no voxels")
         if arr.size and np.isnan(arr).all():
             raise DatasetError(f"{path}: '{key}' is all NaN")
         # the reference loaders' rule: n_trs - 5 simulated triggers, features trimmed [10:-5], the hf5 rows
@@ -316,7 +328,13 @@ class LebelDataset:
             wav, sr = sf.read(path, dtype="float32", always_2d=True)
         except (RuntimeError, sf.LibsndfileError) as exc:
             raise DatasetError(f"{path}: unreadable audio ({exc})") from None
-        wav = wav.mean(axis=1)
+        mono = wav.mean(axis=1)
+        kept = float(np.sqrt(np.mean(mono ** 2))) / max(float(np.sqrt(np.mean(wav ** 2))), 1e-12)
+        if wav.shape[1] > 1 and kept < 0.1:          # channels in opposite phase average to (near) silence
+            warnings.warn(f"{path}: its {wav.shape[1]} channels cancel when averaged to mono (the downmix keeps "
+                          f"{100 * kept:.1f}% of their RMS; opposite phase?): the models hear near silence. "
+                          "Convert the file to mono from one channel (sox IN OUT remix 1)", stacklevel=2)
+        wav = mono
         if sr != SAMPLE_RATE:
             from math import gcd
             from scipy.signal import resample_poly
@@ -364,34 +382,3 @@ class LebelDataset:
             raise DatasetError(str(exc)) from None
 
     # ------------------------------------------------------------------ validation
-    def validate(self, subjects: list[str] | None = None, stories: list[str] | None = None,
-                 check_audio: bool = True) -> dict:
-        """Read every (subject, story) once and return a summary; raises ``DatasetError`` on the first problem.
-
-        Returns
-        -------
-        summary : dict
-            ``{'subjects': {sub: {'n_voxels', 'n_stories', 'n_rows', 'n_repeats'}}, 'stories': [...],
-            'tr_reports': [stories timed by TR reports], 'audio_seconds': float}``
-        """
-        subjects = subjects or self.subjects()
-        split = self.split()
-        stories = stories or sorted(set(split["train"] + split["val"] + split["test"]))
-        summary: dict = {"subjects": {}, "stories": stories, "audio_seconds": 0.0}
-        for sub in subjects:
-            n_vox, n_rows = None, 0
-            for story in stories:
-                Y = self.load_responses(sub, story)
-                if n_vox is not None and Y.shape[1] != n_vox:
-                    raise DatasetError(f"{self.response_path(sub, story)}: {Y.shape[1]} voxels, "
-                                       f"other stories of {sub} have {n_vox}")
-                n_vox, n_rows = Y.shape[1], n_rows + Y.shape[0]
-            n_rep = self.load_repeats(sub).shape[0] if self.cfg.test_story in stories else 0
-            summary["subjects"][sub] = dict(n_voxels=n_vox, n_stories=len(stories), n_rows=n_rows, n_repeats=n_rep)
-        summary["tr_reports"] = [s for s in stories if self._report(s) is not None]   # the rest: the 2.0 s grid
-        if check_audio:
-            for story in stories:
-                summary["audio_seconds"] += len(self.load_audio(story)) / SAMPLE_RATE
-                self.load_textgrid(story)
-        return summary
-

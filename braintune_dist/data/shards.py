@@ -136,24 +136,6 @@ def cut_windows(wav: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------------- story split
-def story_split(ds: LebelDataset, subjects: list[str], mode: str) -> dict[str, list[str]]:
-    """``{'train', 'val', 'test'} → stories``; every named story must be heard by ≥ 1 participant."""
-    if mode == "shared":
-        return ds.split()
-    heard = {sub: set(ds.stories(sub)) for sub in subjects}
-    union = set().union(*heard.values()) if heard else set()
-    val, test = list(ds.cfg.val_stories), ds.cfg.test_story
-    train = list(ds.cfg.train_stories) or sorted(union - set(val) - {test})
-    split = {"train": train, "val": val, "test": [test]}
-    for name, stories in split.items():
-        for s in stories:
-            if s not in union:
-                raise DatasetError(f"{name} story {s!r}: no participant has it "
-                                   f"(expected e.g. {ds.response_path(subjects[0], s)})")
-    return split
-
-
 # --------------------------------------------------------------------------- writer
 class _ShardSink:
     """Collects per-story tables of one split and writes ``rows_per_shard``-row files atomically."""
@@ -239,7 +221,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
     for sub in subjects:                        # subject names become column names
         if not re.fullmatch(r"[A-Za-z0-9_-]+", sub):
             raise DatasetError(f"{ds.resp_dir / sub}: participant name must match [A-Za-z0-9_-]+")
-    split = story_split(ds, subjects, cfg.stories)
+    split = ds.split(cfg.stories, subjects)
     named = [s for name in cfg.splits for s in split[name]]
     if len(named) != len(set(named)):
         raise DatasetError(f"a story is in two splits or listed twice: {split} (DataConfig train/val/test)")

@@ -34,7 +34,8 @@ import pyarrow as pa
 
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from braintune_dist.data.lebel import DatasetError
-from braintune_dist.data.shards import MANIFEST, SCHEMA_VERSION, sha256_file
+from braintune_dist.data.shards import COVERAGE, MANIFEST, SCHEMA_VERSION
+from braintune_dist.io import sha256_file
 
 
 @dataclass
@@ -113,7 +114,53 @@ def load_manifest(shard_dir: str | Path) -> dict:
     if m.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(f"{path}: schema_version {m.get('schema_version')!r}, this reader needs "
                            f"{SCHEMA_VERSION} (rewrite the shards)")
+    problem = manifest_problem(m, Path(shard_dir))
+    if problem:
+        raise DatasetError(f"{path}: {problem} (edited or damaged; rewrite the shards)")
     return m
+
+
+# manifest field → the type every reader relies on
+_FIELDS = dict(subjects=list, subject_info=dict, n_vertices=int, window_samples=int, sample_rate=int, tr=(int, float),
+               splits=dict, stories=dict, rows=dict, shards=list, spaces=list, coverage=dict)
+
+
+def manifest_problem(m: dict, shard_dir: Path) -> str:
+    """What in a parsed manifest disagrees with its types or with the files it describes ('' = nothing): the
+    Parquet schema of its first shard (audio width, per-participant columns) and ``coverage.npy``'s shape."""
+    import pyarrow.parquet as pq
+    for name, kind in _FIELDS.items():
+        value = m.get(name)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"field {name!r} is {value!r}, expected {getattr(kind, '__name__', 'a number')}"
+    subjects = m["subjects"]
+    if not subjects or any(s not in m["subject_info"] for s in subjects):
+        return f"subjects {subjects} must be non-empty and each in subject_info"
+    for sh in m["shards"]:
+        if not isinstance(sh, dict) or {"file", "rows", "bytes", "sha256", "split"} - set(sh):
+            return f"shard entry {sh!r} lacks file, rows, bytes, sha256 or split"
+    for split, n in m["rows"].items():
+        if n != sum(sh["rows"] for sh in m["shards"] if sh["split"] == split):
+            return f"rows[{split!r}] = {n!r} is not the sum of its shards' rows"
+    if COVERAGE in {m["coverage"].get("file")} and (shard_dir / COVERAGE).is_file():
+        shape = np.load(shard_dir / COVERAGE, mmap_mode="r").shape
+        if shape != (len(subjects), m["n_vertices"]):
+            return (f"{len(subjects)} subjects × n_vertices {m['n_vertices']}, but {shard_dir / COVERAGE} is "
+                    f"{shape[0]} × {shape[1]}")
+    first = shard_dir / m["shards"][0]["file"] if m["shards"] else None
+    if first is not None and first.is_file() and first.stat().st_size == m["shards"][0]["bytes"]:
+        try:                                     # a damaged shard is verify_shards' to name
+            schema = pq.read_schema(first)
+        except (pa.ArrowInvalid, OSError):
+            return ""
+        audio = schema.field("audio").type if "audio" in schema.names else None
+        if getattr(audio, "list_size", None) != m["window_samples"]:
+            return f"window_samples {m['window_samples']}, but {m['shards'][0]['file']} holds audio of type {audio}"
+        space_cols = {"common": "common_", "voxel": "voxel_"}
+        missing = [p + s for sp, p in space_cols.items() if sp in m["spaces"] for s in subjects if p + s not in schema.names]
+        if missing:
+            return f"subjects and spaces name columns {missing} that {m['shards'][0]['file']} does not have"
+    return ""
 
 
 _VERIFIED: dict[str, tuple[int, int, str]] = {}

@@ -59,6 +59,8 @@ class TextGrid:
     xmin: float
     xmax: float
     tiers: list[Tier]
+    source: str = field(default="", compare=False)
+    """The file it was read from (named in errors)."""
 
     def tier(self, name: str) -> Tier:
         """Tier by name (case-insensitive, 'phone' matches 'phones'), else by LeBel position."""
@@ -67,9 +69,11 @@ class TextGrid:
             if t.name.lower().rstrip("s") == want:
                 return t
         position = {"phone": 0, "word": 1}.get(want)
-        if position is not None and position < len(self.tiers):
+        # LeBel's unnamed tiers by position, but never a tier that is named as the other kind
+        if position is not None and position < len(self.tiers) and \
+                self.tiers[position].name.lower().rstrip("s") not in ("phone", "word"):
             return self.tiers[position]
-        raise KeyError(f"no tier named {name!r} (tiers: {[t.name for t in self.tiers]})")
+        raise TextGridError(f"{self.source or 'TextGrid'}: no tier named {name!r} (tiers: {[t.name for t in self.tiers]})")
 
 
 _HEADING = re.compile(r"^\s*(item|intervals|points)\s*\[\s*\d*\s*\]\s*:")
@@ -126,7 +130,7 @@ def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
         if isinstance(exc, TextGridError):
             raise
         raise TextGridError(f"{source}: malformed TextGrid ({exc.__class__.__name__}: {exc})") from None
-    return TextGrid(xmin, xmax, tiers)
+    return TextGrid(xmin, xmax, tiers, source)
 
 
 def read_textgrid(path: str | os.PathLike) -> TextGrid:

@@ -14,6 +14,7 @@ from braintune_dist.io import atomic_path
 from braintune_dist.jobs.launch import connect_ray
 from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.data.validate import check_tiers
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.compute import ComputeSettings
@@ -153,21 +154,38 @@ def check_config(cfg: AnalyzeConfig) -> None:
             raise ConfigError(f"AnalyzeConfig.{name}={value!r}: {why}")
 
 
+def tier_readers(cfg: AnalyzeConfig) -> dict[str, list[str]]:
+    """TextGrid tier ('words', 'phones') → the settings of this analysis that read it."""
+    tier_of = {"word_rate": "words", "word_rate_mid": "words", "categories": "words", "phone_rate": "phones"}
+    readers: dict[str, list[str]] = {}
+    for space in cfg.residual.spaces if cfg.residual.enabled else []:
+        if space in tier_of:
+            readers.setdefault(tier_of[space], []).append(f"residual.spaces {space}")
+    for target in cfg.probes.targets if cfg.probes.enabled else []:
+        if target != "acoustic":                     # every label probe aligns its samples to the words
+            readers.setdefault("words", []).append(f"probes.targets {target}")
+        if target == "phone":
+            readers.setdefault("phones", []).append("probes.targets phone")
+    return readers
+
+
 def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
     """Run every analysis; returns the tables (name → rows) also written to ``cfg.out_dir``."""
     check_config(cfg)
     ds = LebelDataset(cfg.data.root, cfg.data)
     models, tuned_on = load_models(cfg)
-    if cfg.compute.runner != "local":                  # after the input checks: bad input fails fast
-        connect_ray(cfg.compute.address)
     everyone = ds.subjects()
     subjects = list(cfg.subjects) or [s for s in everyone if s not in tuned_on] or everyone
     train = list(cfg.train_stories) or ds.split()["train"]
+    stories = list(dict.fromkeys(train + [ds.cfg.test_story] + list(cfg.probes.test_stories)))
+    for tier, readers in tier_readers(cfg).items():
+        check_tiers(ds, stories, [tier], f"analyze's {', '.join(readers)}")
     space = find_common_space(ds.root, cfg.common_space, subjects)
+    if cfg.compute.runner != "local":                  # after the input checks: bad input fails fast
+        connect_ray(cfg.compute.address)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     features = with_cache(cfg.features, cfg.out_dir)     # every analysis reads the same cached windows
-    stories = list(dict.fromkeys(train + [ds.cfg.test_story] + list(cfg.probes.test_stories)))
     sources, _ = featurize(ds, models, stories, features, cfg.compute, log)
     tables, figures = _analyse(cfg, ds, sources, subjects, train, space, features, log)
     import matplotlib.pyplot as plt

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from braintune_dist.model.backbone import ModelConfig
-from braintune_dist.config import to_dict
+from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.evaluate.report import EvalSettings, alignment_report
 from braintune_dist.jobs.launch import connect_ray
@@ -35,14 +35,17 @@ class EvaluateConfig:
     run_name: str = "evaluate"
     """MLflow run name."""
 
+    def __post_init__(self):
+        if not self.checkpoints and not self.include_untuned:
+            raise ConfigError("nothing to evaluate: checkpoints is empty and include_untuned is false (name "
+                              "checkpoint folders in checkpoints, or set include_untuned true)")
+
 
 def run(cfg: EvaluateConfig, log=print) -> list[dict]:
     preflight_evaluate(cfg, log)
     ds = LebelDataset(cfg.data.root, cfg.data)
     models = [ModelSpec("untuned", cfg.model)] if cfg.include_untuned else []
     models += [ModelSpec(Path(check_complete(ck)).name, cfg.model, ck) for ck in cfg.checkpoints]
-    if not models:
-        raise ValueError("nothing to evaluate: give checkpoints or set include_untuned: true")
     subjects = list(cfg.eval.subjects) or ds.subjects()
     if cfg.eval.compute.runner != "local":            # after every input check: bad input fails fast
         connect_ray(cfg.eval.compute.address)

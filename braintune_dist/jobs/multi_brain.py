@@ -17,6 +17,7 @@ from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.stream import load_manifest
 from braintune_dist.errors import note_saved
 from braintune_dist.evaluate.report import EvalSettings, alignment_report, seed_report
+from braintune_dist.jobs.grid import PARENT_FILE, experiment_dir, open_parent, save_parent
 from braintune_dist.jobs.import_whisper import ImportSettings, with_imported
 from braintune_dist.jobs.prepare_data import PrepareSettings, prepare
 from braintune_dist.jobs.preflight import PreflightSettings, preflight
@@ -97,10 +98,18 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
     seeds = list(cfg.seeds)
     note_saved(f"checkpoints of every epoch under {Path(fit.ray.storage_path) / name}"
                f"{'-s<seed>' if seeds else ''}: rerun with --fit.ray.run_name {name} to resume from them")
-    with tracker.start(name, params=to_dict(cfg), tags={"job": "multi_brain"}) as tr:
+    # a rerun under the same run_name resumes Ray Train's checkpoints and reopens the same MLflow run
+    storage, exp_dir = experiment_dir(fit.ray.storage_path, name)
+    local = "://" not in storage
+    resumed = bool(fit.ray.run_name) and local and (exp_dir / PARENT_FILE).is_file()
+    with open_parent(tracker, name, exp_dir, resumed, to_dict(cfg), {"job": "multi_brain"}, log) as tr:
+        if local:
+            save_parent(exp_dir, tr.run_id)
         tr.log_text(json.dumps(run_manifest(to_dict(cfg), fit.shards), indent=1), "run_manifest.json")
-        tr.log_params({"plan.participants": ",".join(p["participants"]), "plan.n_participants": len(p["participants"]),
-                       "plan.train_rows": p["train_rows"], "plan.total_steps": p["total_steps"]})
+        if not resumed:                             # MLflow refuses a param logged again with another value
+            tr.log_params({"plan.participants": ",".join(p["participants"]),
+                           "plan.n_participants": len(p["participants"]), "plan.train_rows": p["train_rows"],
+                           "plan.total_steps": p["total_steps"]})
         fits = []                                   # (label, result, best checkpoint)
         if not seeds:
             fits.append(("brain-tuned", *_fit_one(fit, name, p, tr, log)))
@@ -108,7 +117,9 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
             log(f"[train] seed {seed} ({len(fits) + 1}/{len(seeds)})")
             fs = dataclasses.replace(fit, train=dataclasses.replace(fit.train, seed=seed))
             child = Tracker(fit.tracking)
-            with child.start(f"{name}-s{seed}", nested=True, tags={"job": "multi_brain", "seed": str(seed)}):
+            earlier = tr.run_id and child.find_run(seed=str(seed), **{"mlflow.parentRunId": tr.run_id})
+            with child.start(f"{name}-s{seed}", nested=True, tags={"job": "multi_brain", "seed": str(seed)},
+                             run_id=earlier or None, end=True):
                 fits.append((f"brain-tuned-s{seed}", *_fit_one(fs, f"{name}-s{seed}", p, child, log)))
         rows = []
         if cfg.eval.enabled:

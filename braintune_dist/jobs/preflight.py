@@ -133,6 +133,10 @@ def dataset_problems(cfg) -> list[str]:
         bad = [s for s in stories if s not in heard]
         if bad:
             out.append(f"{name}: {bad} has no <story>.hf5 for any participant in {where}")
+    if not fit.data.train_stories and heard and not heard - set(fit.data.val_stories) - {fit.data.test_story}:
+        out.append(f"fit.data.val_stories: {fit.data.val_stories} and fit.data.test_story {fit.data.test_story!r} "
+                   f"take every story in {where}: no training stories left (name fewer validation stories, or "
+                   "set fit.data.train_stories)")
     return out
 
 

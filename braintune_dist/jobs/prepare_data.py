@@ -16,6 +16,7 @@ from braintune_dist.data.fingerprint import stale_inputs
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, write_shards
 from braintune_dist.data.simulate import SimConfig, simulate
+from braintune_dist.data.validate import validate
 from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, load_manifest, make_dataset, summarize
 from braintune_dist.data.voxels import find_common_space
 
@@ -112,15 +113,18 @@ def prepare(data: DataConfig, shards: str, settings: PrepareSettings, stream: St
     one epoch of the training shards also goes through Ray Data (Ray must be connected)."""
     ds = ensure_dataset(data, settings, log)
     t = time.time()
-    summary = ds.validate()
-    split = ds.split()
+    summary = validate(ds, mode=settings.shard.stories)       # the split the shards are written with
+    split = summary["split"]
     log(f"[validate] {len(summary['subjects'])} participants, {len(summary['stories'])} stories "
         f"({summary['audio_seconds'] / 60:.1f} min of audio) in {time.time() - t:.1f} s; split: "
         f"{len(split['train'])} train, {len(split['val'])} val, test '{split['test'][0]}'; TR times from "
         + (f"reports for {len(summary['tr_reports'])} of {len(summary['stories'])} stories" if summary["tr_reports"]
            else f"the {data.tr} s grid"))
     for sub, info in summary["subjects"].items():
-        log(f"  {sub}: {info['n_voxels']} voxels, {info['n_rows']} TRs, {info['n_repeats']} test repeats")
+        missed = summary["lacking"].get(sub)
+        log(f"  {sub}: {info['n_voxels']} voxels, {info['n_rows']} TRs of {info['n_stories']} stories, "
+            f"{info['n_repeats']} test repeats" + (f"; did not hear {', '.join(missed)} (masked in training)"
+                                                   if missed else ""))
     ceil = ceiling_report(ds, settings.nc_threshold, settings.shard.common_space)
     log(f"[noise ceiling] median cc_max and share of voxels above {settings.nc_threshold}:")
     for r in ceil:

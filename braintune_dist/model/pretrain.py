@@ -28,6 +28,7 @@ from jsonargparse.typing import PositiveFloat, PositiveInt
 from braintune_dist.model.backbone import ModelConfig, build_backbone
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.fingerprint import differences
+from braintune_dist.data.validate import check_tiers
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, LebelDataset
 from braintune_dist.errors import UserError
 from braintune_dist.io import atomic_dir, file_digest
@@ -167,8 +168,7 @@ def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
 
     ds = LebelDataset(data.root, data)
     split = ds.split()
-    if not split["train"]:
-        raise PretrainError(f"{data.root}: no training stories to pretrain on")
+    check_tiers(ds, split["train"] + split["val"], ["phones"], "phone pretraining (its frame labels)")
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(dataclasses.replace(cfg.model, freeze_frontend=False))
     hop = int(np.prod(backbone.model.config.conv_stride))             # samples per output frame

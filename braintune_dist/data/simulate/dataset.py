@@ -42,6 +42,7 @@ from braintune_dist.data.simulate import brain, placement, speech, vocabulary
 from braintune_dist.data.surface import fsaverage5
 from braintune_dist.data.lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
     TRIM_START, LebelDataset
+from braintune_dist.data.validate import validate
 from braintune_dist.data.textgrid import write_textgrid
 from braintune_dist.errors import OutputExistsError, UserError
 from braintune_dist.io import atomic_dir
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, RuntimeError) as exc:           # RuntimeError: espeak-ng missing or failing
         print(f"braintune-simulate: error: {exc}", file=sys.stderr)
         return 2
-    summary = LebelDataset(out).validate()
+    summary = validate(LebelDataset(out))
     n_vox = {s: v["n_voxels"] for s, v in summary["subjects"].items()}
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s: {len(summary['stories'])} stories "
           f"({summary['audio_seconds']:.0f} s of audio), voxels per participant {n_vox}")

@@ -1,0 +1,165 @@
+"""Bad input through the real job drivers (each driver's ``main`` under ``run_main``, what ``python
+jobs/<job>.py`` runs): exit status 2 and one ``error:`` message naming the file or field, within seconds,
+before any Ray, training or MLflow run starts. Plus the reader's own refusals and warnings behind them."""
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
+from braintune_dist.data.shards import ShardConfig, write_shards
+from braintune_dist.data.simulate import SimConfig, simulate
+from braintune_dist.data.textgrid import read_textgrid, write_textgrid
+from braintune_dist.data.validate import check_tiers, lacking, validate
+from braintune_dist.jobs.launch import run_main
+from braintune_dist.jobs.prepare_data import PrepareSettings, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sim_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad") / "sim"
+    simulate(SimConfig(participants=2, stories=3, trs_per_story=36, n_vertices=40, seed=5), str(root))
+    return root
+
+
+@pytest.fixture
+def sim_copy(sim_root, tmp_path):
+    return Path(shutil.copytree(sim_root, tmp_path / "sim"))
+
+
+@pytest.fixture(scope="module")
+def tiny_shards(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad_shards") / "shards"
+    write_shards(ShardConfig(window=2.0, rows_per_shard=8), DataConfig(root=str(tiny_root), val_stories=["bravo"]),
+                 str(out))
+    return out
+
+
+def refused(job: str, argv: list, capsys, tmp_path) -> str:
+    """The driver's stderr after it refused ``argv``: rc 2, an ``error:`` message, no traceback, in seconds."""
+    main = runpy.run_path(str(REPO / "jobs" / f"{job}.py"), run_name="driver")["main"]
+    t = time.time()
+    rc = run_main(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error: ") == 1 and "Traceback" not in err, err[-3000:]
+    assert time.time() - t < 30
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+    return err[err.index("error: "):]            # after Ray's own start-up lines, where the driver joined Ray
+
+
+def fit_args(root, shards, tmp_path) -> list:
+    return ["--fit.data.root", root, "--fit.shards", shards, "--prepare.simulate", "false",
+            "--fit.ray.storage_path", tmp_path / "ray", "--fit.tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--eval.enabled", "false", "--fit.engine.kind", "ddp", "--fit.ray.num_workers", "1"]
+
+
+def test_every_story_in_validation_leaves_no_training_list(ray_local, tiny_root, tmp_path, capsys):
+    everything = "[alpha,bravo,charlie,delta]"
+    err = refused("multi_brain", fit_args(tiny_root, tmp_path / "shards", tmp_path) +
+                  ["--fit.data.val_stories", everything], capsys, tmp_path)
+    assert "fit.data.val_stories: ['alpha', 'bravo', 'charlie', 'delta'] and fit.data.test_story " \
+           "'wheretheressmoke' take every story" in err and "no training stories left" in err, err
+    ds = LebelDataset(tiny_root, DataConfig(val_stories=["alpha", "bravo", "charlie", "delta"]))
+    for mode in ("shared", "union"):                   # every reader of the split says the same
+        with pytest.raises(DatasetError, match="no training stories: data.val_stories"):
+            ds.split(mode)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("n_vertices", 21, r"manifest.json: 3 subjects × n_vertices 21, but .*coverage.npy is 3 × 20"),
+    ("window_samples", 16000, r"manifest.json: window_samples 16000, but train/part-00000.parquet holds audio "
+                              r"of type fixed_size_list<element: float>\[32000\]"),
+    ("subjects", ["UTS01", "UTS02", "UTS09"], r"manifest.json: subjects \['UTS01', 'UTS02', 'UTS09'\] must be "
+                                              r"non-empty and each in subject_info"),
+    ("rows", {"train": 1, "val": 3, "test": 2}, r"manifest.json: rows\['train'\] = 1 is not the sum"),
+    ("n_vertices", "20", r"manifest.json: field 'n_vertices' is '20', expected int"),
+], ids=["n_vertices", "window_samples", "subjects", "rows", "n_vertices-type"])
+def test_an_edited_manifest_is_named(ray_local, tiny_root, tiny_shards, tmp_path, capsys, field, value, match):
+    copy = Path(shutil.copytree(tiny_shards, tmp_path / "shards"))
+    m = json.loads((copy / "manifest.json").read_text())
+    m[field] = value
+    (copy / "manifest.json").write_text(json.dumps(m))
+    err = refused("multi_brain", fit_args(tiny_root, copy, tmp_path) + ["--fit.data.val_stories", "[bravo]"],
+                  capsys, tmp_path)
+    assert __import__("re").search(match, err) and "rewrite the shards" in err, err
+
+
+def test_nothing_to_evaluate(tiny_root, tmp_path, capsys):
+    err = refused("evaluate", ["--data.root", tiny_root, "--include_untuned", "false", "--tracking.uri",
+                               f"sqlite:///{tmp_path / 'mlflow.db'}"], capsys, tmp_path)
+    assert err.strip().splitlines() == [
+        "error: command line: nothing to evaluate: checkpoints is empty and include_untuned is false (name "
+        "checkpoint folders in checkpoints, or set include_untuned true)"], err
+
+
+def test_zero_voxels_are_named_before_any_ceiling(sim_copy, tmp_path, capsys):
+    hf5 = sim_copy / "derivative" / "preprocessed_data" / "sim02" / "story01.hf5"
+    with h5py.File(hf5, "r+") as f:
+        rows = f["data"].shape[0]
+        del f["data"]
+        f["data"] = np.zeros((rows, 0), np.float32)
+    err = refused("prepare_data", ["--data.root", sim_copy, "--shards", tmp_path / "shards", "--stream_check", "false"],
+                  capsys, tmp_path)
+    assert err.strip() == f"error: {hf5}: 'data' has shape ({rows}, 0): no voxels", err
+    assert not (tmp_path / "shards").exists()
+
+
+def test_a_textgrid_without_the_tier_a_job_reads(sim_copy, tmp_path, capsys):
+    path = sim_copy / "derivative" / "TextGrids" / "story02.TextGrid"
+    grid = read_textgrid(path)
+    grid.tiers = [t for t in grid.tiers if t.name == "phones"]          # the words tier is gone
+    write_textgrid(grid, path)
+    err = refused("analyze", ["--data.root", sim_copy, "--out_dir", tmp_path / "analysis", "--compute.runner", "local",
+                              "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], capsys, tmp_path)
+    assert err.startswith(f"error: {path}: no 'words' tier (tiers: ['phones']); analyze's residual.spaces "), err
+    assert "probes.targets word" in err and not (tmp_path / "analysis").exists()
+    # a job that reads only the phones takes it; one named 'words' never stands in for the phones
+    ds = LebelDataset(sim_copy)
+    check_tiers(ds, ["story02"], ["phones"], "phone pretraining")
+    grid.tiers = [t for t in read_textgrid(sim_copy / "derivative" / "TextGrids" / "story01.TextGrid").tiers
+                  if t.name == "words"]
+    write_textgrid(grid, path)
+    with pytest.raises(DatasetError, match=r"story02.TextGrid: no 'phones' tier \(tiers: \['words'\]\); phone pre"):
+        check_tiers(ds, ["story02"], ["phones"], "phone pretraining")
+
+
+def test_split_summary_agrees_with_the_shards_and_names_who_missed_what(sim_copy, tmp_path):
+    (sim_copy / "derivative" / "preprocessed_data" / "sim02" / "story02.hf5").unlink()
+    lines = []
+    prepare(DataConfig(root=str(sim_copy)), str(tmp_path / "shards"), PrepareSettings(simulate=False), log=lines.append)
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert manifest["splits"]["train"] == ["story01", "story02", "story03"]       # union: sim01 heard story02
+    summary = next(line for line in lines if line.startswith("[validate]"))
+    assert "split: 3 train, 0 val, test 'wheretheressmoke'" in summary, summary
+    assert any(line.strip().startswith("sim02:") and "3 stories" in line and "did not hear story02 (masked in training)"
+               in line for line in lines), lines
+    assert any(line.strip().startswith("sim01:") and "4 stories" in line and "did not hear" not in line for line in lines)
+    # the shared split leaves story02 out for everyone, and says so the same way
+    ds = LebelDataset(sim_copy)
+    assert ds.split("shared")["train"] == ["story01", "story03"]
+    assert lacking(ds, ds.split("union")) == {"sim02": ["story02"]}
+    assert validate(ds, mode="shared", check_audio=False)["subjects"]["sim02"]["n_stories"] == 3
+
+
+def test_stereo_in_opposite_phase_warns(sim_copy):
+    import soundfile as sf
+    path = sim_copy / "stimuli" / "story01.wav"
+    mono, sr = sf.read(path, dtype="float32")
+    sf.write(path, np.stack([mono, -mono], axis=1), sr)
+    with pytest.warns(UserWarning, match=r"story01.wav: its 2 channels cancel when averaged to mono \(the downmix "
+                                         r"keeps 0.0% of their RMS"):
+        LebelDataset(sim_copy).load_audio("story01")
+    sf.write(path, np.stack([mono, 0.5 * mono], axis=1), sr)           # ordinary stereo: no warning
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        out = LebelDataset(sim_copy).load_audio("story01")
+    assert np.allclose(out, 0.75 * mono, atol=1e-4)
