@@ -65,7 +65,7 @@ def stage_sim(a) -> dict:
 def stage_shards(a) -> dict:
     from braintune_dist.data.lebel import DataConfig
     from braintune_dist.data.shards import ShardConfig, write_shards
-    from braintune_dist.data.stream import load_manifest
+    from braintune_dist.data.manifest import load_manifest
     t0 = time.perf_counter()
     write_shards(ShardConfig(splits=["train"], audio_dtype="float16", rows_per_shard=a.rows_per_shard), DataConfig(root=a.sim), a.shards)
     m = load_manifest(a.shards)
@@ -217,7 +217,7 @@ def child(a, stage: str, **kw) -> dict:
 def read_bytes(shards: str, participants: list[str]) -> int:
     """Bytes of the column chunks a stream of ``participants`` reads (the reader projects columns)."""
     import pyarrow.parquet as pq
-    from braintune_dist.data.stream import load_manifest
+    from braintune_dist.data.manifest import load_manifest
     cols = {"story", "row", "tr", "audio", "present"} | {f"common_{p}" for p in participants}
     total = 0
     for sh in load_manifest(shards)["shards"]:
@@ -242,7 +242,8 @@ def model_size(n_vertices: int) -> dict:
 
 def run_grid(a) -> dict:
     from braintune_dist.config import from_dict
-    from braintune_dist.data.stream import StreamConfig, load_manifest, select
+    from braintune_dist.data.manifest import load_manifest
+    from braintune_dist.data.stream import StreamConfig, select
     n_sim = max(a.participants)
     work = Path(tempfile.mkdtemp(prefix="braintune_load_", dir=a.tmp))
     points, data = [], {}

@@ -2,7 +2,7 @@
 """Benchmark braintune_dist RidgeCV against himalaya's RidgeCV on the shared ridge tiers.
 
 CPU (default): tiers S (p 768, v 2,000) and M (p 3072, v 8,000), n_train 9000, n_test 300,
-10 alphas logspace(0, 6, 10), 5 contiguous folds (see ../shared/bench/README.md). Ours and
+10 alphas logspace(0, 6, 10), 5 contiguous folds (the tiers of benchmarks/anchor/ridge_anchor.py). Ours and
 himalaya's numpy backend run interleaved, each repetition in its own subprocess (peak RSS is per
 method), on the same synthetic data (``make_data`` of ridge_anchor.py). Reported: min / all times,
 speedup, peak RSS, max |Δr| and alpha agreement against himalaya, and achieved GFLOP/s as a
@@ -262,7 +262,8 @@ def main():
     ap.add_argument("--tier", default="SM", help="S, M, SM (CPU) or L (GPU)")
     ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--bench-dir", default=os.path.join(REPO, "..", "shared", "bench"))
+    ap.add_argument("--bench-dir", default=os.path.join(REPO, "benchmarks", "anchor"),
+                    help="folder of ridge_anchor.py (synthetic data, himalaya runner) and roofline.py")
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "ridge.json"))
     ap.add_argument("--n-train", type=int, default=9000)
     ap.add_argument("--n-test", type=int, default=300)

@@ -1,6 +1,10 @@
 """Benchmark: shard writing (vs plain pyarrow) and Ray Data streaming through iter_torch_batches.
 
-    python benchmarks/shards.py --root /tmp/simbench [--rows-per-shard 64] [--epochs 2] [--out benchmarks/results/shards.json]
+    python benchmarks/shards.py [--root DATASET] [--rows-per-shard 64] [--epochs 2] [--out benchmarks/results/shards.json]
+
+Without ``--root`` it simulates its own dataset (the simulator's defaults: 4 participants, 8+1 stories) into
+``--work``. The shards are written in the 'windows' audio store (every row holds its window), the layout whose
+writer and reader this benchmark times; ``benchmarks/data_path.py`` compares it with the 'story' store.
 
 Writes ``benchmarks/results/shards.json``. All ratios come from the same run on the same machine.
 
@@ -38,11 +42,13 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from braintune_dist.data.lebel import DataConfig                            # noqa: E402
 from braintune_dist.data.shards import ShardConfig, write_shards, write_table_atomic, sha256_file  # noqa: E402
-from braintune_dist.data.stream import StreamConfig, iter_kwargs, load_manifest, make_dataset, summarize  # noqa: E402
+from braintune_dist.data.manifest import load_manifest  # noqa: E402
+from braintune_dist.data.stream import StreamConfig, iter_kwargs, make_dataset, summarize  # noqa: E402
 
 
 def bench_write(root: str, out: Path, rows_per_shard: int, **options) -> dict:
-    cfg = ShardConfig(spaces=["common", "voxel"], rows_per_shard=rows_per_shard, overwrite=True, **options)
+    cfg = ShardConfig(spaces=["common", "voxel"], rows_per_shard=rows_per_shard, overwrite=True,
+                      **{"audio_store": "windows", "audio_dtype": "float32", **options})
     t0 = time.perf_counter()
     write_shards(cfg, DataConfig(root=root), out)
     t_total = time.perf_counter() - t0
@@ -114,7 +120,7 @@ def bench_stream(shard_dir: Path, cfg: StreamConfig, epochs: int) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", required=True, help="dataset root (e.g. python -m braintune_dist.data.simulate --out DIR)")
+    ap.add_argument("--root", default="", help="dataset root (default: simulate one into --work)")
     ap.add_argument("--work", default=None, help="scratch directory for the shards (default: a temp dir)")
     ap.add_argument("--rows-per-shard", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
@@ -123,6 +129,11 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
 
     work = Path(a.work or tempfile.mkdtemp(prefix="bench_shards_"))
+    if not a.root:
+        from braintune_dist.data.simulate import SimConfig, simulate
+        a.root = str(work / "sim")
+        if not (work / "sim" / "derivative").is_dir():
+            simulate(SimConfig(), a.root, overwrite=True)
     shard_dir = work / "shards"
     results: dict = dict(
         date=dt.datetime.now().isoformat(timespec="seconds"),

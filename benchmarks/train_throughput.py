@@ -1,7 +1,8 @@
 """Benchmark: brain-tuning training throughput, plain PyTorch loop against the project's distributed path.
 
     # CPU (2-core box): plain loop vs Ray Train + DeepSpeed ZeRO-2 vs Ray Train + DDP, and Ray Data delivery
-    python benchmarks/train_throughput.py --shards /tmp/tp/shards [--size tiny] [--batch 4] [--epochs 4]
+    python benchmarks/train_throughput.py [--shards /tmp/tp/shards] [--size tiny] [--batch 4] [--epochs 4]
+    # (without --shards: simulates 3 participants × 4 stories of 60 TRs and writes their shards in $TMPDIR)
     # GPU (no Ray there): plain bf16 loop vs the project's Engine in-process (ddp single process, deepspeed)
     PYTHONPATH=. python3 benchmarks/train_throughput.py --device cuda --size base --batch 32 --steps 20
 
@@ -55,24 +56,40 @@ def shard_batches(shards: str, batch: int) -> tuple[list[dict], torch.Tensor]:
     and the (P, V) coverage mask the trainer uses."""
     import numpy as np
     import pyarrow.parquet as pq
-    from braintune_dist.data.shards import COVERAGE
-    from braintune_dist.data.stream import StreamConfig, _to_tensors, load_manifest, select
+    from braintune_dist.data.manifest import load_manifest, read_coverage
+    from braintune_dist.data.stream import StreamConfig, _to_tensors, select
     m, cfg = load_manifest(shards), StreamConfig()
     sel = select(m, "train", cfg)
     files = [Path(shards) / sh["file"] for sh in m["shards"] if sh["split"] == "train"]
+    store = ({s: np.load(Path(shards) / f["file"]) for s, f in m["audio_files"].items()}
+             if m["audio_store"] == "story" else None)
     cols = {}
     for f in files:
         out = _to_tensors(pq.read_table(f), mode="bind", space="common", participants=sel.participants,
                           slots=[m["subjects"].index(p) for p in sel.participants], n_subjects=len(m["subjects"]),
                           story_index={s: i for i, s in enumerate(sel.story_names)}, keep=sel.keep(),
-                          sizes=[m["n_vertices"]] * len(sel.participants), n_samples=m["window_samples"])
+                          sizes=[m["n_vertices"]] * len(sel.participants), n_samples=m["window_samples"],
+                          audio=store)
         for k in ("audio", "responses", "mask"):
             cols.setdefault(k, []).append(torch.from_numpy(np.ascontiguousarray(out[k])))
     cols = {k: torch.cat(v) for k, v in cols.items()}
     n = len(cols["audio"]) // batch * batch                     # whole batches only: equal work per step
     batches = [{k: v[i:i + batch] for k, v in cols.items()} for i in range(0, n, batch)]
-    cov = np.load(Path(shards) / COVERAGE)[[m["subjects"].index(p) for p in sel.participants]]
+    cov = read_coverage(shards)[[m["subjects"].index(p) for p in sel.participants]]
     return batches, torch.as_tensor(cov, dtype=torch.bool)
+
+
+def default_shards(work: Path) -> str:
+    """Simulate 3 participants × 4 stories of 60 TRs and write their shards (story04 validates) under ``work``
+    unless there already; returns the shard folder."""
+    from braintune_dist.data.lebel import DataConfig
+    from braintune_dist.data.shards import ShardConfig, write_shards
+    from braintune_dist.data.simulate import SimConfig, simulate
+    if not (work / "shards" / "manifest.json").is_file():
+        simulate(SimConfig(participants=3, stories=4, trs_per_story=60), str(work / "sim"), overwrite=True)
+        write_shards(ShardConfig(overwrite=True), DataConfig(root=str(work / "sim"), val_stories=["story04"]),
+                     str(work / "shards"))
+    return str(work / "shards")
 
 
 def synthetic_batches(batch: int, n_batches: int, samples: int, participants: int, vertices: int):
@@ -323,7 +340,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda implies --inprocess")
     ap.add_argument("--inprocess", action="store_true", help="(a) vs (d) Engine in-process, no Ray")
-    ap.add_argument("--shards", default="", help="shard dir (required on CPU with Ray; in-process: synthetic if empty)")
+    ap.add_argument("--shards", default="", help="shard dir (CPU with Ray: simulated if empty; in-process: synthetic)")
     ap.add_argument("--size", default="tiny", choices=["tiny", "base"], help="random-init wav2vec2 size")
     ap.add_argument("--lora-rank", type=int, default=8)
     ap.add_argument("--batch", type=int, default=4, help="micro-batch per worker (in-process: per step)")
@@ -347,8 +364,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     inproc = a.inprocess or a.device == "cuda"
     a.plain_nice = None if a.plain_nice < 0 else a.plain_nice
-    if not inproc and not a.shards:
-        ap.error("--shards is required for the Ray run (python -m braintune_dist.data.shards ...)")
+    if not inproc and not a.shards:                  # the data of the CPU table in BENCHMARKS.md, made here
+        a.shards = default_shards(Path(tempfile.gettempdir()) / "braintune_tp")
     device = torch.device(a.device)
     out = Path(a.out or Path(__file__).parent / "results" /
                ("train_throughput.json" if not inproc else

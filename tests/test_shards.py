@@ -17,7 +17,8 @@ import pytest
 from braintune_dist.data import shards as shards_mod
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, main, write_shards
-from braintune_dist.data.stream import load_manifest, verify_shards
+from braintune_dist.data.manifest import load_manifest, verify_shards
+from braintune_dist.data.stream import summarize, windows
 from braintune_dist.jobs.prepare_data import ensure_shards
 from braintune_dist.data.voxels import CommonSpace
 
@@ -33,6 +34,13 @@ def _write(root, out, **kw):
 def _read_all(out) -> pa.Table:
     m = json.loads((out / "manifest.json").read_text())
     return pa.concat_tables([pq.read_table(out / sh["file"]) for sh in m["shards"]])
+
+
+def _windows(out, t: pa.Table) -> np.ndarray:
+    """(n_rows, window_samples) windows of shard rows ``t`` as the reader cuts them, either audio store."""
+    m = load_manifest(out)
+    store = {s: np.load(out / f["file"]) for s, f in m["audio_files"].items()} if m["audio_store"] == "story" else None
+    return windows(t, m["window_samples"], store)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +84,14 @@ def test_schema_and_manifest(written, tiny_root):
         assert list(dict.fromkeys(t["story"].to_pylist())) == sh["stories"]
     assert not list(written.rglob("*.tmp"))
 
+    # the story audio store: each story once (float32: the tiny dataset's audio is float, not 16-bit PCM)
+    assert (m["audio_store"], m["audio_dtype"]) == ("story", "float32") and sorted(m["audio_files"]) == sorted(TINY_STORIES)
+    for story, f in m["audio_files"].items():
+        assert f["file"] == f"audio/{story}.npy" and (written / f["file"]).stat().st_size == f["bytes"]
+        assert hashlib.sha256((written / f["file"]).read_bytes()).hexdigest() == f["sha256"]
+        np.testing.assert_array_equal(np.load(written / f["file"]), LebelDataset(tiny_root).load_audio(story))
     schema = pq.read_schema(written / m["shards"][0]["file"])
-    assert schema.field("audio").type == pa.list_(pa.float32(), 10 * SR)
+    assert "audio" not in schema.names and schema.field("end_sample").type == pa.int64()
     assert schema.field("present").type == pa.list_(pa.bool_(), 3)
     assert schema.field("row").type == pa.int32() and schema.field("tr").type == pa.int32()
     for s in subs:
@@ -118,13 +132,14 @@ def _expected_window(story: str, row: int, window: float, lag: float) -> np.ndar
     return np.where((idx >= 0) & (idx < n_audio), idx + 1, 0).astype(np.float32)
 
 
+@pytest.mark.parametrize("store", ["story", "windows"])
 @pytest.mark.parametrize("window,lag", [(10.0, 0.0), (6.0, 4.0)])
-def test_window_alignment_marker_padding_lag(tiny_root, tmp_path, window, lag):
+def test_window_alignment_marker_padding_lag(tiny_root, tmp_path, window, lag, store):
     out = tmp_path / "w"
-    _write(tiny_root, out, window=window, lag=lag, rows_per_shard=64)
+    _write(tiny_root, out, window=window, lag=lag, rows_per_shard=64, audio_store=store)
     t = _read_all(out)
     n = int(window * SR)
-    audio = np.stack(t["audio"].to_numpy(zero_copy_only=False))          # (n_rows, n)
+    audio = _windows(out, t)                                             # (n_rows, n)
     assert audio.shape == (t.num_rows, n)
     for i, (story, r) in enumerate(zip(t["story"].to_pylist(), t["row"].to_numpy())):
         np.testing.assert_array_equal(audio[i], _expected_window(story, int(r), window, lag))
@@ -155,7 +170,7 @@ def test_zero_padding_at_story_start(tiny_root, tmp_path):
     out = tmp_path / "pad"
     _write(tiny_root, out, lag=8.0, splits=["train"])
     t = pq.read_table(out / "train" / "part-00000.parquet")
-    a0 = t["audio"][0].values.to_numpy()
+    a0 = _windows(out, t)[0]
     assert t["story"][0].as_py() == "alpha" and t["window_start"][0].as_py() == -6.0
     assert (a0[:6 * SR] == 0).all() and a0[6 * SR] == 1.0 and a0[-1] == 4 * SR
 
@@ -164,8 +179,8 @@ def test_float16_audio(tmp_path):
     root = tmp_path / "scaled"
     root.mkdir()
     make_tiny_dataset(root, audio_scale=2.0 ** -21)                      # ramp in (0, 0.8): float16 range
-    _write(root, tmp_path / "f32", splits=["val"])
-    _write(root, tmp_path / "f16", splits=["val"], audio_dtype="float16")
+    _write(root, tmp_path / "f32", splits=["val"], audio_store="windows")
+    _write(root, tmp_path / "f16", splits=["val"], audio_dtype="float16", audio_store="windows")
     t32, t16 = _read_all(tmp_path / "f32"), _read_all(tmp_path / "f16")
     assert t16.schema.field("audio").type == pa.list_(pa.float16(), 10 * SR)
     a32 = np.stack(t32["audio"].to_numpy(zero_copy_only=False))
@@ -175,19 +190,23 @@ def test_float16_audio(tmp_path):
     b32, b16 = (sum(sh["bytes"] for sh in json.loads((tmp_path / d / "manifest.json").read_text())["shards"])
                 for d in ("f32", "f16"))
     assert 0.45 * b32 < b16 < 0.55 * b32                                 # audio dominates: about half
+    _write(root, tmp_path / "s16", splits=["val"], audio_dtype="float16")          # the story store alike
+    assert _windows(tmp_path / "s16", _read_all(tmp_path / "s16")).dtype == np.float16
+    np.testing.assert_array_equal(_windows(tmp_path / "s16", _read_all(tmp_path / "s16")), a16)
     # loud audio would overflow float16: refused with the file named
     with pytest.raises(DatasetError, match=r"bravo\.wav.*float16"):
         _write(_loud_root(tmp_path), tmp_path / "loud", splits=["val"], audio_dtype="float16")
 
 
 def test_audio_dictionary_roundtrips(tiny_root, written, tmp_path):
-    out = tmp_path / "dict"
-    _write(tiny_root, out, splits=["val"], audio_dictionary=True, spaces=["common", "voxel"])
+    out, plain = tmp_path / "dict", tmp_path / "plain"
+    _write(tiny_root, out, splits=["val"], audio_dictionary=True, audio_store="windows")
+    _write(tiny_root, plain, splits=["val"], audio_store="windows")
     f = pq.ParquetFile(out / "val" / "part-00000.parquet")
     col = [f.metadata.row_group(0).column(i) for i in range(f.metadata.num_columns)]
     assert "RLE_DICTIONARY" in next(c for c in col if c.path_in_schema == "audio.list.element").encodings
     assert pq.read_table(out / "val" / "part-00000.parquet").equals(
-        pq.read_table(written / "val" / "part-00000.parquet"))
+        pq.read_table(plain / "val" / "part-00000.parquet"))
 
 
 def _loud_root(tmp_path):
@@ -214,8 +233,9 @@ def test_interrupted_write_leaves_no_partial_shard_and_no_manifest(tiny_root, tm
     monkeypatch.setattr(shards_mod.pq, "write_table", crashing_write)
     with pytest.raises(KeyboardInterrupt):
         _write(tiny_root, out)
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
     assert files == ["train/part-00000.parquet", "train/part-00001.parquet"]   # complete ones only
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix not in (".parquet", ".npy")]
     for f in files:
         assert pq.read_table(out / f).num_rows == 4
     assert not (out / "manifest.json").exists()
@@ -251,7 +271,8 @@ def test_writer_process_killed_mid_write_is_redone_not_trusted(tiny_root, tmp_pa
     assert [(s["file"], s["rows"], s["sha256"]) for s in m["shards"]] == \
         [(s["file"], s["rows"], s["sha256"]) for s in m_ref["shards"]]
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert on_disk == sorted([MANIFEST, "coverage.npy"] + [s["file"] for s in m["shards"]])   # no .tmp, no stale part
+    assert on_disk == sorted([MANIFEST, "coverage.npy"] + [s["file"] for s in m["shards"]] +
+                             [f["file"] for f in m["audio_files"].values()])          # no .tmp, no stale part
 
 
 def test_rerun_refused_then_overwrite_rewrites_cleanly(tiny_root, tmp_path):
@@ -305,3 +326,28 @@ def test_cli_and_shared_split(tiny_root, tmp_path, capsys):
     assert main(["--root=" + str(tiny_root), "--out", str(tmp_path / "x"), "--subjects", "UTS01,UTS09"]) == 2
     assert "UTS09" in capsys.readouterr().err
     shutil.rmtree(out)
+
+
+def test_story_store_of_16_bit_pcm_is_exact_and_reads_5x_fewer_bytes(tmp_path):
+    """16-bit PCM sources: 'auto' stores int16, and the reader's windows equal, bit for bit, the float32
+    windows of the 'windows' store; each window costs ≥ 5× fewer bytes read (10 s windows at a 2 s TR)."""
+    import soundfile as sf
+    root = tmp_path / "pcm"
+    root.mkdir()
+    make_tiny_dataset(root, audio_scale=2.0 ** -21)
+    for wav in (root / "stimuli").glob("*.wav"):
+        x, sr = sf.read(wav, dtype="float32")
+        sf.write(wav, x, sr, subtype="PCM_16")
+    _write(root, tmp_path / "old", audio_store="windows", audio_dtype="float32", rows_per_shard=64)
+    _write(root, tmp_path / "new", rows_per_shard=64)
+    assert load_manifest(tmp_path / "new")["audio_dtype"] == "int16"
+    old, new = _read_all(tmp_path / "old"), _read_all(tmp_path / "new")
+    assert old["story"].equals(new["story"]) and old["row"].equals(new["row"])
+    a_old, a_new = _windows(tmp_path / "old", old), _windows(tmp_path / "new", new)
+    assert a_new.dtype == np.float32 and a_new.shape == a_old.shape
+    assert np.array_equal(a_new.view(np.int32), a_old.view(np.int32))                # bit-identical
+    per_window = [summarize(tmp_path / d, "train")["read_bytes_per_window"] for d in ("old", "new")]
+    assert per_window[0] / per_window[1] >= 5, per_window
+    # float sources are not silently quantised: auto keeps float32, and int16 refuses samples beyond ±1
+    with pytest.raises(DatasetError, match=r"outside 16-bit PCM's \[-1, 1\); use shard.audio_dtype float32"):
+        _write(_loud_root(tmp_path), tmp_path / "loud16", splits=["val"], audio_dtype="int16")

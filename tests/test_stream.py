@@ -10,8 +10,8 @@ import torch
 
 from braintune_dist.data.lebel import DataConfig, DatasetError
 from braintune_dist.data.shards import ShardConfig, write_shards
-from braintune_dist.data.stream import (StreamConfig, format_summary, iter_kwargs, load_manifest, make_dataset,
-                                        select, summarize)
+from braintune_dist.data.manifest import load_manifest
+from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, select, summarize
 
 from conftest import TINY_MISSING, TINY_SUBJECTS, response_code
 

@@ -9,16 +9,19 @@ Output layout (``<out>/``)::
 
     manifest.json                      written last (atomic): config, subjects, stories, splits, shards + sha256
     coverage.npy                       (n_subjects, n_vertices) bool: common-space vertices each subject has
+    audio/<story>.npy                  each story's samples once (the default 'story' audio store)
     <split>/part-00000.parquet         rows of one split, stories in split order, TRs in order
 
-Row schema (``SCHEMA_VERSION`` 1; subject order = ``manifest["subjects"]``)::
+Row schema (``SCHEMA_VERSION`` 2; subject order = ``manifest["subjects"]``)::
 
     story           string                          story name
     split           string                          'train' | 'val' | 'test'
     row             int32                           response row (after the [10:-5] trim, test story [40:])
     tr              int32                           index into tr_times(story) of that row
     window_start    float64                         window start in s relative to audio onset (< 0: zero padded)
-    audio           fixed_size_list<float32|float16>[window_samples]
+    end_sample      int64                           window end in samples from audio onset (exclusive)
+    audio           fixed_size_list<float32|float16|int16>[window_samples]   only in the 'windows' audio store;
+                    the 'story' store keeps each story once in audio/<story>.npy (data/audio_store.py)
     present         fixed_size_list<bool>[n_subjects]       who heard this story
     common_<SUB>    list<float32>  n_vertices values; null where SUB did not hear the story
     voxel_<SUB>     list<float32>  n_voxels(SUB) values (manifest subject_info); null where SUB did not hear
@@ -52,12 +55,13 @@ import pyarrow.parquet as pq
 
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 from braintune_dist.config import parse_cli, to_dict
+from braintune_dist.data.audio_store import AUDIO_DIR, cut_windows, encode, resolve_dtype, story_file, to_npy
 from braintune_dist.data.fingerprint import input_fingerprint
 from braintune_dist.data.lebel import SAMPLE_RATE, DataConfig, DatasetError, LebelDataset
 from braintune_dist.errors import OutputExistsError, UserError
 from braintune_dist.io import TMP_MARK, atomic_path, sha256_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 COVERAGE = "coverage.npy"
 SPLITS = ("train", "val", "test")
@@ -84,8 +88,12 @@ class ShardConfig:
     """Windows per Parquet file (256 × 10 s float32 ≈ 165 MB of audio)."""
     row_group_rows: PositiveInt = 32
     """Rows per Parquet row group (the unit Ray Data and pyarrow read at once)."""
-    audio_dtype: Literal["float32", "float16"] = "float32"
-    """Stored audio dtype; float16 halves the audio bytes (≈3 significant digits)."""
+    audio_store: Literal["story", "windows"] = "story"
+    """'story': each story's audio once (``audio/<story>.npy``), rows hold where their window ends and the reader
+    cuts it (window / TR times fewer audio bytes); 'windows': every row holds its window's samples."""
+    audio_dtype: Literal["auto", "int16", "float32", "float16"] = "auto"
+    """Stored audio samples. auto: int16 when every story is 16-bit PCM mono at 16 kHz (exact), else float32;
+    int16 halves float32 (16-bit quantisation); float16 halves it too (≈3 significant digits)."""
     compression: Literal["none", "snappy", "zstd", "lz4"] = "none"
     """Parquet codec (float audio and responses barely compress)."""
     audio_dictionary: bool = False
@@ -101,6 +109,13 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def _write_file(out: Path, rel: str, data: bytes) -> dict:
+    """Write ``out/rel`` atomically; its manifest entry (file, bytes, sha256)."""
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(out / rel, data)
+    return dict(file=rel, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
 def _fsl(flat: np.ndarray, size: int) -> pa.FixedSizeListArray:
     """(n * size,) values → fixed_size_list<…>[size] of n rows (zero-copy for numeric dtypes)."""
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), size)
@@ -112,28 +127,6 @@ def _responses(Y: np.ndarray | None, n_rows: int) -> pa.ListArray:
         return pa.nulls(n_rows, pa.list_(pa.float32()))
     offsets = np.arange(n_rows + 1, dtype=np.int32) * Y.shape[1]
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(Y, np.float32).ravel()))
-
-
-def cut_windows(wav: np.ndarray, ends: np.ndarray, n: int) -> np.ndarray:
-    """Audio windows of ``n`` samples ending (exclusive) at sample ``ends``, zero-padded outside the audio.
-
-    Parameters
-    ----------
-    wav : array of shape (n_samples,)
-    ends : int array of shape (n_rows,)
-        End sample of each window (may lie beyond ``len(wav)`` or below ``n``).
-
-    Returns
-    -------
-    windows : array of shape (n_rows, n), dtype of ``wav``
-    """
-    out = np.zeros((len(ends), n), dtype=wav.dtype)
-    for i, end in enumerate(ends):              # one memcpy per row; a (rows, n) gather index would be huge
-        start = end - n
-        lo, hi = max(start, 0), min(end, len(wav))
-        if hi > lo:
-            out[i, lo - start:hi - start] = wav[lo:hi]
-    return out
 
 
 # --------------------------------------------------------------------------- writer
@@ -190,7 +183,8 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     for split in SPLITS:                        # only files this writer makes (and its killed temporaries)
         for p in [*(out / split).glob("part-*.parquet"), *(out / split).glob(f".part-*{TMP_MARK}*")]:
             p.unlink()
-    for p in [out / COVERAGE, *out.glob(f".*{TMP_MARK}*")]:
+    for p in [out / COVERAGE, *out.glob(f".*{TMP_MARK}*"), *(out / AUDIO_DIR).glob("*.npy"),
+              *(out / AUDIO_DIR).glob(f".*{TMP_MARK}*")]:
         p.unlink(missing_ok=True)
 
 
@@ -239,7 +233,8 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
     _prepare_out(out, cfg.overwrite)
     sr = SAMPLE_RATE
     n_win = int(round(cfg.window * sr))
-    audio_dtype = np.dtype(cfg.audio_dtype)
+    audio_dtype = resolve_dtype(cfg.audio_dtype, ds, sorted({s for name in cfg.splits for s in split[name]}))
+    audio_files: dict[str, dict] = {}
     meta = {b"braintune.shards": json.dumps(dict(schema_version=SCHEMA_VERSION, subjects=subjects,
                                                  n_vertices=n_vert, sample_rate=sr, window_samples=n_win))}
     story_info: dict[str, dict] = {}
@@ -249,15 +244,10 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
         sink = _ShardSink(out, split_name, cfg, meta)
         for story in split[split_name]:
             listeners = [s for s in subjects if story in heard[s]]
-            wav = ds.load_audio(story)                                   # (n_samples,) float32
-            if audio_dtype == np.float16 and len(wav) and np.abs(wav).max() > np.finfo(np.float16).max:
-                raise DatasetError(f"{ds.audio_path(story)}: samples up to {np.abs(wav).max():.3g} overflow "
-                                   "float16 (max 65504); use audio_dtype float32")
-            wav = wav.astype(audio_dtype)
+            wav = encode(ds.load_audio(story), audio_dtype, ds.audio_path(story))    # (n_samples,) stored dtype
             k = ds.row_tr_index(story)                                   # (n_rows,) index into tr_times
             # window end = end of TR k (mid-point + TR/2) minus the lag, in samples from audio onset
             ends = np.round((ds.tr_times(story)[k] + ds.tr_length(story) / 2 - cfg.lag) * sr).astype(np.int64)
-            windows = cut_windows(wav, ends, n_win)                      # (n_rows, n_win)
             n_rows = len(k)
             cols = {
                 "story": pa.array([story] * n_rows, pa.string()),
@@ -265,9 +255,13 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
                 "row": pa.array(np.arange(n_rows, dtype=np.int32)),
                 "tr": pa.array(k.astype(np.int32)),
                 "window_start": pa.array((ends - n_win) / sr),
-                "audio": _fsl(windows.ravel(), n_win),
+                "end_sample": pa.array(ends),
                 "present": _fsl(np.tile([s in listeners for s in subjects], n_rows), len(subjects)),
             }
+            if cfg.audio_store == "windows":
+                cols["audio"] = _fsl(cut_windows(wav, ends, n_win).ravel(), n_win)     # (n_rows × n_win)
+            else:
+                audio_files[story] = _write_file(out, story_file(story), to_npy(wav))
             for sub in subjects:
                 Y = None
                 if sub in listeners:
@@ -287,7 +281,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
             sink.add(pa.table(cols))
             story_info[story] = dict(split=split_name, n_rows=n_rows, participants=listeners,
                                      audio_s=round(len(wav) / sr, 3))
-            del wav, windows
+            del wav
         shards += sink.close()
 
     buf = _npy_bytes(coverage)
@@ -300,7 +294,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
         inputs=input_fingerprint(ds, subjects, sorted(story_info)),
         common_space_dir=str(cs_dir.resolve()) if space else None,
         sample_rate=sr, tr=float(data.tr), window_s=cfg.window, lag_s=cfg.lag, window_samples=n_win,
-        audio_dtype=cfg.audio_dtype, spaces=list(cfg.spaces),
+        audio_store=cfg.audio_store, audio_dtype=audio_dtype, audio_files=audio_files, spaces=list(cfg.spaces),
         n_vertices=n_vert, region_names=space.region_names if space else [],
         subjects=subjects,
         subject_info={s: dict(n_voxels=n_vox[s], coverage=int(coverage[i].sum()),

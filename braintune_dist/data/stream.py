@@ -1,13 +1,17 @@
 """Ray Data reader of the Parquet shards written by ``data/shards.py``.
 
-``make_dataset(shard_dir, split, cfg)`` reads ``manifest.json``, picks the participants and stories a
-run may use (``select``: data-size options for scaling sweeps), verifies the shards it needs, and builds
-``read_parquet → map_batches → [random_shuffle]``. Every output column is numeric and rectangular, so
+``make_dataset(shard_dir, split, cfg)`` reads ``manifest.json`` (a local folder or an ``s3://`` / ``gs://``
+URI), picks the participants and stories a run may use (``select``: data-size options for scaling sweeps),
+verifies the shards and story audio it needs, and builds ``read_parquet → [materialize] → [random_shuffle]
+→ map_batches``. With the 'story' audio store the rows carry no audio: each story's samples are read once
+into Ray's object store, the small rows are kept there after the first read (``materialize_mb``), the
+shuffle moves only them, and the map cuts each window where it ends, so an epoch re-runs neither the
+Parquet read nor a shuffle of audio. Every output column is numeric and rectangular, so
 ``ds.iter_torch_batches(**iter_kwargs(cfg))`` (or ``train.get_dataset_shard(...)``) yields tensors:
 
 bind mode (default; one row = one audio window, the backbone runs once per window)::
 
-    audio      (batch, window_samples)            float32 | float16 (as stored)
+    audio      (batch, window_samples)            float32 (int16 stores decoded) | float16 (as stored)
     responses  (batch, n_participants, n_vertices) float32, 0 where mask is False     [space='common']
     voxel_<P>  (batch, n_voxels(P))               float32, one per participant         [space='voxel']
     mask       (batch, n_participants)            bool: participant heard this window and is selected for it
@@ -23,7 +27,6 @@ Participant slot ``i`` is ``selection.participants[i]`` in both modes, so pair r
 """
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +36,10 @@ import numpy as np
 import pyarrow as pa
 
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
+from braintune_dist.data.audio_store import cut_windows, decode, from_npy
 from braintune_dist.data.lebel import DatasetError
-from braintune_dist.data.shards import COVERAGE, MANIFEST, SCHEMA_VERSION
-from braintune_dist.io import sha256_file
+from braintune_dist.data.manifest import load_manifest, locate, read_bytes, verify_shards, where
+from braintune_dist.data.shards import MANIFEST
 
 
 @dataclass
@@ -75,6 +79,10 @@ class StreamConfig:
     """Up-front check of the shards read: sha256 + size, size only, or presence only."""
     map_batch_rows: PositiveInt = 16
     """Windows per map_batches call (bounds memory: pair mode copies the audio once per participant)."""
+    materialize_mb: NonNegativeFloat = 1024.0
+    """With the 'story' audio store: keep the split's rows (ids and responses, no audio) in Ray's object store
+    after the first read when the shards read take at most this many MB (0 = never). Later epochs then re-run
+    only the shuffle and the window cutting, not the Parquet read."""
 
 
 @dataclass
@@ -98,91 +106,6 @@ class Selection:
 
     def kept_stories(self) -> list[str]:
         return [s for s in self.story_names if any(s in self.stories[p] for p in self.participants)]
-
-
-# --------------------------------------------------------------------------- manifest
-def load_manifest(shard_dir: str | Path) -> dict:
-    """Parsed ``manifest.json``; a missing one means the writer never finished."""
-    path = Path(shard_dir) / MANIFEST
-    if not path.is_file():
-        raise DatasetError(f"{path} not found: not a shard directory, or braintune-shards did not finish "
-                           "(re-run it)")
-    try:
-        m = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
-    if m.get("schema_version") != SCHEMA_VERSION:
-        raise DatasetError(f"{path}: schema_version {m.get('schema_version')!r}, this reader needs "
-                           f"{SCHEMA_VERSION} (rewrite the shards)")
-    problem = manifest_problem(m, Path(shard_dir))
-    if problem:
-        raise DatasetError(f"{path}: {problem} (edited or damaged; rewrite the shards)")
-    return m
-
-
-# manifest field → the type every reader relies on
-_FIELDS = dict(subjects=list, subject_info=dict, n_vertices=int, window_samples=int, sample_rate=int, tr=(int, float),
-               splits=dict, stories=dict, rows=dict, shards=list, spaces=list, coverage=dict)
-
-
-def manifest_problem(m: dict, shard_dir: Path) -> str:
-    """What in a parsed manifest disagrees with its types or with the files it describes ('' = nothing): the
-    Parquet schema of its first shard (audio width, per-participant columns) and ``coverage.npy``'s shape."""
-    import pyarrow.parquet as pq
-    for name, kind in _FIELDS.items():
-        value = m.get(name)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            return f"field {name!r} is {value!r}, expected {getattr(kind, '__name__', 'a number')}"
-    subjects = m["subjects"]
-    if not subjects or any(s not in m["subject_info"] for s in subjects):
-        return f"subjects {subjects} must be non-empty and each in subject_info"
-    for sh in m["shards"]:
-        if not isinstance(sh, dict) or {"file", "rows", "bytes", "sha256", "split"} - set(sh):
-            return f"shard entry {sh!r} lacks file, rows, bytes, sha256 or split"
-    for split, n in m["rows"].items():
-        if n != sum(sh["rows"] for sh in m["shards"] if sh["split"] == split):
-            return f"rows[{split!r}] = {n!r} is not the sum of its shards' rows"
-    if COVERAGE in {m["coverage"].get("file")} and (shard_dir / COVERAGE).is_file():
-        shape = np.load(shard_dir / COVERAGE, mmap_mode="r").shape
-        if shape != (len(subjects), m["n_vertices"]):
-            return (f"{len(subjects)} subjects × n_vertices {m['n_vertices']}, but {shard_dir / COVERAGE} is "
-                    f"{shape[0]} × {shape[1]}")
-    first = shard_dir / m["shards"][0]["file"] if m["shards"] else None
-    if first is not None and first.is_file() and first.stat().st_size == m["shards"][0]["bytes"]:
-        try:                                     # a damaged shard is verify_shards' to name
-            schema = pq.read_schema(first)
-        except (pa.ArrowInvalid, OSError):
-            return ""
-        audio = schema.field("audio").type if "audio" in schema.names else None
-        if getattr(audio, "list_size", None) != m["window_samples"]:
-            return f"window_samples {m['window_samples']}, but {m['shards'][0]['file']} holds audio of type {audio}"
-        space_cols = {"common": "common_", "voxel": "voxel_"}
-        missing = [p + s for sp, p in space_cols.items() if sp in m["spaces"] for s in subjects if p + s not in schema.names]
-        if missing:
-            return f"subjects and spaces name columns {missing} that {m['shards'][0]['file']} does not have"
-    return ""
-
-
-_VERIFIED: dict[str, tuple[int, int, str]] = {}
-"""path → (size, mtime_ns, sha256) of shards this process has hashed: the preflight check and the
-dataset built right after it do not hash the same unchanged files twice."""
-
-
-def verify_shards(shard_dir: str | Path, shards: list[dict], level: str = "checksum") -> None:
-    """Raise ``DatasetError`` naming the first shard that is missing, truncated or corrupt."""
-    for sh in shards:
-        path = Path(shard_dir) / sh["file"]
-        if not path.is_file():
-            raise DatasetError(f"shard {path} listed in {MANIFEST} is missing")
-        st = path.stat()
-        if level in ("size", "checksum") and st.st_size != sh["bytes"]:
-            raise DatasetError(f"shard {path}: {st.st_size} bytes, manifest says {sh['bytes']} (truncated?)")
-        if level == "checksum":
-            key, seen = str(path.resolve()), _VERIFIED.get(str(path.resolve()))
-            if seen is None or seen[:2] != (st.st_size, st.st_mtime_ns):
-                seen = _VERIFIED[key] = (st.st_size, st.st_mtime_ns, sha256_file(path))
-            if seen[2] != sh["sha256"]:
-                raise DatasetError(f"shard {path}: sha256 mismatch with {MANIFEST} (corrupt; rewrite the shards)")
 
 
 # --------------------------------------------------------------------------- data-size selection
@@ -261,18 +184,51 @@ def _dense(col, size: int) -> np.ndarray:
     return out
 
 
+def windows(table: pa.Table, n_samples: int, audio: dict | None = None) -> np.ndarray:
+    """(n_rows, n_samples) float32 (float16 when stored so) audio windows of shard rows: the rows' own 'audio'
+    column, or cut at 'end_sample' from their stories' waveforms ``audio`` (story → stored samples, or an
+    ObjectRef of them)."""
+    if audio is None:
+        out = _dense(table.column("audio"), n_samples)
+    else:
+        import ray
+        names = np.array(table.column("story").to_pylist(), dtype=object)           # (n_rows,)
+        ends = table.column("end_sample").to_numpy()                                   # (n_rows,) int64
+        out = None
+        for story in dict.fromkeys(names):
+            wav = audio[story]
+            wav = ray.get(wav) if isinstance(wav, ray.ObjectRef) else wav             # zero-copy from the store
+            at = np.flatnonzero(names == story)
+            if out is None:
+                out = np.empty((len(names), n_samples), wav.dtype)
+            out[at] = cut_windows(wav, ends[at], n_samples)
+        out = np.zeros((0, n_samples), np.float32) if out is None else out
+    return decode(out) if out.dtype == np.int16 else out
+
+
+def story_audio(shard_dir, manifest: dict, stories: list[str]) -> dict:
+    """Story → ObjectRef of its stored samples, each read once by a Ray task (no CPU reserved, so it runs inside
+    a full cluster or a Tune trial's placement group) and shared by every map task on a node."""
+    import ray
+    read = ray.remote(num_cpus=0)(_read_story)
+    return {s: read.remote(str(shard_dir), manifest["audio_files"][s]["file"]) for s in stories}
+
+
+def _read_story(shard_dir: str, rel: str) -> np.ndarray:
+    return from_npy(read_bytes(shard_dir, rel), where(shard_dir, rel))
+
+
 def _to_tensors(table: pa.Table, *, mode: str, space: str, participants: list[str], slots: list[int],
                 n_subjects: int, story_index: dict[str, int], keep: np.ndarray, sizes: list[int],
-                n_samples: int) -> dict[str, np.ndarray]:
+                n_samples: int, audio: dict | None = None) -> dict[str, np.ndarray]:
     """One pyarrow batch of shard rows → rectangular numpy columns (see the module docstring)."""
     story = np.array([story_index[s] for s in table.column("story").to_pylist()], dtype=np.int32)   # (n,)
     present = _dense(table.column("present"), n_subjects)[:, slots]          # (n, n_participants)
     mask = present & keep[story]                                             # heard and selected
     rows = np.flatnonzero(mask.any(axis=1))                                  # windows somebody still uses
     mask, story = mask[rows], story[rows]
-    audio = _dense(table.column("audio"), n_samples)                         # (n, n_samples), zero-copy view
-    if len(rows) < len(audio):                                               # copy only when rows are dropped
-        audio = audio[rows]
+    # (n_kept, n_samples): a zero-copy view of stored windows, or cut from the story waveforms
+    audio = windows(table if len(rows) == table.num_rows else table.take(rows), n_samples, audio)
     ids = {"story": story, "row": table.column("row").to_numpy()[rows].astype(np.int32),
            "tr": table.column("tr").to_numpy()[rows].astype(np.int32)}
     # responses of each slot, (n_kept, size_j), zeroed where the mask is off
@@ -308,33 +264,37 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
     import ray.data
 
     cfg = cfg or StreamConfig()
-    shard_dir = Path(shard_dir)
     m = load_manifest(shard_dir)
     if cfg.space not in m["spaces"]:
         raise DatasetError(f"StreamConfig.space={cfg.space!r} but the shards in {shard_dir} hold {m['spaces']}")
     sel, shards = shards_for(m, split, cfg, shard_dir)
-    verify_shards(shard_dir, shards, cfg.verify)
+    by_story = m["audio_store"] == "story"
+    audio_files = [m["audio_files"][s] for s in sel.kept_stories()] if by_story else []
+    verify_shards(shard_dir, shards + audio_files, cfg.verify)
 
     sizes = [m["n_vertices"] if cfg.space == "common" else m["subject_info"][p]["n_voxels"]
              for p in sel.participants]
-    columns = ["story", "row", "tr", "audio", "present"] + [f"{cfg.space}_{p}" for p in sel.participants]
+    columns = ["story", "row", "tr", "end_sample" if by_story else "audio", "present"] + \
+        [f"{cfg.space}_{p}" for p in sel.participants]
     file_shuffle = None
     if cfg.shuffle == "blocks":
         file_shuffle = ("files" if cfg.seed is None else
                         ray.data.FileShuffleConfig(seed=cfg.seed, reseed_after_execution=cfg.reseed_each_epoch))
+    fs, base = locate(str(shard_dir))
     # select_columns after the read is pushed down into it (Ray ≥ 2.5x deprecates read_parquet(columns=))
-    ds = ray.data.read_parquet([str(shard_dir / sh["file"]) for sh in shards], shuffle=file_shuffle)
+    ds = ray.data.read_parquet([f"{base}/{sh['file']}" for sh in shards], filesystem=fs, shuffle=file_shuffle)
     ds = ds.select_columns(columns)
-    ds = ds.map_batches(_to_tensors, batch_format="pyarrow", batch_size=cfg.map_batch_rows, fn_kwargs=dict(
-        mode=cfg.mode, space=cfg.space, participants=sel.participants,
-        slots=[m["subjects"].index(p) for p in sel.participants], n_subjects=len(m["subjects"]),
-        story_index={s: i for i, s in enumerate(sel.story_names)}, keep=sel.keep(), sizes=sizes,
-        n_samples=m["window_samples"]))
-    if cfg.shuffle == "global":
+    if by_story and sum(sh["bytes"] for sh in shards) <= cfg.materialize_mb * 1e6:
+        ds = ds.materialize()                   # read once; each epoch re-runs only what follows
+    if cfg.shuffle == "global":                 # before the map: moves the rows' ids and responses, not windows
         seed = (None if cfg.seed is None else
                 ray.data.RandomSeedConfig(seed=cfg.seed, reseed_after_execution=cfg.reseed_each_epoch))
         ds = ds.random_shuffle(seed=seed)
-    return ds
+    return ds.map_batches(_to_tensors, batch_format="pyarrow", batch_size=cfg.map_batch_rows, fn_kwargs=dict(
+        mode=cfg.mode, space=cfg.space, participants=sel.participants,
+        slots=[m["subjects"].index(p) for p in sel.participants], n_subjects=len(m["subjects"]),
+        story_index={s: i for i, s in enumerate(sel.story_names)}, keep=sel.keep(), sizes=sizes,
+        n_samples=m["window_samples"], audio=story_audio(shard_dir, m, sel.kept_stories()) if by_story else None))
 
 
 def iter_kwargs(cfg: StreamConfig) -> dict:
@@ -362,7 +322,7 @@ def summarize(shard_dir: str | Path, split: str, cfg: StreamConfig | None = None
     kept = sel.kept_stories()
     windows = sum(n_rows[s] for s in kept)
     pairs = sum(n_rows[s] for p in sel.participants for s in sel.stories[p])
-    audio_b = m["window_samples"] * np.dtype(m["audio_dtype"]).itemsize
+    audio_b = m["window_samples"] * (2 if m["audio_dtype"] == "float16" else 4)     # int16 arrives as float32
     size = {p: m["n_vertices"] if cfg.space == "common" else m["subject_info"][p]["n_voxels"]
             for p in sel.participants}
     ids_b = 3 * 4                                                            # story, row, tr int32
@@ -375,10 +335,12 @@ def summarize(shard_dir: str | Path, split: str, cfg: StreamConfig | None = None
         width = max(size.values(), default=0)
         nbytes = pairs * (audio_b + ids_b + 8 + 4 * width + (8 if cfg.space == "voxel" else 0))
     shard_b = sum(sh["bytes"] for sh in m["shards"] if sh["split"] == split and set(kept) & set(sh["stories"]))
+    audio_store_b = sum(m["audio_files"][s]["bytes"] for s in kept) if m["audio_store"] == "story" else 0
     return dict(split=split, mode=cfg.mode, space=cfg.space, rows=windows if cfg.mode == "bind" else pairs,
                 windows=windows, pairs=pairs, participants=sel.participants, stories=kept,
                 hours_per_participant={p: round(h, 4) for p, h in sel.hours.items()},
-                mb=nbytes / 1e6, shard_mb=shard_b / 1e6)
+                mb=nbytes / 1e6, shard_mb=shard_b / 1e6, audio_mb=audio_store_b / 1e6,
+                read_bytes_per_window=(shard_b + audio_store_b) / max(windows, 1))
 
 
 def format_summary(s: dict) -> str:
@@ -386,5 +348,6 @@ def format_summary(s: dict) -> str:
     h = s["hours_per_participant"]
     mean_h = sum(h.values()) / max(len(h), 1)
     return (f"[{s['split']}/{s['mode']}/{s['space']}] {s['rows']} rows ({s['windows']} windows, {s['pairs']} pairs), "
-            f"{s['mb']:.1f} MB/epoch from {s['shard_mb']:.1f} MB of shards, {len(s['participants'])} participants, "
+            f"{s['mb']:.1f} MB/epoch from {s['shard_mb'] + s['audio_mb']:.1f} MB of shards and story audio "
+            f"({s['read_bytes_per_window'] / 1e3:.0f} kB per window), {len(s['participants'])} participants, "
             f"{len(s['stories'])} stories, {mean_h:.3f} h/participant")

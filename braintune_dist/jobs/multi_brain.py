@@ -14,7 +14,7 @@ from pathlib import Path
 
 from braintune_dist.config import to_dict
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.data.stream import load_manifest
+from braintune_dist.data.manifest import load_manifest
 from braintune_dist.errors import note_saved
 from braintune_dist.evaluate.report import EvalSettings, alignment_report, seed_report
 from braintune_dist.jobs.grid import PARENT_FILE, experiment_dir, open_parent, save_parent

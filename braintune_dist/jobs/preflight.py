@@ -30,7 +30,9 @@ from braintune_dist.model.ct2 import is_ct2_folder
 from braintune_dist.data.fingerprint import stale_inputs
 from braintune_dist.data.lebel import DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST
-from braintune_dist.data.stream import load_manifest, shards_for, verify_shards
+from braintune_dist.data.manifest import display, exists, load_manifest, verify_shards
+from braintune_dist.data.manifest import where as manifest_file
+from braintune_dist.data.stream import shards_for
 from braintune_dist.train.checkpoint import CheckpointError, check_base, check_complete, read_model_file
 from braintune_dist.errors import UserError
 
@@ -144,31 +146,33 @@ def shard_problems(cfg) -> list[str]:
     """The shard set agrees with the config and every shard the run reads is whole (skipped until written)."""
     from braintune_dist.train.trainer import plan
     fit = cfg.fit
-    shard_dir = Path(fit.shards)
-    if not (shard_dir / MANIFEST).is_file() or cfg.prepare.shard.overwrite:
-        return []                               # none yet, interrupted, or to be rewritten: prepare writes them
+    shard_dir = fit.shards                      # a local folder or an object-storage URI
     try:
+        if not exists(shard_dir, MANIFEST) or cfg.prepare.shard.overwrite:
+            return []                           # none yet, interrupted, or to be rewritten: prepare writes them
         m = load_manifest(shard_dir)
     except DatasetError as exc:
         return [f"fit.shards: {exc}"]
-    where = shard_dir / MANIFEST
+    where = manifest_file(shard_dir, MANIFEST)
     out = _names("fit.stream.participants", fit.stream.participants, m["subjects"], where)
     if (Path(fit.data.root) / "derivative").is_dir():      # else prepare simulates it, then checks in ensure_shards
         out += [f"fit.shards: {p}" for p in stale_inputs(m.get("inputs"), LebelDataset(fit.data.root, fit.data),
-                                                          shard_dir)]
+                                                          display(shard_dir))]
     for name, configured, split in (("fit.data.val_stories", fit.data.val_stories, "val"),
                                     ("fit.data.train_stories", fit.data.train_stories, "train"),
                                     ("fit.data.test_story", [fit.data.test_story], "test")):
         written = m["splits"].get(split)
         if configured and written is not None and sorted(configured) != sorted(written):
-            out.append(f"{name}: {list(configured)}, but the shards in {shard_dir} were written with {split} "
+            out.append(f"{name}: {list(configured)}, but the shards in {display(shard_dir)} were written with {split} "
                        f"stories {written} (rewrite them: --prepare.shard.overwrite true)")
     if out:
         return out
     try:
         plan(fit)                               # selection, data-size options, batch size vs rows
         for split in ("train", "val") if m["rows"].get("val") else ("train",):
-            verify_shards(shard_dir, shards_for(m, split, fit.stream, shard_dir)[1], fit.stream.verify)
+            sel, shards = shards_for(m, split, fit.stream, shard_dir)
+            audio = [m["audio_files"][s] for s in sel.kept_stories()] if m["audio_store"] == "story" else []
+            verify_shards(shard_dir, shards + audio, fit.stream.verify)
     except (DatasetError, ValueError) as exc:
         out.append(f"fit.shards: {exc}")
     return out

@@ -17,7 +17,8 @@ from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, write_shards
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.data.validate import validate
-from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, load_manifest, make_dataset, summarize
+from braintune_dist.data.manifest import display, exists, load_manifest
+from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, summarize
 from braintune_dist.data.voxels import find_common_space
 
 
@@ -79,15 +80,20 @@ def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "
     return rows
 
 
-def ensure_shards(data: DataConfig, shards: str, shard: ShardConfig, log=print) -> Path:
-    out_p = Path(shards)
-    if (out_p / MANIFEST).is_file() and not shard.overwrite:
-        stale = stale_inputs(load_manifest(out_p).get("inputs"), LebelDataset(data.root, data), out_p)
+def ensure_shards(data: DataConfig, shards: str, shard: ShardConfig, log=print) -> str | Path:
+    """The shard set at ``shards``: reused when it was written from this dataset's files, else written
+    (locally; object storage is read, not written: write locally, then upload the folder)."""
+    if exists(shards, MANIFEST) and not shard.overwrite:
+        stale = stale_inputs(load_manifest(shards).get("inputs"), LebelDataset(data.root, data), display(shards))
         if stale:
             raise DatasetError(stale[0])
-        log(f"[shards] using existing shards in {out_p}, written from this dataset's files "
+        log(f"[shards] using existing shards in {display(shards)}, written from this dataset's files "
             "(delete it or set shard.overwrite to rewrite)")
-        return out_p
+        return shards
+    if "://" in str(shards):
+        raise DatasetError(f"fit.shards: no complete shard set at {display(shards)} (no {MANIFEST}); shards are written to a "
+                           "local folder (braintune-shards --out DIR) and then copied to object storage")
+    out_p = Path(shards)
     t = time.time()
     write_shards(shard, data, out_p)
     mb = sum(p.stat().st_size for p in out_p.rglob("*.parquet")) / 1e6

@@ -16,8 +16,9 @@ import numpy as np
 
 from braintune_dist.config import to_dict
 from braintune_dist.errors import UserError
-from braintune_dist.data.shards import COVERAGE
-from braintune_dist.data.stream import _dense, load_manifest, make_dataset, select, shards_for, summarize
+from braintune_dist.data.audio_store import from_npy
+from braintune_dist.data.manifest import load_manifest, locate, read_bytes, read_coverage
+from braintune_dist.data.stream import make_dataset, select, shards_for, summarize, windows
 from braintune_dist.train.loop import FitConfig, train_loop_per_worker
 
 
@@ -32,7 +33,7 @@ def plan(cfg: FitConfig) -> dict:
     manifest = load_manifest(cfg.shards)
     sel = select(manifest, "train", cfg.stream)
     subjects = manifest["subjects"]
-    coverage = np.load(Path(cfg.shards) / COVERAGE)[[subjects.index(p) for p in sel.participants]]
+    coverage = read_coverage(cfg.shards)[[subjects.index(p) for p in sel.participants]]
     train_rows = summarize(cfg.shards, "train", cfg.stream)["rows"]
     val_rows = summarize(cfg.shards, "val", cfg.stream)["rows"] if manifest["rows"].get("val") else 0
     per_worker = train_rows // cfg.ray.num_workers                 # streaming_split(equal=True) floors
@@ -73,23 +74,27 @@ def _feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
 
     from braintune_dist.model.backbone import build_backbone
 
-    shard_dir = Path(cfg.shards)
+    shard_dir = cfg.shards
     manifest = load_manifest(shard_dir)
     _, shards = shards_for(manifest, "train", cfg.stream, shard_dir)
     per_shard = math.ceil(cfg.head.standardize_windows / len(shards))
+    fs, base = locate(str(shard_dir))
+    store = {s: from_npy(read_bytes(shard_dir, f["file"]), f["file"]) for s, f in manifest["audio_files"].items()
+             if any(s in sh["stories"] for sh in shards)}                  # story store: each story's samples once
+    column = "end_sample" if manifest["audio_store"] == "story" else "audio"
     audio = []
     for sh in shards:                                   # evenly spaced rows of every shard: all stories seen
-        pf = pq.ParquetFile(shard_dir / sh["file"])
+        pf = pq.ParquetFile(fs.open_input_file(f"{base}/{sh['file']}"))
         n = pf.metadata.num_rows
         rows = np.linspace(0, n - 1, min(per_shard, n)).round().astype(int)
-        # read only the row groups holding those rows (a real-data shard's audio column is ~100 MB)
+        # read only the row groups holding those rows (a windows-store shard's audio column is ~100 MB)
         first = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
         group_of = np.searchsorted(first, rows, side="right") - 1                  # (len(rows),)
         groups = sorted(set(group_of.tolist()))
-        a = _dense(pf.read_row_groups(groups, columns=["audio"]).column("audio"),
-                   manifest["window_samples"])         # (rows in those groups, window_samples)
+        table = pf.read_row_groups(groups, columns=["story", column])
         start_in_a = dict(zip(groups, np.cumsum([0] + [first[g + 1] - first[g] for g in groups])))
-        audio.append(a[[start_in_a[g] + r - first[g] for r, g in zip(rows, group_of)]])
+        picked = table.take([int(start_in_a[g] + r - first[g]) for r, g in zip(rows, group_of)])
+        audio.append(windows(picked, manifest["window_samples"], store or None))   # (len(rows), window_samples)
     audio = np.concatenate(audio)[: cfg.head.standardize_windows]
     backbone = build_backbone(cfg.model).eval()
     with torch.no_grad():
