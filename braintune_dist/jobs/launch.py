@@ -38,6 +38,10 @@ def connect_ray(address: str = "") -> None:
             k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI")
             if k in os.environ}}, **quiet)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
+    if not verbose:       # Ray Data's per-execution lines (plans, timings) stay in its own log file, ray-data.log
+        for handler in logging.getLogger("ray.data").handlers:
+            if type(handler).__name__ == "PlainRayHandler":
+                handler.setLevel(logging.ERROR)
 
 
 def run_main(main, argv=None) -> int:
