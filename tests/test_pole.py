@@ -47,8 +47,8 @@ def test_pole_sse_matches_direct_predictions(monkeypatch, backend, dtype, dense)
     terms = np.stack([np.abs(2 * (e[:, None] * C) * (A.T @ y)).sum(0)
                       + ((np.abs(A) @ np.abs(e[:, None] * C)) ** 2).sum(0) for e in E])
     f = pole.setup(be, be.asarray(lam), be.asarray(A), be.asarray(alphas), dtype)
-    assert f is not None and len(f["levels"]) >= 5 and {10, 11} <= set(be.to_numpy(f["S"]).tolist())
-    assert f["K"].dtype == dtype
+    assert f is not None and len(f.levels) >= 5 and {10, 11} <= set(be.to_numpy(f.S).tolist())
+    assert f.K.dtype == dtype
     got = be.to_numpy(pole.sse(be, f, be.asarray(C.astype(dtype)), be.asarray((A.T @ y).astype(dtype)),
                                be.asarray((y ** 2).sum(0))))
     err = np.abs(got - ref) / terms
@@ -66,9 +66,9 @@ def test_unshifted_float32_fractions_would_fail():
     terms = np.stack([np.abs(2 * (e[:, None] * C) * (A.T @ y)).sum(0)
                       + ((np.abs(A) @ np.abs(e[:, None] * C)) ** 2).sum(0) for e in E])
     f = pole.setup(be, lam, A, alphas, np.float64)        # K without near pairs, and N for them
-    KC = (f["K"].astype(np.float32) @ C.astype(np.float32)).astype(np.float64)
-    Cs = C[f["S"]]
-    near = np.stack([((Cs * e[f["S"], None]) * (f["N"] @ (Cs * e[f["S"], None]))).sum(0) for e in E])
+    KC = (f.K.astype(np.float32) @ C.astype(np.float32)).astype(np.float64)
+    Cs = C[f.S]
+    near = np.stack([((Cs * e[f.S, None]) * (f.N @ (Cs * e[f.S, None]))).sum(0) for e in E])
     H = A.T @ A
     naive = ((-2 * E) @ (C * (A.T @ y)) + (E * E * np.diag(H)) @ (C * C) + 2 * E @ (C * KC)
              + (y ** 2).sum(0) + near)

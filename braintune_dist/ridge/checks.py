@@ -2,8 +2,26 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Split:
+    """One CV split of the rows."""
+
+    tr: Any
+    """Training rows: a slice, or an int array (n_tr,)."""
+    val: Any
+    """Validation rows: a slice, or an int array (n_val,); None for the refit on all rows."""
+    ntr: int
+    """Number of training rows."""
+    nv: int
+    """Number of validation rows."""
+    comp: bool
+    """The training rows are exactly the complement of the validation rows (then X_trᵀX_tr = G - X_valᵀX_val)."""
 
 
 def check_X(be, X, name):
@@ -42,8 +60,8 @@ def check_alphas(alphas):
 
 
 def make_splits(cv, n):
-    """Split dicts (tr, val: slice or int array; ntr, nv; comp: train = complement of val) and
-    whether the validation sets partition the rows (then XᵀY = Σ blocks)."""
+    """The :class:`Split` of every CV fold, and whether the validation sets partition the rows (then
+    XᵀY = Σ blocks)."""
     msg = f"cv must be an int, a splitter or (train, test) pairs, got {cv!r}"
     if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
         if not 2 <= cv <= n:
@@ -70,8 +88,8 @@ def make_splits(cv, n):
                 raise ValueError(f"cv split {i}: {name} indices must be non-empty ints in [0, {n})")
         count[val] += 1
         comp = bool(np.all(np.bincount(np.concatenate([tr, val]), minlength=n) == 1))
-        splits.append(dict(tr=as_slice(tr), val=as_slice(val), ntr=tr.size, nv=val.size, comp=comp))
-    return splits, bool(np.all(count == 1) and all(s["comp"] for s in splits))
+        splits.append(Split(tr=as_slice(tr), val=as_slice(val), ntr=tr.size, nv=val.size, comp=comp))
+    return splits, bool(np.all(count == 1) and all(s.comp for s in splits))
 
 
 def as_slice(idx):

@@ -23,10 +23,37 @@ over), with the error of a direct float32 evaluation; the diagonal blocks and ne
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 NEAR = 1e-9   # eigenvalue pairs closer than NEAR * (lam + max alpha) are summed exactly
 LEAF = 128    # components per diagonal block summed in float64
+
+
+@dataclass
+class Terms:
+    """A split's terms of the pole form (arrays on the backend; m components, n_alphas alphas)."""
+
+    E: Any
+    """(n_alphas, m) float64: 1 / (lam + alpha)."""
+    L: Any
+    """(n_alphas, 2m) in the product dtype: weights of [C∘R; C∘C] (linear and diagonal terms)."""
+    K: Any
+    """(m, m) in the product dtype: H_il / (lam_l - lam_i), zero on the diagonal and at near pairs."""
+    levels: list
+    """Tree levels of (lo, mid, hi) nodes (:func:`tree`)."""
+    W: list
+    """One (n_alphas, m) weight per level, in the product dtype."""
+    leaves: list
+    """(lo, hi) diagonal blocks left under the tree."""
+    KL: list
+    """float64 K of each leaf block."""
+    S: Any
+    """(n_near,) indices of components in near-degenerate pairs."""
+    N: Any
+    """(n_near, n_near) float64: H at the near pairs, summed exactly."""
 
 
 def cost(be, m, n_val, n_alphas):
@@ -61,9 +88,7 @@ def setup(be, lam, A64, alphas, dt):
 
     Returns
     -------
-    dict with E (n_alphas, m) float64; L (n_alphas, 2m) weights of [C∘R; C∘C] in ``dt``;
-    K (m, m) in ``dt`` with W (one (n_alphas, m) ``dt`` weight per tree level) and the levels;
-    leaves with their float64 diagonal blocks KL; near pairs S (indices), N (|S|, |S|) float64.
+    terms : :class:`Terms`, or None
     """
     xp = be.xp
     m = lam.shape[0]
@@ -90,12 +115,10 @@ def setup(be, lam, A64, alphas, dt):
         N = xp.where(near, H[ix], 0.0)
         K[ix] = xp.where(near, 0.0, K[ix])
     E = 1.0 / (lam[None, :] + alphas[:, None])         # (n_alphas, m)
-    f = dict(E=E, S=S, N=N, L=xp.concatenate([-2 * E, E * E * xp.diagonal(H)], axis=1).astype(dt))
-    f["levels"], f["leaves"] = tree(m)
-    f["KL"] = [K[lo:hi, lo:hi].copy() for lo, hi in f["leaves"]]
-    f["W"] = [_level_weights(xp, lam, E, alphas, level, dt) for level in f["levels"]]
-    f["K"] = K.astype(dt, copy=False)
-    return f
+    levels, leaves = tree(m)
+    return Terms(E=E, L=xp.concatenate([-2 * E, E * E * xp.diagonal(H)], axis=1).astype(dt),
+                 KL=[K[lo:hi, lo:hi].copy() for lo, hi in leaves], K=K.astype(dt, copy=False), levels=levels,
+                 W=[_level_weights(xp, lam, E, alphas, level, dt) for level in levels], leaves=leaves, S=S, N=N)
 
 
 def _level_weights(xp, lam, E, alphas, level, dt):
@@ -112,7 +135,7 @@ def sse(be, f, C, R, y2):
 
     Parameters
     ----------
-    f : dict from :func:`setup`
+    f : :class:`Terms` from :func:`setup`
     C : array of shape (m, v), eigen-coefficients Vᵀ X_trᵀ Y_tr (float32 or float64)
     R : array of shape (m, v), Aᵀ Y_val, same dtype (overwritten: used as scratch)
     y2 : array of shape (v,), float64, ||y_val||² per voxel
@@ -122,10 +145,10 @@ def sse(be, f, C, R, y2):
     D = xp.empty((2 * m, C.shape[1]), C.dtype)
     xp.multiply(C, R, out=D[:m])
     xp.multiply(C, C, out=D[m:])
-    acc = f["L"] @ D                                   # linear and diagonal terms, (n_alphas, v)
+    acc = f.L @ D                                   # linear and diagonal terms, (n_alphas, v)
     del D
-    P, K = R, f["K"]                                   # P (m, v): one level's K-block products
-    for level, W in zip(f["levels"], f["W"]):
+    P, K = R, f.K                                   # P (m, v): one level's K-block products
+    for level, W in zip(f.levels, f.W):
         for lo, mid, hi in level:
             xp.matmul(K[lo:mid, mid:hi], C[mid:hi], out=P[lo:mid])
             xp.matmul(K[mid:hi, lo:mid], C[lo:mid], out=P[mid:hi])
@@ -133,14 +156,14 @@ def sse(be, f, C, R, y2):
         acc += W @ P
     out = acc.astype(xp.float64)
     out += y2
-    E = f["E"]
-    for (lo, hi), KL in zip(f["leaves"], f["KL"]):    # diagonal blocks, float64 fractions
+    E = f.E
+    for (lo, hi), KL in zip(f.leaves, f.KL):    # diagonal blocks, float64 fractions
         c = C[lo:hi].astype(xp.float64)
         out += (2 * E[:, lo:hi]) @ (c * (KL @ c))
-    S = f["S"]
+    S = f.S
     if S.shape[0]:                                     # near-degenerate pairs, exact products
         Cs = C[S].astype(xp.float64)
         for a in range(E.shape[0]):
             Z = Cs * E[a, S][:, None]
-            out[a] += (Z * (f["N"] @ Z)).sum(0)
+            out[a] += (Z * (f.N @ Z)).sum(0)
     return out

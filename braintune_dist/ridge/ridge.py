@@ -20,7 +20,8 @@ import numpy as np
 
 from braintune_dist.ridge import pole
 from braintune_dist.ridge.backend import get_backend
-from braintune_dist.ridge.checks import check_alphas, check_X, check_Y, make_splits
+from braintune_dist.ridge.checks import Split, check_alphas, check_X, check_Y, make_splits
+from braintune_dist.ridge.state import Eigen, Fold, GramRefit
 from braintune_dist.ridge.correlation import correlation_score
 
 
@@ -106,16 +107,16 @@ class RidgeCV:
             raise ValueError(f"n_targets_batch must be a positive int or None, got {vb!r}")
         splits, partition = make_splits(self.cv, X.shape[0])
         al = be.asarray(alphas)
-        refit = _prepare(be, X, splits, partition, bool(self.fit_intercept), dt, al)
+        folds, refit = _prepare(be, X, splits, partition, bool(self.fit_intercept), dt, al)
         p, v = X.shape[1], Y.shape[1]
         coef, intercept = xp.empty((p, v), dt), xp.zeros(v, xp.float64)
         cv_scores, best = np.empty((len(alphas), v)), np.empty(v, np.int64)
         for b0 in range(0, v, vb):                             # voxel batches
             b = slice(b0, min(v, b0 + vb))
             mse, idx, coef[:, b], intercept[b] = _fit_batch(
-                be, X, _batch(be, Y, b, dt), splits, partition, refit, al, dt)
+                be, X, _batch(be, Y, b, dt), folds, partition, refit, al, dt)
             cv_scores[:, b], best[b] = -be.to_numpy(mse), be.to_numpy(idx)
-        if not refit["kernel"]:
+        if not refit.kernel:
             _solve_refit(be, refit, coef, intercept, best, al, vb)
         self.best_alphas_, self.cv_scores_ = alphas[best], cv_scores
         self._coef, self._coef_np, self._intercept = coef, None, intercept.astype(dt)
@@ -172,71 +173,74 @@ class RidgeCV:
 
 
 # ---------------------------------------------------------------------- linear algebra
-def _prepare(be, X, splits, partition, icpt, dt, al):
-    """Decompose every split (into ``s["fold"]``) and all rows (returned), in float64.
+def _prepare(be, X, splits, partition, icpt, dt, al) -> tuple[list[Fold], Eigen | GramRefit]:
+    """Decompose every split and all rows, in float64: the folds and the refit.
 
     Feature space when p <= n_train (complement splits: G - X_valᵀX_val; K-fold: G = Σ blocks),
-    else sample space (kernel); ``s["feat"]`` records the choice.
+    else sample space (kernel).
     """
     xp = be.xp
     X64 = X.astype(xp.float64)
     n, p = X.shape
     xsum = X64.sum(0) if icpt else None
-    for s in splits:
-        s["feat"] = p <= s["ntr"]
-        if s["feat"] and s["comp"]:                            # (p, p) syrk per fold
-            xv = X64[s["val"]]
-            s["Gv"], s["xvsum"] = be.gram(xv), xv.sum(0)
+    folds = [Fold(s, feat=p <= s.ntr) for s in splits]
+    val_terms = {}                                             # fold → (X_valᵀX_val (p, p), X_val column sums)
+    for k, f in enumerate(folds):
+        if f.feat and f.split.comp:                            # (p, p) syrk per fold
+            xv = X64[f.split.val]
+            val_terms[k] = be.gram(xv), xv.sum(0)
     G = None                                                   # XᵀX (feature-space refit)
     if p <= n:
-        G = (sum(s["Gv"] for s in splits) if partition and all(s["feat"] for s in splits)
+        G = (sum(g for g, _ in val_terms.values()) if partition and all(f.feat for f in folds)
              else be.gram(X64))
-    for s in splits:
-        Gtr, mu = None, None                                   # None: kernel
-        if s["feat"] and s["comp"]:
-            Gtr, mu = G - s.pop("Gv"), ((xsum - s["xvsum"]) / s["ntr"]) if icpt else None
+    for k, f in enumerate(folds):
+        s, Gtr, mu = f.split, None, None                      # Gtr None: kernel
+        if k in val_terms:
+            Gv, xvsum = val_terms.pop(k)                       # freed as it is used
+            Gtr, mu = G - Gv, ((xsum - xvsum) / s.ntr) if icpt else None
         else:
-            xt = X64[s["tr"]]
-            Gtr, mu = (be.gram(xt) if s["feat"] else None), (xt.mean(0) if icpt else None)
-        s["fold"] = _decompose(be, X64, s, Gtr, mu, dt, al)
+            xt = X64[s.tr]
+            Gtr, mu = (be.gram(xt) if f.feat else None), (xt.mean(0) if icpt else None)
+        f.eig = _decompose(be, X64, s, Gtr, mu, dt, al)
     mu = X64.mean(0) if icpt else None
     if G is not None:                                          # refit: Cholesky per chosen alpha
-        return dict(kernel=False, G=G if mu is None else G - n * xp.outer(mu, mu), mu=mu)
-    return _decompose(be, X64, dict(tr=slice(0, n), val=None, ntr=n), None, mu, dt, al)
+        return folds, GramRefit(G=G if mu is None else G - n * xp.outer(mu, mu), mu=mu)
+    return folds, _decompose(be, X64, Split(tr=slice(0, n), val=None, ntr=n, nv=0, comp=False), None, mu, dt, al)
 
 
-def _fit_batch(be, X, Yb, splits, partition, refit, al, dt):
+def _fit_batch(be, X, Yb, folds, partition, refit, al, dt):
     """CV errors of every alpha and choice for one voxel batch Yb (n, vb): returns mean validation
     MSE (n_alphas, vb) float64, alpha index (vb,), then for the refit either the weights (p, vb)
     (kernel) or the centred XᵀY_b (p, vb) to solve (:func:`_solve_refit`), and mean(Y_b) (vb,)."""
     xp = be.xp
     n = X.shape[0]
-    icpt = refit["mu"] is not None
+    icpt = refit.mu is not None
     ysum = Yb.sum(0, dtype=xp.float64) if icpt else None
-    XtY, blocks = _cross(be, X, Yb, splits, partition, refit["kernel"])
+    XtY, blocks = _cross(be, X, Yb, folds, partition, refit.kernel)
     mse = xp.zeros((al.shape[0], Yb.shape[1]), xp.float64)
-    for k, s in enumerate(splits):
-        yv, muy, B = Yb[s["val"]], None, None
+    for k, f in enumerate(folds):
+        s = f.split
+        yv, muy, B = Yb[s.val], None, None
         if icpt:                                               # centre on the split's train rows
-            muy = ((ysum - yv.sum(0, dtype=xp.float64)) / s["ntr"] if s["comp"]
-                   else Yb[s["tr"]].mean(0, dtype=xp.float64))
+            muy = ((ysum - yv.sum(0, dtype=xp.float64)) / s.ntr if s.comp
+                   else Yb[s.tr].mean(0, dtype=xp.float64))
             yv = (yv - muy).astype(dt)
-        if s["feat"]:
-            B = XtY - blocks[k] if s["comp"] else X[s["tr"]].T @ Yb[s["tr"]]
-        mse += _fold_sse(be, s["fold"], _coefs(be, s["fold"], B, Yb, muy, dt), yv) / s["nv"]
-    mse /= len(splits)
+        if f.feat:
+            B = XtY - blocks[k] if s.comp else X[s.tr].T @ Yb[s.tr]
+        mse += _fold_sse(be, f.eig, _coefs(be, f.eig, B, Yb, muy, dt), yv) / s.nv
+    mse /= len(folds)
     idx = xp.argmax((xp.log(al) * 1e-10)[:, None] - mse, axis=0)   # ties -> larger alpha
     muy = ysum / n if icpt else None
-    if not refit["kernel"]:                                  # centred XᵀY, solved once all are in
-        B = XtY if muy is None else XtY - (n * xp.outer(refit["mu"], muy)).astype(dt)
+    if not refit.kernel:                                     # centred XᵀY, solved once all are in
+        B = XtY if muy is None else XtY - (n * xp.outer(refit.mu, muy)).astype(dt)
         return mse, idx, B, (muy if icpt else 0)
     C = _coefs(be, refit, XtY, Yb, muy, dt)
-    be.alpha_scale(C, refit["lam"], al[idx], out=C)          # per-voxel (lam + alpha_j)⁻¹
-    W = refit["W"] @ C                                       # (p, m) @ (m, vb)
-    return mse, idx, W, ((muy - refit["mu"] @ W.astype(xp.float64)) if icpt else 0)
+    be.alpha_scale(C, refit.lam, al[idx], out=C)             # per-voxel (lam + alpha_j)⁻¹
+    W = refit.W @ C                                          # (p, m) @ (m, vb)
+    return mse, idx, W, ((muy - refit.mu @ W.astype(xp.float64)) if icpt else 0)
 
 
-def _solve_refit(be, refit, coef, intercept, best, al, vb):
+def _solve_refit(be, refit: GramRefit, coef, intercept, best, al, vb):
     """Feature-space refit on all rows: ``coef`` (p, v) holds the centred XᵀY on entry, the
     weights (G + alpha_j I)⁻¹ Xᵀy_j on return; ``intercept`` (v,) holds mean(Y) on entry.
 
@@ -245,7 +249,7 @@ def _solve_refit(be, refit, coef, intercept, best, al, vb):
     not numerically positive definite, e.g. tiny alpha on singular G).
     """
     xp = be.xp
-    G, p, eig = refit["G"], refit["G"].shape[0], None
+    G, p, eig = refit.G, refit.G.shape[0], None
     d = xp.arange(p)
     for k in np.unique(best):
         Ga = G.copy()
@@ -263,87 +267,82 @@ def _solve_refit(be, refit, coef, intercept, best, al, vb):
             else:
                 W = eig[1] @ ((eig[1].T @ B) / (eig[0] + al[k])[:, None])
             coef[:, c] = W.astype(coef.dtype)
-    if refit["mu"] is not None:
+    if refit.mu is not None:
         for b0 in range(0, coef.shape[1], vb):
             b = slice(b0, b0 + vb)
-            intercept[b] -= (refit["mu"] @ coef[:, b].astype(xp.float64)).astype(intercept.dtype)
+            intercept[b] -= (refit.mu @ coef[:, b].astype(xp.float64)).astype(intercept.dtype)
 
 
-def _decompose(be, X64, s, Gtr, mu, dt, alphas):
-    """Eigendecomposition of a split's training Gram (feature space) or kernel (sample space).
-
-    Returns a dict: lam (m,) eigenvalues >= 0; ``basis`` (p or n_tr, m) rotating XᵀY or Y_tr; W
-    (p, m) for the kernel refit (val None); for CV splits A (n_val, m) = validation design in the eigenbasis and
-    either ``pole`` (terms of :func:`.pole.setup`) or, for the direct form, F = 1 / (lam + alpha)
-    (n_alphas, m) in ``dt``.
-    """
+def _decompose(be, X64, s: Split, Gtr, mu, dt, alphas) -> Eigen:
+    """Eigendecomposition of a split's training Gram ``Gtr`` (feature space) or, with ``Gtr`` None, of its
+    kernel (sample space); ``s.val`` None: the kernel refit on all rows (see :class:`Eigen`)."""
     xp = be.xp
     kernel = Gtr is None
     if kernel:                                       # sample space: X_tr X_trᵀ (n_tr, n_tr)
-        xt = X64[s["tr"]] if mu is None else X64[s["tr"]] - mu
+        xt = X64[s.tr] if mu is None else X64[s.tr] - mu
         lam, Q = be.eigh(be.gram(xt.T), overwrite=True)
     else:                                            # feature space: G_tr (p, p)
-        lam, Q = be.eigh(Gtr - s["ntr"] * xp.outer(mu, mu) if mu is not None else Gtr,
+        lam, Q = be.eigh(Gtr - s.ntr * xp.outer(mu, mu) if mu is not None else Gtr,
                          overwrite=True)            # a fold's G_tr is its own copy
     lam = xp.maximum(lam, 0.0)                       # round-off negatives (himalaya: zeros)
-    f = dict(kernel=kernel, lam=lam, mu=mu, basis=Q.astype(dt), tr=s["tr"], ntr=s["ntr"])
-    if s["val"] is None:                             # kernel refit on all rows
-        f["W"] = (xt.T @ Q).astype(dt)
+    f = Eigen(kernel=kernel, lam=lam, mu=mu, basis=Q.astype(dt), tr=s.tr, ntr=s.ntr)
+    if s.val is None:                                # kernel refit on all rows
+        f.W = (xt.T @ Q).astype(dt)
         return f
-    xv = X64[s["val"]] if mu is None else X64[s["val"]] - mu
+    xv = X64[s.val] if mu is None else X64[s.val] - mu
     M = xv @ xt.T if kernel else xv                  # (n_val, p or n_tr) before rotation
     m, nv, na = lam.shape[0], xv.shape[0], alphas.shape[0]
     pole_cost, direct_cost = pole.cost(be, m, nv, na)
     A64 = M @ Q if pole_cost < direct_cost else None  # (n_val, m) validation design, eigenbasis
     P = pole.setup(be, lam, A64, alphas, dt) if A64 is not None else None
     if P is not None:
-        f["pole"], f["A"] = P, A64.astype(dt, copy=False)
+        f.pole, f.A = P, A64.astype(dt, copy=False)
     else:
-        f["A"] = M.astype(dt) @ f["basis"] if dt == np.float32 else M @ Q
-        f["F"] = (1.0 / (lam[None, :] + alphas[:, None])).astype(dt)
+        f.A = M.astype(dt) @ f.basis if dt == np.float32 else M @ Q
+        f.F = (1.0 / (lam[None, :] + alphas[:, None])).astype(dt)
     return f
 
 
-def _coefs(be, f, B, Yb, muy, dt):
+def _coefs(be, f: Eigen, B, Yb, muy, dt):
     """Eigen-coefficients C (m, vb): Vᵀ X_trᵀY_tr (feature) or Uᵀ Y_tr (kernel), centred."""
-    if f["kernel"]:
-        yt = Yb[f["tr"]]
-        return f["basis"].T @ ((yt - muy).astype(dt) if muy is not None else yt)
+    if f.kernel:
+        yt = Yb[f.tr]
+        return f.basis.T @ ((yt - muy).astype(dt) if muy is not None else yt)
     if muy is not None:                              # Σ (x - mu_x)(y - mu_y)ᵀ over n_tr rows
-        B = B - (f["ntr"] * be.xp.outer(f["mu"], muy)).astype(dt)
-    return f["basis"].T @ B
+        B = B - (f.ntr * be.xp.outer(f.mu, muy)).astype(dt)
+    return f.basis.T @ B
 
 
-def _fold_sse(be, f, C, yv):
+def _fold_sse(be, f: Eigen, C, yv):
     """Validation sum of squared errors of every alpha, (n_alphas, vb) float64.
 
     Pole form (:mod:`.pole`): one product K @ C shared by all alphas, in float32 blocks.
     Direct form: predictions ``A (e_a * C)`` (n_val, vb) for one alpha at a time.
     """
     xp = be.xp
-    if "pole" in f:
+    if f.pole is not None:
         y2 = xp.square(yv.astype(xp.float64)).sum(0)
-        return pole.sse(be, f["pole"], C, f["A"].T @ yv, y2)
-    na = f["F"].shape[0]
+        return pole.sse(be, f.pole, C, f.A.T @ yv, y2)
+    na = f.F.shape[0]
     sse = xp.zeros((na, C.shape[1]), xp.float64)
     Z = xp.empty_like(C)                             # (m, vb) coefficients of one alpha
     P = xp.empty((yv.shape[0], C.shape[1]), C.dtype)
     for a in range(na):
-        xp.multiply(C, f["F"][a][:, None], out=Z)
-        xp.matmul(f["A"], Z, out=P)
+        xp.multiply(C, f.F[a][:, None], out=Z)
+        xp.matmul(f.A, Z, out=P)
         be.sse_columns(P, yv, sse[a])
     return sse
 
 
-def _cross(be, X, Yb, splits, partition, kernel_refit):
+def _cross(be, X, Yb, folds, partition, kernel_refit):
     """XᵀY_b (p, vb) and X_valᵀY_val blocks of feature-space complement splits (K-fold: XᵀY = Σ)."""
-    blocks = [None] * len(splits)
-    if any(s["feat"] and s["comp"] for s in splits) or (partition and not kernel_refit):
-        blocks = [X[s["val"]].T @ Yb[s["val"]] for s in splits]
+    blocks = [None] * len(folds)
+    if any(f.feat and f.split.comp for f in folds) or (partition and not kernel_refit):
+        blocks = [X[f.split.val].T @ Yb[f.split.val] for f in folds]
     if partition and blocks[0] is not None:
         XtY = sum(blocks[1:], blocks[0])
     else:
-        XtY = None if kernel_refit and not any(s["feat"] for s in splits) else X.T @ Yb
+        XtY = None if kernel_refit and not any(f.feat for f in folds) else X.T @ Yb
     return XtY, blocks
 
 
