@@ -254,7 +254,11 @@ def run_manifest(config: dict, shard_dir: str | os.PathLike | None = None) -> di
         except metadata.PackageNotFoundError:
             versions[pkg] = "absent"
     data = {}
-    if shard_dir is not None and (Path(shard_dir) / "manifest.json").is_file():
-        data = {"shard_manifest": str(Path(shard_dir).resolve() / "manifest.json"),
-                "shard_manifest_sha256": hashlib.sha256((Path(shard_dir) / "manifest.json").read_bytes()).hexdigest()}
+    if shard_dir is not None:                   # a local folder or an object-storage URI (shown without keys)
+        from braintune_dist.data.manifest import MANIFEST, display, exists, read_bytes
+        if exists(shard_dir, MANIFEST):
+            local = "://" not in str(shard_dir)
+            data = {"shard_manifest": str(Path(shard_dir).resolve() / MANIFEST) if local else
+                    f"{display(shard_dir)}/{MANIFEST}",
+                    "shard_manifest_sha256": hashlib.sha256(read_bytes(shard_dir, MANIFEST)).hexdigest()}
     return dict(config=config, git_commit=commit, python=platform.python_version(), packages=versions, **data)

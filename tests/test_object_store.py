@@ -82,3 +82,21 @@ def test_damage_on_s3_is_named_by_preflight(s3, tiny_root, tmp_path):
     from braintune_dist.jobs.prepare_data import ensure_shards
     with pytest.raises(DatasetError, match=r"no complete shard set at s3://shards/none"):
         ensure_shards(cfg.fit.data, server.uri("shards/none"), ShardConfig(), log=lambda *_: None)
+
+
+def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):
+    """A Ray Train fit whose shards are only on S3: the plan, the head's feature statistics, the workers' stream
+    (pickled S3 filesystem, story audio read by Ray tasks) all read the bucket."""
+    from braintune_dist.config import from_dict
+    from braintune_dist.train.loop import FitConfig
+    from braintune_dist.train.trainer import build_trainer, plan
+    _, uri, _ = s3
+    cfg = from_dict(FitConfig, {
+        "data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": uri, "stream": {"batch_size": 2},
+        "head": {"standardize": True, "standardize_windows": 8}, "engine": {"kind": "ddp"},
+        "train": {"epochs": 1, "loss": "mse", "patience": 0, "max_steps_per_epoch": 2},
+        "ray": {"num_workers": 1, "cpus_per_worker": 0.5, "storage_path": str(tmp_path / "ray"), "run_name": "s3"},
+        "tracking": {"enabled": False}})
+    assert plan(cfg)["participants"] == ["UTS01", "UTS02", "UTS03"]
+    result = build_trainer(cfg).fit()
+    assert result.error is None and result.metrics["epoch"] == 0 and result.metrics["samples"] > 0

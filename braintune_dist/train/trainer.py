@@ -61,7 +61,7 @@ def feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     Fits that differ only in what the statistics do not depend on (training seed, learning rates) reuse
     them within the process.
     """
-    key = json.dumps([to_dict(cfg.model), load_manifest(Path(cfg.shards)), to_dict(cfg.stream), to_dict(cfg.data),
+    key = json.dumps([to_dict(cfg.model), load_manifest(cfg.shards), to_dict(cfg.stream), to_dict(cfg.data),
                       cfg.head.standardize_windows], sort_keys=True, default=str)   # the manifest: shards rewritten
     if key not in _STATS:
         _STATS[key] = _feature_stats(cfg)
