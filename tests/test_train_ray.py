@@ -245,9 +245,9 @@ def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(sim_shards, tmp_path
     assert f"resuming MLflow parent run {killed}" in done.stdout, done.stdout[-3000:]
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.info.run_id, r.info.status) for r in runs] == [(killed, "FINISHED")]
-    history = client.get_metric_history(killed, "epoch.train_loss")
-    assert sorted({m.step for m in history}) == list(range(kept + 1))    # one history, every epoch in it
-    assert client.get_metric_history(killed, "epoch.start_epoch")[-1].value == kept   # the rerun did not start over
+    # one history holding every epoch (the killed driver may have logged epochs whose checkpoint it never registered)
+    assert set(range(kept + 1)) <= {m.step for m in client.get_metric_history(killed, "epoch.train_loss")}
+    assert max(m.value for m in client.get_metric_history(killed, "epoch.start_epoch")) == kept   # not started over
 
 
 def test_non_finite_loss_stops_the_run_with_an_error(ray_local, sim_shards, tmp_path):
