@@ -76,6 +76,16 @@ def bound_http_requests(cfg: TrackingConfig) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")     # 0, 2 s between the retries
 
 
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Row dicts as CSV text: columns are every row's keys in first-seen order, missing cells empty."""
+    import csv
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 class Tracker:
     """A thin, failure-tolerant wrapper over one active MLflow run (or a no-op when disabled)."""
 
@@ -152,15 +162,18 @@ class Tracker:
                 self._guard("end_run", mlflow.end_run, status, force=True)
             self.run_id = None
 
-    def end_children(self, parent_run_id: str, status: str = "KILLED") -> int:
-        """End the still-RUNNING child runs of ``parent_run_id`` (their process was killed before it could,
-        e.g. a trial stopped by ASHA); returns how many. Failures warn once, like every logging call."""
+    def end_children(self, parent_run_id: str, status: str = "KILLED", now: str = "RUNNING",
+                     trial_ids: set[str] | None = None) -> int:
+        """Set the child runs of ``parent_run_id`` whose status is ``now`` to ``status`` (a trial stopped by ASHA:
+        its process was killed before it ended its run, or ended it on the stop's exception); ``trial_ids``:
+        only runs tagged with one of these. Returns how many. Failures warn once, like every logging call."""
         def end() -> int:
             from mlflow.tracking import MlflowClient
             client = MlflowClient(self.uri)
             exp = client.get_experiment_by_name(self.cfg.experiment)
             runs = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}' and "
-                                      "attributes.status = 'RUNNING'") if exp else []
+                                      f"attributes.status = '{now}'") if exp else []
+            runs = [r for r in runs if trial_ids is None or r.data.tags.get("trial_id") in trial_ids]
             for r in runs:
                 client.set_tag(r.info.run_id, "ended_by", "parent run: its process was stopped before it ended it")
                 client.set_terminated(r.info.run_id, status)
@@ -211,15 +224,8 @@ class Tracker:
 
     def log_table(self, rows: list[dict[str, Any]], name: str) -> None:
         """Log a list of row dicts as a CSV artifact ``name``."""
-        import csv
-        if not rows:
-            return
-        buf = io.StringIO()
-        fields = list(dict.fromkeys(k for r in rows for k in r))    # every row's keys, first-seen order
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-        self.log_text(buf.getvalue(), name)
+        if rows:
+            self.log_text(csv_text(rows), name)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         import mlflow

@@ -7,6 +7,9 @@ import os
 # before Ray is imported anywhere: keep every Ray socket on 127.0.0.1, no usage stats
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
+# Ray Train's controller polls its workers (and collects their reports) every 2 s by default: a fit's end is seen
+# up to 2 s late, and the suite runs a few dozen fits
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 import numpy as np
 import pytest

@@ -164,3 +164,18 @@ def test_a_real_driver_prints_one_error_line(tmp_path, content, extra, match):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert __import__("re").match(match, lines[0]), lines[0]
+
+
+def test_benchmark_tables_match_their_results(tmp_path, monkeypatch):
+    """BENCHMARKS.md's tables are what benchmarks/tables.py makes of benchmarks/results/*.json; a hand-edited
+    number is caught."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tables", REPO / "benchmarks" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    assert tables.main(["--check"]) == 0
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(tables.DOC.read_text().replace("| 7.7× fewer |", "| 9.9× fewer |"))
+    monkeypatch.setattr(tables, "DOC", doc)
+    assert tables.main(["--check"]) == 1
+    assert tables.main([]) == 0 and tables.main(["--check"]) == 0 and "| 7.7× fewer |" in doc.read_text()

@@ -1,11 +1,10 @@
-"""`ray job submit` of jobs/multi_brain.py to a local head on 127.0.0.1 (started and stopped by the test)."""
+"""`ray job submit` of jobs/multi_brain.py to the head that cluster/local_head.sh starts on 127.0.0.1 (and stops)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,36 +19,39 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+DPORT = 8297
+
+
+def alive(pgid: int) -> list[str]:
+    """Live (non-zombie) processes of a process group: a stopped head leaves none."""
+    ps = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in ps if line.split()[:1] == [str(pgid)] and not line.split()[1].startswith("Z")]
+
+
 @pytest.fixture
 def head(tmp_path):
-    """A Ray head with the job server (ray[default]) on loopback, token authentication on."""
-    temp = Path(f"/tmp/rj{os.getpid()}")
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_DISABLE_USAGE_STATS="1")
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--port=6397",
-         "--dashboard-host=127.0.0.1", "--dashboard-port=8297", "--dashboard-agent-listen-port=52397",
-         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = "http://127.0.0.1:8297"
-    deadline = time.time() + 90
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            urllib.request.urlopen(url + "/api/version", timeout=2)
-            break
-        except urllib.error.HTTPError:          # 401: up, and asking for the token
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the Ray head did not come up:\n" + proc.stdout.read1().decode(errors="replace"))
-    yield url, env
-    os.killpg(proc.pid, signal.SIGTERM)         # --block: its process group holds every Ray process
+    """cluster/local_head.sh on loopback with non-default ports, token authentication on; its ``stop`` at the end
+    must remove exactly its own processes."""
+    sh = REPO / "cluster" / "local_head.sh"
+    env = dict(os.environ, BT_RAY_PORT="6397", BT_DASHBOARD_PORT=str(DPORT), BT_AGENT_PORT="52397",
+               BT_NUM_CPUS="2", BT_STATE_DIR=str(tmp_path / "head"), BT_TEMP_DIR=f"/tmp/rj{os.getpid()}")
     try:
-        proc.wait(timeout=5)                    # `ray start --block` lingers ~30 s on SIGTERM; nothing to save here
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    shutil.rmtree(temp, ignore_errors=True)
+        out = subprocess.run([str(sh)], env=env, capture_output=True, text=True, timeout=150)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"--address http://127.0.0.1:{DPORT}" in out.stdout and "jobs/multi_brain.py" in out.stdout
+        with pytest.raises(urllib.error.HTTPError) as e:             # token auth on: 401 without a token
+            urllib.request.urlopen(f"http://127.0.0.1:{DPORT}/api/version", timeout=5)
+        assert e.value.code == 401
+        pgid = int((tmp_path / "head" / "head.pgid").read_text())
+        assert subprocess.run([str(sh), "status"], env=env).returncode == 0
+        yield f"http://127.0.0.1:{DPORT}", env
+    finally:
+        stop = subprocess.run([str(sh), "stop"], env=env, capture_output=True, text=True, timeout=60)
+        shutil.rmtree(env["BT_TEMP_DIR"], ignore_errors=True)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert not alive(pgid)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{DPORT}/api/version", timeout=2)
 
 
 def test_job_submit_multi_brain(head, tmp_path):

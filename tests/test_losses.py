@@ -74,3 +74,18 @@ def test_shared_head_broadcasts_and_perfect_prediction():
         assert brain_loss(name, tgt, tgt, pm, vm).item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="unknown loss 'l1'"):
         brain_loss("l1", pred, tgt, pm, vm)
+
+
+def test_validation_r_over_batches_equals_pearson_per_vertex():
+    """Moments summed over two batches give each (participant, covered vertex)'s Pearson r over the windows the
+    participant heard; the validation r is their mean (float64 numpy reference)."""
+    from braintune_dist.train.losses import moments_r, pearson_moments
+    pred, tgt, pm, vm = _data(b=9)
+    pm[5, 0] = False
+    m = pearson_moments(pred[:4], tgt[:4], pm[:4]) + pearson_moments(pred[4:], tgt[4:], pm[4:])
+    ref = [np.corrcoef(pred[pm[:, i], i, j].numpy(), tgt[pm[:, i], i, j].numpy())[0, 1]
+           for i in range(pm.shape[1]) for j in range(vm.shape[1]) if vm[i, j]]
+    assert moments_r(m, vm) == pytest.approx(np.mean(ref), abs=1e-12)
+    shared = pred[:, 0]                                                   # a shared head's (batch, V) output
+    np.testing.assert_allclose(pearson_moments(shared, tgt, pm)[1, 2], (shared * pm[:, 2:3]).sum(0))
+    assert np.isnan(moments_r(pearson_moments(pred[:1], tgt[:1], pm[:1]), vm))    # one window: no r

@@ -70,6 +70,13 @@ def test_every_row_once_per_epoch_and_shuffle_keeps_content(ray_local, shard_dir
     b = collect(make_dataset(shard_dir, "train", cheap), cheap)
     assert Counter(keys(b)) == Counter(keys(ref)) and keys(b) != sorted(keys(b))
 
+    # shards of a few MB are read by this process (driver_read_mb); through Ray Data's read tasks: the same rows
+    tasks = StreamConfig(shuffle="global", seed=3, batch_size=5, driver_read_mb=0)
+    e = collect(make_dataset(shard_dir, "train", tasks), tasks)
+    assert Counter(keys(e)) == Counter(keys(ref))
+    for col in ("audio", "responses", "mask"):
+        np.testing.assert_array_equal(e[col], ref[col][[by_key[k] for k in keys(e)]])
+
 
 # --------------------------------------------------------------------------- bind vs pair
 def test_bind_keeps_listeners_together_and_equals_pair_regrouped(ray_local, shard_dir, reference):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from braintune_dist.config import ConfigError, from_dict, save_yaml, to_dict
-from braintune_dist.jobs.sweep import SweepConfig, param_space, trial_config
+from braintune_dist.jobs.sweep import SweepConfig, first_points, param_space, trial_config
 
 from servers import MlflowServer
 
@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_sweep(tmp: Path, **search) -> SweepConfig:
-    """3 simulated participants × 3 stories, 1 Train worker, ≤ 2 steps per epoch, 2 epochs. ASHA is wired in but
-    its grace period is the whole run: a trial it kills mid-fit was seen to starve the next trial on 2 cores."""
+    """3 simulated participants × 3 stories, 1 Train worker, ≤ 2 steps per epoch, 2 epochs; ASHA may stop a trial
+    after its first epoch."""
     return from_dict(SweepConfig, {
         "fit": {"data": {"root": str(tmp / "sim"), "val_stories": ["story03"]}, "shards": str(tmp / "shards"),
                 "stream": {"batch_size": 4}, "engine": {"kind": "ddp"},
@@ -35,7 +35,7 @@ def tiny_sweep(tmp: Path, **search) -> SweepConfig:
                     "shard": {"window": 4.0, "audio_dtype": "float16"}},
         "search": {"space": {"lora_rank": [2, 4], "loss": ["mse", "spatial_corr"], "backbone_lr": [1e-4, 1e-2],
                              "head_lr": [1e-3, 1e-2], "stories_per_participant": [1, 2]},
-                   "max_t": 2, "grace_period": 2, "reduction_factor": 2, "trial_cpus": 0.25,
+                   "max_t": 2, "grace_period": 1, "reduction_factor": 2, "trial_cpus": 0.25,
                    "storage_path": str(tmp / "tune"), "name": "s", **search}})
 
 
@@ -51,6 +51,12 @@ def test_trial_config_applies_point():
         type(base.search.space)(backbone_lr=[1e-2, 1e-4])
     with pytest.raises(ConfigError, match=r"x.yaml: search.space.loss: \['l1'\] not among"):
         from_dict(SweepConfig, {"search": {"space": {"loss": ["l1"]}}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"x.yaml: search.points_to_evaluate\[0\]: \['lr'\] not among"):
+        from_dict(SweepConfig, {"search": {"points_to_evaluate": [{"lr": 1e-3}]}}, "x.yaml")
+    given = from_dict(SweepConfig, {"search": {"points_to_evaluate": [{"loss": "spatial_corr"}]}})
+    (point,) = first_points(given.search, given.fit)        # what a point leaves out: the base fit's values
+    assert point == {"lora.rank": given.fit.lora.rank, "train.loss": "spatial_corr",
+                     "optim.backbone_lr": given.fit.optim.backbone_lr, "optim.head_lr": given.fit.optim.head_lr}
 
 
 def finished_trials(exp: Path) -> set[str]:
@@ -65,10 +71,13 @@ def finished_trials(exp: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A 2-trial sweep (one trial at a time) whose driver process group is SIGKILLed as soon as Tune's restore point
-    records the first trial finished, then resumed with ``jobs/sweep.py --resume``."""
+    """A 3-trial sweep (one trial at a time) whose driver process group is SIGKILLed as soon as Tune's restore point
+    records the first trial finished, then resumed with ``jobs/sweep.py --resume``. The first points are given:
+    the last one learns slowly (small learning rates, 1 story), so ASHA likely stops it after one epoch."""
     tmp = tmp_path_factory.mktemp("sweep")
-    save_yaml(tiny_sweep(tmp, num_samples=2), tmp / "sweep.yaml")
+    fast = {"lora_rank": 4, "loss": "mse", "backbone_lr": 1e-2, "head_lr": 1e-2, "stories_per_participant": 2}
+    slow = {"lora_rank": 2, "backbone_lr": 1e-4, "head_lr": 1e-3, "stories_per_participant": 1}
+    save_yaml(tiny_sweep(tmp, num_samples=3, points_to_evaluate=[fast, fast, slow]), tmp / "sweep.yaml")
     cmd = [sys.executable, str(REPO / "jobs" / "sweep.py"), "--config", str(tmp / "sweep.yaml")]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}      # each driver starts its own local Ray
     exp = tmp / "tune" / "s"
@@ -99,7 +108,7 @@ def test_resumed_sweep_runs_only_the_remaining_trials(sweep):
     assert f"[sweep] resuming MLflow parent run {sweep['parent']}" in sweep["log"]
     _, kids = trial_runs(sweep)
     ids = sorted(k.data.tags["trial_id"] for k in kids)
-    assert len(ids) == 2 and len(set(ids)) == 2          # 2 trials in all, one MLflow run each (a re-run reopens its own)
+    assert len(ids) == 3 and len(set(ids)) == 3          # 3 trials in all, one MLflow run each (a re-run reopens its own)
     killed_ms = sweep["killed_at"] * 1000
     for k in kids:
         results = [json.loads(line) for d in sweep["exp"].glob(f"*{k.data.tags['trial_id']}*")
@@ -111,12 +120,31 @@ def test_resumed_sweep_runs_only_the_remaining_trials(sweep):
             assert results and results[-1]["timestamp"] > sweep["killed_at"]
 
 
+def trial_results(sweep) -> list[list[dict]]:
+    """Each trial's reported results (one per epoch), trials in the order they started."""
+    runs = [[json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+            for d in sweep["exp"].iterdir() if (d / "result.json").is_file()]
+    return sorted((r for r in runs if r), key=lambda r: r[0]["timestamp"])
+
+
+def test_asha_stops_a_trial_worse_at_its_first_rung(sweep):
+    """Tune does not save ASHA's rungs in its restore point, so the resumed sweep's rungs start empty: the second
+    trial runs alone through them; the third is stopped after epoch 1 exactly when its val_r is below the second's
+    there (the median of the two), else it runs both epochs. The first points make the stop the likely branch."""
+    first, second, third = trial_results(sweep)
+    assert [r["training_iteration"] for r in second] == [1, 2]
+    stopped = third[0]["val_r"] < second[0]["val_r"]
+    assert [r["training_iteration"] for r in third] == ([1] if stopped else [1, 2]), (second, third)
+    assert all(-1 <= r["val_r"] <= 1 for t in (first, second, third) for r in t)
+
+
 def test_sweep_completes(sweep):
     client, _ = trial_runs(sweep)
     import csv
     rows = list(csv.DictReader(open(client.download_artifacts(sweep["parent"], "sweep/trials.csv",
                                                               str(sweep["tmp"])))))
-    assert len(rows) == 2 and all(int(r["epochs"]) >= 1 and not r["error"] for r in rows)
+    assert len(rows) == 3 and all(int(r["epochs"]) >= 1 and not r["error"] for r in rows)
+    assert all(-1 <= float(r["val_r"]) <= 1 for r in rows)     # trials ranked on the validation r, whatever the loss
     for r in rows:                      # Optuna sampled within the space; ASHA's time attribute is the epoch count
         assert r["lora.rank"] in ("2", "4") and 1e-4 <= float(r["optim.backbone_lr"]) <= 1e-2 and 1 <= int(r["epochs"]) <= 2
 
@@ -124,10 +152,12 @@ def test_sweep_completes(sweep):
 def test_sweep_runs_in_mlflow(sweep):
     client, kids = trial_runs(sweep)
     parent = client.get_run(sweep["parent"])
-    assert parent.data.tags["job"] == "sweep" and "best_val_loss" in parent.data.metrics
+    assert parent.data.tags["job"] == "sweep" and "best_val_r" in parent.data.metrics
     assert parent.info.status == "FINISHED"                     # the resumed driver ended the reopened run
-    assert len(kids) == 2                                       # one per trial
-    assert all(k.info.status in ("FINISHED", "KILLED") for k in kids)   # ASHA-stopped ones ended by the driver
+    assert len(kids) == 3                                       # one per trial
+    statuses = {k.data.tags["trial_id"]: k.info.status for k in kids}
+    stopped = {t[0]["trial_id"] for t in trial_results(sweep) if len(t) == 1}      # ASHA stopped it after epoch 1
+    assert statuses == {t: "KILLED" if t in stopped else "FINISHED" for t in statuses}, (statuses, stopped)
     for k in kids:
         assert {"trial.lora_rank", "trial.loss", "trial.backbone_lr", "trial.head_lr", "trial.participants",
                 "trial.stories_per_participant"} <= set(k.data.params)
@@ -145,6 +175,6 @@ def test_sweep_runs_over_mlflow_server(sweep):
         req = urllib.request.Request(url + "/api/2.0/mlflow/runs/search", data=body,
                                      headers={"Content-Type": "application/json"})
         runs = json.load(urllib.request.urlopen(req, timeout=30))["runs"]
-        assert len(runs) == 2
+        assert len(runs) == 3
         params = {p["key"]: p["value"] for p in runs[0]["data"]["params"]}
         assert params["trial.lora_rank"] in ("2", "4")

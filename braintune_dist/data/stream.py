@@ -4,7 +4,8 @@
 URI), picks the participants and stories a run may use (``select``: data-size options for scaling sweeps),
 verifies the shards and story audio it needs, and builds ``read_parquet → [materialize] → [random_shuffle]
 → map_batches``. With the 'story' audio store the rows carry no audio: each story's samples are read once
-into Ray's object store, the small rows are kept there after the first read (``materialize_mb``), the
+into Ray's object store, the small rows are kept there after the first read (``materialize_mb``; read by
+this process when they are a few MB, ``driver_read_mb``), the
 shuffle moves only them, and the map cuts each window where it ends, so an epoch re-runs neither the
 Parquet read nor a shuffle of audio. Every output column is numeric and rectangular, so
 ``ds.iter_torch_batches(**iter_kwargs(cfg))`` (or ``train.get_dataset_shard(...)``) yields tensors:
@@ -34,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from braintune_dist.data.audio_store import cut_windows, decode, from_npy
@@ -83,6 +85,10 @@ class StreamConfig:
     """With the 'story' audio store: keep the split's rows (ids and responses, no audio) in Ray's object store
     after the first read when the shards read take at most this many MB (0 = never). Later epochs then re-run
     only the shuffle and the window cutting, not the Parquet read."""
+    driver_read_mb: NonNegativeFloat = 64.0
+    """With the 'story' audio store and rows kept (``materialize_mb``): shards of at most this many MB in all are
+    read by this process with pyarrow and handed to Ray Data as in-memory blocks, one per shard (0 = never).
+    Ray Data's read tasks cost seconds per dataset even for a few MB; a laptop run or a sweep trial skips them."""
 
 
 @dataclass
@@ -276,16 +282,22 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
              for p in sel.participants]
     columns = ["story", "row", "tr", "end_sample" if by_story else "audio", "present"] + \
         [f"{cfg.space}_{p}" for p in sel.participants]
-    file_shuffle = None
-    if cfg.shuffle == "blocks":
-        file_shuffle = ("files" if cfg.seed is None else
-                        ray.data.FileShuffleConfig(seed=cfg.seed, reseed_after_execution=cfg.reseed_each_epoch))
     fs, base = locate(str(shard_dir))
-    # select_columns after the read is pushed down into it (Ray ≥ 2.5x deprecates read_parquet(columns=))
-    ds = ray.data.read_parquet([f"{base}/{sh['file']}" for sh in shards], filesystem=fs, shuffle=file_shuffle)
-    ds = ds.select_columns(columns)
-    if by_story and sum(sh["bytes"] for sh in shards) <= cfg.materialize_mb * 1e6:
-        ds = ds.materialize()                   # read once; each epoch re-runs only what follows
+    paths = [f"{base}/{sh['file']}" for sh in shards]
+    mb = sum(sh["bytes"] for sh in shards) / 1e6
+    if by_story and mb <= min(cfg.materialize_mb, cfg.driver_read_mb):
+        if cfg.shuffle == "blocks":             # the file order a one-time FileShuffleConfig read would give
+            paths = [paths[i] for i in np.random.default_rng(cfg.seed).permutation(len(paths))]
+        ds = ray.data.from_arrow([pq.read_table(p, columns=columns, filesystem=fs) for p in paths])
+    else:
+        file_shuffle = None
+        if cfg.shuffle == "blocks":
+            file_shuffle = ("files" if cfg.seed is None else
+                            ray.data.FileShuffleConfig(seed=cfg.seed, reseed_after_execution=cfg.reseed_each_epoch))
+        # select_columns after the read is pushed down into it (Ray ≥ 2.5x deprecates read_parquet(columns=))
+        ds = ray.data.read_parquet(paths, filesystem=fs, shuffle=file_shuffle).select_columns(columns)
+        if by_story and mb <= cfg.materialize_mb:
+            ds = ds.materialize()               # read once; each epoch re-runs only what follows
     if cfg.shuffle == "global":                 # before the map: moves the rows' ids and responses, not windows
         seed = (None if cfg.seed is None else
                 ray.data.RandomSeedConfig(seed=cfg.seed, reseed_after_execution=cfg.reseed_each_epoch))

@@ -19,7 +19,8 @@ from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_s
 from braintune_dist.evaluate.maps import MapSettings, brain_maps
 from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.features.extract import FeatureConfig
-from braintune_dist.tracking import Tracker, save_figure
+from braintune_dist.io import write_text
+from braintune_dist.tracking import Tracker, csv_text, save_figure
 
 
 @dataclass
@@ -102,6 +103,11 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
         plt.close(fig)
     if tracker:
         tracker.log_table(rows, "report/alignment.csv")
+    gains = gain_table(scores, best_layers(rows), "untuned", ev.ridge.nc_threshold)
+    if gains:
+        write_text(out / f"{tag}gain.csv", csv_text(gains))
+        if tracker:
+            tracker.log_table(gains, "report/gain.csv")
     head = headline(rows)
     if tracker:
         tracker.log_metrics({f"align.{k}": v for k, v in head.items()})
@@ -109,7 +115,43 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
         "held-out participants):")
     for k, v in sorted(head.items()):
         log(f"  {k:>28}: {v:.3f}")
+    for g in gains:
+        log(f"[alignment] {g['model']} - {g['reference']}, {g['region']}: {g['diff']:+.3f} "
+            f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] over {g['n']} voxels (p {g['p']:.2g})")
     log(f"[alignment] figures in {out}")
+    return rows
+
+
+def gain_table(scores: dict, best: dict, reference: str, threshold: float, n_boot: int = 2000,
+               ci: float = 0.95) -> list[dict]:
+    """Each model against ``reference``, each at its own best layer: paired per-voxel differences of
+    r / noise ceiling, pooled over the evaluated participants, with a bootstrap CI and a Wilcoxon p-value.
+
+    Parameters
+    ----------
+    scores : model → subject → VoxelScores
+    best : model → its best layer (:func:`best_layers`)
+
+    Returns
+    -------
+    rows : list of dict
+        ``{model, reference, layer, reference_layer, region, n, mean_a, mean_b, diff, ci_low, ci_high, p}``;
+        ``diff`` = mean(model − reference) over the voxels above the ceiling threshold. [] without ``reference``.
+    """
+    from braintune_dist.analysis.compare import voxel_values
+    from braintune_dist.analysis.stats import compare_paired
+    if reference not in scores:
+        return []
+    rows = []
+    for model in scores:
+        if model == reference:
+            continue
+        subjects = list(scores[model])
+        for region in scores[model][subjects[0]].region_names():
+            a, b = (np.concatenate([voxel_values(scores[m][s], best[m], region, threshold) for s in subjects])
+                    for m in (model, reference))
+            rows.append(dict(model=model, reference=reference, layer=best[model], reference_layer=best[reference],
+                             region=region, **compare_paired(a, b, n_boot, ci)))
     return rows
 
 

@@ -5,12 +5,11 @@ permutation p-values, low-level residual alignment, layer-wise probes and semant
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from braintune_dist.io import atomic_path
+from braintune_dist.io import write_text
 from braintune_dist.jobs.launch import connect_ray
 from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
@@ -24,7 +23,7 @@ from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.evaluate.report import with_cache
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.features.lowlevel import SPACES
-from braintune_dist.tracking import Tracker, TrackingConfig, save_figure
+from braintune_dist.tracking import Tracker, TrackingConfig, csv_text, save_figure
 from braintune_dist.train.checkpoint import read_model_file
 from braintune_dist.analysis.compare import StatsSettings, compare_models
 from braintune_dist.analysis.figures import plot_probes, plot_residual
@@ -89,12 +88,7 @@ def load_models(cfg: AnalyzeConfig) -> tuple[list[ModelSpec], set[str]]:
 
 def write_csv(rows: list[dict], path: Path) -> Path:
     """Write row dicts (columns: union of keys, in first-seen order) to ``path`` atomically."""
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=cols, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_text(path, csv_text(rows))
 
 
 def _probe_settings(cfg: AnalyzeConfig, ds: LebelDataset, log) -> ProbeSettings:

@@ -3,7 +3,7 @@
 The driver prepares the data once, opens one MLflow *parent* run per sweep and starts a ``tune.Tuner`` whose
 trainable is a plain function (Ray Train V2 cannot be passed to a Tuner directly): each trial turns its
 sampled point into a ``FitConfig``, builds the usual ``TorchTrainer`` (``build_trainer``) and fits it with a
-``TuneReportCallback`` so every epoch's ``val_loss`` reaches Tune (and ASHA). Each trial logs to its own MLflow
+``TuneReportCallback`` so every epoch's ``val_r`` reaches Tune (and ASHA). Each trial logs to its own MLflow
 run, tagged ``mlflow.parentRunId`` = the sweep's run, so the UI nests trials under their sweep.
 ``search.resume`` (``jobs/sweep.py --resume``) restores the experiment from its storage path after the driver
 was interrupted: finished trials are kept, unfinished and errored ones are run again (a re-run trial's Ray Train
@@ -29,6 +29,14 @@ from braintune_dist.model.pretrain import PretrainConfig
 from braintune_dist.tracking import Tracker
 from braintune_dist.train.loop import FitConfig
 from braintune_dist.train.trainer import build_trainer, plan
+
+
+SPACE_KEYS = {"lora_rank": "lora.rank", "loss": "train.loss", "backbone_lr": "optim.backbone_lr",
+              "head_lr": "optim.head_lr", "stories_per_participant": "stream.stories_per_participant",
+              "hours_per_participant": "stream.hours_per_participant", "n_participants": "stream.n_participants"}
+"""search.space name → the dotted FitConfig field a trial sets."""
+LOG_UNIFORM = ("backbone_lr", "head_lr")
+"""Space names given as [low, high] of a log-uniform draw (the others are lists of choices)."""
 
 
 @dataclass
@@ -94,6 +102,15 @@ class SearchSettings:
     """Where Tune keeps the experiment state (restore point); a shared path or s3:// on a cluster."""
     resume: bool = False
     """Restore the sweep <storage_path>/<name>: finished trials are kept, unfinished/errored ones are run."""
+    points_to_evaluate: list[dict[str, typing.Union[int, float, str]]] = field(default_factory=list)
+    """Points the first trials run, in order, before Optuna samples (a known-good setting, say). Keys are
+    search.space names (lora_rank, loss, backbone_lr, ...); a searched name left out takes the base fit's value."""
+
+    def __post_init__(self):
+        for i, point in enumerate(self.points_to_evaluate):
+            unknown = sorted(set(point) - set(SPACE_KEYS))
+            if unknown:
+                raise ConfigError(f"search.points_to_evaluate[{i}]: {unknown} not among {list(SPACE_KEYS)}")
 
 
 @dataclass
@@ -116,16 +133,29 @@ def param_space(space: SearchSpace) -> dict:
     """Tune search space; keys are dotted FitConfig fields (``trial_config`` applies them)."""
     from ray import tune
     out = {}
-    for key, choices in (("lora.rank", space.lora_rank), ("train.loss", space.loss),
-                         ("stream.stories_per_participant", space.stories_per_participant),
-                         ("stream.hours_per_participant", space.hours_per_participant),
-                         ("stream.n_participants", space.n_participants)):
-        if choices:
-            out[key] = tune.choice(list(choices))
-    for key, bounds in (("optim.backbone_lr", space.backbone_lr), ("optim.head_lr", space.head_lr)):
-        if bounds:                                                # [low, high], checked by SearchSpace
-            out[key] = tune.loguniform(bounds[0], bounds[1]) if bounds[0] < bounds[1] else bounds[0]
+    for name, key in SPACE_KEYS.items():
+        values = getattr(space, name)
+        if not values:
+            continue
+        if name in LOG_UNIFORM:                                   # [low, high], checked by SearchSpace
+            out[key] = tune.loguniform(values[0], values[1]) if values[0] < values[1] else values[0]
+        else:
+            out[key] = tune.choice(list(values))
     return out
+
+
+def first_points(s: SearchSettings, fit: FitConfig) -> list[dict]:
+    """``s.points_to_evaluate`` as full points of the searched dotted keys (Optuna takes only whole points):
+    a searched key a point leaves out takes the base fit's value."""
+    searched = {name: key for name, key in SPACE_KEYS.items() if key in param_space(s.space)}
+    base = to_dict(fit)
+
+    def value(dotted: str):
+        node = base
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+    return [{key: point.get(name, value(key)) for name, key in searched.items()} for point in s.points_to_evaluate]
 
 
 def trial_config(base: dict, point: dict) -> FitConfig:
@@ -180,7 +210,8 @@ def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage:
         # an ASHA stop kills this process before here: such a run keeps its per-epoch epoch.val_loss only
         hist = sorted((m for _, m in result.best_checkpoints), key=lambda m: m["epoch"])
         if hist:
-            tr.log_metrics({"val_loss": hist[-1]["val_loss"], "best_val_loss": min(m["val_loss"] for m in hist),
+            tr.log_metrics({"val_loss": hist[-1]["val_loss"], "val_r": hist[-1]["val_r"],
+                            "best_val_r": max((m["val_r"] for m in hist if math.isfinite(m["val_r"])), default=math.nan),
                             "epochs": len(hist)})
 
 
@@ -210,8 +241,10 @@ def run(cfg: SweepConfig, log=print) -> dict:
             tuner = tune.Tuner(
                 trainable, param_space=param_space(s.space),
                 tune_config=tune.TuneConfig(
-                    metric="val_loss", mode="min", num_samples=s.num_samples,
-                    search_alg=OptunaSearch(seed=s.seed), max_concurrent_trials=s.max_concurrent_trials,
+                    # the validation r, not the loss: trials that train on different losses are compared
+                    metric="val_r", mode="max", num_samples=s.num_samples,
+                    search_alg=OptunaSearch(seed=s.seed, points_to_evaluate=first_points(s, cfg.fit) or None),
+                    max_concurrent_trials=s.max_concurrent_trials,
                     # max_t + 1: ASHA kills a trial that reaches max_t, before its function returns; a killed
                     # Train V2 fit was seen to leave the next trial unscheduled (and its MLflow run RUNNING)
                     scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.fit.train.epochs) + 1,
@@ -219,16 +252,20 @@ def run(cfg: SweepConfig, log=print) -> dict:
                 run_config=tune.RunConfig(name=s.name, storage_path=storage))
         save_parent(exp_dir, parent)
         results = tuner.fit()
-        # a trial ASHA stopped was killed before it could end its MLflow run: do not leave it RUNNING forever
+        # a trial ASHA stopped either was killed before it could end its MLflow run or ended it on the stop's
+        # exception: KILLED, not RUNNING forever nor FAILED (Tune records no error for it)
         tr.end_children(parent)
-        rows = [dict(trial=r.path.rsplit("/", 1)[-1], val_loss=(r.metrics or {}).get("val_loss", math.nan),
+        tr.end_children(parent, now="FAILED", trial_ids={r.metrics["trial_id"] for r in results
+                                                         if not r.error and r.metrics and "trial_id" in r.metrics})
+        rows = [dict(trial=r.path.rsplit("/", 1)[-1], val_r=(r.metrics or {}).get("val_r", math.nan),
+                     val_loss=(r.metrics or {}).get("val_loss", math.nan),
                      epochs=(r.metrics or {}).get("training_iteration", 0), error=str(r.error or ""),
                      **{k: v for k, v in (r.config or {}).items()}) for r in results]
-        done = [r for r in rows if math.isfinite(r["val_loss"]) and not r["error"]]
-        best = min(done, key=lambda r: r["val_loss"]) if done else None
+        done = [r for r in rows if math.isfinite(r["val_r"]) and not r["error"]]
+        best = max(done, key=lambda r: r["val_r"]) if done else None
         tr.log_table(rows, "sweep/trials.csv")
         if best:
-            tr.log_metrics({"best_val_loss": best["val_loss"], "trials": len(rows), "errored": len(rows) - len(done)})
+            tr.log_metrics({"best_val_r": best["val_r"], "trials": len(rows), "errored": len(rows) - len(done)})
             tr.set_tags({"best_trial": best["trial"]})
     log(f"[sweep] {len(rows)} trials ({len(rows) - len(done)} errored/unfinished) in {time.time() - t:.0f} s; "
         f"best: {best}")

@@ -27,7 +27,7 @@ from braintune_dist.data.stream import StreamConfig, iter_kwargs
 from braintune_dist.tracking import Tracker, TrackingConfig
 from braintune_dist.train.checkpoint import mark_complete, read_model_file, restore_weights, save_model
 from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings
-from braintune_dist.train.losses import brain_loss
+from braintune_dist.train.losses import brain_loss, moments_r, pearson_moments
 from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
 
 
@@ -133,15 +133,26 @@ def _batch_loss(engine: Engine, name: str, batch: dict, vmask: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def validate(engine: Engine, shard, cfg: FitConfig, vmask: torch.Tensor) -> float:
-    """Mean loss over this worker's validation windows, averaged across workers (weighted by batches)."""
+def validate(engine: Engine, shard, cfg: FitConfig, vmask: torch.Tensor) -> tuple[float, float]:
+    """Validation of one epoch, over every worker's windows: (loss, r).
+
+    loss: the training loss, mean over batches. r: Pearson r over the validation windows of prediction and
+    response, per (participant, covered vertex), averaged: the scale of the evaluation, the same for every loss
+    (a sweep over loss types compares trials on it; losses such as mse and 1 − spatial r are not comparable).
+    """
     engine.module.eval()
     total, n = 0.0, 0
+    moments = torch.zeros((6, *vmask.shape), dtype=torch.float64, device=engine.device)   # n Σp Σt Σpp Σtt Σpt
     for batch in shard.iter_torch_batches(**dict(iter_kwargs(cfg.stream), local_shuffle_buffer_size=None)):
-        total += float(_batch_loss(engine, cfg.train.loss, batch, vmask))
+        pred = engine.forward(batch["audio"])                                  # (B, V) or (B, P, V)
+        target, mask = batch["responses"].to(engine.device), batch["mask"].to(engine.device)
+        total += float(brain_loss(cfg.train.loss, pred, target, mask, vmask))
         n += 1
+        moments += pearson_moments(pred, target, mask)
     engine.module.train()
-    return _allreduce_mean(total, n, engine.device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(moments)
+    return _allreduce_mean(total, n, engine.device), moments_r(moments, vmask)
 
 
 def weights_checksum(model: BrainTuner) -> float:
@@ -195,7 +206,7 @@ def train_loop_per_worker(config: dict) -> None:
                     tracker.log_metrics({"train/loss": float(loss), **engine.lrs()}, step=engine.step)
             train_seconds = time.time() - t0                                  # training only (no validation)
             train_loss = _allreduce_mean(total, n, engine.device)
-            val_loss = validate(engine, val_shard, cfg, vmask) if cfg.data.val_stories else train_loss
+            val_loss, val_r = validate(engine, val_shard, cfg, vmask) if cfg.data.val_stories else (train_loss, math.nan)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 # every rank sees the same all-reduced loss: all stop here; the driver turns this into an error
                 # (raising instead would make Ray Train restart the workers into the same loss max_failures times)
@@ -208,7 +219,7 @@ def train_loop_per_worker(config: dict) -> None:
                 bad_epochs += 1
             rss, anon = memory_mb()                 # only rank 0's metrics reach the driver: also the max
             metrics = dict(start, epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
-                           best_val=best_val, epoch_seconds=time.time() - t0, train_seconds=train_seconds,
+                           val_r=val_r, best_val=best_val, epoch_seconds=time.time() - t0, train_seconds=train_seconds,
                            samples=samples, peak_rss_mb=rss, peak_rss_mb_max=_allreduce_max(rss, engine.device),
                            rss_anon_mb=anon)
             tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)

@@ -12,6 +12,8 @@ windows of the batch, per participant, and averages over participants with ≥ 2
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 EPS = 1e-8
@@ -75,3 +77,23 @@ def brain_loss(name: str, pred: torch.Tensor, target: torch.Tensor, pair_mask: t
         raise ValueError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
     per_pair = PAIR_LOSSES[name](pred, target, vmask)                      # (batch, P)
     return (per_pair * pm).sum() / pm.sum().clamp_min(1)
+
+
+def pearson_moments(pred: torch.Tensor, target: torch.Tensor, pair_mask: torch.Tensor) -> torch.Tensor:
+    """(6, P, V) float64 sums over the batch's windows each participant heard: n, Σp, Σt, Σp², Σt², Σpt.
+
+    Summed over batches (and workers) they give the Pearson r of every (participant, vertex) over a whole split.
+    """
+    p, t = pred.double(), target.double()                                  # (B, P, V); a shared head's (B, V) too
+    p = p.unsqueeze(1).expand_as(t) if p.dim() == 2 else p
+    w = pair_mask.double().unsqueeze(-1)                                   # (B, P, 1)
+    return torch.stack([w.expand_as(t), p * w, t * w, p * p * w, t * t * w, p * t * w]).sum(1)
+
+
+def moments_r(moments: torch.Tensor, vertex_mask: torch.Tensor) -> float:
+    """Mean Pearson r over the covered (participant, vertex) pairs with two windows or more and some variance;
+    NaN when there are none. ``moments``: summed :func:`pearson_moments`."""
+    c, sp, st, spp, stt, spt = moments
+    cov, vp, vt = c * spt - sp * st, c * spp - sp ** 2, c * stt - st ** 2
+    ok = vertex_mask.bool() & (c >= 2) & (vp > 0) & (vt > 0)
+    return float((cov[ok] / torch.sqrt(vp[ok] * vt[ok])).mean()) if ok.any() else math.nan

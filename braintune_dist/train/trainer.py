@@ -203,7 +203,7 @@ def fit_with_progress(trainer, log=print, what: str = "train"):
     def show(m: dict) -> None:
         seen.append(m)
         log(f"[{what}] epoch {m.get('epoch', '?')}: train_loss {m.get('train_loss', math.nan):.4f}, "
-            f"val_loss {m.get('val_loss', math.nan):.4f}, step {m.get('step', '?')} "
+            f"val_loss {m.get('val_loss', math.nan):.4f}, val_r {m.get('val_r', math.nan):.3f}, step {m.get('step', '?')} "
             f"({m.get('epoch_seconds', math.nan):.0f} s)")
 
     def pump():

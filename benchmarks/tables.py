@@ -1,0 +1,223 @@
+"""BENCHMARKS.md's tables, generated from benchmarks/results/*.json (the prose around them is written by hand).
+
+Each generated table sits between ``<!-- table: NAME -->`` and ``<!-- /table -->`` in BENCHMARKS.md; NAME is a
+function of TABLES below, which reads the result files and returns the Markdown rows. Run after a benchmark::
+
+    python benchmarks/tables.py            # rewrite the tables in place (atomically)
+    python benchmarks/tables.py --check    # exit 1 when a table differs from its results (what the tests run)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "BENCHMARKS.md"
+BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def load(name: str):
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table: header, separator, one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def epochs(seconds: list[float], fmt: str = "{:.2f}") -> str:
+    return " / ".join(fmt.format(s) for s in seconds)
+
+
+# --------------------------------------------------------------------------- shards.py
+def shards_write() -> str:
+    d = load("shards")
+    w, a = d["write"], d["write_audio_dictionary"]
+    return table(["Shard writing", "time", "MB/s"], [
+        ["`write_shards` end to end (wav + hf5 read, windows, common space, Parquet, fsync, sha256)",
+         f"{w['end_to_end_s']:.2f} s", f"{w['end_to_end_mb_s']:.0f}"],
+        ["our write path alone (`write_table_atomic`: no codec, dictionaries only on strings, fsync, rename) + sha256",
+         f"{w['write_path_s']:.2f} s", f"{w['write_path_mb_s']:.0f}"],
+        ["plain `pq.write_table(table, path)` on the same tables (pyarrow defaults: snappy, dictionary on all "
+         "columns)", f"{w['plain_write_table_s']:.2f} s", f"{w['plain_write_table_mb_s']:.0f}"],
+        ["`audio_dictionary=True`, end to end", f"{a['end_to_end_s']:.2f} s",
+         f"{a['end_to_end_mb_s']} ({a['shard_mb']:.0f} MB written)"]])
+
+
+def shards_stream() -> str:
+    d = load("shards")
+    plain = d["plain_pyarrow_read"]
+    rows = [["plain pyarrow `read_table` + numpy, one process, no Ray", f"{plain['rows_s']:.0f}",
+             f"{plain['mb_s']:.0f}", epochs(plain["epoch_s"]) + " s"]]
+    for s in d["stream"] + [dict(d["stream_audio_dictionary"], dictionary=True)]:
+        what = f"{s['mode']}, `shuffle=\"{s['shuffle']}\"`"
+        what += f", local buffer {s['local_buffer']}" if s["local_buffer"] else ""
+        what += ", audio-dictionary shards" if s.get("dictionary") else ""
+        what += f" ({s['rows']:,} rows)" if s["mode"] == "pair" else ""
+        rows.append([what, f"{s['rows_s']:.0f}", f"{s['mb_s']:.0f}", epochs(s["epoch_s"]) + " s"])
+    return table(["Stream (epoch 2)", "rows/s", "MB/s of tensors", "epoch 1 / 2"], rows)
+
+
+# --------------------------------------------------------------------------- data_path.py, train_throughput.py
+LAYOUTS = {"windows_float32": "`audio_store: windows`, float32", "windows_float16": "`audio_store: windows`, float16",
+           "story_auto": "`audio_store: story`, auto → int16 (the default)"}
+
+
+def data_path_bytes() -> str:
+    w = load("data_path")["write"]
+    return table(["layout", "on disk", "read per epoch", "per window", "vs float32 windows"], [
+        [LAYOUTS[k], f"{v['disk_mb']:.1f} MB", f"{v['read_mb_per_epoch']:.1f} MB", f"{v['read_kb_per_window']:.1f} kB",
+         "1×" if v["fewer_bytes_than_windows_float32"] == 1 else f"{v['fewer_bytes_than_windows_float32']}× fewer"]
+        for k, v in w.items()])
+
+
+def data_path_delivery() -> str:
+    shuffles = {"global": "global", "blocks32": "blocks + 32-row buffer"}
+    rows = []
+    for key, v in load("data_path")["delivery"].items():
+        layout, shuffle = key.split("/")
+        rows.append([layout.replace("_auto", "").replace("_", " "), shuffles[shuffle], f"{v['rows_s']:.1f}",
+                     epochs(v["epoch_s"]), epochs(v["first_batch_s"])])
+    return table(["layout", "shuffle", "rows/s", "epoch (s)", "first batch (s)"], rows)
+
+
+def data_path_curves() -> str:
+    names = {"global": "global", "blocks32": "blocks + 32-row buffer", "none": "none (file order)"}
+    rows = []
+    for key, runs in load("data_path")["curves"].items():
+        steady = [s for r in runs for s in r["epoch_s"][1:]]
+        rows.append([names[key], " / ".join(" ".join(f"{x:.4f}" for x in r["train_loss"]) for r in runs),
+                     " / ".join(f"{r['val_loss'][-1]:.4f}" for r in runs), f"{min(steady):.1f}–{max(steady):.1f}"])
+    return table(["shuffle", "train loss by epoch, seed 0 / seed 1", "val loss at the last epoch", "steady epoch (s)"],
+                 rows)
+
+
+def train_story_vs_windows() -> str:
+    rows = []
+    for name, label in (("train_throughput_windows", "windows float16"), ("train_throughput_story", "story int16")):
+        d = load(name)
+        best, r = d["plain_best_samples_s"], d["ratios"]
+        ds = d["ray_train"]["deepspeed"]
+        rows.append([label, f"{best['2']} / {best['1']} samples/s",
+                     f"{ds['samples_s']:.1f} samples/s, epochs {epochs(ds['epoch_s'], '{:.1f}')} s",
+                     f"{r['ray_deepspeed_vs_plain_2thread']:.2f}", f"{r['ray_deepspeed_vs_plain_1thread']:.2f}",
+                     f"{r['ray_data_delivery_vs_ray_deepspeed_consumption']:.1f}× "
+                     f"({d['ray_data']['rows_s']} rows/s)"])
+    return table(["shards", "plain 2 threads / 1 thread", "Ray Train (DeepSpeed)", "vs plain 2 thr",
+                  "vs plain 1 thr", "delivery / consumption"], rows)
+
+
+# --------------------------------------------------------------------------- ridge.py
+def ridge() -> str:
+    rows = []
+    for r in sorted(load("ridge"), key=lambda r: "SML".index(r["tier"])):
+        shape = f"p {r['p']} × v {r['v']:,}" + (f" × {r['layers']} layers" if r.get("layers", 1) > 1 else "")
+        where = f"{r['tier']} ({'CPU' if r['device'] == 'cpu' else r['device']}), {r['date']}"
+        if r["device"] == "cpu":
+            rows.append([where, shape, f"{r['ours_s']:.2f} s", f"numpy {r['himalaya_numpy_s']:.1f} s",
+                         f"**{r['speedup_vs_himalaya_numpy']}×**",
+                         f"alphas {r['alpha_agreement']:.0%}, max abs Δr {r['max_abs_dr_all']:.1e}"])
+        else:
+            rows.append([where, shape, f"**{r['ours_s']:.1f} s**",
+                         f"torch_cuda {r['himalaya_torch_cuda_s_12_layers_extrapolated']:.1f} s, "
+                         f"cupy {r['himalaya_cupy_s_12_layers_extrapolated']:.1f} s",
+                         f"**{r['speedup_vs_himalaya_torch_cuda']}×**, **{r['speedup_vs_himalaya_cupy']}×**",
+                         f"cupy: {r['alpha_agreement_vs_cupy']:.0%}, {r['max_abs_dr_same_alpha_vs_cupy']:.1e}; "
+                         f"torch_cuda: {r['alpha_agreement_vs_torch_cuda']:.2%}, "
+                         f"{r['max_abs_dr_same_alpha_vs_torch_cuda']:.1e}"])
+    return table(["tier", "shape", "ours", "himalaya", "speedup", "agreement with himalaya"], rows)
+
+
+# --------------------------------------------------------------------------- evaluate.py, ceiling.py, stride.py, whisper.py
+def evaluate_pool() -> str:
+    d = load("evaluate")
+    rows = [["plain `FeatureExtractor.story_windows` loop, this process", f"{d['plain']['seconds']:.1f} s",
+             f"{d['plain']['windows_s']:.1f}", "1", "1"]]
+    rows += [[f"Ray Data pool, {p['actors']} actor{'s' * (p['actors'] > 1)} × 1 CPU", f"{p['seconds']:.1f} s",
+              f"{p['windows_s']:.1f}", f"**{p['per_worker_efficiency']:.2f}**", f"{p['in_actor_efficiency']:.2f}"]
+             for p in d["pool"]]
+    return table(["path", "wall", "windows/s", "per-worker efficiency", "in-actor efficiency"], rows)
+
+
+def evaluate_workers() -> str:
+    d = load("evaluate")
+    cpus = d["machine"]["cpus"]
+    return table(["workers", "features", "ridge", "total"], [
+        [f"{e['workers']} ({e['workers']} × {cpus / e['workers']:g}-CPU actor and ridge task at a time)",
+         f"{e['features_s']:.1f} s", f"{e['ridge_s']:.1f} s", f"{e['total_s']:.1f} s"] for e in d["evaluation"]])
+
+
+def ceiling() -> str:
+    return table(["computation", "peak beyond the input", "time (2 cores)", "max \\|Δ cc_max\\|"], [
+        [r["method"] + (f", blocks of {r['batch']:,} voxels" if r["batch"] else ""), f"{r['peak_gib']:.2f} GiB",
+         f"{r['seconds']:.1f} s", f"{r['max_abs_diff']:.0e}" if r["max_abs_diff"] else "reference"]
+        for r in load("ceiling")["runs"]])
+
+
+def stride() -> str:
+    rows = []
+    for r in load("stride")["runs"]:
+        b, cost = r["best_layer"], r["feature_seconds_per_audio_second"]
+        rows.append([f"{r['stride']} s", r["pool"], f"{b['semantic']:.3f}", f"{b['auditory']:.3f}", f"{b['null']:.3f}",
+                     "–" if cost != cost else f"{cost:.3f}"])          # NaN: not timed
+    return table(["stride", "pool", "semantic", "auditory", "null", "feature s / s of audio"], rows)
+
+
+WHISPER = {"forward_8s": "forward, 8 s windows (the demo's evaluation window)",
+           "forward_10s": "forward, 10 s windows (the training window)",
+           "forward_16.1s": "forward, 16.1 s windows (the papers' evaluation window)",
+           "train_step_10s": "LoRA train step (forward + backward + AdamW), 10 s"}
+
+
+def whisper_speed() -> str:
+    d = load("whisper")
+    s, up, f = d["speed_seconds"], d["speedup_native"], d["alignment"]["feature_seconds_per_audio_second"]
+    return table(["what", "padded", "native", "speed-up"], [
+        [WHISPER.get(k, k), f"{s[k + '_padded']:.2f} s", f"{s[k + '_native']:.2f} s", f"{up[k]:.1f}×"] for k in up] + [
+        ["feature seconds per second of audio (8 s every 2 s)", f"{f['padded']:.3f}", f"{f['native']:.3f}",
+         f"{f['padded'] / f['native']:.1f}×"]])
+
+
+TABLES = {f.__name__.replace("_", "-"): f for f in (
+    shards_write, shards_stream, data_path_bytes, data_path_delivery, data_path_curves, train_story_vs_windows,
+    ridge, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed)}
+
+
+def render(text: str) -> str:
+    """``text`` with every table block regenerated; an unknown NAME is an error naming it."""
+    def sub(m: re.Match) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise SystemExit(f"error: {DOC.name}: unknown table {name!r}; known: {sorted(TABLES)}")
+        return m.group(1) + TABLES[name]() + m.group(4)
+    return BLOCK.sub(sub, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a table is out of date")
+    args = ap.parse_args(argv)
+    text = DOC.read_text()
+    new = render(text)
+    if args.check:
+        stale = [m["name"] for m, n in zip(BLOCK.finditer(text), BLOCK.finditer(new)) if m["body"] != n["body"]]
+        if stale:
+            print(f"{DOC.name}: tables out of date with benchmarks/results: {stale}; run python benchmarks/tables.py")
+            return 1
+        return 0
+    if new != text:
+        sys.path.insert(0, str(ROOT))
+        from braintune_dist.io import write_text
+        write_text(DOC, new)
+    print(f"{DOC.name}: {len(list(BLOCK.finditer(new)))} tables from {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
