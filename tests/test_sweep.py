@@ -3,6 +3,7 @@
 real ``mlflow server``."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,6 +107,9 @@ def trial_runs(sweep):
 
 def test_resumed_sweep_runs_only_the_remaining_trials(sweep):
     assert f"[sweep] resuming MLflow parent run {sweep['parent']}" in sweep["log"]
+    # one line per trial that ran after the resume, and none of Tune's 30-second status tables (--verbose shows them)
+    assert len(re.findall(r"\[sweep\] trial \w+ finished after \d iteration\(s\): val_r", sweep["log"])) >= 2
+    assert "Trial status" not in sweep["log"], sweep["log"][-3000:]
     _, kids = trial_runs(sweep)
     ids = sorted(k.data.tags["trial_id"] for k in kids)
     assert len(ids) == 3 and len(set(ids)) == 3          # 3 trials in all, one MLflow run each (a re-run reopens its own)

@@ -69,11 +69,11 @@ def test_tuned_features_carry_the_category_heard(tuned):
     """Layer-wise probes (a known answer): a linear probe of the word category being heard, fit on the training
     stories and scored on the two stories the tuning never took a gradient from."""
     cfg, tmp_path = tuned["cfg"], tuned["tmp"]
-    # the tuning window (2 s) ending every 0.1 s; held out = the validation and test stories
+    # the tuning window (2 s) ending every 0.2 s; held out = the validation and test stories
     ds = LebelDataset(cfg.fit.data.root, cfg.fit.data)
-    fc = FeatureConfig(window=2.0, stride=0.1, cache_dir=str(tmp_path / "probe_cache"))
+    fc = FeatureConfig(window=2.0, stride=0.2, cache_dir=str(tmp_path / "probe_cache"))
     base = ModelConfig(pretrained=tuned["d"]["pretrain"]["out"])
-    ps = ProbeSettings(targets=["category", "word"], sample_every=0.1, block_seconds=10.0)
+    ps = ProbeSettings(targets=["category", "word"], sample_every=0.2, block_seconds=10.0)
     held = ["story06", ds.cfg.test_story]
     results = [r for label, ck in (("tuned", tuned["out"]["checkpoint"]), ("untuned", None))
                for r in probe_layers(ds, FeatureExtractor(load_backbone(base, ck), fc), ds.split()["train"], ps,

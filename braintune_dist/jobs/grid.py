@@ -16,6 +16,7 @@ from pathlib import Path
 
 from braintune_dist.config import from_dict, to_dict
 from braintune_dist.io import write_text
+from braintune_dist.jobs.launch import tune_console
 from braintune_dist.tracking import Tracker
 
 PARENT_FILE = "mlflow_parent_run_id"
@@ -106,7 +107,8 @@ def run_grid(cfg, points: list[dict], participants: list[str], subjects: list[st
     else:
         tuner = tune.Tuner(trainable, param_space={"point": tune.grid_search(list(range(len(points))))},
                            tune_config=tune.TuneConfig(max_concurrent_trials=g.max_concurrent),
-                           run_config=tune.RunConfig(name=g.name, storage_path=storage))
+                           run_config=tune.RunConfig(name=g.name, storage_path=storage,
+                                                     **tune_console(log, "scaling", len(points))))
     save_parent(exp_dir, parent_run_id)
     log(f"[scaling] {len(points)} grid points, up to {g.max_concurrent} at once (Tune experiment {exp_dir})")
     results = tuner.fit()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from braintune_dist.config import ConfigError, from_dict, to_dict
 from braintune_dist.jobs.grid import experiment_dir, open_parent, original_cwd, save_parent
+from braintune_dist.jobs.launch import tune_console
 from braintune_dist.jobs.multi_brain import setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
@@ -249,7 +250,8 @@ def run(cfg: SweepConfig, log=print) -> dict:
                     # Train V2 fit was seen to leave the next trial unscheduled (and its MLflow run RUNNING)
                     scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.fit.train.epochs) + 1,
                                             grace_period=s.grace_period, reduction_factor=s.reduction_factor)),
-                run_config=tune.RunConfig(name=s.name, storage_path=storage))
+                run_config=tune.RunConfig(name=s.name, storage_path=storage,
+                                          **tune_console(log, "sweep", s.num_samples, ("val_r", "val_loss"))))
         save_parent(exp_dir, parent)
         results = tuner.fit()
         # a trial ASHA stopped either was killed before it could end its MLflow run or ended it on the stop's
