@@ -86,17 +86,25 @@ def test_damage_on_s3_is_named_by_preflight(s3, tiny_root, tmp_path):
 
 def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):
     """A Ray Train fit whose shards are only on S3: the plan, the head's feature statistics, the workers' stream
-    (pickled S3 filesystem, story audio read by Ray tasks) all read the bucket."""
+    (pickled S3 filesystem, story audio read by Ray tasks) all read the bucket. The fit is also the one of a single
+    participant with its own head, on the spatial-correlation loss."""
+    import numpy as np
+
     from braintune_dist.config import from_dict
+    from braintune_dist.train.checkpoint import read_model_file
     from braintune_dist.train.loop import FitConfig
     from braintune_dist.train.trainer import build_trainer, plan
     _, uri, _ = s3
     cfg = from_dict(FitConfig, {
-        "data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": uri, "stream": {"batch_size": 2},
-        "head": {"standardize": True, "standardize_windows": 8}, "engine": {"kind": "ddp"},
-        "train": {"epochs": 1, "loss": "mse", "patience": 0, "max_steps_per_epoch": 2},
+        "data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": uri,
+        "stream": {"batch_size": 2, "participants": ["UTS02"]},
+        "head": {"kind": "per_participant", "standardize": True, "standardize_windows": 8}, "engine": {"kind": "ddp"},
+        "train": {"epochs": 1, "loss": "spatial_corr", "patience": 0, "max_steps_per_epoch": 2},
         "ray": {"num_workers": 1, "cpus_per_worker": 0.5, "storage_path": str(tmp_path / "ray"), "run_name": "s3"},
         "tracking": {"enabled": False}})
-    assert plan(cfg)["participants"] == ["UTS01", "UTS02", "UTS03"]
+    assert plan(cfg)["participants"] == ["UTS02"]
     result = build_trainer(cfg).fit()
     assert result.error is None and result.metrics["epoch"] == 0 and result.metrics["samples"] > 0
+    payload = read_model_file(result.checkpoint.path)
+    assert payload["participants"] == ["UTS02"] and payload["head"]["head_weight"].shape[0] == 1
+    assert np.isfinite(result.metrics["val_loss"])
