@@ -179,3 +179,21 @@ def test_benchmark_tables_match_their_results(tmp_path, monkeypatch):
     monkeypatch.setattr(tables, "DOC", doc)
     assert tables.main(["--check"]) == 1
     assert tables.main([]) == 0 and tables.main(["--check"]) == 0 and "| 7.7× fewer |" in doc.read_text()
+
+
+def test_trial_lines_survive_tunes_pickling(monkeypatch):
+    """Tune pickles its RunConfig, callbacks included: the per-trial line printer must not carry the log function
+    (here print while a library has replaced builtins.print, which pickle refuses)."""
+    import builtins
+    import pickle
+
+    from ray.cloudpickle import dumps
+
+    from braintune_dist.jobs.launch import tune_console
+    original = builtins.print
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: original(*a, **k))
+    console = tune_console(original, "sweep", 3, ("val_r",))
+    assert console["verbose"] == 0                                      # Tune's tables only with --verbose
+    (lines,) = console["callbacks"]
+    copy = pickle.loads(dumps(lines))
+    assert (copy.prefix, copy.total, copy.metrics, copy.log) == ("sweep", 3, ("val_r",), None)

@@ -46,12 +46,17 @@ def connect_ray(address: str = "") -> None:
 
 def tune_console(log, prefix: str, total: int, metrics: tuple[str, ...] = ()) -> dict:
     """``tune.RunConfig`` arguments for a job: Tune's status tables (every 30 s) only with ``--verbose``; instead
-    one line per finished trial, e.g. ``[sweep] trial 5ab0ea6b finished after 2 epoch(s): val_r 0.0975 (1/8)``."""
+    one line per finished trial, e.g. ``[sweep] trial 5ab0ea6b finished after 2 iteration(s): val_r 0.0975 (1/8)``.
+    """
     from ray import tune
 
     class TrialLines(tune.Callback):
-        def __init__(self):
+        def __init__(self, *args):              # arguments, not closure cells: Tune pickles the class with them
+            self.log, self.prefix, self.total, self.metrics = args
             self.done = 0
+
+        def __getstate__(self):                # Tune pickles its RunConfig; the log function need not travel
+            return dict(self.__dict__, log=None)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.say(trial, "finished")
@@ -62,11 +67,11 @@ def tune_console(log, prefix: str, total: int, metrics: tuple[str, ...] = ()) ->
         def say(self, trial, how: str) -> None:
             self.done += 1
             r = trial.last_result or {}
-            shown = ", ".join(f"{m} {r[m]:.4g}" for m in metrics if isinstance(r.get(m), (int, float)))
-            log(f"[{prefix}] trial {trial.trial_id} {how} after {r.get('training_iteration', 0)} iteration(s)"
-                f"{': ' + shown if shown else ''} ({self.done}/{total})")
+            shown = ", ".join(f"{m} {r[m]:.4g}" for m in self.metrics if isinstance(r.get(m), (int, float)))
+            (self.log or print)(f"[{self.prefix}] trial {trial.trial_id} {how} after {r.get('training_iteration', 0)} "
+                                f"iteration(s){': ' + shown if shown else ''} ({self.done}/{self.total})")
 
-    return dict(verbose=2 if os.environ.get(VERBOSE_ENV) == "1" else 0, callbacks=[TrialLines()])
+    return dict(verbose=2 if os.environ.get(VERBOSE_ENV) == "1" else 0, callbacks=[TrialLines(log, prefix, total, metrics)])
 
 
 def run_main(main, argv=None) -> int:
