@@ -81,15 +81,16 @@ class FeatureWorker:
     ds : LebelDataset
     specs : list of ModelSpec  (a unit names one by index)
     keys : list of str  (their cache keys)
+    layers : list of list of int  (each model's cached layers)
     cfg : FeatureConfig  (``cache_dir`` set)
     """
 
-    def __init__(self, ds: LebelDataset, specs: list[ModelSpec], keys: list[str], cfg: FeatureConfig,
+    def __init__(self, ds: LebelDataset, specs: list[ModelSpec], keys: list[str], layers: list, cfg: FeatureConfig,
                  threads: int = 0):
         import torch
         if threads:
             torch.set_num_threads(threads)
-        self.ds, self.specs, self.keys, self.cfg = ds, specs, keys, cfg
+        self.ds, self.specs, self.keys, self.layers, self.cfg = ds, specs, keys, layers, cfg
         self.cache = FeatureCache(cfg.cache_dir)
         self._loaded: tuple[int, FeatureExtractor] | None = None
 
@@ -116,10 +117,13 @@ class FeatureWorker:
         """batch: {'model': (n,) int, 'story': (n,) str} → {'model', 'story', 'windows', 'seconds', 'node'}."""
         out = {"model": [], "story": [], "windows": [], "seconds": [], "node": []}
         for i, story in zip(batch["model"], batch["story"]):
-            t = time.time()
-            fx = self._extractor(int(i))
-            times, feats = fx.story_windows(self.ds.load_audio(str(story)))
-            self.cache.write(self.keys[int(i)], self.ds, str(story), times, feats)
+            t, i, story = time.time(), int(i), str(story)
+            if self.cache.has(self.keys[i], self.ds, story, self.layers[i]):
+                # a unit run again (its task was lost with a node after the unit finished): the cache has it
+                times, _ = self.cache.read(self.keys[i], self.ds, story, [])
+            else:
+                times, feats = self._extractor(i).story_windows(self.ds.load_audio(story))
+                self.cache.write(self.keys[i], self.ds, story, times, feats)
             for k, v in (("model", int(i)), ("story", str(story)), ("windows", len(times)),
                          ("seconds", time.time() - t), ("node", node_id())):
                 out[k].append(v)
@@ -148,13 +152,14 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     cache = FeatureCache(cfg.cache_dir)
     for s in stories:                # the audio must fit the TR grid even where its windows come from the cache
         ds.check_audio(s)
-    sources, units, keys = {}, [], []
+    sources, units, keys, model_layers = {}, [], [], []
     for i, spec in enumerate(specs):
         recipe, model = recipe_fingerprint(spec)
         key = cache_key(recipe, cfg)
         layers = check_layers(cfg.layers, n_layers_of(model))
         sources[spec.label] = CachedFeatures(cache, key, layers, cfg)
         keys.append(key)
+        model_layers.append(layers)
         units += [{"model": i, "story": s} for s in stories if not cache.has(key, ds, s, layers)]
     stats = dict(units=len(specs) * len(stories), computed=len(units), windows=0, seconds=0.0, unit_seconds=0.0,
                  nodes={}, per_model={})
@@ -190,12 +195,12 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
             out = data.map_batches(FeatureWorker, batch_size=1, compute=pool, num_cpus=cpus, num_gpus=gpus,
                                    scheduling_strategy="DEFAULT",   # not in a calling Tune trial's group
-                                   fn_constructor_kwargs=dict(ds=ds, specs=specs, keys=keys, cfg=cfg,
+                                   fn_constructor_kwargs=dict(ds=ds, specs=specs, keys=keys, layers=model_layers, cfg=cfg,
                                                               threads=max(1, int(cpus))))
         for done, row in enumerate(out.iter_rows(), 1):
             report(row, done)
     else:
-        worker = FeatureWorker(ds, specs, keys, cfg)
+        worker = FeatureWorker(ds, specs, keys, model_layers, cfg)
         for done, u in enumerate(units, 1):
             res = worker({"model": [u["model"]], "story": [u["story"]]})
             report({k: v[0] for k, v in res.items()}, done)
