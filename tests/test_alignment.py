@@ -84,19 +84,29 @@ def _report_settings(tmp_path, runner: str) -> EvalSettings:
 MODELS = [ModelSpec("untuned", ModelConfig()), ModelSpec("other-seed", ModelConfig(seed=1))]
 
 
-def test_report_figures_and_mlflow(sim, tmp_path):
+@pytest.fixture(scope="module")
+def local_report(sim, tmp_path_factory):
+    """The report of both participants computed in this process (the serial reference), logged to MLflow."""
+    tmp_path = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ev = _report_settings(tmp_path, "local")
     lines = []
     with Tracker(TrackingConfig(uri=uri, experiment="t")).start("report") as tr:
-        rows = alignment_report(sim, MODELS, ev, ["sim02"], tr, log=lines.append)
+        rows = alignment_report(sim, MODELS, _report_settings(tmp_path, "local"), ["sim01", "sim02"], tr,
+                                log=lines.append)
         run_id = tr.run_id
+    return dict(rows=rows, run_id=run_id, uri=uri, tmp=tmp_path, lines=lines)
+
+
+def test_report_figures_and_mlflow(sim, local_report):
+    rows, tmp_path = local_report["rows"], local_report["tmp"]
     assert {r["model"] for r in rows} == {m.label for m in MODELS}
     assert {r["kind"] for r in rows} == {"layer", "efficiency"}
     # a second report finds every (model, story) window in the cache
-    alignment_report(sim, MODELS, ev, ["sim02"], None, log=lines.append)
+    lines = []
+    alignment_report(sim, MODELS, _report_settings(tmp_path, "local"), ["sim02"], None, log=lines.append)
     assert any("[features] all 12 (model, story) units cached" in x for x in lines), lines
-    eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"]
+    eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"
+           and r["subject"] == "sim02"]
     assert [r["n_stories"] for r in eff] == [1, 3] and eff[0]["hours"] < eff[1]["hours"]
     pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
     assert pngs == ["alignment_by_stage.png", "alignment_per_layer.png", "data_efficiency.png",
@@ -105,7 +115,7 @@ def test_report_figures_and_mlflow(sim, tmp_path):
     assert [g for g in gii if g.endswith("hemi-L.func.gii")] == [
         "other-seed-minus-untuned/rnorm_hemi-L.func.gii", "other-seed/r_hemi-L.func.gii",
         "other-seed/rnorm_hemi-L.func.gii", "untuned/r_hemi-L.func.gii", "untuned/rnorm_hemi-L.func.gii"]
-    client = mlflow.tracking.MlflowClient(uri)
+    client, run_id = mlflow.tracking.MlflowClient(local_report["uri"]), local_report["run_id"]
     run = client.get_run(run_id)
     assert "align.untuned.all" in run.data.metrics and "align.other-seed.semantic" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id, "report")}
@@ -115,18 +125,15 @@ def test_report_figures_and_mlflow(sim, tmp_path):
     assert logged == {f"report/maps/other-seed-minus-untuned/rnorm_hemi-{h}.func.gii" for h in "LR"}
 
 
-def test_ray_path_equals_serial_path(sim, ray_local, tmp_path):
+def test_ray_path_equals_serial_path(sim, ray_local, local_report, tmp_path):
     """Feature actors + ridge tasks on Ray give the in-process numbers (the serial reference)."""
-    out = {}
-    for runner in ("local", "ray"):
-        lines = []
-        out[runner] = alignment_report(sim, MODELS, _report_settings(tmp_path / runner, runner), ["sim01", "sim02"],
-                                       None, log=lines.append)
-        if runner == "ray":
-            assert any("units" in x and "actors" in x for x in lines), lines        # the actor pool ran
-            assert any(x.startswith("[ridge]") and "node(s)" in x for x in lines), lines
+    lines = []
+    rows = alignment_report(sim, MODELS, _report_settings(tmp_path, "ray"), ["sim01", "sim02"], None,
+                            log=lines.append)
+    assert any("units" in x and "actors" in x for x in lines), lines        # the actor pool ran
+    assert any(x.startswith("[ridge]") and "node(s)" in x for x in lines), lines
     key = lambda r: (r["model"], r["kind"], r["layer"], r["n_stories"], r["subject"], r["region"])  # noqa: E731
-    local, dist = ({key(r): r for r in out[k]} for k in ("local", "ray"))
+    local, dist = ({key(r): r for r in out} for out in (local_report["rows"], rows))
     assert local.keys() == dist.keys() and len(local) > 20
     for k in local:
         for col in ("mean_r", "mean_r_norm", "cv_mse"):

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from braintune_dist.config import to_dict
 from braintune_dist.errors import UserError
+from braintune_dist.io import atomic_path, quick_digest
 from braintune_dist.data.audio_store import from_npy
 from braintune_dist.data.manifest import load_manifest, locate, read_bytes, read_coverage
 from braintune_dist.data.stream import make_dataset, select, shards_for, summarize, windows
@@ -59,13 +62,34 @@ def feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
     Runs once on the driver (deterministic: same windows, same seeded init) so every worker, every
     restart and every sweep trial with this model and data z-scores the head's input identically.
     Fits that differ only in what the statistics do not depend on (training seed, learning rates) reuse
-    them within the process.
+    them: within the process, and across processes (sweep trials, scaling points, a rerun) from
+    ``<ray.storage_path>/feature_stats/<key hash>.npz`` when the storage is a local folder.
     """
+    # the manifest changes when the shards are rewritten; the weight files' digests when a pretrained
+    # checkpoint is rewritten in place
+    weights = sorted(Path(cfg.model.pretrained).glob("*.safetensors")) if cfg.model.pretrained else []
     key = json.dumps([to_dict(cfg.model), load_manifest(cfg.shards), to_dict(cfg.stream), to_dict(cfg.data),
-                      cfg.head.standardize_windows], sort_keys=True, default=str)   # the manifest: shards rewritten
+                      cfg.head.standardize_windows, [quick_digest(w) for w in weights]], sort_keys=True, default=str)
     if key not in _STATS:
-        _STATS[key] = _feature_stats(cfg)
+        _STATS[key] = _stats_file(cfg, key)
     return _STATS[key]
+
+
+def _stats_file(cfg: FitConfig, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The statistics from the storage folder's cache file, else computed and saved there (atomically)."""
+    if "://" in cfg.ray.storage_path:                      # remote storage: computed again in each process
+        return _feature_stats(cfg)
+    path = Path(cfg.ray.storage_path) / "feature_stats" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+    try:
+        with np.load(path) as f:
+            return f["mean"], f["sd"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):   # absent or damaged: computed again
+        pass
+    mean, sd = _feature_stats(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, mean=mean, sd=sd)
+    return mean, sd
 
 
 def _feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
