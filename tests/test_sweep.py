@@ -1,9 +1,12 @@
 """Sweeps on a real local Ray (CPU): Optuna + ASHA trials of Ray Train fits, nested MLflow runs, and a sweep driver
 (jobs/sweep.py) SIGKILLed after its first trial then resumed with --resume; the runs are read back over HTTP from a
 real ``mlflow server``."""
+import contextlib
+import io
 import json
 import os
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from braintune_dist.config import ConfigError, from_dict, save_yaml, to_dict
+from braintune_dist.jobs.launch import run_main
 from braintune_dist.jobs.sweep import SweepConfig, first_points, param_space, trial_config
 
 from servers import MlflowServer
@@ -71,10 +75,11 @@ def finished_trials(exp: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(ray_local, tmp_path_factory):
     """A 3-trial sweep (one trial at a time) whose driver process group is SIGKILLed as soon as Tune's restore point
-    records the first trial finished, then resumed with ``jobs/sweep.py --resume``. The first points are given:
-    the last one learns slowly (small learning rates, 1 story), so ASHA likely stops it after one epoch."""
+    records the first trial finished, then resumed with ``jobs/sweep.py --resume`` (its ``main``, called in this
+    process on the session's Ray). The first points are given: the last one learns slowly (small learning rates,
+    1 story), so ASHA likely stops it after one epoch."""
     tmp = tmp_path_factory.mktemp("sweep")
     fast = {"lora_rank": 4, "loss": "mse", "backbone_lr": 1e-2, "head_lr": 1e-2, "stories_per_participant": 2}
     slow = {"lora_rank": 2, "backbone_lr": 1e-4, "head_lr": 1e-3, "stories_per_participant": 1}
@@ -91,9 +96,11 @@ def sweep(tmp_path_factory):
         first.wait()
     killed_at, done_before = time.time(), finished_trials(exp)
     assert len(done_before) == 1, (tmp / "first.log").read_text()[-3000:]
-    resumed = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=800)
-    log = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, log[-4000:]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = run_main(runpy.run_path(cmd[1], run_name="driver")["main"], [*cmd[2:], "--resume"])
+    log = out.getvalue()
+    assert code == 0, log[-4000:]
     parent = (exp / "mlflow_parent_run_id").read_text().strip()
     return dict(tmp=tmp, exp=exp, killed_at=killed_at, done_before=done_before.pop(), log=log, parent=parent)
 
