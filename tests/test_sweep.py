@@ -75,7 +75,7 @@ def finished_trials(exp: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def sweep(ray_local, tmp_path_factory):
+def sweep(ray_address, tmp_path_factory):
     """A 3-trial sweep (one trial at a time) whose driver process group is SIGKILLed as soon as Tune's restore point
     records the first trial finished, then resumed with ``jobs/sweep.py --resume`` (its ``main``, called in this
     process on the session's Ray). The first points are given: the last one learns slowly (small learning rates,
@@ -85,9 +85,9 @@ def sweep(ray_local, tmp_path_factory):
     slow = {"lora_rank": 2, "backbone_lr": 1e-4, "head_lr": 1e-3, "stories_per_participant": 1}
     save_yaml(tiny_sweep(tmp, num_samples=3, points_to_evaluate=[fast, fast, slow]), tmp / "sweep.yaml")
     cmd = [sys.executable, str(REPO / "jobs" / "sweep.py"), "--config", str(tmp / "sweep.yaml")]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}      # each driver starts its own local Ray
+    env = dict(os.environ, RAY_ADDRESS=ray_address)     # the driver joins the session's Ray; its kill ends its job
     exp = tmp / "tune" / "s"
-    with open(tmp / "first.log", "w") as out:           # own session: the kill takes its Ray processes with it
+    with open(tmp / "first.log", "w") as out:
         first = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 600
         while first.poll() is None and not finished_trials(exp) and time.time() < deadline:

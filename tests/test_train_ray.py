@@ -2,6 +2,7 @@
 surviving faults: a DeepSpeed worker SIGKILLed mid-epoch, the MLflow server dying mid-run, a broken checkpoint to resume."""
 import dataclasses
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -203,7 +204,7 @@ def test_ddp_two_workers_learn_while_the_mlflow_server_dies(ray_local, sim_shard
         server.kill()
 
 
-def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(ray_local, sim_shards, tmp_path, capsys):
+def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(ray_address, sim_shards, tmp_path, capsys):
     """The real driver interrupted (SIGINT) during training: exit status 130, a message naming what was kept
     and the rerun that resumes it, and its MLflow run KILLED rather than FINISHED. The rerun is the driver's
     ``main`` called in this process, on the session's Ray."""
@@ -220,7 +221,8 @@ def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(ray_local, sim_shard
     job = MultiBrainConfig(fit=fit, prepare=PrepareSettings(simulate=False), eval=EvalSettings(enabled=False))
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(to_dict(job)))
     proc = subprocess.Popen([sys.executable, "jobs/multi_brain.py", "--config", str(tmp_path / "job.yaml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, RAY_ADDRESS=ray_address))
     deadline = time.time() + 300
     while checkpoints_registered(tmp_path / "ray" / "sigint") < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
