@@ -3,6 +3,9 @@ manifest checks, the checksum verification, the Ray Data stream and preflight re
 filesystem exactly as they read the local folder."""
 from __future__ import annotations
 
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -11,7 +14,7 @@ from braintune_dist.data.manifest import load_manifest, verify_shards
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.data.stream import StreamConfig, make_dataset, summarize
 
-from servers import S3Server
+from servers import S3Server, own_processes
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +106,16 @@ def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):
         "ray": {"num_workers": 1, "cpus_per_worker": 0.5, "storage_path": str(tmp_path / "ray"), "run_name": "s3"},
         "tracking": {"enabled": False}})
     assert plan(cfg)["participants"] == ["UTS02"]
+    handler = signal.getsignal(signal.SIGINT)
     result = build_trainer(cfg).fit()
     assert result.error is None and result.metrics["epoch"] == 0 and result.metrics["samples"] > 0
+    # the fit's Ctrl-C handler (it holds the Train controller) is gone, and with it the controller and the
+    # actors of its data pipeline: a driver's next fit finds the cluster free
+    assert signal.getsignal(signal.SIGINT) is handler
+    deadline = time.time() + 20
+    while own_processes("ray::TrainController") and time.time() < deadline:
+        time.sleep(0.2)
+    assert not own_processes("ray::TrainController") and not own_processes("ray::SplitCoordinator")
     payload = read_model_file(result.checkpoint.path)
     assert payload["participants"] == ["UTS02"] and payload["head"]["head_weight"].shape[0] == 1
     assert np.isfinite(result.metrics["val_loss"])

@@ -139,9 +139,26 @@ def _trainer_class():
         """TorchTrainer whose Ctrl-C is told apart from success: Ray Train's own SIGINT handler aborts the run
         and then ``sys.exit(0)``s or lets ``fit()`` return, so a caller would record an interrupted run as
         finished. This one aborts the run the same way and sets ``interrupted``, and ``fit_with_progress``
-        raises ``KeyboardInterrupt`` instead of what ``fit()`` returns or raises; a second Ctrl-C raises at once."""
+        raises ``KeyboardInterrupt`` instead of what ``fit()`` returns or raises; a second Ctrl-C raises at once.
+
+        The handler holds the run's controller actor. Left installed after ``fit()`` (as Ray Train leaves its
+        own), it keeps that controller, its dataset manager and split coordinators alive in a driver that goes
+        on working; a later fit on the same cluster then waited forever for the CPU their data pipeline held.
+        ``fit()`` puts the driver's previous handler back."""
 
         interrupted = False
+
+        def fit(self):
+            import signal
+            import threading
+
+            main = threading.current_thread() is threading.main_thread()     # Tune trials: not the main thread
+            previous = signal.getsignal(signal.SIGINT) if main else None
+            try:
+                return super().fit()
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous)
 
         def _register_sigint_handler(self, controller):
             import signal
