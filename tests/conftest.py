@@ -88,11 +88,12 @@ def tiny_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A 2-CPU local Ray for the whole session, no dashboard, quiet Ray Data progress bars."""
+    """A 2-CPU local Ray for the whole session, quiet Ray Data progress bars; its dashboard serves the state API
+    that Ray Train's placement-group cleaner needs (see ``jobs.launch.connect_ray``)."""
     import ray
     import ray.data
     # address="local": never join another `ray start` cluster on this machine (/tmp/ray/ray_current_cluster)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
              configure_logging=False, ignore_reinit_error=True)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

@@ -44,7 +44,8 @@ def cluster():
     ray.shutdown()
     c.shutdown()
     if had_local:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+                 configure_logging=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
 
 

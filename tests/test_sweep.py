@@ -176,6 +176,18 @@ def test_sweep_runs_in_mlflow(sweep):
     assert sum("val_loss" in k.data.metrics for k in kids) >= 1 # final, from trials that were not ASHA-stopped
 
 
+def test_stopped_trials_leave_no_resources_behind(sweep, ray_local):
+    """The resumed sweep ran in this process: the trial ASHA stopped was killed with its Train run, whose workers'
+    placement group Ray Train's cleaner removes (it needs the dashboard's state API). Left behind, it held 0.5 CPU
+    of the 2 and the next 2-worker fit here waited forever for a CPU for its data pipeline."""
+    from ray.util import placement_group_table
+    deadline = time.time() + 30
+    while ray_local.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    live = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
+    assert ray_local.available_resources().get("CPU", 0) == 2 and not live, live
+
+
 def test_sweep_runs_over_mlflow_server(sweep):
     """A real ``mlflow server`` on the sweep's store answers runs/search with the parent and its trials."""
     with MlflowServer(sweep["tmp"] / "mlflow.db") as server:

@@ -33,8 +33,11 @@ def connect_ray(address: str = "") -> None:
         ray.init(address=address, **quiet)
     else:
         # address="local": without it ray.init() joins the cluster of the machine's latest `ray start`
-        # (/tmp/ray/ray_current_cluster), e.g. another user's, instead of starting this job's own
-        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {
+        # (/tmp/ray/ray_current_cluster), e.g. another user's, instead of starting this job's own.
+        # The dashboard (on 127.0.0.1) serves Ray's state API, which Ray Train's placement-group cleaner polls:
+        # without it, a trial that Tune stops (ASHA) keeps its workers' resources until the driver exits, and a
+        # sweep runs out of CPUs/GPUs
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", runtime_env={"env_vars": {
             k: os.environ[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "HF_HUB_OFFLINE", "MLFLOW_TRACKING_URI")
             if k in os.environ}}, **quiet)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
