@@ -28,7 +28,8 @@ stop() {
   if ! running; then echo "no local head running (pid file $PGID_FILE)"; rm -f "$PGID_FILE"; return 0; fi
   local pgid; pgid="$(cat "$PGID_FILE")"
   kill -TERM -- "-$pgid" 2>/dev/null || true
-  for _ in $(seq 10); do alive "$pgid" || break; sleep 1; done
+  # the GCS and dashboard exit within a second of SIGTERM; the raylet was seen to outlast 12 s of it: KILL after 3 s
+  for _ in $(seq 6); do alive "$pgid" || break; sleep 0.5; done
   if alive "$pgid"; then
     kill -KILL -- "-$pgid" 2>/dev/null || true
     for _ in $(seq 10); do alive "$pgid" || break; sleep 1; done
