@@ -102,8 +102,9 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_address(ray_local) -> str:
     """The session Ray's address: a job driver started by a test with RAY_ADDRESS set joins it (as under
-    ``ray job submit``) instead of starting and stopping a Ray of its own (~8 s)."""
+    ``ray job submit``) instead of starting and stopping a Ray of its own (~8 s). Looked up per module: the
+    multi-node test restarts the session's Ray, on another port."""
     return ray_local.get_runtime_context().gcs_address
