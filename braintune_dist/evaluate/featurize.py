@@ -124,7 +124,7 @@ class FeatureWorker:
             else:
                 times, feats = self._extractor(i).story_windows(self.ds.load_audio(story))
                 self.cache.write(self.keys[i], self.ds, story, times, feats)
-            for k, v in (("model", int(i)), ("story", str(story)), ("windows", len(times)),
+            for k, v in (("model", i), ("story", story), ("windows", len(times)),
                          ("seconds", time.time() - t), ("node", node_id())):
                 out[k].append(v)
         return {k: np.asarray(v) for k, v in out.items()}
