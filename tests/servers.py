@@ -21,6 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(condition, timeout: float, poll: float = 0.2) -> bool:
+    """Whether ``condition()`` held within ``timeout`` s (checked every ``poll`` s)."""
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 def wait_until_up(server, url: str, timeout: float, what: str):
     """``server`` once ``url`` answers; its process exiting, or no answer within ``timeout`` s, fails."""
     deadline = time.time() + timeout

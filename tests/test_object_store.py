@@ -4,7 +4,6 @@ filesystem exactly as they read the local folder."""
 from __future__ import annotations
 
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from braintune_dist.data.manifest import load_manifest, verify_shards
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.data.stream import StreamConfig, make_dataset, summarize
 
-from servers import S3Server, own_processes
+from servers import S3Server, own_processes, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -112,9 +111,7 @@ def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):
     # the fit's Ctrl-C handler (it holds the Train controller) is gone, and with it the controller and the
     # actors of its data pipeline: a driver's next fit finds the cluster free
     assert signal.getsignal(signal.SIGINT) is handler
-    deadline = time.time() + 20
-    while own_processes("ray::TrainController") and time.time() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: not own_processes("ray::TrainController"), timeout=20)
     assert not own_processes("ray::TrainController") and not own_processes("ray::SplitCoordinator")
     payload = read_model_file(result.checkpoint.path)
     assert payload["participants"] == ["UTS02"] and payload["head"]["head_weight"].shape[0] == 1

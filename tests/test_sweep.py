@@ -20,7 +20,7 @@ from braintune_dist.config import ConfigError, from_dict, save_yaml, to_dict
 from braintune_dist.jobs.launch import run_main
 from braintune_dist.jobs.sweep import SweepConfig, first_points, param_space, trial_config
 
-from servers import MlflowServer
+from servers import MlflowServer, wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -181,9 +181,7 @@ def test_stopped_trials_leave_no_resources_behind(sweep, ray_local):
     placement group Ray Train's cleaner removes (it needs the dashboard's state API). Left behind, it held 0.5 CPU
     of the 2 and the next 2-worker fit here waited forever for a CPU for its data pipeline."""
     from ray.util import placement_group_table
-    deadline = time.time() + 30
-    while ray_local.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: ray_local.available_resources().get("CPU", 0) >= 2, timeout=30, poll=0.5)
     live = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
     assert ray_local.available_resources().get("CPU", 0) == 2 and not live, live
 
