@@ -86,6 +86,11 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+class Stopped(BaseException):
+    """The job was told to stop from outside (a scheduler's early stop of a trial): its run ends KILLED, like
+    on SIGINT, not FAILED on whatever the teardown then raises."""
+
+
 class Tracker:
     """A thin, failure-tolerant wrapper over one active MLflow run (or a no-op when disabled)."""
 
@@ -148,7 +153,7 @@ class Tracker:
         status = "FINISHED"
         try:
             yield self
-        except KeyboardInterrupt:         # SIGINT: the run was stopped, not completed
+        except (KeyboardInterrupt, Stopped):   # SIGINT or a scheduler's stop: the run was stopped, not completed
             status = "KILLED"
             raise
         except SystemExit as exc:

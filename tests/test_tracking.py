@@ -5,7 +5,7 @@ import os
 import time
 import warnings
 
-from braintune_dist.tracking import Tracker, TrackingConfig, flatten
+from braintune_dist.tracking import Stopped, Tracker, TrackingConfig, flatten
 
 from servers import free_port
 
@@ -41,13 +41,14 @@ def test_disabled_tracker_is_a_no_op(tmp_path):
 
 
 def test_run_status_says_how_the_run_ended(tmp_path):
-    """A run that raised is FAILED, one stopped by Ctrl-C KILLED, only a completed one FINISHED (real sqlite store)."""
+    """A run that raised is FAILED, one stopped by Ctrl-C or by a scheduler (``Stopped``) KILLED, only a completed one FINISHED (real sqlite store)."""
     import mlflow
     import pytest
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ids = {}
     for name, exc in (("ok", None), ("bug", RuntimeError("boom")), ("ctrl-c", KeyboardInterrupt()),
-                      ("exit-0", SystemExit(0)), ("exit-2", SystemExit(2))):
+                      ("exit-0", SystemExit(0)), ("exit-2", SystemExit(2)),
+                      ("stopped", Stopped("Tune stopped this trial"))):
         tracker = Tracker(TrackingConfig(uri=uri, experiment="status"))
         with pytest.raises(type(exc)) if exc is not None else contextlib.nullcontext():
             with tracker.start(name) as tr:
@@ -56,4 +57,5 @@ def test_run_status_says_how_the_run_ended(tmp_path):
                     raise exc
     client = mlflow.tracking.MlflowClient(uri)
     status = {name: client.get_run(i).info.status for name, i in ids.items()}
-    assert status == {"ok": "FINISHED", "bug": "FAILED", "ctrl-c": "KILLED", "exit-0": "FINISHED", "exit-2": "FAILED"}
+    assert status == {"ok": "FINISHED", "bug": "FAILED", "ctrl-c": "KILLED", "exit-0": "FINISHED", "exit-2": "FAILED",
+                      "stopped": "KILLED"}

@@ -27,7 +27,7 @@ from braintune_dist.jobs.multi_brain import setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
 from braintune_dist.model.pretrain import PretrainConfig
-from braintune_dist.tracking import Tracker
+from braintune_dist.tracking import Stopped, Tracker
 from braintune_dist.train.loop import FitConfig
 from braintune_dist.train.trainer import build_trainer, plan
 
@@ -186,6 +186,15 @@ def trial_params(cfg: FitConfig, p: dict) -> dict:
             "trial.backbone_lr": cfg.optim.backbone_lr, "trial.head_lr": cfg.optim.head_lr}
 
 
+def tune_stop_requested() -> bool:
+    """Whether Tune told this trial to stop (ASHA): Tune sets the session's stop event before it ends the trial's
+    process, and the fit then raises from the teardown (or exits where it reports), after the driver may already
+    have ended the trial's MLflow run; ending it FAILED then would overwrite the driver's KILLED."""
+    from ray.train._internal.session import get_session         # Tune's function-trainable session
+    session = get_session()
+    return bool(session and session.stop_event.is_set())
+
+
 def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage: str) -> None:
     """Tune function trainable: one Ray Train fit of the sampled point, metrics forwarded to Tune."""
     from ray import tune
@@ -207,7 +216,12 @@ def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage:
         tr.log_params(trial_params(cfg, p))
         trainer = build_trainer(cfg, mlflow_run_id=tr.run_id, run_plan=p)
         trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except BaseException as exc:
+            if isinstance(exc, SystemExit) or tune_stop_requested():
+                raise Stopped("Tune stopped this trial") from exc
+            raise
         # an ASHA stop kills this process before here: such a run keeps its per-epoch epoch.val_loss only
         hist = sorted((m for _, m in result.best_checkpoints), key=lambda m: m["epoch"])
         if hist:
