@@ -16,7 +16,7 @@ import pytest
 from braintune_dist.config import ConfigError, from_dict, save_yaml, to_dict
 from braintune_dist.jobs.sweep import SweepConfig, first_points, param_space, trial_config
 
-from servers import MlflowServer
+from servers import MlflowServer, wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -71,25 +71,25 @@ def finished_trials(exp: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """A 3-trial sweep (one trial at a time) whose driver process group is SIGKILLed as soon as Tune's restore point
-    records the first trial finished, then resumed with ``jobs/sweep.py --resume``; each driver starts its own Ray,
-    so a placement group left by an ASHA-stopped trial (Ray Train's cleaner was seen to miss one under load) dies
-    with it. The first points are given: the last one learns slowly (small learning rates, 1 story), so ASHA likely
-    stops it after one epoch."""
+def sweep(ray_address, tmp_path_factory):
+    """A 3-trial sweep (one trial at a time) whose driver is SIGKILLed as soon as Tune's restore point records the
+    first trial finished, then resumed with ``jobs/sweep.py --resume``. Both drivers join the session's Ray, as jobs
+    do on a cluster: what a driver's trials hold is freed when its job ends, even a placement group that Ray Train's
+    cleaner missed. The first points are given: the last one learns slowly (small learning rates, 1 story), so ASHA
+    likely stops it after one epoch."""
     tmp = tmp_path_factory.mktemp("sweep")
     fast = {"lora_rank": 4, "loss": "mse", "backbone_lr": 1e-2, "head_lr": 1e-2, "stories_per_participant": 2}
     slow = {"lora_rank": 2, "backbone_lr": 1e-4, "head_lr": 1e-3, "stories_per_participant": 1}
     save_yaml(tiny_sweep(tmp, num_samples=3, points_to_evaluate=[fast, fast, slow]), tmp / "sweep.yaml")
     cmd = [sys.executable, str(REPO / "jobs" / "sweep.py"), "--config", str(tmp / "sweep.yaml")]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}      # each driver starts its own local Ray
+    env = dict(os.environ, RAY_ADDRESS=ray_address)
     exp = tmp / "tune" / "s"
-    with open(tmp / "first.log", "w") as out:           # own session: the kill takes its Ray processes with it
-        first = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp / "first.log", "w") as out:
+        first = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.time() + 600
         while first.poll() is None and not finished_trials(exp) and time.time() < deadline:
             time.sleep(0.5)
-        os.killpg(first.pid, signal.SIGKILL)
+        first.send_signal(signal.SIGKILL)
         first.wait()
     killed_at, done_before = time.time(), finished_trials(exp)
     assert len(done_before) == 1, (tmp / "first.log").read_text()[-3000:]
@@ -169,6 +169,16 @@ def test_sweep_runs_in_mlflow(sweep):
                 "trial.stories_per_participant"} <= set(k.data.params)
         assert "epoch.val_loss" in k.data.metrics               # per-epoch, from the Train worker
     assert sum("val_loss" in k.data.metrics for k in kids) >= 1 # final, from trials that were not ASHA-stopped
+
+
+def test_finished_sweep_jobs_leave_no_resources_behind(sweep, ray_local):
+    """Both drivers' jobs have ended (one killed, one done): every trial's actors and placement groups are gone,
+    so the session's 2 CPUs are free for the next fit (a group left behind held 0.5 CPU, and a 2-worker fit then
+    waited forever for a whole CPU for its data pipeline)."""
+    from ray.util import placement_group_table
+    wait_for(lambda: ray_local.available_resources().get("CPU", 0) >= 2, timeout=30, poll=0.5)
+    live = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]
+    assert ray_local.available_resources().get("CPU", 0) == 2 and not live, live
 
 
 def test_sweep_runs_over_mlflow_server(sweep):
