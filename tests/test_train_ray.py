@@ -1,5 +1,6 @@
 """Brain-tuning on a real local Ray (CPU, loopback): DDP and DeepSpeed ZeRO-2 on 2 workers, resume, and
-surviving faults: a DeepSpeed worker SIGKILLed mid-epoch, the MLflow server dying mid-run, a broken checkpoint to resume."""
+surviving faults: a DeepSpeed worker SIGKILLed mid-epoch, the driver interrupted, the MLflow server dying mid-run, a
+broken checkpoint to resume."""
 import dataclasses
 import json
 import os
@@ -7,7 +8,6 @@ import threading
 import time
 import urllib.request
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,48 +104,6 @@ def checkpoints_registered(run_dir) -> int:
         return 0
 
 
-def test_deepspeed_worker_killed_mid_epoch_resumes_from_last_checkpoint(ray_local, sim_shards, tmp_path):
-    """DeepSpeed ZeRO-2 on 2 workers, one SIGKILLed from outside during epoch 1: FailureConfig restarts the worker
-    group from the epoch-0 checkpoint (weights, and the engine's optimizer, scheduler and step from its ZeRO
-    shards), epoch 0 is not redone, the step count ends at the planned total. Then the same run name with that
-    last checkpoint broken is refused by the preflight, before any Ray Train start."""
-    cfg = tune_cfg(sim_shards, tmp_path, stream={"batch_size": 2}, engine={"kind": "deepspeed", "zero_stage": 2},
-                   ray={"run_name": "killed", "max_failures": 1})
-    p = plan(cfg)
-    run_dir, killed, done = tmp_path / "ray" / "killed", [], threading.Event()
-
-    def kill_a_worker():
-        for proc in own_processes("ray::RayTrainWorker"):
-            proc.kill()                                                         # SIGKILL: no clean-up in the worker
-            killed.append(proc.pid)
-            return
-
-    when(lambda: checkpoints_registered(run_dir) >= 1, kill_a_worker, done)
-    try:
-        result = build_trainer(cfg).fit()
-    finally:
-        done.set()
-    h = history(result)
-    assert killed and result.error is None
-    assert [m["epoch"] for m in h] == [0, 1]
-    assert h[0]["start_epoch"] == 0                                             # the first attempt
-    assert h[1]["start_epoch"] == 1 and h[1]["start_step"] == p["steps_per_epoch"]   # restored, epoch 0 not redone
-    epoch0 = next(c for c, m in result.best_checkpoints if m["epoch"] == 0)
-    files = {p.name for p in Path(epoch0.path).rglob("*")}
-    assert {"model.pt", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
-    assert h[1]["start_checksum"] == pytest.approx(weights_checksum(load_tuner(epoch0.path)[0]), rel=1e-6)
-    assert h[1]["step"] == p["total_steps"] == 2 * p["steps_per_epoch"]
-
-    latest = run_dir / json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
-    (latest / "model.pt").unlink()                                              # as an interrupted copy would leave it
-    fit = tune_cfg(sim_shards, tmp_path, ray={"run_name": "killed"})
-    job = MultiBrainConfig(fit=fit, prepare=PrepareSettings(simulate=False), eval=EvalSettings(enabled=False))
-    before, t = sorted(run_dir.iterdir()), time.time()
-    with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.pt"):
-        run(job, log=lambda *_: None)
-    assert time.time() - t < 20 and sorted(run_dir.iterdir()) == before         # refused before Ray Train started
-
-
 def test_ddp_two_workers_learn_while_the_mlflow_server_dies(ray_local, sim_shards, tmp_path):
     """DDP on 2 workers learns (loss falls, the schedule is the steps taken, one driver line per epoch) while the
     real `mlflow server` it logs to is killed after epoch 0 was logged: training finishes, the driver warns once,
@@ -204,10 +162,24 @@ def test_ddp_two_workers_learn_while_the_mlflow_server_dies(ray_local, sim_shard
         server.kill()
 
 
-def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(ray_address, sim_shards, tmp_path, capsys):
-    """The real driver interrupted (SIGINT) during training: exit status 130, a message naming what was kept
-    and the rerun that resumes it, and its MLflow run KILLED rather than FINISHED. The rerun is the driver's
-    ``main`` called in this process, on the session's Ray."""
+def snapshot_history(run_dir) -> list[dict]:
+    """Metrics of every checkpoint Ray Train registered for a run (its snapshot file), in epoch order."""
+    results = json.loads((run_dir / RAY_SNAPSHOT).read_text())["checkpoint_results"]
+    return sorted(({**r["metrics"], "path": run_dir / r["checkpoint_dir_name"]} for r in results),
+                  key=lambda m: m["epoch"])
+
+
+def test_deepspeed_driver_survives_a_killed_worker_then_ctrl_c_and_resumes(ray_address, sim_shards, tmp_path, capsys):
+    """The real driver (jobs/multi_brain.py, joining the session's Ray as a submitted job does), DeepSpeed ZeRO-2 on
+    2 workers:
+
+    - a worker SIGKILLed from outside during epoch 1: FailureConfig restarts the worker group from the epoch-0
+      checkpoint (weights, and the engine's optimizer, scheduler and step from its ZeRO shards), epoch 0 not redone;
+    - then the driver interrupted (SIGINT): exit status 130, a message naming what was kept and the rerun that
+      resumes it, and its MLflow run KILLED rather than FINISHED;
+    - that rerun with the latest checkpoint broken is refused by the preflight, before any Ray Train start;
+    - with it whole, the rerun (the driver's ``main``, in this process) resumes the checkpoints and reopens the same
+      MLflow run, which finishes."""
     import runpy
     import signal
     import subprocess
@@ -217,38 +189,72 @@ def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(ray_address, sim_sha
     import yaml
 
     from braintune_dist.config import to_dict
-    fit = tune_cfg(sim_shards, tmp_path, ray={"run_name": "sigint", "num_workers": 1}, train={"epochs": 20})
+    fit = tune_cfg(sim_shards, tmp_path, stream={"batch_size": 2}, engine={"kind": "deepspeed", "zero_stage": 2},
+                   ray={"run_name": "sigint", "max_failures": 1}, train={"epochs": 20})
+    p = plan(fit)
     job = MultiBrainConfig(fit=fit, prepare=PrepareSettings(simulate=False), eval=EvalSettings(enabled=False))
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(to_dict(job)))
+    run_dir, killed, done = tmp_path / "ray" / "sigint", [], threading.Event()
+
+    def kill_a_worker():
+        for proc in own_processes("ray::RayTrainWorker"):       # the session's Ray is this process's child
+            proc.kill()                                                         # SIGKILL: no clean-up in the worker
+            killed.append(proc.pid)
+            return
+
     proc = subprocess.Popen([sys.executable, "jobs/multi_brain.py", "--config", str(tmp_path / "job.yaml")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, RAY_ADDRESS=ray_address))
-    deadline = time.time() + 300
-    while checkpoints_registered(tmp_path / "ray" / "sigint") < 1 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+    when(lambda: checkpoints_registered(run_dir) >= 1, kill_a_worker, done)
+    try:        # epoch 1 done after the restart: interrupt
+        deadline = time.time() + 300
+        while checkpoints_registered(run_dir) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        done.set()
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-4000:]
+    assert killed and proc.returncode == 130, err[-4000:]
     assert "interrupted: stopped before the job finished (its MLflow run is marked KILLED)" in err, err[-3000:]
-    assert f"kept: checkpoints of every epoch under {tmp_path / 'ray' / 'sigint'}: rerun with --fit.ray.run_name " \
-           "sigint" in err, err[-3000:]
+    assert f"kept: checkpoints of every epoch under {run_dir}: rerun with --fit.ray.run_name sigint" in err, err[-3000:]
     client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["KILLED"], [(r.info.run_name, r.info.status) for r in runs]
-    killed, kept = runs[0].info.run_id, checkpoints_registered(tmp_path / "ray" / "sigint")
-    # the rerun it suggests resumes Ray Train's checkpoints and reopens the same MLflow run, which now finishes;
+    killed_run = runs[0].info.run_id
+
+    h = snapshot_history(run_dir)
+    kept = len(h)
+    assert [m["epoch"] for m in h] == list(range(kept)) and 2 <= kept < 20
+    assert h[0]["start_epoch"] == 0                                             # the first attempt
+    assert h[1]["start_epoch"] == 1 and h[1]["start_step"] == p["steps_per_epoch"]   # restored, epoch 0 not redone
+    files = {f.name for f in h[0]["path"].rglob("*")}
+    assert {"model.pt", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
+    assert h[1]["start_checksum"] == pytest.approx(weights_checksum(load_tuner(h[0]["path"])[0]), rel=1e-6)
+
+    latest = run_dir / json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+    (latest / "model.pt").rename(tmp_path / "model.pt")                        # as an interrupted copy would leave it
+    before, t = sorted(run_dir.iterdir()), time.time()
+    with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.pt"):
+        run(job, log=lambda *_: None)
+    assert time.time() - t < 20 and sorted(run_dir.iterdir()) == before         # refused before Ray Train started
+    (tmp_path / "model.pt").rename(latest / "model.pt")
+
     # one more epoch than were kept (the remaining 20 would take minutes here)
     capsys.readouterr()
     main = runpy.run_path("jobs/multi_brain.py")["main"]
-    assert main(["--config", str(tmp_path / "job.yaml"), "--fit.train.epochs", str(kept + 1)]) == 0
+    epochs = kept + 1
+    assert main(["--config", str(tmp_path / "job.yaml"), "--fit.train.epochs", str(epochs)]) == 0
     out = capsys.readouterr().out
-    assert f"resuming MLflow parent run {killed}" in out, out[-3000:]
+    assert f"resuming MLflow parent run {killed_run}" in out, out[-3000:]
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [(r.info.run_id, r.info.status) for r in runs] == [(killed, "FINISHED")]
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(killed_run, "FINISHED")]
     # one history holding every epoch (the killed driver may have logged epochs whose checkpoint it never registered)
-    assert set(range(kept + 1)) <= {m.step for m in client.get_metric_history(killed, "epoch.train_loss")}
-    assert max(m.value for m in client.get_metric_history(killed, "epoch.start_epoch")) == kept   # not started over
+    assert set(range(epochs)) <= {m.step for m in client.get_metric_history(killed_run, "epoch.train_loss")}
+    h = snapshot_history(run_dir)
+    assert [m["epoch"] for m in h] == list(range(epochs))
+    assert all(m["start_epoch"] == kept for m in h[kept:])                      # not started over
+    assert h[-1]["step"] == epochs * p["steps_per_epoch"]
 
 
 def test_non_finite_loss_stops_the_run_with_an_error(ray_local, sim_shards, tmp_path):
