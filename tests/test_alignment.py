@@ -86,7 +86,8 @@ MODELS = [ModelSpec("untuned", ModelConfig()), ModelSpec("other-seed", ModelConf
 
 @pytest.fixture(scope="module")
 def local_report(sim, tmp_path_factory):
-    """The report of both participants computed in this process (the serial reference), logged to MLflow."""
+    """The report of both participants computed in this process, logged to MLflow. (The Ray path, feature actors
+    and ridge tasks, is checked against this process's numbers on a multi-node cluster in test_evaluate_cluster.py.)"""
     tmp_path = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     lines = []
@@ -123,21 +124,6 @@ def test_report_figures_and_mlflow(sim, local_report):
             "report/alignment.csv", "report/map_untuned.png", "report/maps"} <= arts
     logged = {a.path for a in client.list_artifacts(run_id, "report/maps/other-seed-minus-untuned")}
     assert logged == {f"report/maps/other-seed-minus-untuned/rnorm_hemi-{h}.func.gii" for h in "LR"}
-
-
-def test_ray_path_equals_serial_path(sim, ray_local, local_report, tmp_path):
-    """Feature actors + ridge tasks on Ray give the in-process numbers (the serial reference)."""
-    lines = []
-    rows = alignment_report(sim, MODELS, _report_settings(tmp_path, "ray"), ["sim01", "sim02"], None,
-                            log=lines.append)
-    assert any("units" in x and "actors" in x for x in lines), lines        # the actor pool ran
-    assert any(x.startswith("[ridge]") and "node(s)" in x for x in lines), lines
-    key = lambda r: (r["model"], r["kind"], r["layer"], r["n_stories"], r["subject"], r["region"])  # noqa: E731
-    local, dist = ({key(r): r for r in out} for out in (local_report["rows"], rows))
-    assert local.keys() == dist.keys() and len(local) > 20
-    for k in local:
-        for col in ("mean_r", "mean_r_norm", "cv_mse"):
-            np.testing.assert_allclose(dist[k][col], local[k][col], rtol=0, atol=1e-6, err_msg=str((k, col)))
 
 
 def test_cache_key_follows_the_recipe_and_refuses_unreproducible_weights(sim, tmp_path):

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from braintune_dist.config import ConfigError, from_dict, to_dict
 from braintune_dist.jobs.grid import experiment_dir, open_parent, original_cwd, save_parent
 from braintune_dist.jobs.launch import tune_console
-from braintune_dist.jobs.multi_brain import setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
 from braintune_dist.model.pretrain import PretrainConfig
@@ -235,6 +234,10 @@ def run(cfg: SweepConfig, log=print) -> dict:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    # here, not at the top: every trial's process imports this module, and the job's setup pulls in the
+    # evaluation (scipy, matplotlib: ~1.5 s per trial) that a trial never runs
+    from braintune_dist.jobs.multi_brain import setup
 
     cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
     s = cfg.search
