@@ -185,13 +185,15 @@ def trial_params(cfg: FitConfig, p: dict) -> dict:
             "trial.backbone_lr": cfg.optim.backbone_lr, "trial.head_lr": cfg.optim.head_lr}
 
 
-def tune_stop_requested() -> bool:
-    """Whether Tune told this trial to stop (ASHA): Tune sets the session's stop event before it ends the trial's
-    process, and the fit then raises from the teardown (or exits where it reports), after the driver may already
-    have ended the trial's MLflow run; ending it FAILED then would overwrite the driver's KILLED."""
+def tune_stop_event():
+    """The event Tune sets when it stops this trial (ASHA). Taken at the trial's start: Tune sets it, then drops
+    the trial's session, and only after that does the fit raise from the teardown (or exit where it reports),
+    maybe after the driver has ended the trial's MLflow run KILLED; ending it FAILED then would overwrite that."""
+    import threading
+
     from ray.train._internal.session import get_session         # Tune's function-trainable session
     session = get_session()
-    return bool(session and session.stop_event.is_set())
+    return session.stop_event if session else threading.Event()
 
 
 def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage: str) -> None:
@@ -215,10 +217,11 @@ def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage:
         tr.log_params(trial_params(cfg, p))
         trainer = build_trainer(cfg, mlflow_run_id=tr.run_id, run_plan=p)
         trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
+        stop = tune_stop_event()
         try:
             result = trainer.fit()
         except BaseException as exc:
-            if isinstance(exc, SystemExit) or tune_stop_requested():
+            if isinstance(exc, SystemExit) or stop.is_set():
                 raise Stopped("Tune stopped this trial") from exc
             raise
         # an ASHA stop kills this process before here: such a run keeps its per-epoch epoch.val_loss only
