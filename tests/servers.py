@@ -57,6 +57,9 @@ class MlflowServer:
         self.proc = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--backend-store-uri", f"sqlite:///{self.db}", "--workers", "1"],
+            # no job runner (MLflow's scheduled server-side jobs, which nothing here uses): ~2.5 s less per start,
+            # and no periodic tasks taking CPU from the test
+            env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         return wait_until_up(self, self.url + "/health", timeout, "mlflow server")
 
