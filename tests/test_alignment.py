@@ -84,30 +84,21 @@ def _report_settings(tmp_path, runner: str) -> EvalSettings:
 MODELS = [ModelSpec("untuned", ModelConfig()), ModelSpec("other-seed", ModelConfig(seed=1))]
 
 
-@pytest.fixture(scope="module")
-def local_report(sim, tmp_path_factory):
-    """The report of both participants computed in this process, logged to MLflow. (The Ray path, feature actors
-    and ridge tasks, is checked against this process's numbers on a multi-node cluster in test_evaluate_cluster.py.)"""
-    tmp_path = tmp_path_factory.mktemp("report")
+def test_report_figures_and_mlflow(sim, tmp_path):
+    """The report in this process, logged to MLflow. (The Ray path, feature actors and ridge tasks, is checked
+    against the in-process numbers on a multi-node cluster in test_evaluate_cluster.py.)"""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ev = _report_settings(tmp_path, "local")
     lines = []
     with Tracker(TrackingConfig(uri=uri, experiment="t")).start("report") as tr:
-        rows = alignment_report(sim, MODELS, _report_settings(tmp_path, "local"), ["sim01", "sim02"], tr,
-                                log=lines.append)
+        rows = alignment_report(sim, MODELS, ev, ["sim02"], tr, log=lines.append)
         run_id = tr.run_id
-    return dict(rows=rows, run_id=run_id, uri=uri, tmp=tmp_path, lines=lines)
-
-
-def test_report_figures_and_mlflow(sim, local_report):
-    rows, tmp_path = local_report["rows"], local_report["tmp"]
     assert {r["model"] for r in rows} == {m.label for m in MODELS}
     assert {r["kind"] for r in rows} == {"layer", "efficiency"}
     # a second report finds every (model, story) window in the cache
-    lines = []
-    alignment_report(sim, MODELS, _report_settings(tmp_path, "local"), ["sim02"], None, log=lines.append)
+    alignment_report(sim, MODELS, ev, ["sim02"], None, log=lines.append)
     assert any("[features] all 12 (model, story) units cached" in x for x in lines), lines
-    eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"
-           and r["subject"] == "sim02"]
+    eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"]
     assert [r["n_stories"] for r in eff] == [1, 3] and eff[0]["hours"] < eff[1]["hours"]
     pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
     assert pngs == ["alignment_by_stage.png", "alignment_per_layer.png", "data_efficiency.png",
@@ -116,7 +107,7 @@ def test_report_figures_and_mlflow(sim, local_report):
     assert [g for g in gii if g.endswith("hemi-L.func.gii")] == [
         "other-seed-minus-untuned/rnorm_hemi-L.func.gii", "other-seed/r_hemi-L.func.gii",
         "other-seed/rnorm_hemi-L.func.gii", "untuned/r_hemi-L.func.gii", "untuned/rnorm_hemi-L.func.gii"]
-    client, run_id = mlflow.tracking.MlflowClient(local_report["uri"]), local_report["run_id"]
+    client = mlflow.tracking.MlflowClient(uri)
     run = client.get_run(run_id)
     assert "align.untuned.all" in run.data.metrics and "align.other-seed.semantic" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id, "report")}

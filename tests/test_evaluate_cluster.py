@@ -74,7 +74,7 @@ def _assert_same(rows, reference):
 
 def test_units_spread_and_a_lost_node_changes_nothing(sim, cluster, tmp_path):
     import ray
-    c, (node_a, node_b, node_c) = cluster
+    c, (_, node_b, _) = cluster
     reference, _ = _evaluate(sim, tmp_path / "serial", "local", lambda *a: None)
 
     # 1. node b is removed while the feature actors run: the evaluation finishes with the same numbers, its feature

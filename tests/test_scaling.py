@@ -72,7 +72,7 @@ def tiny_scaling(tmp) -> ScalingJobConfig:
                     "shard": {"window": 4.0, "audio_dtype": "float16"}},
         "eval": {"features": {"window": 2.0, "stride": 1.0}, "ridge": {"alphas": [1.0, 100.0, 10000.0]},
                  "efficiency_stories": [1, 2], "out_dir": str(tmp / "reports"),
-                 # in the point's own process: the feature actors and ridge tasks are tested in test_alignment.py
+                 # in the point's own process: the feature actors and ridge tasks are tested in test_evaluate_cluster.py
                  "compute": {"runner": "local"},
                  "maps": {"enabled": False}},        # surface maps: tested in test_alignment.py and test_maps.py
         # 2 CPUs hold both points: 2 × (0.25 point + 0.25 Train worker) leave Ray Data's read tasks a whole

@@ -41,7 +41,8 @@ def test_disabled_tracker_is_a_no_op(tmp_path):
 
 
 def test_run_status_says_how_the_run_ended(tmp_path):
-    """A run that raised is FAILED, one stopped by Ctrl-C or by a scheduler (``Stopped``) KILLED, only a completed one FINISHED (real sqlite store)."""
+    """A run that raised is FAILED, one stopped by Ctrl-C or by a scheduler (``Stopped``) KILLED, only a completed
+    one FINISHED (real sqlite store)."""
     import mlflow
     import pytest
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

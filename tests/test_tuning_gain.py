@@ -41,7 +41,8 @@ def tuned(ray_local, tmp_path_factory):
     d["fit"]["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     d["eval"].update(out_dir=str(tmp_path / "reports"), efficiency_stories=[], features=dict(
         d["eval"]["features"], stride=2.0, pool="stride", cache_dir=str(tmp_path / "cache")),   # one window per TR
-        # in this process and no surface figures: the actor pool and the figures are tested in test_alignment.py
+        # in this process and no surface figures: the actor pool is tested in test_evaluate_cluster.py, the
+        # figures in test_alignment.py
         compute={"runner": "local"}, maps=dict(d["eval"]["maps"], figures=False))
     lines = []
     cfg = from_dict(MultiBrainConfig, d)
