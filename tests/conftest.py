@@ -82,9 +82,9 @@ def make_tiny_dataset(root, audio_scale: float = 1.0) -> None:
 # The test files that take longest, longest first (measured on 2 cores, 2026-12): `./run tests` runs the suite on
 # two pytest-xdist workers, one file at a time each, and starting the longest files first keeps one worker from
 # ending alone on a long file while the other sits idle (longest-processing-time-first scheduling).
-LONGEST_FIRST = ["test_train_ray.py", "test_tuning_gain.py", "test_sweep.py", "test_job_submit.py",
-                 "test_evaluate_cluster.py", "test_scaling.py", "test_analysis.py", "test_object_store.py",
-                 "test_alignment.py", "test_config.py", "test_whisper.py"]
+LONGEST_FIRST = ["test_sweep.py", "test_tuning_gain.py", "test_deepspeed_driver.py", "test_train_ray.py",
+                 "test_evaluate_cluster.py", "test_job_submit.py", "test_scaling.py", "test_object_store.py",
+                 "test_analysis.py", "test_alignment.py", "test_config.py", "test_stream.py", "test_whisper.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -114,6 +114,20 @@ def ray_local():
     ctx.print_on_execution_start = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sim_shards(tmp_path_factory):
+    """A simulated dataset (3 participants × 3 stories, story03 for validation) and its shards, for small fits."""
+    from braintune_dist.data.lebel import DataConfig
+    from braintune_dist.data.shards import ShardConfig, write_shards
+    from braintune_dist.data.simulate import SimConfig, simulate
+    root = tmp_path_factory.mktemp("sim") / "ds"
+    simulate(SimConfig(participants=3, stories=3, trs_per_story=36, n_vertices=60, seed=3), str(root))
+    data = DataConfig(root=str(root), val_stories=["story03"])
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    write_shards(ShardConfig(window=4.0, audio_dtype="float16"), data, str(out))
+    return data, out
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,8 @@
-"""Brain-tuning on a real local Ray (CPU, loopback): DDP and DeepSpeed ZeRO-2 on 2 workers, resume, and
-surviving faults: a DeepSpeed worker SIGKILLed mid-epoch, the driver interrupted, the MLflow server dying mid-run, a
-broken checkpoint to resume."""
+"""Brain-tuning on a real local Ray (CPU, loopback): DDP on 2 workers learning while the MLflow server dies mid-run,
+a non-finite loss stopping the fit with an error, and the head's input statistics saved once per storage. The
+DeepSpeed driver's faults and resume are in test_deepspeed_driver.py."""
 import dataclasses
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -12,45 +11,15 @@ import warnings
 import numpy as np
 import pytest
 
-from braintune_dist.config import from_dict
 from braintune_dist.data.shards import ShardConfig, write_shards
-from braintune_dist.data.lebel import DataConfig
-from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.evaluate.report import EvalSettings
-from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
-from braintune_dist.jobs.prepare_data import PrepareSettings
-from braintune_dist.jobs.preflight import RAY_SNAPSHOT, PreflightError
 from braintune_dist.tracking import Tracker
-from braintune_dist.train.checkpoint import load_tuner, read_model_file
-from braintune_dist.train.loop import FitConfig, weights_checksum
+from braintune_dist.train.checkpoint import read_model_file
 from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
 
-from servers import MlflowServer, own_processes
+from fits import tune_cfg, when
+from servers import MlflowServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def sim_shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim") / "ds"
-    simulate(SimConfig(participants=3, stories=3, trs_per_story=36, n_vertices=60, seed=3), str(root))
-    data = DataConfig(root=str(root), val_stories=["story03"])
-    out = tmp_path_factory.mktemp("shards") / "shards"
-    write_shards(ShardConfig(window=4.0, audio_dtype="float16"), data, str(out))
-    return data, out
-
-
-def tune_cfg(sim_shards, tmp_path, **over) -> FitConfig:
-    data, shards = sim_shards
-    base = {"data": dataclasses.asdict(data), "shards": str(shards), "stream": {"batch_size": 4},
-            "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
-            "engine": {"kind": "ddp"}, "train": {"epochs": 2, "loss": "mse", "patience": 0},
-            "ray": {"num_workers": 2, "cpus_per_worker": 0.5, "storage_path": str(tmp_path / "ray"),
-                    "run_name": "t", "keep_checkpoints": 5},
-            "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}
-    for k, v in over.items():
-        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
-    return from_dict(FitConfig, base)
 
 
 def history(result):
@@ -81,27 +50,6 @@ def test_feature_stats_are_computed_once_per_storage(sim_shards, tmp_path, monke
     with np.load(saved) as f:
         assert np.array_equal(f["mean"], mean + 1)
     trainer._STATS.clear()                                      # the fake values stay out of the other tests
-
-
-def when(condition, action, done: threading.Event, poll: float = 0.2) -> threading.Thread:
-    """Run ``action()`` once, as soon as ``condition()`` holds (checked every ``poll`` s until ``done``)."""
-    def watch():
-        while not done.is_set():
-            if condition():
-                action()
-                return
-            time.sleep(poll)
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    return t
-
-
-def checkpoints_registered(run_dir) -> int:
-    """Checkpoints Ray Train has registered (what a restart restores from), per its snapshot file."""
-    try:
-        return len(json.loads((run_dir / RAY_SNAPSHOT).read_text())["checkpoint_results"])
-    except (OSError, ValueError, KeyError):            # not written yet, or caught mid-write
-        return 0
 
 
 def test_ddp_two_workers_learn_while_the_mlflow_server_dies(ray_local, sim_shards, tmp_path):
@@ -160,101 +108,6 @@ def test_ddp_two_workers_learn_while_the_mlflow_server_dies(ray_local, sim_shard
     finally:
         done.set()
         server.kill()
-
-
-def snapshot_history(run_dir) -> list[dict]:
-    """Metrics of every checkpoint Ray Train registered for a run (its snapshot file), in epoch order."""
-    results = json.loads((run_dir / RAY_SNAPSHOT).read_text())["checkpoint_results"]
-    return sorted(({**r["metrics"], "path": run_dir / r["checkpoint_dir_name"]} for r in results),
-                  key=lambda m: m["epoch"])
-
-
-def test_deepspeed_driver_survives_a_killed_worker_then_ctrl_c_and_resumes(ray_address, sim_shards, tmp_path, capsys):
-    """The real driver (jobs/multi_brain.py, joining the session's Ray as a submitted job does), DeepSpeed ZeRO-2 on
-    2 workers:
-
-    - a worker SIGKILLed from outside during epoch 1: FailureConfig restarts the worker group from the epoch-0
-      checkpoint (weights, and the engine's optimizer, scheduler and step from its ZeRO shards), epoch 0 not redone;
-    - then the driver interrupted (SIGINT): exit status 130, a message naming what was kept and the rerun that
-      resumes it, and its MLflow run KILLED rather than FINISHED;
-    - that rerun with the latest checkpoint broken is refused by the preflight, before any Ray Train start;
-    - with it whole, the rerun (the driver's ``main``, in this process) resumes the checkpoints and reopens the same
-      MLflow run, which finishes."""
-    import runpy
-    import signal
-    import subprocess
-    import sys
-
-    import mlflow
-    import yaml
-
-    from braintune_dist.config import to_dict
-    fit = tune_cfg(sim_shards, tmp_path, stream={"batch_size": 2}, engine={"kind": "deepspeed", "zero_stage": 2},
-                   ray={"run_name": "sigint", "max_failures": 1}, train={"epochs": 20})
-    p = plan(fit)
-    job = MultiBrainConfig(fit=fit, prepare=PrepareSettings(simulate=False), eval=EvalSettings(enabled=False))
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(to_dict(job)))
-    run_dir, killed, done = tmp_path / "ray" / "sigint", [], threading.Event()
-
-    def kill_a_worker():
-        for proc in own_processes("ray::RayTrainWorker"):       # the session's Ray is this process's child
-            proc.kill()                                                         # SIGKILL: no clean-up in the worker
-            killed.append(proc.pid)
-            return
-
-    proc = subprocess.Popen([sys.executable, "jobs/multi_brain.py", "--config", str(tmp_path / "job.yaml")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, RAY_ADDRESS=ray_address))
-    when(lambda: checkpoints_registered(run_dir) >= 1, kill_a_worker, done)
-    try:        # epoch 1 done after the restart: interrupt
-        deadline = time.time() + 300
-        while checkpoints_registered(run_dir) < 2 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-    finally:
-        done.set()
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert killed and proc.returncode == 130, err[-4000:]
-    assert "interrupted: stopped before the job finished (its MLflow run is marked KILLED)" in err, err[-3000:]
-    assert f"kept: checkpoints of every epoch under {run_dir}: rerun with --fit.ray.run_name sigint" in err, err[-3000:]
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [r.info.status for r in runs] == ["KILLED"], [(r.info.run_name, r.info.status) for r in runs]
-    killed_run = runs[0].info.run_id
-
-    h = snapshot_history(run_dir)
-    kept = len(h)
-    assert [m["epoch"] for m in h] == list(range(kept)) and 2 <= kept < 20
-    assert h[0]["start_epoch"] == 0                                             # the first attempt
-    assert h[1]["start_epoch"] == 1 and h[1]["start_step"] == p["steps_per_epoch"]   # restored, epoch 0 not redone
-    files = {f.name for f in h[0]["path"].rglob("*")}
-    assert {"model.pt", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
-    assert h[1]["start_checksum"] == pytest.approx(weights_checksum(load_tuner(h[0]["path"])[0]), rel=1e-6)
-
-    latest = run_dir / json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
-    (latest / "model.pt").rename(tmp_path / "model.pt")                        # as an interrupted copy would leave it
-    before, t = sorted(run_dir.iterdir()), time.time()
-    with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.pt"):
-        run(job, log=lambda *_: None)
-    assert time.time() - t < 20 and sorted(run_dir.iterdir()) == before         # refused before Ray Train started
-    (tmp_path / "model.pt").rename(latest / "model.pt")
-
-    # one more epoch than were kept (the remaining 20 would take minutes here)
-    capsys.readouterr()
-    main = runpy.run_path("jobs/multi_brain.py")["main"]
-    epochs = kept + 1
-    assert main(["--config", str(tmp_path / "job.yaml"), "--fit.train.epochs", str(epochs)]) == 0
-    out = capsys.readouterr().out
-    assert f"resuming MLflow parent run {killed_run}" in out, out[-3000:]
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [(r.info.run_id, r.info.status) for r in runs] == [(killed_run, "FINISHED")]
-    # one history holding every epoch (the killed driver may have logged epochs whose checkpoint it never registered)
-    assert set(range(epochs)) <= {m.step for m in client.get_metric_history(killed_run, "epoch.train_loss")}
-    h = snapshot_history(run_dir)
-    assert [m["epoch"] for m in h] == list(range(epochs))
-    assert all(m["start_epoch"] == kept for m in h[kept:])                      # not started over
-    assert h[-1]["step"] == epochs * p["steps_per_epoch"]
 
 
 def test_non_finite_loss_stops_the_run_with_an_error(ray_local, sim_shards, tmp_path):
