@@ -1,5 +1,5 @@
-"""Small Ray Train fits for the fault tests: a fit's config on the ``sim_shards`` fixture, and a watcher thread that
-acts once, as soon as a condition holds."""
+"""Helpers of the small Ray Train fits on the ``sim_shards`` fixture (test_train_ray.py, test_deepspeed_driver.py):
+a fit's config, and a watcher thread that acts once, as soon as a condition holds (to inject a fault mid-run)."""
 from __future__ import annotations
 
 import dataclasses
