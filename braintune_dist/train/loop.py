@@ -168,8 +168,8 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = from_dict(FitConfig, config["cfg"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    # the shards first: asking for them starts the data pipeline's coordinator actors, which then come up while
-    # this worker builds the model (~5 s on a CPU) instead of after it
+    # the shards first: with several workers, asking for them starts the split's coordinator actors, which then
+    # come up while this worker builds the model (~5 s on a CPU) instead of after it
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     torch.manual_seed(cfg.train.seed + rank)
     participants = config["participants"]
