@@ -109,10 +109,12 @@ def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):
     result = build_trainer(cfg).fit()
     assert result.error is None and result.metrics["epoch"] == 0 and result.metrics["samples"] > 0
     # the fit's Ctrl-C handler (it holds the Train controller) is gone, and with it the controller and the
-    # actors of its data pipeline: a driver's next fit finds the cluster free
+    # actors of its data pipeline (one worker: the dataset manager; no split, so no coordinators): a driver's next
+    # fit finds the cluster free
     assert signal.getsignal(signal.SIGINT) is handler
-    wait_for(lambda: not own_processes("ray::TrainController"), timeout=20)
-    assert not own_processes("ray::TrainController") and not own_processes("ray::SplitCoordinator")
+    pipeline = ("ray::TrainController", "ray::DatasetManager", "ray::SplitCoordinator")
+    wait_for(lambda: not any(own_processes(title) for title in pipeline), timeout=20)
+    assert not any(own_processes(title) for title in pipeline)
     payload = read_model_file(result.checkpoint.path)
     assert payload["participants"] == ["UTS02"] and payload["head"]["head_weight"].shape[0] == 1
     assert np.isfinite(result.metrics["val_loss"])
