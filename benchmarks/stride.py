@@ -34,7 +34,7 @@ from braintune_dist.evaluate.compute import ComputeSettings  # noqa: E402
 from braintune_dist.evaluate.encoding import RidgeConfig  # noqa: E402
 from braintune_dist.evaluate.featurize import ModelSpec, featurize  # noqa: E402
 from braintune_dist.evaluate.pipeline import encode  # noqa: E402
-from braintune_dist.evaluate.report import headline  # noqa: E402
+from braintune_dist.evaluate.summary import at_best_layer  # noqa: E402
 from braintune_dist.features.extract import FeatureConfig  # noqa: E402
 from braintune_dist.model.backbone import ModelConfig  # noqa: E402
 
@@ -52,7 +52,7 @@ def one(ds: LebelDataset, pretrained: str, cache: Path, stride: float, pool: str
     seconds, audio = stats.get("per_model", {}).get("m", (float("nan"), 1.0))
     per_layer = {f"{r['layer']}/{r['region']}": r["mean_r_norm"] for r in rows
                  if r["kind"] == "layer" and r["subject"] == "sim04"}
-    return {"stride": stride, "pool": pool, "best_layer": {k.split("/", 1)[1]: v for k, v in headline(rows).items()},
+    return {"stride": stride, "pool": pool, "best_layer": {k.split("/", 1)[1]: v for k, v in at_best_layer(rows).items()},
             "per_layer": per_layer, "feature_seconds_per_audio_second": seconds / audio}
 
 

@@ -34,7 +34,7 @@ from braintune_dist.evaluate.compute import ComputeSettings  # noqa: E402
 from braintune_dist.evaluate.encoding import RidgeConfig  # noqa: E402
 from braintune_dist.evaluate.featurize import ModelSpec, featurize  # noqa: E402
 from braintune_dist.evaluate.pipeline import encode  # noqa: E402
-from braintune_dist.evaluate.report import headline  # noqa: E402
+from braintune_dist.evaluate.summary import at_best_layer  # noqa: E402
 from braintune_dist.features.extract import FeatureConfig  # noqa: E402
 from braintune_dist.model.backbone import ModelConfig, build_backbone  # noqa: E402
 from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings  # noqa: E402
@@ -81,7 +81,7 @@ def alignment(pretrained: str, data: Path) -> dict:
     space = find_common_space(ds.root, "", ["sim04"])
     rows, _ = encode(ds, sources, ["sim04"], train, RidgeConfig(), space, compute, log=print)
     per = stats.get("per_model", {})
-    return {"r_norm_best_layer": headline(rows),
+    return {"r_norm_best_layer": at_best_layer(rows),
             "feature_seconds_per_audio_second": {m: s / a for m, (s, a) in per.items()},
             "features": "8 s windows every 2 s (the demo's), one process, 2 torch threads"}
 

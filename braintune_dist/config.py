@@ -214,6 +214,7 @@ JOB_CONFIGS: dict[str, str] = {
     "evaluate": "braintune_dist.jobs.evaluate:EvaluateConfig",
     "sweep": "braintune_dist.jobs.sweep:SweepConfig",
     "scaling": "braintune_dist.jobs.scaling:ScalingJobConfig",
+    "compare": "braintune_dist.jobs.compare:CompareJobConfig",
     "analyze": "braintune_dist.jobs.analyze:AnalyzeConfig",
     "pretrain": "braintune_dist.jobs.pretrain:PretrainJobConfig",
     "import_whisper": "braintune_dist.jobs.import_whisper:ImportJobConfig",

@@ -82,7 +82,7 @@ def make_tiny_dataset(root, audio_scale: float = 1.0) -> None:
 # The test files that take longest, longest first (measured on 2 cores, 2026-12): `./run tests` runs the suite on
 # two pytest-xdist workers, one file at a time each, and starting the longest files first keeps one worker from
 # ending alone on a long file while the other sits idle (longest-processing-time-first scheduling).
-LONGEST_FIRST = ["test_sweep.py", "test_tuning_gain.py", "test_deepspeed_driver.py", "test_train_ray.py",
+LONGEST_FIRST = ["test_tuning_gain.py", "test_sweep.py", "test_train_ray.py", "test_deepspeed_driver.py", "test_compare.py",
                  "test_evaluate_cluster.py", "test_job_submit.py", "test_scaling.py", "test_object_store.py",
                  "test_analysis.py", "test_alignment.py", "test_config.py", "test_stream.py", "test_whisper.py"]
 

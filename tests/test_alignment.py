@@ -11,7 +11,8 @@ from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig, story_splits
 from braintune_dist.evaluate.featurize import ModelSpec
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.evaluate.report import EvalSettings, alignment_report, best_layers, headline, seed_report
+from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.evaluate.summary import at_best_layer, best_layers
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.tracking import Tracker, TrackingConfig
@@ -60,19 +61,7 @@ def test_best_layer_is_chosen_by_cv_not_by_the_test_story():
     rows = [dict(model="m", kind="layer", layer=lay, subject=s, region="all", cv_mse=cv, mean_r_norm=rn)
             for s in ("a", "b") for lay, cv, rn in ((0, 0.9, 0.5), (1, 0.7, 0.2), (2, 0.8, 0.3))]
     assert best_layers(rows) == {"m": 1}                 # lowest CV error, although layer 0 tests best
-    assert headline(rows) == {"m/all": 0.2}
-
-
-def test_seed_report_gives_mean_range_and_verdict():
-    score = {"untuned": (0.30, 0.20), "t-s0": (0.35, 0.18), "t-s1": (0.31, 0.19), "t-s2": (0.27, 0.21)}
-    rows = [dict(model=m, kind="layer", layer=0, subject="a", region=reg, cv_mse=0.5, mean_r_norm=v)
-            for m, vals in score.items() for reg, v in zip(("semantic", "all"), vals)]
-    lines = []
-    out = seed_report(rows, ["t-s0", "t-s1", "t-s2"], log=lines.append)
-    assert out["semantic"] == pytest.approx(dict(untuned=0.30, mean=0.31, min=0.27, max=0.35, raised=2))
-    assert out["all"]["raised"] == 1
-    assert any("semantic: untuned 0.300 → tuned 0.310 (range 0.270–0.350); tuning raised it in 2/3 seeds" in x
-               for x in lines), lines
+    assert at_best_layer(rows) == {"m/all": 0.2}
 
 
 def _report_settings(tmp_path, runner: str) -> EvalSettings:
@@ -94,14 +83,18 @@ def test_report_figures_and_mlflow(sim, tmp_path):
         rows = alignment_report(sim, MODELS, ev, ["sim02"], tr, log=lines.append)
         run_id = tr.run_id
     assert {r["model"] for r in rows} == {m.label for m in MODELS}
-    assert {r["kind"] for r in rows} == {"layer", "efficiency"}
+    assert {r["kind"] for r in rows} == {"layer_mean", "layer", "efficiency"} and rows[0]["kind"] == "layer_mean"
+    # the headline leads the console: r / ceiling averaged over every transformer layer (not layer 0), with its SE
+    head = next(i for i, x in enumerate(lines) if x.startswith("[alignment] headline"))
+    assert "layers 1,2 " in lines[head] and "other-seed" in lines[head + 3] and "(voxels)" in lines[head + 3], lines
+    assert head < next(i for i, x in enumerate(lines) if "secondary: best layer" in x)
     # a second report finds every (model, story) window in the cache
     alignment_report(sim, MODELS, ev, ["sim02"], None, log=lines.append)
     assert any("[features] all 12 (model, story) units cached" in x for x in lines), lines
     eff = [r for r in rows if r["kind"] == "efficiency" and r["region"] == "all" and r["model"] == "untuned"]
     assert [r["n_stories"] for r in eff] == [1, 3] and eff[0]["hours"] < eff[1]["hours"]
     pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
-    assert pngs == ["alignment_by_stage.png", "alignment_per_layer.png", "data_efficiency.png",
+    assert pngs == ["alignment_by_stage.png", "alignment_per_layer.png", "alignment_summary.png", "data_efficiency.png",
                     "map_other-seed-minus-untuned.png", "map_other-seed.png", "map_untuned.png"]
     gii = sorted(str(p.relative_to(tmp_path / "reports" / "maps")) for p in (tmp_path / "reports" / "maps").rglob("*"))
     assert [g for g in gii if g.endswith("hemi-L.func.gii")] == [
@@ -112,7 +105,8 @@ def test_report_figures_and_mlflow(sim, tmp_path):
     assert "align.untuned.all" in run.data.metrics and "align.other-seed.semantic" in run.data.metrics
     arts = {a.path for a in client.list_artifacts(run_id, "report")}
     assert {"report/alignment_per_layer.png", "report/data_efficiency.png", "report/alignment_by_stage.png",
-            "report/alignment.csv", "report/map_untuned.png", "report/maps"} <= arts
+            "report/alignment.csv", "report/summary.csv", "report/alignment_summary.png", "report/map_untuned.png",
+            "report/maps"} <= arts
     logged = {a.path for a in client.list_artifacts(run_id, "report/maps/other-seed-minus-untuned")}
     assert logged == {f"report/maps/other-seed-minus-untuned/rnorm_hemi-{h}.func.gii" for h in "LR"}
 

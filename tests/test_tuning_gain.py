@@ -1,26 +1,17 @@
-"""The demo's claim at small size: brain-tuning raises held-out-participant semantic alignment; the
-category of what is heard is decodable from the tuned features (the tuning's own effect on that probe is noise).
+"""Brain-tuning and its shuffled-fMRI control at small size, end to end through the main job.
 
 Simulated dataset (known ground truth) → shards → phone pretraining of the tiny wav2vec2 → multi-participant
-brain-tuning on a real local Ray (2 workers, DDP) → alignment of the participant never tuned on, untuned
-vs brain-tuned, at each model's best layer. The semantic vertices read each word's place in a semantic
-space (category, subcategory, word), which phones alone do not give: only tuning on other people's
-semantic responses can put it in the features.
-Then the layer-wise probes (a known answer): a linear probe of the word category being heard,
-fit on the training stories and scored on the two stories the tuning never took a gradient from.
+brain-tuning on a real local Ray (2 workers, DDP) → alignment of the participant never tuned on; then the same
+fit on block-permuted responses of the same stimuli (the papers' random-brain control). Both reports lead with
+the papers' headline: r / noise ceiling averaged over voxels, layers and held-out participants.
 """
 import csv
 
 import pytest
 
-from braintune_dist.analysis.probes import ProbeSettings, compare_probes, probe_layers
-from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import from_dict, load_yaml, to_dict
-from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.report import headline
-from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
+from braintune_dist.evaluate.summary import at_layers
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
-from braintune_dist.train.checkpoint import load_backbone
 
 pytestmark = pytest.mark.slow
 
@@ -47,52 +38,34 @@ def tuned(ray_local, tmp_path_factory):
     lines = []
     cfg = from_dict(MultiBrainConfig, d)
     out = run(cfg, log=lines.append)
-    return dict(cfg=cfg, d=d, out=out, text="\n".join(lines), tmp=tmp_path)
+    # the control: the same fit on block-permuted responses of the same stimuli (data, shards, pretraining and
+    # the untuned features are reused)
+    d["fit"]["target"] = {"kind": "shuffled", "shuffle": "chunks", "chunk_trs": 5, "min_distance": 3}
+    d["fit"]["ray"]["run_name"] = "shuffled"
+    d["eval"]["out_dir"] = str(tmp_path / "reports_shuffled")
+    control = run(from_dict(MultiBrainConfig, d), log=lines.append)
+    return dict(cfg=cfg, d=d, out=out, control=control, text="\n".join(lines), tmp=tmp_path)
 
 
-def test_tuning_raises_held_out_alignment(tuned):
-    out, text = tuned["out"], tuned["text"]
-    assert "[pretrain] wrote" in text and "brain-tuned/semantic" in text, text[-2000:]
+def test_brain_tuning_against_its_shuffled_control(tuned):
+    """The control trains through the same path on permuted targets: it cannot predict its own (permuted)
+    validation responses, brain-tuning can; the headline (layer-averaged) table leads both reports."""
+    out, control, text = tuned["out"], tuned["control"], tuned["text"]
+    assert "[pretrain] wrote" in text and "shuffled-tuned: " in text and "brain-tuned: " in text, text[-3000:]
     assert out["plan"]["participants"] == ["sim01", "sim02", "sim03"]
     assert {r["subject"] for r in out["rows"]} == {"sim04"}                 # held out: never tuned on
-    head = headline(out["rows"])
-    with open(tuned["tmp"] / "reports" / "tuned_gain.csv") as f:
-        gain = {r["region"]: r for r in csv.DictReader(f)}
-    # each model at its best layer, paired over sim04's voxels: the 95 % bootstrap CI of the gain excludes 0.
-    # Measured (r / ceiling) for training seeds 122 / 7 / 1: all +0.008 [0.005, 0.012] / +0.015 [0.010, 0.019] /
-    # +0.012 [0.008, 0.017]; semantic +0.013 [0.007, 0.020] / +0.034 [0.025, 0.043] / +0.032 [0.023, 0.040];
-    # null -0.016 in each (31 voxels, CI [-0.03, -0.00])
-    for region in ("all", "semantic"):
-        g = gain[region]
-        assert float(g["ci_low"]) > 0 and float(g["p"]) < 0.01, (region, g, text[-3000:])
-        assert head[f"brain-tuned/{region}"] > head[f"untuned/{region}"]
-    assert abs(float(gain["null"]["diff"])) < 0.05                           # nothing planted there: no gain
-
-
-def test_tuned_features_carry_the_category_heard(tuned):
-    """Layer-wise probes (a known answer): a linear probe of the word category being heard, fit on the training
-    stories and scored on the two stories the tuning never took a gradient from."""
-    cfg, tmp_path = tuned["cfg"], tuned["tmp"]
-    # the tuning window (2 s) ending every 0.2 s; held out = the validation and test stories
-    ds = LebelDataset(cfg.fit.data.root, cfg.fit.data)
-    fc = FeatureConfig(window=2.0, stride=0.2, cache_dir=str(tmp_path / "probe_cache"))
-    base = ModelConfig(pretrained=tuned["d"]["pretrain"]["out"])
-    ps = ProbeSettings(targets=["category", "word"], sample_every=0.2, block_seconds=10.0)
-    held = ["story06", ds.cfg.test_story]
-    results = [r for label, ck in (("tuned", tuned["out"]["checkpoint"]), ("untuned", None))
-               for r in probe_layers(ds, FeatureExtractor(load_backbone(base, ck), fc), ds.split()["train"], ps,
-                                     label, test_stories=held)]
-    rows = compare_probes(results, "untuned")
-    tuned_layers = [r["layer"] for r in rows if r["target"] == "category" and r["layer"] != 0]   # 0: CNN, no LoRA
-    gain = {t: sum(r["diff"] for r in rows if r["target"] == t and r["layer"] in tuned_layers) / len(tuned_layers)
-            for t in ("category", "word")}
-    # measured, mean over the LoRA layers: category +0.004 / +0.006 (training seeds 122 / 7, stage simulator),
-    # -0.005 and a pass in two suite runs on the surface simulator, -0.002 with this pretraining (seed 122); word
-    # identity -0.002 to +0.004. At this size the tuning's effect on the category probe is within run-to-run noise,
-    # so only the probes' level is asserted: the category being heard is decodable well above chance (1/8) from the
-    # tuned model's last layer (measured 0.27 on seed 122 with this pretraining; 0.22 when sampled every 0.4 s, too
-    # close to the bound), and tuning did not cost word identity more than noise.
-    last = max(tuned_layers)
-    cat = next(r for r in rows if r["target"] == "category" and r["layer"] == last)
-    assert cat["mean_a"] > 0.2, (cat, rows)
-    assert gain["word"] > -0.02, (gain, rows)
+    assert {r["model"] for r in control["rows"]} == {"untuned", "shuffled-tuned"}
+    # validation r of each fit's head on its own validation targets (story06, real or permuted)
+    brain_r, control_r = out["result"].metrics["val_r"], control["result"].metrics["val_r"]
+    assert brain_r > 0.1 and abs(control_r) < 0.05, (brain_r, control_r)
+    with open(tuned["tmp"] / "reports" / "tuned_summary.csv") as f:
+        table = {(r["model"], r["region"]): r for r in csv.DictReader(f)}
+    assert table[("brain-tuned", "semantic")]["layers"] == "mean(1,2)"
+    brain, shuffled = at_layers(out["rows"]), at_layers(control["rows"])
+    assert brain["untuned/semantic"] == pytest.approx(shuffled["untuned/semantic"], abs=1e-9)   # one untuned model
+    for model, head in (("brain-tuned", brain), ("shuffled-tuned", shuffled)):
+        assert abs(head[f"{model}/null"] - head["untuned/null"]) < 0.05                       # nothing planted there
+    # Measured (train.seed 122, one seed each; r / ceiling over layers 1-2): val_r 0.151 brain, -0.023 control.
+    # Headline semantic: untuned 0.160, brain-tuned 0.167, shuffled-tuned 0.165; all voxels 0.309 / 0.310 / 0.311;
+    # auditory 0.494 / 0.485 / 0.489. At this size brain-tuning is not told apart from its control on any region,
+    # so no brain-over-control margin is asserted here: that needs a scale where seeds separate them.

@@ -42,6 +42,7 @@ from braintune_dist.data.audio_store import cut_windows, decode, from_npy
 from braintune_dist.data.lebel import DatasetError
 from braintune_dist.data.manifest import load_manifest, locate, read_bytes, verify_shards, where
 from braintune_dist.data.shards import MANIFEST
+from braintune_dist.targets import TargetSettings, shuffled
 
 
 @dataclass
@@ -56,7 +57,8 @@ class StreamConfig:
     """'global': Dataset.random_shuffle (all-to-all); 'blocks': shuffled file order + the local buffer
     of iter_kwargs (cheap, streaming); 'none': file order."""
     seed: int | None = 0
-    """Shuffle seed; None = unseeded."""
+    """Shuffle seed of a stream read on its own (None = unseeded); a fit's training stream takes its seed from
+    fit.train.seed instead, so that replicates differ in data order."""
     reseed_each_epoch: bool = True
     """With a seed: a different (reproducible) order every epoch/execution; False = the same order each time."""
     local_shuffle_buffer: NonNegativeInt = 0
@@ -226,15 +228,21 @@ def _read_story(shard_dir: str, rel: str) -> np.ndarray:
 
 def _to_tensors(table: pa.Table, *, mode: str, space: str, participants: list[str], slots: list[int],
                 n_subjects: int, story_index: dict[str, int], keep: np.ndarray, sizes: list[int],
-                n_samples: int, audio: dict | None = None) -> dict[str, np.ndarray]:
-    """One pyarrow batch of shard rows → rectangular numpy columns (see the module docstring)."""
+                n_samples: int, audio: dict | None = None, pointers: dict | None = None) -> dict[str, np.ndarray]:
+    """One pyarrow batch of shard rows → rectangular numpy columns (see the module docstring); with
+    ``pointers`` (the control target, ``targets/shuffled.py``) each window is cut at its partner row."""
     story = np.array([story_index[s] for s in table.column("story").to_pylist()], dtype=np.int32)   # (n,)
     present = _dense(table.column("present"), n_subjects)[:, slots]          # (n, n_participants)
     mask = present & keep[story]                                             # heard and selected
     rows = np.flatnonzero(mask.any(axis=1))                                  # windows somebody still uses
     mask, story = mask[rows], story[rows]
     # (n_kept, n_samples): a zero-copy view of stored windows, or cut from the story waveforms
-    audio = windows(table if len(rows) == table.num_rows else table.take(rows), n_samples, audio)
+    src = table if len(rows) == table.num_rows else table.take(rows)
+    if pointers is not None:        # only where the window is cut changes: responses, mask and ids stay the row's
+        names, ends = shuffled.lookup(pointers, np.asarray(src.column("story").to_pylist(), dtype=object),
+                                      src.column("row").to_numpy())
+        src = pa.table({"story": pa.array(names.tolist(), pa.string()), "end_sample": ends})
+    audio = windows(src, n_samples, audio)
     ids = {"story": story, "row": table.column("row").to_numpy()[rows].astype(np.int32),
            "tr": table.column("tr").to_numpy()[rows].astype(np.int32)}
     # responses of each slot, (n_kept, size_j), zeroed where the mask is off
@@ -261,8 +269,12 @@ def _to_tensors(table: pa.Table, *, mode: str, space: str, participants: list[st
 
 
 # --------------------------------------------------------------------------- dataset
-def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = None):
+def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = None,
+                 target: TargetSettings | None = None, seed: int = 0):
     """Ray Dataset of ``split`` under ``cfg`` (see the module docstring for the columns).
+
+    ``target.kind='shuffled'``: the control target, the same rows with each window cut at a partner row drawn
+    from ``seed`` (``targets/shuffled.py``; needs the 'story' audio store).
 
     Raises ``DatasetError`` before any Ray work when the manifest is missing, a shard needed by the
     selection is missing/corrupt, or an option names an unknown participant, split or space.
@@ -276,7 +288,10 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
     sel, shards = shards_for(m, split, cfg, shard_dir)
     by_story = m["audio_store"] == "story"
     audio_files = [m["audio_files"][s] for s in sel.kept_stories()] if by_story else []
-    verify_shards(shard_dir, shards + audio_files, cfg.verify)
+    pairing = (shuffled.plan(m, shard_dir, split, sel.kept_stories(), target, seed)
+               if target is not None and target.kind == "shuffled" else None)
+    verify_shards(shard_dir, shards + audio_files + (pairing.files if pairing else []), cfg.verify)
+    pointers = shuffled.audio_pointers(shard_dir, m, pairing) if pairing else None
 
     sizes = [m["n_vertices"] if cfg.space == "common" else m["subject_info"][p]["n_voxels"]
              for p in sel.participants]
@@ -306,7 +321,8 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
         mode=cfg.mode, space=cfg.space, participants=sel.participants,
         slots=[m["subjects"].index(p) for p in sel.participants], n_subjects=len(m["subjects"]),
         story_index={s: i for i, s in enumerate(sel.story_names)}, keep=sel.keep(), sizes=sizes,
-        n_samples=m["window_samples"], audio=story_audio(shard_dir, m, sel.kept_stories()) if by_story else None))
+        n_samples=m["window_samples"], pointers=pointers, audio=None if not by_story else
+        story_audio(shard_dir, m, pairing.audio_stories if pairing else sel.kept_stories())))
 
 
 def iter_kwargs(cfg: StreamConfig) -> dict:

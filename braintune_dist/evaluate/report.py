@@ -3,7 +3,6 @@ figures and MLflow metrics."""
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +14,12 @@ from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig
 from braintune_dist.evaluate.featurize import ModelSpec, featurize
-from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages, plot_surface_map
+from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages, plot_summary, plot_surface_map
 from braintune_dist.evaluate.maps import MapSettings, brain_maps
 from braintune_dist.evaluate.pipeline import encode
+from braintune_dist.evaluate.summary import (at_best_layer, best_layer_notes, best_layers, control_contrast,
+                                             format_contrast, format_summary, layer_mean_rows, layers_label,
+                                             mean_layers, summary_table, voxel_layer_mean)
 from braintune_dist.features.extract import FeatureConfig
 from braintune_dist.io import write_text
 from braintune_dist.tracking import Tracker, csv_text, save_figure
@@ -37,6 +39,9 @@ class EvalSettings:
     """Training-story counts of the new-participant data-efficiency curve ([] = skip)."""
     common_space: str = ""
     """Directory with the region labels (common_space.npz + maps); '' = <root>/ground_truth if present."""
+    layers: list[int] = field(default_factory=list)
+    """Hidden states the headline averages over (0 = the convolutional/embedding output); [] = every transformer
+    layer. The papers' 12-layer models: [2, 5, 7, 8, 10, 11, 12]. Per-layer curves show every extracted layer."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     """Feature extraction (window, stride, layers, delays, cache)."""
     ridge: RidgeConfig = field(default_factory=RidgeConfig)
@@ -55,42 +60,48 @@ def with_cache(features: FeatureConfig, out_dir: str) -> FeatureConfig:
     return features if features.cache_dir else dataclasses.replace(features, cache_dir=str(Path(out_dir) / "feature_cache"))
 
 
-def best_layers(rows: list[dict], kind: str = "layer") -> dict[str, object]:
-    """Each model's best layer: lowest CV error on the training stories (all voxels, mean over participants).
-    The test story plays no part, so the score reported at that layer is not selected on itself."""
-    cv: dict = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        if r["kind"] == kind and r["region"] == "all":
-            cv[r["model"]][r["layer"]].append(r["cv_mse"])
-    return {m: min(layers.items(), key=lambda kv: float(np.mean(kv[1])))[0] for m, layers in cv.items()}
+@dataclass
+class Report:
+    """What one alignment report measured."""
 
-
-def headline(rows: list[dict], kind: str = "layer") -> dict[str, float]:
-    """``{'<model>/<region>': mean over participants of r/ceiling on the test story at the model's best
-    layer}`` (best by CV error, :func:`best_layers`)."""
-    best = best_layers(rows, kind)
-    by: dict = defaultdict(list)
-    for r in rows:
-        if r["kind"] == kind and r["layer"] == best.get(r["model"], object()):
-            by[(r["model"], r["region"])].append(r["mean_r_norm"])
-    return {f"{m}/{reg}": float(np.nanmean(v)) for (m, reg), v in by.items()}
+    rows: list[dict]
+    """Per (model, participant, layer or layer average, region) rows; the layer-average rows first."""
+    summary: list[dict]
+    """The headline table (``evaluate.summary.summary_table``): one row per (model group, region)."""
+    contrast: list[dict]
+    """Brain-tuned against each control group, per region (``evaluate.summary.control_contrast``)."""
+    scores: dict
+    """model → participant → VoxelScores."""
+    layers: list
+    """The layers the headline averages over."""
 
 
 def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings, subjects: list[str],
                      tracker: Tracker | None = None, log=print, tag: str = "") -> list[dict]:
-    """Evaluate every model on ``subjects``; write/log the table, the figures and headline metrics."""
+    """Evaluate every model on ``subjects``; write/log the tables, the figures and headline metrics; the rows."""
+    return evaluate_models(ds, models, ev, subjects, tracker, log, tag).rows
+
+
+def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings, subjects: list[str],
+                    tracker: Tracker | None = None, log=print, tag: str = "") -> Report:
+    """:func:`alignment_report`, returning everything it measured."""
     train_stories = list(ev.train_stories) or ds.split()["train"]
     space = find_common_space(ds.root, ev.common_space, subjects)
     features = with_cache(ev.features, ev.out_dir)
     sources, _ = featurize(ds, models, train_stories + [ds.cfg.test_story], features, ev.compute, log)
     rows, scores = encode(ds, sources, subjects, train_stories, ev.ridge, space, ev.compute,
                           efficiency=ev.efficiency_stories, log=log)
+    layers = mean_layers(dict.fromkeys(r["layer"] for r in rows if r["kind"] == "layer"), ev.layers)
+    table = summary_table(scores, layers, ev.ridge.nc_threshold)
+    rows = layer_mean_rows(rows, layers) + rows                 # the table leads with the headline's rows
     out = Path(ev.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figs = {"alignment_per_layer.png": plot_layers(rows, f"Brain alignment per layer (held-out: {', '.join(subjects)})")}
+    held = ", ".join(subjects)
+    figs = {"alignment_summary.png": plot_summary(table, f"Brain alignment (held-out: {held})"),
+            "alignment_per_layer.png": plot_layers(rows, f"Brain alignment per layer (held-out: {held})")}
     if ev.efficiency_stories:
         figs["data_efficiency.png"] = plot_efficiency(rows)
-    stages = plot_stages(rows, f"Alignment per layer by processing stage (held-out: {', '.join(subjects)})")
+    stages = plot_stages(rows, f"Alignment per layer by processing stage (held-out: {held})")
     if stages is not None:
         figs["alignment_by_stage.png"] = stages
     if ev.maps.enabled and space is not None and space.vertex_index is not None:
@@ -101,44 +112,42 @@ def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings
         if tracker:
             tracker.log_figure(fig, f"report/{name}")
         plt.close(fig)
+    gains = gain_table(scores, layers, "untuned", ev.ridge.nc_threshold)
+    contrast = control_contrast(scores, layers, ev.ridge.nc_threshold)
+    for name, tab in (("summary.csv", table), ("alignment.csv", rows), ("gain.csv", gains),
+                      ("control_contrast.csv", contrast)):
+        if tab:
+            write_text(out / f"{tag}{name}", csv_text(tab))
+            if tracker:
+                tracker.log_table(tab, f"report/{name}")
     if tracker:
-        tracker.log_table(rows, "report/alignment.csv")
-    gains = gain_table(scores, best_layers(rows), "untuned", ev.ridge.nc_threshold)
-    if gains:
-        write_text(out / f"{tag}gain.csv", csv_text(gains))
-        if tracker:
-            tracker.log_table(gains, "report/gain.csv")
-    head = headline(rows)
-    if tracker:
-        tracker.log_metrics({f"align.{k}": v for k, v in head.items()})
-    log("[alignment] mean r / noise ceiling at each model's best layer (by CV on the training stories; "
-        "held-out participants):")
-    for k, v in sorted(head.items()):
-        log(f"  {k:>28}: {v:.3f}")
-    for g in gains:
-        log(f"[alignment] {g['model']} - {g['reference']}, {g['region']}: {g['diff']:+.3f} "
-            f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] over {g['n']} voxels (p {g['p']:.2g})")
-    log(f"[alignment] figures in {out}")
-    return rows
+        tracker.log_metrics({f"align.{r['model']}.{r['region']}": r["mean"] for r in table})
+        tracker.log_metrics({f"align_se.{r['model']}.{r['region']}": r["se"] for r in table})
+        tracker.log_metrics({f"align_best_layer.{k}": v for k, v in at_best_layer(rows).items()})
+    for line in format_summary(table, subjects) + format_contrast(contrast) + best_layer_notes(rows, scores):
+        log(line)
+    log(f"[alignment] tables (summary.csv, alignment.csv, per-voxel gain.csv) and figures in {out}")
+    return Report(rows, table, contrast, scores, layers)
 
 
-def gain_table(scores: dict, best: dict, reference: str, threshold: float, n_boot: int = 2000,
+def gain_table(scores: dict, layers: list, reference: str, threshold: float, n_boot: int = 2000,
                ci: float = 0.95) -> list[dict]:
-    """Each model against ``reference``, each at its own best layer: paired per-voxel differences of
-    r / noise ceiling, pooled over the evaluated participants, with a bootstrap CI and a Wilcoxon p-value.
+    """Each model against ``reference`` on the headline's layer average: paired per-voxel differences of
+    r / noise ceiling averaged over ``layers``, pooled over the evaluated participants, with a bootstrap CI and a
+    Wilcoxon p-value. Voxels are neither independent nor the replicate unit: across seeds and participants,
+    :func:`~braintune_dist.evaluate.summary.summary_table` is the test to read.
 
     Parameters
     ----------
     scores : model → subject → VoxelScores
-    best : model → its best layer (:func:`best_layers`)
+    layers : the layers averaged (both models at the same layers)
 
     Returns
     -------
     rows : list of dict
-        ``{model, reference, layer, reference_layer, region, n, mean_a, mean_b, diff, ci_low, ci_high, p}``;
-        ``diff`` = mean(model − reference) over the voxels above the ceiling threshold. [] without ``reference``.
+        ``{model, reference, layers, region, n, mean_a, mean_b, diff, ci_low, ci_high, p}``; ``diff`` =
+        mean(model − reference) over the voxels above the ceiling threshold. [] without ``reference``.
     """
-    from braintune_dist.analysis.compare import voxel_values
     from braintune_dist.analysis.stats import compare_paired
     if reference not in scores:
         return []
@@ -148,10 +157,10 @@ def gain_table(scores: dict, best: dict, reference: str, threshold: float, n_boo
             continue
         subjects = list(scores[model])
         for region in scores[model][subjects[0]].region_names():
-            a, b = (np.concatenate([voxel_values(scores[m][s], best[m], region, threshold) for s in subjects])
+            a, b = (np.concatenate([voxel_layer_mean(scores[m][s], layers, threshold, region) for s in subjects])
                     for m in (model, reference))
-            rows.append(dict(model=model, reference=reference, layer=best[model], reference_layer=best[reference],
-                             region=region, **compare_paired(a, b, n_boot, ci)))
+            rows.append(dict(model=model, reference=reference, layers=layers_label(layers), region=region,
+                             **compare_paired(a, b, n_boot, ci)))
     return rows
 
 
@@ -174,30 +183,3 @@ def _maps(space, scores, best, ev: EvalSettings, subjects, out: Path, tracker, t
                 surface, m["per_hemi"], title, diff,
                 ev.maps.diff_threshold if diff else ev.maps.threshold)
     return figs
-
-
-def seed_report(rows: list[dict], tuned: list[str], tracker: Tracker | None = None, log=print,
-                untuned: str = "untuned") -> dict[str, dict]:
-    """Tuned-vs-untuned alignment over training seeds, per region.
-
-    ``tuned``: the labels of the tuned models, one per seed. Returns ``{region: {'untuned', 'mean', 'min',
-    'max', 'raised'}}``: r / noise ceiling at each model's CV-best layer, mean and range over training seeds,
-    and how many seeds beat the untuned model. Prints one verdict line per region.
-    """
-    head = headline(rows)
-    regions = sorted({k.split("/", 1)[1] for k in head})
-    out: dict[str, dict] = {}
-    log(f"[alignment] over {len(tuned)} training seeds (held-out participants, r / noise ceiling):")
-    for reg in regions:
-        vals = np.array([head[f"{m}/{reg}"] for m in tuned if f"{m}/{reg}" in head])
-        base = head.get(f"{untuned}/{reg}", float("nan"))
-        if vals.size == 0:
-            continue
-        s = dict(untuned=base, mean=float(vals.mean()), min=float(vals.min()), max=float(vals.max()),
-                 raised=int((vals > base).sum()))
-        out[reg] = s
-        log(f"  {reg:>10}: untuned {base:.3f} → tuned {s['mean']:.3f} (range {s['min']:.3f}–{s['max']:.3f}); "
-            f"tuning raised it in {s['raised']}/{len(vals)} seeds (mean Δ {s['mean'] - base:+.3f})")
-        if tracker:
-            tracker.log_metrics({f"align_seeds.{reg}.{k}": float(v) for k, v in s.items()})
-    return out

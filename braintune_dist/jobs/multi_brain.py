@@ -16,7 +16,7 @@ from braintune_dist.config import to_dict
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.manifest import load_manifest
 from braintune_dist.errors import note_saved
-from braintune_dist.evaluate.report import EvalSettings, alignment_report, seed_report
+from braintune_dist.evaluate.report import EvalSettings, alignment_report
 from braintune_dist.jobs.grid import PARENT_FILE, experiment_dir, open_parent, save_parent
 from braintune_dist.jobs.import_whisper import ImportSettings, with_imported
 from braintune_dist.jobs.prepare_data import PrepareSettings, prepare
@@ -47,8 +47,8 @@ class MultiBrainConfig:
     """Import a CTranslate2 Whisper model (e.g. the bundled tiny.en) as an HF checkpoint before tuning; when
     enabled, its output becomes fit.model.pretrained."""
     seeds: list[int] = field(default_factory=list)
-    """Training seeds (fit.train.seed: data order, LoRA init, dropout): one fit per seed, each a nested
-    MLflow run; the report gives every tuned model and the mean and range over seeds. [] = one fit."""
+    """Replicate seeds (fit.train.seed: data order, LoRA and head init, dropout): one fit per seed, each a nested
+    MLflow run; the report gives every tuned model and the mean ± SE over seeds. [] = one fit."""
 
 
 def setup(cfg, log=print) -> FitConfig:
@@ -111,16 +111,18 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
                            "plan.n_participants": len(p["participants"]), "plan.train_rows": p["train_rows"],
                            "plan.total_steps": p["total_steps"]})
         fits = []                                   # (label, result, best checkpoint)
+        tuned = "brain-tuned" if fit.target.kind == "brain" else f"{fit.target.kind}-tuned"   # a control says so
         if not seeds:
-            fits.append(("brain-tuned", *_fit_one(fit, name, p, tr, log)))
+            fits.append((tuned, *_fit_one(fit, name, p, tr, log)))
         for seed in seeds:
             log(f"[train] seed {seed} ({len(fits) + 1}/{len(seeds)})")
             fs = dataclasses.replace(fit, train=dataclasses.replace(fit.train, seed=seed))
             child = Tracker(fit.tracking)
             earlier = tr.run_id and child.find_run(seed=str(seed), **{"mlflow.parentRunId": tr.run_id})
             with child.start(f"{name}-s{seed}", nested=True, tags={"job": "multi_brain", "seed": str(seed)},
+                             params={"fit.train.seed": seed},
                              run_id=earlier or None, end=True):
-                fits.append((f"brain-tuned-s{seed}", *_fit_one(fs, f"{name}-s{seed}", p, child, log)))
+                fits.append((f"{tuned}-s{seed}", *_fit_one(fs, f"{name}-s{seed}", p, child, log)))
         rows = []
         if cfg.eval.enabled:
             ds = LebelDataset(fit.data.root, fit.data)
@@ -130,8 +132,6 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
                 models = [ModelSpec("untuned", fit.model)] + [
                     ModelSpec(label, fit.model, stack.enter_context(best.as_directory())) for label, _, best in fits]
                 rows = alignment_report(ds, models, cfg.eval, subjects, tr, log, tag=f"{name}_")
-            if seeds:
-                seed_report(rows, [label for label, _, _ in fits], tr, log)
         run_id = tr.run_id
     log(f"[mlflow] run {run_id} in {tracker.uri} (open the UI with: ./run ui)")
     _, result, best = fits[0]

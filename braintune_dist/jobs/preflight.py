@@ -286,9 +286,13 @@ def preflight(cfg, log=print) -> None:
     search = getattr(cfg, "search", None)
     if search is not None:
         problems += search_problems(cfg)
+    compare = getattr(cfg, "compare", None)
+    targets = list(compare.targets) if compare is not None else [cfg.fit.target.kind]
+    problems += target_problems(cfg, targets)
+    trials, trial_cpus = ((search.max_concurrent_trials, search.trial_cpus) if search is not None else
+                          (compare.max_concurrent, compare.trial_cpus) if compare is not None else (1, 0.0))
     if cfg.preflight.resources != "off":
-        short = resource_problems(cfg.fit.ray, search.max_concurrent_trials if search else 1,
-                                  search.trial_cpus if search else 0.0)
+        short = resource_problems(cfg.fit.ray, trials, trial_cpus)
         if cfg.preflight.resources == "warn":
             for p in short:
                 warnings.warn(f"preflight: {p} (preflight.resources=warn: going on, the cluster may scale up)",
@@ -303,6 +307,20 @@ def preflight(cfg, log=print) -> None:
     if ev is not None and ev.enabled and aliasing_note(ev.features, cfg.fit.data.tr):
         warnings.warn(f"preflight: {aliasing_note(ev.features, cfg.fit.data.tr)}", stacklevel=2)
     _report(problems, t0, "data, model, checkpoints and resources", log)
+
+
+def target_problems(cfg, targets: list[str]) -> list[str]:
+    """A shuffled control cuts each window from its story's audio at another row: it needs the 'story' audio
+    store, in the shards there are or in those the job will write."""
+    if "shuffled" not in targets:
+        return []
+    store = (load_manifest(cfg.fit.shards)["audio_store"] if exists(cfg.fit.shards, MANIFEST)
+             else cfg.prepare.shard.audio_store)
+    if store != "story":
+        return [f"fit.target 'shuffled' needs shards with the 'story' audio store, but {cfg.fit.shards} "
+                f"{'holds' if exists(cfg.fit.shards, MANIFEST) else 'would be written with'} {store!r} "
+                "(rewrite them with prepare.shard.audio_store: story)"]
+    return []
 
 
 def output_problems(paths: dict[str, str]) -> list[str]:

@@ -22,7 +22,8 @@ import numpy as np
 
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.report import EvalSettings, alignment_report, headline, with_cache
+from braintune_dist.evaluate.report import EvalSettings, alignment_report, with_cache
+from braintune_dist.evaluate.summary import at_best_layer, at_layers
 from braintune_dist.jobs.grid import experiment_dir, open_parent, run_grid
 from braintune_dist.jobs.multi_brain import held_out, setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
@@ -50,7 +51,8 @@ class GridSettings:
     name: str = "scaling"
     """MLflow parent run name and prefix of the Ray Train run names."""
     repeats: int = 1
-    """Fits per grid point with different train seeds (train.seed + k: data order, dropout); the table
+    """Fits per grid point with different replicate seeds (train.seed + k: data order, LoRA and head init,
+    dropout; the same data subset, which stream.selection_seed draws); the table
     reports their mean and range and the figures draw the range as error bars."""
     max_concurrent: int = 1
     """Grid points (fit + evaluation, each a Ray Tune trial) at once. Each holds point_cpus, its
@@ -140,24 +142,27 @@ def hours_to_match(hours: np.ndarray, values: np.ndarray, target: float) -> floa
 
 
 def scaling_table(untuned: list[dict], points: list[dict]) -> list[dict]:
-    """One row per (grid point, region): tuned alignment (mean, min and max over the point's repeats, each
-    at its own best layer), untuned alignment, hours a new participant needs (mean curve), ratio."""
-    base = headline(untuned)
+    """One row per (grid point, region): tuned alignment (the headline: mean over every transformer layer,
+    voxels and participants; mean, min and max over the point's repeats), untuned alignment, hours a new
+    participant needs (mean curve, at each participant's CV-best layer, to reach the untuned model's full-data
+    alignment at its own CV-best layer: the curve and its target are the same kind of number), ratio."""
+    base, base_best = at_layers(untuned), at_best_layer(untuned)
     full_hours = max(r["hours"] for r in untuned if r["kind"] == "layer")
     groups: dict = defaultdict(list)                      # (mode, size) → its repeats, in grid order
     for pt in points:
         groups[(pt["mode"], pt["size"])].append(pt)
     table = []
     for (mode, size), pts in groups.items():
-        heads = [{k.split("/", 1)[1]: v for k, v in headline(pt["rows"]).items()} for pt in pts]
+        heads = [{k.split("/", 1)[1]: v for k, v in at_layers(pt["rows"]).items()} for pt in pts]
         rows = [r for pt in pts for r in pt["rows"]]
         for region in sorted(heads[0]):
             values = np.array([h[region] for h in heads])
-            target = base.get(f"untuned/{region}", math.nan)
+            target = base_best.get(f"untuned/{region}", math.nan)
             needed = hours_to_match(*_curve(rows, {pt["label"] for pt in pts}, region), target)
             table.append(dict(mode=mode, size=size, unit=pts[0]["unit"], train_rows=pts[0]["train_rows"],
                               region=region, tuned=float(values.mean()), tuned_min=float(values.min()),
-                              tuned_max=float(values.max()), repeats=len(pts), untuned=target,
+                              tuned_max=float(values.max()), repeats=len(pts),
+                              untuned=base.get(f"untuned/{region}", math.nan),
                               new_participant_hours=needed, untuned_hours=full_hours,
                               efficiency_ratio=full_hours / needed if needed > 0 else math.nan))
     return table

@@ -15,6 +15,7 @@ from torch import nn
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from braintune_dist.model.backbone import Backbone, ModelConfig, build_backbone
+from braintune_dist.seeding import derive
 
 
 @dataclass
@@ -63,10 +64,12 @@ class BrainTuner(nn.Module):
     head : HeadSettings
     n_vertices : int   width of the common space
     n_participants : int   number of heads when ``head.kind == 'per_participant'``
+    seed : int   the fit's replicate seed: LoRA and head initialisation (each from its own derived stream);
+        the backbone's random init, when it has one, follows ``model.seed``
     """
 
     def __init__(self, model: ModelConfig, lora: LoraSettings, head: HeadSettings, n_vertices: int,
-                 n_participants: int = 1):
+                 n_participants: int = 1, seed: int = 0):
         super().__init__()
         self.backbone: Backbone = build_backbone(model)
         self.lora_enabled = lora.enabled
@@ -74,6 +77,7 @@ class BrainTuner(nn.Module):
             from peft import LoraConfig, get_peft_model
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+            torch.manual_seed(derive(seed, "lora"))      # peft draws the A matrices from the global generator
             self.backbone.model = get_peft_model(self.backbone.model, LoraConfig(
                 r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
                 target_modules=list(lora.target_modules), layers_to_transform=list(lora.layers) or None,
@@ -82,7 +86,7 @@ class BrainTuner(nn.Module):
         # pooled-feature statistics (set by set_feature_stats); frozen parameters so checkpoints carry them
         self.feat_mean = nn.Parameter(torch.zeros(h), requires_grad=False)
         self.feat_std = nn.Parameter(torch.ones(h), requires_grad=False)
-        torch.manual_seed(model.seed + 1)
+        torch.manual_seed(derive(seed, "head"))
         self.bottleneck = nn.Linear(h, head.bottleneck) if head.bottleneck else nn.Identity()
         h = head.bottleneck or h
         self.per_participant = head.kind == "per_participant"

@@ -24,6 +24,8 @@ from braintune_dist.model.backbone import ModelConfig
 from braintune_dist.config import from_dict, to_dict
 from braintune_dist.data.lebel import DataConfig
 from braintune_dist.data.stream import StreamConfig, iter_kwargs
+from braintune_dist.seeding import derive
+from braintune_dist.targets import TargetSettings
 from braintune_dist.tracking import Tracker, TrackingConfig
 from braintune_dist.train.checkpoint import mark_complete, read_model_file, restore_weights, save_model
 from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings
@@ -46,7 +48,10 @@ class TrainSettings:
     log_every: PositiveInt = 10
     """Log train metrics to MLflow every this many optimizer steps."""
     seed: int = 122
-    """Seed of dropout and data order (model init uses model.seed)."""
+    """The fit's replicate seed: the training stream's order (its shuffle and per-epoch reseeding), the LoRA and
+    head initialisation, dropout, and a control target's permutation, each from its own stream derived from it.
+    Fits that differ only here are replicates. The backbone's random init (model.seed) and the data-size draws
+    (stream.selection_seed, nested across sizes) keep their own seeds."""
 
 
 @dataclass
@@ -81,6 +86,9 @@ class FitConfig:
     """Shard directory written by braintune-shards / jobs/prepare_data.py."""
     stream: StreamConfig = field(default_factory=StreamConfig)
     """How training windows are streamed (bind mode, shuffle, data-size selection, batch size)."""
+    target: TargetSettings = field(default_factory=TargetSettings)
+    """What the fit predicts: the participants' responses, or a control target (block-permuted responses of the
+    same stimuli, drawn from train.seed) that tells the gains of brain data from those of tuning itself."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Speech backbone."""
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -171,9 +179,10 @@ def train_loop_per_worker(config: dict) -> None:
     # the shards first: with several workers, asking for them starts the split's coordinator actors, which then
     # come up while this worker builds the model (~5 s on a CPU) instead of after it
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    torch.manual_seed(cfg.train.seed + rank)
     participants = config["participants"]
-    model = BrainTuner(cfg.model, cfg.lora, cfg.head, config["n_vertices"], len(participants))
+    # the same initial weights on every rank; dropout differs per rank (each rank sees other windows)
+    model = BrainTuner(cfg.model, cfg.lora, cfg.head, config["n_vertices"], len(participants), seed=cfg.train.seed)
+    torch.manual_seed(derive(cfg.train.seed, "dropout", rank))
     if config.get("feature_stats") is not None:        # measured once by the driver (trainer.feature_stats)
         model.set_feature_stats(*config["feature_stats"])
 
@@ -197,11 +206,13 @@ def train_loop_per_worker(config: dict) -> None:
     with tracker.start("train", run_id=config.get("mlflow_run_id")):
         for epoch in range(start_epoch, cfg.train.epochs):
             engine.module.train()
-            t0, total, n, samples = time.time(), 0.0, 0, 0
+            t0, total, n, samples, first_loss = time.time(), 0.0, 0, 0, math.nan
             for i, batch in enumerate(train_shard.iter_torch_batches(**iter_kwargs(cfg.stream))):
                 if cfg.train.max_steps_per_epoch and i >= cfg.train.max_steps_per_epoch:
                     break
                 loss = _batch_loss(engine, cfg.train.loss, batch, vmask)
+                if i == 0:                          # this rank's first batch: tells replicates apart at once
+                    first_loss = float(loss.detach())
                 stepped = engine.backward_step(loss)
                 total, n, samples = total + float(loss.detach()), n + 1, samples + len(batch["audio"])
                 if stepped and engine.step % cfg.train.log_every == 0:
@@ -220,8 +231,9 @@ def train_loop_per_worker(config: dict) -> None:
             else:
                 bad_epochs += 1
             rss, anon = memory_mb()                 # only rank 0's metrics reach the driver: also the max
-            metrics = dict(start, epoch=epoch, step=engine.step, train_loss=train_loss, val_loss=val_loss,
-                           val_r=val_r, best_val=best_val, epoch_seconds=time.time() - t0, train_seconds=train_seconds,
+            metrics = dict(start, epoch=epoch, step=engine.step, first_loss=first_loss, train_loss=train_loss,
+                           val_loss=val_loss, val_r=val_r, best_val=best_val, epoch_seconds=time.time() - t0,
+                           train_seconds=train_seconds,
                            samples=samples, peak_rss_mb=rss, peak_rss_mb_max=_allreduce_max(rss, engine.device),
                            rss_anon_mb=anon)
             tracker.log_metrics({f"epoch/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)

@@ -19,6 +19,7 @@ import numpy as np
 from braintune_dist.config import to_dict
 from braintune_dist.errors import UserError
 from braintune_dist.io import atomic_path, quick_digest
+from braintune_dist.seeding import derive
 from braintune_dist.data.audio_store import from_npy
 from braintune_dist.data.manifest import load_manifest, locate, read_bytes, read_coverage
 from braintune_dist.data.stream import make_dataset, select, shards_for, summarize, windows
@@ -187,10 +188,15 @@ def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: di
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
                                                                  pretrained=str(Path(cfg.model.pretrained).resolve())))
     stats = feature_stats(cfg) if cfg.head.standardize else None
-    datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream)}
+    # the training stream's order (shuffle, per-epoch reseeding, local buffer) follows the fit's replicate seed;
+    # set after the statistics, which read the same windows whatever the order
+    cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, seed=derive(cfg.train.seed, "order")))
+    datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream, target=cfg.target, seed=cfg.train.seed)}
     if p["val_rows"]:
         val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p["participants"], n_participants=0)
-        datasets["val"] = make_dataset(cfg.shards, "val", val_stream)
+        # a control's validation loss selects its checkpoint and stops it early: on brain targets, brain data
+        # would leak into the control, so validation pairs are shuffled too
+        datasets["val"] = make_dataset(cfg.shards, "val", val_stream, target=cfg.target, seed=cfg.train.seed)
     else:
         import ray.data
         datasets["val"] = ray.data.from_items([{"audio": np.zeros(1, np.float32)}]).limit(0)
@@ -266,7 +272,8 @@ def fit_with_progress(trainer, log=print, what: str = "train"):
         for line in chunk[:end].splitlines():
             m = json.loads(line)
             seen.append(m)
-            log(f"[{what}] epoch {m.get('epoch', '?')}: train_loss {m.get('train_loss', math.nan):.4f}, "
+            log(f"[{what}] epoch {m.get('epoch', '?')}: first batch {m.get('first_loss', math.nan):.4f}, "
+                f"train_loss {m.get('train_loss', math.nan):.4f}, "
                 f"val_loss {m.get('val_loss', math.nan):.4f}, val_r {m.get('val_r', math.nan):.3f}, "
                 f"step {m.get('step', '?')} ({m.get('epoch_seconds', math.nan):.0f} s)")
 

@@ -1,0 +1,207 @@
+"""The papers' comparison: untuned, brain-tuned and control-tuned models, several replicate seeds each.
+
+Every (target, seed) fit is one Ray Tune trial (``compare.max_concurrent`` at once), trained through the same
+Ray Train path with the same steps; only the target differs (``fit.target``: the participants' responses, or
+the block-permuted control). The trials only train. Their best checkpoints then meet in **one** alignment
+report (one feature actor pool, one ridge stage), whose headline table averages over voxels, the evaluated
+layers and held-out participants, with the SE over seeds and a t-test of each group against the untuned model
+(``evaluate/summary.py``). With ``compare.lowlevel.enabled`` the low-level impact ``R = 100 (B_o − B_r) / B_o``
+(ICLR 2025 Eq. 2) of every model follows: the share of its headline alignment that low-level speech features
+explain. A trial writes ``<out>/<label>/fit.json`` (atomically); ``compare.resume`` keeps finished trials.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from jsonargparse.typing import PositiveFloat, PositiveInt
+
+from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.data.lebel import LebelDataset
+from braintune_dist.errors import UserError
+from braintune_dist.evaluate.featurize import ModelSpec
+from braintune_dist.evaluate.report import EvalSettings, evaluate_models
+from braintune_dist.io import write_text
+from braintune_dist.jobs.grid import experiment_dir, open_parent, original_cwd, save_parent
+from braintune_dist.jobs.import_whisper import ImportSettings
+from braintune_dist.jobs.launch import tune_console
+from braintune_dist.jobs.multi_brain import held_out, setup
+from braintune_dist.jobs.prepare_data import PrepareSettings
+from braintune_dist.jobs.preflight import PreflightSettings
+from braintune_dist.model.pretrain import PretrainConfig
+from braintune_dist.tracking import Tracker
+from braintune_dist.train.loop import FitConfig
+
+
+@dataclass
+class LowLevelImpact:
+    """Low-level impact of every model (ICLR 2025 Eq. 2) on the report's held-out participants."""
+
+    enabled: bool = False
+    """Compute R = 100 (B_o − B_r) / B_o per model and region, B_r with each low-level space removed in turn."""
+    spaces: list[str] = field(default_factory=lambda: ["spectral", "phone_rate"])
+    """Low-level spaces removed one at a time (features/lowlevel.py: spectral, word_rate, phone_rate, ...);
+    R is averaged over them, as the paper averages over its low-level features."""
+
+
+@dataclass
+class CompareSettings:
+    """Which models are compared, how many replicates, and how the trials run."""
+
+    targets: list[Literal["brain", "shuffled"]] = field(default_factory=lambda: ["brain", "shuffled"])
+    """Training targets, one model group each ('<target>-tuned'); the untuned model is always evaluated.
+    'shuffled' uses fit.target's permutation settings (shuffle, chunk_trs, min_distance)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Replicate seeds (fit.train.seed) of every target: data order, LoRA and head init, dropout, permutation."""
+    name: str = "compare"
+    """MLflow parent run name, Tune experiment name and prefix of the Ray Train run names."""
+    max_concurrent: PositiveInt = 2
+    """Fits (Tune trials) at once; each holds trial_cpus plus its fit.ray.num_workers Train workers."""
+    trial_cpus: PositiveFloat = 0.25
+    """CPUs held by a trial's own (driver) process; its Train workers ask for their own."""
+    storage_path: str = "runs/tune"
+    """Where Tune keeps the experiment's state (restore point); a shared path or s3:// on a cluster."""
+    resume: bool = False
+    """Restore <storage_path>/<name>: finished fits are kept, unfinished and failed ones run again."""
+    lowlevel: LowLevelImpact = field(default_factory=LowLevelImpact)
+    """Low-level impact of every model."""
+
+    def __post_init__(self):
+        if not self.targets or not self.seeds:
+            raise ConfigError("compare.targets and compare.seeds must each name at least one")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"compare.seeds: {self.seeds} repeats a seed (replicates must differ)")
+
+
+@dataclass
+class CompareJobConfig:
+    """Compare untuned, brain-tuned and control-tuned models (N seeds each) on held-out participants."""
+
+    fit: FitConfig = field(default_factory=FitConfig)
+    """The Ray Train fit every model runs (its target and seed set per trial)."""
+    prepare: PrepareSettings = field(default_factory=PrepareSettings)
+    """Dataset generation (when fit.data.root is missing), noise ceilings and shard writing, done once."""
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(enabled=False))
+    """Phone-recognition pretraining of a random-init backbone, once, before the fits."""
+    import_model: ImportSettings = field(default_factory=ImportSettings)
+    """Import a CTranslate2 Whisper model as an HF checkpoint, once, before the fits."""
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    """The one alignment report of every model (headline layers: eval.layers)."""
+    preflight: PreflightSettings = field(default_factory=PreflightSettings)
+    """Checks of data, model and cluster resources before any fit."""
+    compare: CompareSettings = field(default_factory=CompareSettings)
+    """Models, seeds and trials."""
+
+
+def fit_of(cfg: CompareJobConfig, target: str, seed: int) -> tuple[str, FitConfig]:
+    """(label, FitConfig) of one model: its target, replicate seed and Ray Train run name."""
+    label = f"{target}-tuned-s{seed}"
+    fit = cfg.fit
+    return label, dataclasses.replace(
+        fit, target=dataclasses.replace(fit.target, kind=target), train=dataclasses.replace(fit.train, seed=seed),
+        ray=dataclasses.replace(fit.ray, run_name=f"{cfg.compare.name}-{label}"))
+
+
+def fit_trial(config: dict, fits: list[FitConfig], labels: list[str], parent_run_id: str | None, out: str) -> None:
+    """Tune trainable: one fit, ``config['i']`` of ``fits``; writes ``<out>/<label>/fit.json`` (best checkpoint,
+    last metrics) and reports its path."""
+    from ray import tune
+
+    from braintune_dist.train.trainer import build_trainer, plan
+    original_cwd()
+    fit, label = fits[config["i"]], labels[config["i"]]
+    tags = {"job": "compare_fit", "model": label, "seed": str(fit.train.seed), "target": fit.target.kind}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    tracker = Tracker(fit.tracking)
+    earlier = tracker.find_run(model=label, **{"mlflow.parentRunId": parent_run_id}) if parent_run_id else None
+    t0 = time.time()
+    with tracker.start(fit.ray.run_name, tags=tags, run_id=earlier, end=True,
+                       params=None if earlier else {"fit.train.seed": fit.train.seed, "fit.target": to_dict(fit.target)}) as tr:
+        result = build_trainer(fit, mlflow_run_id=tr.run_id, run_plan=plan(fit)).fit()
+        best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+        tr.set_tags({"checkpoint": best.path})
+        tr.log_metrics({"train.seconds": time.time() - t0})
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    path = Path(out) / label / "fit.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(dict(label=label, checkpoint=best.path, metrics=metrics, started=t0,
+                                     finished=time.time(), seconds=time.time() - t0)))
+    tune.report({"done": 1, "fit_file": str(path), **{k: metrics[k] for k in ("first_loss", "val_r") if k in metrics}})
+
+
+def run_fits(cfg: CompareJobConfig, fits: list[FitConfig], labels: list[str], parent_run_id: str | None,
+             out: Path, log) -> list[dict]:
+    """Every fit as a Tune trial; their ``fit.json`` contents in the order of ``labels``."""
+    from ray import tune
+    c = cfg.compare
+    storage, exp_dir = experiment_dir(c.storage_path, c.name)
+    trainable = tune.with_resources(tune.with_parameters(fit_trial, fits=fits, labels=labels,
+                                                         parent_run_id=parent_run_id, out=str(out.resolve())),
+                                    {"CPU": c.trial_cpus})
+    if c.resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={"i": tune.grid_search(list(range(len(fits))))},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=c.max_concurrent),
+                           run_config=tune.RunConfig(name=c.name, storage_path=storage,
+                                                     **tune_console(log, "compare", len(fits), ("first_loss", "val_r"))))
+    save_parent(exp_dir, parent_run_id)
+    log(f"[compare] {len(fits)} fits ({', '.join(labels)}), up to {c.max_concurrent} at once (Tune experiment {exp_dir})")
+    results = tuner.fit()
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} fit(s) failed, e.g. {failed[0].error}; fix and rerun with "
+                           "--compare.resume true to run only those")
+    by_i = {r.config["i"]: json.loads(Path(r.metrics["fit_file"]).read_text()) for r in results}
+    return [by_i[i] for i in range(len(fits))]
+
+
+def check_resume(cfg: CompareJobConfig) -> None:
+    """``compare.resume`` with nothing to resume is refused before any work."""
+    from ray import tune
+    _, exp_dir = experiment_dir(cfg.compare.storage_path, cfg.compare.name)
+    if cfg.compare.resume and not tune.Tuner.can_restore(str(exp_dir)):
+        raise UserError(f"compare.resume: no comparison to restore at {exp_dir} (run once without "
+                        "--compare.resume, or set compare.name / compare.storage_path to the earlier run's)")
+
+
+def run(cfg: CompareJobConfig, log=print) -> dict:
+    """Prepare once, fit every (target, seed), evaluate every model together; returns ``{'summary', 'rows',
+    'fits', 'impact', 'run_id'}``."""
+    from ray.train import Checkpoint
+
+    from braintune_dist.analysis.impact import impact_report
+    from braintune_dist.train.trainer import plan
+    check_resume(cfg)
+    cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards, import/pretraining once, here
+    fit = cfg.fit
+    subjects = held_out(fit, cfg.eval.subjects, plan(fit)["participants"])
+    models = [fit_of(cfg, t, s) for t in cfg.compare.targets for s in cfg.compare.seeds]
+    labels, fits = [m[0] for m in models], [m[1] for m in models]
+    out = Path(cfg.eval.out_dir) / cfg.compare.name
+    ev = dataclasses.replace(cfg.eval, out_dir=str(out))
+    _, exp_dir = experiment_dir(cfg.compare.storage_path, cfg.compare.name)
+    with open_parent(Tracker(fit.tracking), cfg.compare.name, exp_dir, cfg.compare.resume, to_dict(cfg),
+                     {"job": "compare"}, log) as tr:
+        done = run_fits(cfg, fits, labels, tr.run_id, out, log)
+        for d in done:
+            m = d["metrics"]
+            log(f"[compare] {d['label']}: epoch-0 first batch {m.get('first_loss', float('nan')):.4f}, "
+                f"final val_r {m.get('val_r', float('nan')):.3f}, {d['seconds']:.0f} s")
+        ds = LebelDataset(fit.data.root, fit.data)
+        specs = [ModelSpec("untuned", fit.model)]
+        with_dirs = [(d["label"], Checkpoint(d["checkpoint"])) for d in done]
+        with contextlib.ExitStack() as stack:
+            specs += [ModelSpec(label, fit.model, stack.enter_context(ck.as_directory())) for label, ck in with_dirs]
+            report = evaluate_models(ds, specs, ev, subjects, tr, log)
+            impact = (impact_report(ds, specs, ev, subjects, report, cfg.compare.lowlevel.spaces, tr, log)
+                      if cfg.compare.lowlevel.enabled else [])
+        run_id = tr.run_id
+    log(f"[compare] tables and figures in {out}; MLflow run {run_id}")
+    return dict(summary=report.summary, rows=report.rows, fits=done, impact=impact, run_id=run_id)
