@@ -25,6 +25,10 @@ pair mode (one row = one (window, participant))::
 
 Participant slot ``i`` is ``selection.participants[i]`` in both modes, so pair rows regrouped by
 (story, row) equal the bind rows.
+
+With the teacher control target (``targets/teacher.py``; bind mode) the windows are the same, and ``responses``
+are the teacher's targets of each window's row, ``(batch, 1, d)`` with ``mask`` (batch, 1) all True: one
+pseudo-participant.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ from braintune_dist.data.audio_store import cut_windows, decode, from_npy
 from braintune_dist.data.lebel import DatasetError
 from braintune_dist.data.manifest import load_manifest, locate, read_bytes, verify_shards, where
 from braintune_dist.data.shards import MANIFEST
-from braintune_dist.targets import TargetSettings, shuffled
+from braintune_dist.targets import TargetSettings, shuffled, teacher as teacher_target
 
 
 @dataclass
@@ -228,9 +232,11 @@ def _read_story(shard_dir: str, rel: str) -> np.ndarray:
 
 def _to_tensors(table: pa.Table, *, mode: str, space: str, participants: list[str], slots: list[int],
                 n_subjects: int, story_index: dict[str, int], keep: np.ndarray, sizes: list[int],
-                n_samples: int, audio: dict | None = None, pointers: dict | None = None) -> dict[str, np.ndarray]:
+                n_samples: int, audio: dict | None = None, pointers: dict | None = None,
+                teacher: dict | None = None, teacher_width: int = 0) -> dict[str, np.ndarray]:
     """One pyarrow batch of shard rows → rectangular numpy columns (see the module docstring); with
-    ``pointers`` (the control target, ``targets/shuffled.py``) each window is cut at its partner row."""
+    ``pointers`` (the control target, ``targets/shuffled.py``) each window is cut at its partner row; with
+    ``teacher`` (story → (n_rows, teacher_width) targets or their ObjectRefs) the responses are the teacher's."""
     story = np.array([story_index[s] for s in table.column("story").to_pylist()], dtype=np.int32)   # (n,)
     present = _dense(table.column("present"), n_subjects)[:, slots]          # (n, n_participants)
     mask = present & keep[story]                                             # heard and selected
@@ -245,6 +251,10 @@ def _to_tensors(table: pa.Table, *, mode: str, space: str, participants: list[st
     audio = windows(src, n_samples, audio)
     ids = {"story": story, "row": table.column("row").to_numpy()[rows].astype(np.int32),
            "tr": table.column("tr").to_numpy()[rows].astype(np.int32)}
+    if teacher is not None:         # the same windows as the brain target; one pseudo-participant that hears all
+        names = np.asarray(src.column("story").to_pylist(), dtype=object)                    # (n_kept,)
+        target = teacher_target.lookup(teacher, names, ids["row"], teacher_width)           # (n_kept, d)
+        return {"audio": audio, "mask": np.ones((len(rows), 1), bool), "responses": target[:, None], **ids}
     # responses of each slot, (n_kept, size_j), zeroed where the mask is off
     resp = [_dense(table.column(f"{space}_{p}"), n)[rows] * mask[:, j, None]
             for j, (p, n) in enumerate(zip(participants, sizes))]
@@ -270,11 +280,13 @@ def _to_tensors(table: pa.Table, *, mode: str, space: str, participants: list[st
 
 # --------------------------------------------------------------------------- dataset
 def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = None,
-                 target: TargetSettings | None = None, seed: int = 0):
+                 target: TargetSettings | None = None, seed: int = 0, teacher: dict | None = None):
     """Ray Dataset of ``split`` under ``cfg`` (see the module docstring for the columns).
 
     ``target.kind='shuffled'``: the control target, the same rows with each window cut at a partner row drawn
     from ``seed`` (``targets/shuffled.py``; needs the 'story' audio store).
+    ``target.kind='teacher'``: the same rows with the teacher's targets as responses; ``teacher``: story →
+    (n_rows, d) float32 targets (``targets/teacher.py::fit_targets``), or ObjectRefs of them.
 
     Raises ``DatasetError`` before any Ray work when the manifest is missing, a shard needed by the
     selection is missing/corrupt, or an option names an unknown participant, split or space.
@@ -287,6 +299,7 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
         raise DatasetError(f"StreamConfig.space={cfg.space!r} but the shards in {shard_dir} hold {m['spaces']}")
     sel, shards = shards_for(m, split, cfg, shard_dir)
     by_story = m["audio_store"] == "story"
+    teacher_width = teacher_target.stream_width(teacher, target, cfg.mode, sel.kept_stories())
     audio_files = [m["audio_files"][s] for s in sel.kept_stories()] if by_story else []
     pairing = (shuffled.plan(m, shard_dir, split, sel.kept_stories(), target, seed)
                if target is not None and target.kind == "shuffled" else None)
@@ -296,7 +309,7 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
     sizes = [m["n_vertices"] if cfg.space == "common" else m["subject_info"][p]["n_voxels"]
              for p in sel.participants]
     columns = ["story", "row", "tr", "end_sample" if by_story else "audio", "present"] + \
-        [f"{cfg.space}_{p}" for p in sel.participants]
+        ([] if teacher_width else [f"{cfg.space}_{p}" for p in sel.participants])
     fs, base = locate(str(shard_dir))
     paths = [f"{base}/{sh['file']}" for sh in shards]
     mb = sum(sh["bytes"] for sh in shards) / 1e6
@@ -321,7 +334,8 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
         mode=cfg.mode, space=cfg.space, participants=sel.participants,
         slots=[m["subjects"].index(p) for p in sel.participants], n_subjects=len(m["subjects"]),
         story_index={s: i for i, s in enumerate(sel.story_names)}, keep=sel.keep(), sizes=sizes,
-        n_samples=m["window_samples"], pointers=pointers, audio=None if not by_story else
+        n_samples=m["window_samples"], pointers=pointers, teacher=teacher if teacher_width else None,
+        teacher_width=teacher_width, audio=None if not by_story else
         story_audio(shard_dir, m, pairing.audio_stories if pairing else sel.kept_stories())))
 
 

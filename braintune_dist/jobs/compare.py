@@ -53,7 +53,7 @@ class LowLevelImpact:
 class CompareSettings:
     """Which models are compared, how many replicates, and how the trials run."""
 
-    targets: list[Literal["brain", "shuffled"]] = field(default_factory=lambda: ["brain", "shuffled"])
+    targets: list[Literal["brain", "shuffled", "teacher"]] = field(default_factory=lambda: ["brain", "shuffled"])
     """Training targets, one model group each ('<target>-tuned'); the untuned model is always evaluated.
     'shuffled' uses fit.target's permutation settings (shuffle, chunk_trs, min_distance)."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])

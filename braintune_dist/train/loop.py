@@ -87,8 +87,9 @@ class FitConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     """How training windows are streamed (bind mode, shuffle, data-size selection, batch size)."""
     target: TargetSettings = field(default_factory=TargetSettings)
-    """What the fit predicts: the participants' responses, or a control target (block-permuted responses of the
-    same stimuli, drawn from train.seed) that tells the gains of brain data from those of tuning itself."""
+    """What the fit predicts: the participants' responses, or a control target that tells the gains of brain data
+    from those of tuning itself (block-permuted responses of the same stimuli, drawn from train.seed; or a text
+    teacher model's representations of the same stimuli's transcript)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Speech backbone."""
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -31,13 +31,22 @@ def plan(cfg: FitConfig) -> dict:
 
     Returns
     -------
-    dict with ``participants`` (list), ``coverage`` (n_participants, n_vertices) bool, ``n_vertices``,
-    ``train_rows``, ``val_rows``, ``steps_per_epoch`` (optimizer steps per worker), ``total_steps``.
+    dict with ``participants`` (list: the heads' slots), ``coverage`` (n_participants, n_vertices) bool,
+    ``n_vertices``, ``selected`` (the manifest participants whose windows the streams read), ``train_rows``,
+    ``val_rows``, ``steps_per_epoch`` (optimizer steps per worker), ``total_steps``. With the teacher target
+    (``targets/teacher.py``) the head predicts one pseudo-participant 'teacher' of the teacher's width d:
+    participants ['teacher'], coverage (1, d) all True, n_vertices d; the windows stay those of ``selected``.
     """
     manifest = load_manifest(cfg.shards)
     sel = select(manifest, "train", cfg.stream)
     subjects = manifest["subjects"]
-    coverage = read_coverage(cfg.shards)[[subjects.index(p) for p in sel.participants]]
+    if cfg.target.kind == "teacher":
+        from braintune_dist.targets import teacher
+        width = teacher.shape(cfg.target)[2]
+        heads, coverage = ["teacher"], np.ones((1, width), bool)
+    else:
+        width, heads = int(manifest["n_vertices"]), sel.participants
+        coverage = read_coverage(cfg.shards)[[subjects.index(p) for p in sel.participants]]
     train_rows = summarize(cfg.shards, "train", cfg.stream)["rows"]
     val_rows = summarize(cfg.shards, "val", cfg.stream)["rows"] if manifest["rows"].get("val") else 0
     per_worker = train_rows // cfg.ray.num_workers                 # streaming_split(equal=True) floors
@@ -48,7 +57,7 @@ def plan(cfg: FitConfig) -> dict:
     if steps < 1:
         raise ValueError(f"stream.batch_size={cfg.stream.batch_size} × optim.grad_accum={cfg.optim.grad_accum} × "
                          f"ray.num_workers={cfg.ray.num_workers} exceeds the {train_rows} training rows")
-    return dict(participants=sel.participants, coverage=coverage, n_vertices=int(manifest["n_vertices"]),
+    return dict(participants=heads, coverage=coverage, n_vertices=width, selected=sel.participants,
                 train_rows=train_rows, val_rows=val_rows, steps_per_epoch=steps,
                 total_steps=steps * cfg.train.epochs)
 
@@ -191,12 +200,20 @@ def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: di
     # the training stream's order (shuffle, per-epoch reseeding, local buffer) follows the fit's replicate seed;
     # set after the statistics, which read the same windows whatever the order
     cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, seed=derive(cfg.train.seed, "order")))
-    datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream, target=cfg.target, seed=cfg.train.seed)}
+    tables = None
+    if cfg.target.kind == "teacher":                # computed (or read from their cache) here, once per fit
+        import ray
+        from braintune_dist.targets import teacher
+        tables = {s: ray.put(t) for s, t in teacher.fit_targets(cfg).tables.items()}
+    datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream, target=cfg.target, seed=cfg.train.seed,
+                                      teacher=tables)}
     if p["val_rows"]:
-        val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p["participants"], n_participants=0)
+        val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p.get("selected", p["participants"]),
+                                         n_participants=0)
         # a control's validation loss selects its checkpoint and stops it early: on brain targets, brain data
-        # would leak into the control, so validation pairs are shuffled too
-        datasets["val"] = make_dataset(cfg.shards, "val", val_stream, target=cfg.target, seed=cfg.train.seed)
+        # would leak into the control, so validation pairs are shuffled too (and teacher-scored for the teacher)
+        datasets["val"] = make_dataset(cfg.shards, "val", val_stream, target=cfg.target, seed=cfg.train.seed,
+                                       teacher=tables)
     else:
         import ray.data
         datasets["val"] = ray.data.from_items([{"audio": np.zeros(1, np.float32)}]).limit(0)
