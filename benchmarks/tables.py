@@ -9,6 +9,7 @@ function of TABLES below, which reads the result files and returns the Markdown 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -184,9 +185,62 @@ def whisper_speed() -> str:
          f"{f['padded'] / f['native']:.1f}×"]])
 
 
+# --------------------------------------------------------------------------- compare.py (one pair of tables per run)
+REGIONS = ("all", "auditory", "phonetic", "lexical", "semantic", "null")
+
+
+def _groups(rows: list[dict]) -> list[str]:
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    return sorted(names, key=lambda m: (m != "untuned", m != "brain-tuned", m))
+
+
+def compare_headline(stem: str) -> str:
+    """Per region: each group's headline ± SE (unit) and Δ against untuned with its p; brain − each control."""
+    d = load(stem)
+    summ = {(r["model"], r["region"]): r for r in d["summary"]}
+    groups = _groups(d["summary"])
+    contrast = {(r["control"], r["region"]): r for r in d["contrast"]}
+    controls = list(dict.fromkeys(r["control"] for r in d["contrast"]))
+
+    def cell(r):
+        s = f"{r['mean']:.3f} ± {r['se']:.3f}"
+        return s if r["diff"] is None or r["diff"] != r["diff"] else s + f" (Δ {r['diff']:+.3f}, p {r['p']:.2g})"
+    rows = []
+    for reg in REGIONS:
+        if ("untuned", reg) not in summ:
+            continue
+        rows.append([reg] + [cell(summ[(g, reg)]) for g in groups] +
+                    [f"{contrast[(c, reg)]['diff']:+.3f} ± {contrast[(c, reg)]['diff_se']:.3f} (p {contrast[(c, reg)]['p']:.2g})"
+                     for c in controls])
+    n = {g: int(summ[(g, "all")]["n_seeds"]) for g in groups}
+    unit = {g: summ[(g, "all")]["se_over"] for g in groups}
+    return table(["region"] + [f"{g} ({n[g]} seed{'s' if n[g] > 1 else ''}; ± SE over {unit[g]})" for g in groups] +
+                 [f"brain − {c} (Welch over seeds)" for c in controls], rows)
+
+
+def compare_layers(stem: str) -> str:
+    """Per region and model group: r / noise ceiling at every layer, mean (± SD) over seeds."""
+    d = load(stem)
+    at = {(r["model"], r["layer"], r["region"]): r for r in d["layers"]}
+    layers = sorted({r["layer"] for r in d["layers"]})
+    groups = _groups(d["layers"])
+    rows = []
+    for reg in REGIONS:
+        for g in groups:
+            if (g, layers[0], reg) not in at:
+                continue
+            rows.append([reg, g] + [f"{at[(g, lay, reg)]['mean']:.3f}" + (
+                f" ± {at[(g, lay, reg)]['sd']:.3f}" if at[(g, lay, reg)]["sd"] is not None else "") for lay in layers])
+    return table(["region", "model"] + [f"layer {lay}" for lay in layers], rows)
+
+
 TABLES = {f.__name__.replace("_", "-"): f for f in (
     shards_write, shards_stream, data_path_bytes, data_path_delivery, data_path_curves, train_story_vs_windows,
     ridge, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed)}
+for _path in sorted(RESULTS.glob("compare_*.json")):
+    _tag = _path.stem[len("compare_"):].replace("_", "-")
+    TABLES[f"compare-{_tag}-headline"] = functools.partial(compare_headline, _path.stem)
+    TABLES[f"compare-{_tag}-layers"] = functools.partial(compare_layers, _path.stem)
 
 
 def render(text: str) -> str:

@@ -8,25 +8,16 @@ from braintune_dist.config import ConfigError, from_dict
 from braintune_dist.errors import UserError
 from braintune_dist.jobs.compare import CompareJobConfig, fit_of, run
 
+from fits import tiny_job
+
 
 def tiny_compare(tmp) -> CompareJobConfig:
-    return from_dict(CompareJobConfig, {
-        "fit": {"data": {"root": str(tmp / "sim"), "val_stories": ["story03"]}, "shards": str(tmp / "shards"),
-                "stream": {"batch_size": 4, "participants": ["sim01", "sim02"]},     # sim03 is held out
-                "target": {"chunk_trs": 4, "min_distance": 1},                       # 16-row stories: 4 chunks
-                "engine": {"kind": "ddp"}, "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
-                "train": {"epochs": 1, "patience": 0, "max_steps_per_epoch": 2},
-                "ray": {"num_workers": 1, "cpus_per_worker": 0.25, "storage_path": str(tmp / "ray")},
-                "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "compare-test"}},
-        "prepare": {"simulate": True, "sim": {"participants": 3, "stories": 3, "trs_per_story": 36,
-                                              "n_vertices": 60, "seed": 3},
-                    "shard": {"window": 4.0, "audio_dtype": "float16"}},
-        "eval": {"features": {"window": 2.0, "stride": 1.0, "pool": "stride"}, "ridge": {"alphas": [1.0, 100.0, 10000.0]},
-                 "efficiency_stories": [], "out_dir": str(tmp / "reports"), "compute": {"runner": "local"},
-                 "maps": {"enabled": False}},
-        # 2 CPUs hold two fits: 2 × (0.25 trial + 0.25 Train worker) leave Ray Data's read tasks a whole CPU
-        "compare": {"seeds": [0, 1], "max_concurrent": 2, "storage_path": str(tmp / "tune"), "name": "cmp",
-                    "lowlevel": {"enabled": True, "spaces": ["spectral"]}}})
+    d = tiny_job(tmp, "compare-test")
+    d["fit"]["target"] = {"chunk_trs": 4, "min_distance": 1}                       # 16-row stories: 4 chunks
+    # 2 CPUs hold two fits: 2 × (0.25 trial + 0.25 Train worker) leave Ray Data's read tasks a whole CPU
+    d["compare"] = {"seeds": [0, 1], "max_concurrent": 2, "storage_path": str(tmp / "tune"), "name": "cmp",
+                    "lowlevel": {"enabled": True, "spaces": ["spectral"]}}
+    return from_dict(CompareJobConfig, d)
 
 
 def test_models_differ_only_in_target_and_seed(tmp_path):
@@ -43,7 +34,7 @@ def test_models_differ_only_in_target_and_seed(tmp_path):
 @pytest.mark.slow
 def test_comparison_runs_fits_concurrently_reports_over_seeds_and_resumes(ray_local, tmp_path):
     cfg = tiny_compare(tmp_path)
-    with pytest.raises(UserError, match=r"compare.resume: no comparison to restore at .*cmp"):
+    with pytest.raises(UserError, match=r"compare.resume: nothing to restore at .*cmp"):
         run(from_dict(CompareJobConfig, {**_as_dict(cfg), "compare": {**_as_dict(cfg)["compare"], "resume": True}}))
     assert not (tmp_path / "sim").exists()                      # refused before any work
     lines = []

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from braintune_dist.config import ConfigError, from_dict
+from braintune_dist.errors import UserError
 from braintune_dist.jobs.scaling import ScalingJobConfig, hours_to_match, plot_scaling, point_config, run, scaling_table
+
+from fits import tiny_job
 
 
 def test_hours_to_match_interpolates():
@@ -63,25 +66,13 @@ def test_point_config_repeats_change_the_seed_and_single_participant(tmp_path):
 
 
 def tiny_scaling(tmp) -> ScalingJobConfig:
-    return from_dict(ScalingJobConfig, {
-        "fit": {"data": {"root": str(tmp / "sim"), "val_stories": ["story03"]}, "shards": str(tmp / "shards"),
-                "stream": {"batch_size": 4, "participants": ["sim01", "sim02"]},     # sim03 is held out
-                "engine": {"kind": "ddp"}, "optim": {"backbone_lr": 1e-2, "head_lr": 1e-2, "warmup_frac": 0.0},
-                "train": {"epochs": 1, "patience": 0, "max_steps_per_epoch": 2},
-                "ray": {"num_workers": 1, "cpus_per_worker": 0.25, "storage_path": str(tmp / "ray")},
-                "tracking": {"uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "scaling-test"}},
-        "prepare": {"simulate": True, "sim": {"participants": 3, "stories": 3, "trs_per_story": 36,
-                                              "n_vertices": 60, "seed": 3},
-                    "shard": {"window": 4.0, "audio_dtype": "float16"}},
-        "eval": {"features": {"window": 2.0, "stride": 1.0}, "ridge": {"alphas": [1.0, 100.0, 10000.0]},
-                 "efficiency_stories": [1, 2], "out_dir": str(tmp / "reports"),
-                 # in the point's own process: the feature actors and ridge tasks are tested in test_evaluate_cluster.py
-                 "compute": {"runner": "local"},
-                 "maps": {"enabled": False}},        # surface maps: tested in test_alignment.py and test_maps.py
-        # 2 CPUs hold both points: 2 × (0.25 point + 0.25 Train worker) leave Ray Data's read tasks a whole
-        # CPU (else both fits wait for it forever)
-        "grid": {"unit": "stories", "sizes": [1], "modes": ["single", "multi"], "name": "grid", "max_concurrent": 2,
-                 "storage_path": str(tmp / "tune")}})
+    d = tiny_job(tmp, "scaling-test")
+    d["eval"]["efficiency_stories"] = [1, 2]
+    # 2 CPUs hold both points: 2 × (0.25 point + 0.25 Train worker) leave Ray Data's read tasks a whole
+    # CPU (else both fits wait for it forever)
+    d["grid"] = {"unit": "stories", "sizes": [1], "modes": ["single", "multi"], "name": "grid", "max_concurrent": 2,
+                 "storage_path": str(tmp / "tune")}
+    return from_dict(ScalingJobConfig, d)
 
 
 def test_point_config_selects_data(tmp_path):
@@ -90,6 +81,14 @@ def test_point_config_selects_data(tmp_path):
     multi = point_config(cfg, "multi", 2, ["sim01", "sim02"])
     assert single.stream.participants == ["sim01"] and multi.stream.participants == ["sim01", "sim02"]
     assert single.stream.stories_per_participant == 2 and single.ray.run_name != multi.ray.run_name
+
+
+def test_resume_with_nothing_to_restore_is_refused_before_any_work(tmp_path):
+    cfg = tiny_scaling(tmp_path)
+    cfg.grid.resume = True
+    with pytest.raises(UserError, match=r"^grid.resume: nothing to restore at .*tune/grid \(run once without it"):
+        run(cfg)
+    assert not (tmp_path / "sim").exists() and not (tmp_path / "shards").exists()
 
 
 @pytest.mark.slow

@@ -108,3 +108,11 @@ def test_brain_tuned_against_its_control_over_seeds():
     lines = format_contrast([sem, aud])
     assert "is higher than its control" in lines[0] and "is not told apart from its control" in lines[1], lines
     assert control_contrast({k: v for k, v in scores.items() if k.startswith("brain")}, [1], 0.4) == []
+
+
+def test_headline_layers_must_be_extracted():
+    from braintune_dist.config import ConfigError, from_dict
+    from braintune_dist.evaluate.report import EvalSettings
+    with pytest.raises(ConfigError, match=r"eval.layers: \[9\] are not extracted \(eval.features.layers \[2, 5\]\)"):
+        from_dict(EvalSettings, {"layers": [2, 9], "features": {"layers": [2, 5]}})
+    assert from_dict(EvalSettings, {"layers": [5], "features": {"layers": [2, 5]}}).layers == [5]

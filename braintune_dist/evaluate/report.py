@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.surface import load_surface
 from braintune_dist.data.voxels import find_common_space
@@ -53,6 +54,12 @@ class EvalSettings:
     out_dir: str = "runs/reports"
     """Where figures and tables are written (and logged to MLflow); the feature cache defaults to
     <out_dir>/feature_cache."""
+
+    def __post_init__(self):
+        extracted = self.features.layers
+        if self.layers and extracted and not set(self.layers) <= set(extracted):
+            raise ConfigError(f"eval.layers: {sorted(set(self.layers) - set(extracted))} are not extracted "
+                              f"(eval.features.layers {list(extracted)})")
 
 
 def with_cache(features: FeatureConfig, out_dir: str) -> FeatureConfig:

@@ -23,13 +23,12 @@ from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.errors import UserError
 from braintune_dist.evaluate.featurize import ModelSpec
 from braintune_dist.evaluate.report import EvalSettings, evaluate_models
 from braintune_dist.io import write_text
-from braintune_dist.jobs.grid import experiment_dir, open_parent, original_cwd, save_parent
+from braintune_dist.jobs.grid import (check_resume, experiment_dir, open_parent, original_cwd, run_trials,
+                                     save_parent)
 from braintune_dist.jobs.import_whisper import ImportSettings
-from braintune_dist.jobs.launch import tune_console
 from braintune_dist.jobs.multi_brain import held_out, setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
@@ -140,35 +139,15 @@ def run_fits(cfg: CompareJobConfig, fits: list[FitConfig], labels: list[str], pa
     """Every fit as a Tune trial; their ``fit.json`` contents in the order of ``labels``."""
     from ray import tune
     c = cfg.compare
-    storage, exp_dir = experiment_dir(c.storage_path, c.name)
+    _, exp_dir = experiment_dir(c.storage_path, c.name)
     trainable = tune.with_resources(tune.with_parameters(fit_trial, fits=fits, labels=labels,
                                                          parent_run_id=parent_run_id, out=str(out.resolve())),
                                     {"CPU": c.trial_cpus})
-    if c.resume:
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(trainable, param_space={"i": tune.grid_search(list(range(len(fits))))},
-                           tune_config=tune.TuneConfig(max_concurrent_trials=c.max_concurrent),
-                           run_config=tune.RunConfig(name=c.name, storage_path=storage,
-                                                     **tune_console(log, "compare", len(fits), ("first_loss", "val_r"))))
     save_parent(exp_dir, parent_run_id)
     log(f"[compare] {len(fits)} fits ({', '.join(labels)}), up to {c.max_concurrent} at once (Tune experiment {exp_dir})")
-    results = tuner.fit()
-    failed = [r for r in results if r.error]
-    if failed:
-        raise RuntimeError(f"{len(failed)} fit(s) failed, e.g. {failed[0].error}; fix and rerun with "
-                           "--compare.resume true to run only those")
-    by_i = {r.config["i"]: json.loads(Path(r.metrics["fit_file"]).read_text()) for r in results}
-    return [by_i[i] for i in range(len(fits))]
-
-
-def check_resume(cfg: CompareJobConfig) -> None:
-    """``compare.resume`` with nothing to resume is refused before any work."""
-    from ray import tune
-    _, exp_dir = experiment_dir(cfg.compare.storage_path, cfg.compare.name)
-    if cfg.compare.resume and not tune.Tuner.can_restore(str(exp_dir)):
-        raise UserError(f"compare.resume: no comparison to restore at {exp_dir} (run once without "
-                        "--compare.resume, or set compare.name / compare.storage_path to the earlier run's)")
+    done = run_trials(trainable, len(fits), "i", c.name, c.storage_path, c.resume, c.max_concurrent, "compare", log,
+                      ("first_loss", "val_r"))
+    return [json.loads(Path(done[i]["fit_file"]).read_text()) for i in range(len(fits))]
 
 
 def run(cfg: CompareJobConfig, log=print) -> dict:
@@ -178,7 +157,7 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
 
     from braintune_dist.analysis.impact import impact_report
     from braintune_dist.train.trainer import plan
-    check_resume(cfg)
+    check_resume("compare", cfg.compare.name, cfg.compare.storage_path, cfg.compare.resume)
     cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards, import/pretraining once, here
     fit = cfg.fit
     subjects = held_out(fit, cfg.eval.subjects, plan(fit)["participants"])

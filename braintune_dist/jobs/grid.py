@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from braintune_dist.config import from_dict, to_dict
+from braintune_dist.errors import UserError
 from braintune_dist.io import write_text
 from braintune_dist.jobs.launch import tune_console
 from braintune_dist.tracking import Tracker
@@ -90,31 +91,49 @@ def run_point(config: dict, job: dict, points: list[dict], participants: list[st
     tune.report({"done": 1, "rows_file": str(path)})
 
 
+def check_resume(job: str, name: str, storage_path: str, resume: bool) -> None:
+    """``<job>.resume`` with nothing to restore: one error, before the job prepares or trains anything."""
+    from ray import tune
+    _, exp_dir = experiment_dir(storage_path, name)
+    if resume and not tune.Tuner.can_restore(str(exp_dir)):
+        raise UserError(f"{job}.resume: nothing to restore at {exp_dir} (run once without it, or set "
+                        f"{job}.name / {job}.storage_path to the earlier run's)")
+
+
+def run_trials(trainable, n: int, key: str, name: str, storage_path: str, resume: bool, max_concurrent: int,
+               job: str, log, metrics: tuple[str, ...] = ()) -> dict[int, dict]:
+    """Run trials ``0 … n-1`` of ``trainable`` (each gets ``config[key]``), ``max_concurrent`` at once, as the Tune
+    experiment ``<storage_path>/<name>``; with ``resume``, restore it: finished trials are kept, unfinished and
+    errored ones run again. Returns each trial's last reported metrics by index; a failed trial is one error."""
+    from ray import tune
+    storage, exp_dir = experiment_dir(storage_path, name)
+    check_resume(job, name, storage_path, resume)
+    if resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={key: tune.grid_search(list(range(n)))},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+                           run_config=tune.RunConfig(name=name, storage_path=storage,
+                                                     **tune_console(log, job, n, metrics)))
+    results = tuner.fit()
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} trial(s) of {job} failed, e.g. {failed[0].error}; fix and rerun with "
+                           f"--{job}.resume true to run only those")
+    return {r.config[key]: r.metrics for r in results}
+
+
 def run_grid(cfg, points: list[dict], participants: list[str], subjects: list[str], parent_run_id: str | None,
              out: Path, log) -> list[dict]:
     """Run every grid point as a Tune trial (``grid.max_concurrent`` at once); their results in grid order."""
     from ray import tune
     g = cfg.grid
-    storage, exp_dir = experiment_dir(g.storage_path, g.name)
+    _, exp_dir = experiment_dir(g.storage_path, g.name)
     trainable = tune.with_resources(
         tune.with_parameters(run_point, job=to_dict(cfg), points=points, participants=participants,
                              subjects=subjects, parent_run_id=parent_run_id, out=str(out.resolve())),
         {"CPU": g.point_cpus})
-    if g.resume:
-        if not tune.Tuner.can_restore(str(exp_dir)):
-            raise FileNotFoundError(f"grid.resume: no scaling grid to restore at {exp_dir}")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(trainable, param_space={"point": tune.grid_search(list(range(len(points))))},
-                           tune_config=tune.TuneConfig(max_concurrent_trials=g.max_concurrent),
-                           run_config=tune.RunConfig(name=g.name, storage_path=storage,
-                                                     **tune_console(log, "scaling", len(points))))
     save_parent(exp_dir, parent_run_id)
     log(f"[scaling] {len(points)} grid points, up to {g.max_concurrent} at once (Tune experiment {exp_dir})")
-    results = tuner.fit()
-    failed = [r for r in results if r.error]
-    if failed:
-        raise RuntimeError(f"{len(failed)} grid point(s) failed, e.g. {failed[0].error}; fix and rerun with "
-                           f"--grid.resume true to run only those")
-    by_point = {r.config["point"]: json.loads(Path(r.metrics["rows_file"]).read_text()) for r in results}
-    return [by_point[i] for i in range(len(points))]
+    done = run_trials(trainable, len(points), "point", g.name, g.storage_path, g.resume, g.max_concurrent, "grid", log)
+    return [json.loads(Path(done[i]["rows_file"]).read_text()) for i in range(len(points))]

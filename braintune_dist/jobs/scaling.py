@@ -24,7 +24,7 @@ from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.evaluate.report import EvalSettings, alignment_report, with_cache
 from braintune_dist.evaluate.summary import at_best_layer, at_layers
-from braintune_dist.jobs.grid import experiment_dir, open_parent, run_grid
+from braintune_dist.jobs.grid import check_resume, experiment_dir, open_parent, run_grid
 from braintune_dist.jobs.multi_brain import held_out, setup
 from braintune_dist.jobs.prepare_data import PrepareSettings
 from braintune_dist.jobs.preflight import PreflightSettings
@@ -212,6 +212,7 @@ def plot_scaling(table: list[dict]):
 def run(cfg: ScalingJobConfig, log=print) -> dict:
     """Prepare, train every grid point, evaluate; returns ``{'table', 'points', 'figures', 'run_id'}``."""
     import matplotlib.pyplot as plt
+    check_resume("grid", cfg.grid.name, cfg.grid.storage_path, cfg.grid.resume)
     cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
     fit = cfg.fit
     participants = plan(fit)["participants"]
