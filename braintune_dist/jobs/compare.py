@@ -160,7 +160,7 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
     check_resume("compare", cfg.compare.name, cfg.compare.storage_path, cfg.compare.resume)
     cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards, import/pretraining once, here
     fit = cfg.fit
-    subjects = held_out(fit, cfg.eval.subjects, plan(fit)["participants"])
+    subjects = held_out(fit, cfg.eval.subjects, plan(fit)["selected"])
     models = [fit_of(cfg, t, s) for t in cfg.compare.targets for s in cfg.compare.seeds]
     labels, fits = [m[0] for m in models], [m[1] for m in models]
     out = Path(cfg.eval.out_dir) / cfg.compare.name
@@ -171,8 +171,8 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
         done = run_fits(cfg, fits, labels, tr.run_id, out, log)
         for d in done:
             m = d["metrics"]
-            log(f"[compare] {d['label']}: epoch-0 first batch {m.get('first_loss', float('nan')):.4f}, "
-                f"final val_r {m.get('val_r', float('nan')):.3f}, {d['seconds']:.0f} s")
+            log(f"[compare] {d['label']}: epoch {m.get('epoch', '?')}: loss of its first batch "
+                f"{m.get('first_loss', float('nan')):.4f}, val_r {m.get('val_r', float('nan')):.3f}; {d['seconds']:.0f} s")
         ds = LebelDataset(fit.data.root, fit.data)
         specs = [ModelSpec("untuned", fit.model)]
         with_dirs = [(d["label"], Checkpoint(d["checkpoint"])) for d in done]

@@ -64,7 +64,8 @@ def setup(cfg, log=print) -> FitConfig:
 
 
 def held_out(fit: FitConfig, eval_subjects: list[str], trained: list[str]) -> list[str]:
-    """Evaluated participants: configured, else those not tuned on, else (all tuned on) every participant."""
+    """Evaluated participants: configured, else those the tuning did not read (``trained``: the plan's
+    ``selected`` participants, whose windows a control target reads too), else (all tuned on) every participant."""
     if eval_subjects:
         return list(eval_subjects)
     everyone = load_manifest(fit.shards)["subjects"]
@@ -126,7 +127,7 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
         rows = []
         if cfg.eval.enabled:
             ds = LebelDataset(fit.data.root, fit.data)
-            subjects = held_out(fit, cfg.eval.subjects, p["participants"])
+            subjects = held_out(fit, cfg.eval.subjects, p["selected"])
             # the workers read the checkpoints from Ray Train's storage: shared storage on a cluster
             with contextlib.ExitStack() as stack:
                 models = [ModelSpec("untuned", fit.model)] + [

@@ -215,7 +215,7 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
     check_resume("grid", cfg.grid.name, cfg.grid.storage_path, cfg.grid.resume)
     cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
     fit = cfg.fit
-    participants = plan(fit)["participants"]
+    participants = plan(fit)["selected"]
     subjects = held_out(fit, cfg.eval.subjects, participants)
     ds = LebelDataset(fit.data.root, fit.data)
     out = Path(cfg.eval.out_dir) / cfg.grid.name
