@@ -249,7 +249,9 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
                             f"scaling.{r['mode']}.{r['region']}.efficiency_ratio": r["efficiency_ratio"]},
                            step=int(r["size"] * (1 if cfg.grid.unit == "stories" else 60)))
         run_id = tr.run_id
-    log("[scaling] efficiency ratio = untuned full-data hours / hours the tuned model needs to match it:")
+    log("[scaling] alignment: the headline (mean over layers, voxels and held-out participants; min and max over "
+        "repeats). Efficiency ratio = untuned full-data hours / hours the tuned model needs to match it, each model "
+        "at its own CV-best layer per participant (the layers may differ: alignment_rows.csv names them):")
     for r in table:
         spread = f" [{r['tuned_min']:.3f}, {r['tuned_max']:.3f}]" if r["repeats"] > 1 else ""
         log(f"  {r['mode']:>6} @ {r['size']:g} {r['unit']:<7} {r['region']:>9}: alignment {r['tuned']:.3f}{spread} "
