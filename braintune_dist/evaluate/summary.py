@@ -169,7 +169,7 @@ def summary_table(scores: dict, layers: list, threshold: float, reference: str =
 def control_contrast(scores: dict, layers: list, threshold: float, model: str = "brain-tuned") -> list[dict]:
     """``model``'s group against every control group (labels ``<target>-tuned[-s<seed>]`` other than it), per
     region: the difference of the headline and its test. Replicates are the unit: with several seeds on both
-    sides, Welch's t-test over the seeds' values (each averaged over participants); with one seed each, the
+    sides, Welch's t-test over the replicates' values (each averaged over participants); with one seed each, the
     paired per-voxel Wilcoxon test (optimistic: voxels are not independent, and say so).
 
     Returns rows ``{model, control, region, diff, diff_se, p, test, n_a, n_b}``; [] without ``model`` or controls.
@@ -247,7 +247,8 @@ def format_summary(table: list[dict], subjects: list[str]) -> list[str]:
     if not table:
         return []
     t0 = table[0]
-    lines = [f"[alignment] headline: r / noise ceiling, mean over voxels, layers {t0['layers'][5:-1]} and "
+    layers = t0["layers"].removeprefix("mean(").removesuffix(")")                # 'mean(1,2)' → '1,2'
+    lines = [f"[alignment] headline: r / noise ceiling, mean over voxels, layers {layers} and "
              f"held-out participants ({', '.join(subjects)}); ± SE over the unit named; Δ against "
              f"{t0['reference'] or 'no reference'}:"]
     by_region: dict = defaultdict(list)
