@@ -116,3 +116,18 @@ def test_headline_layers_must_be_extracted():
     with pytest.raises(ConfigError, match=r"eval.layers: \[9\] are not extracted \(eval.features.layers \[2, 5\]\)"):
         from_dict(EvalSettings, {"layers": [2, 9], "features": {"layers": [2, 5]}})
     assert from_dict(EvalSettings, {"layers": [5], "features": {"layers": [2, 5]}}).layers == [5]
+
+
+def test_control_contrast_is_the_difference_of_the_table_means():
+    """With several participants of unequal voxel counts, brain − control equals the headline table's difference
+    (both average each participant's voxel mean, then participants)."""
+    def per_sub(gain, seed):
+        return {s: scores_of({1: (0.4 + gain + 0.05 * i, 0.5)}, subject=s, noise=0.02, seed=seed + i)
+                for i, s in enumerate(("a", "b"))}
+    scores = {f"{g}-s{k}": per_sub(gain + 0.002 * k, 10 * k + j)
+              for k in range(2) for j, (g, gain) in enumerate((("brain-tuned", 0.04), ("shuffled-tuned", 0.0)))}
+    for per in scores.values():                       # participant b has 30 semantic voxels, a has 40
+        per["b"].regions = np.r_[np.full(30, "semantic"), np.full(50, "auditory")]
+    table = {(r["model"], r["region"]): r["mean"] for r in summary_table(scores, [1], 0.4)}
+    row = {r["region"]: r for r in control_contrast(scores, [1], 0.4)}["semantic"]
+    assert row["diff"] == pytest.approx(table[("brain-tuned", "semantic")] - table[("shuffled-tuned", "semantic")])

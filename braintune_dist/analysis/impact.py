@@ -21,18 +21,14 @@ from braintune_dist.analysis.residual import ResidualSettings, residual_source
 from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.featurize import featurize
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.evaluate.summary import group_of, voxel_layer_mean
+from braintune_dist.evaluate.summary import group_of, headline_value
 
 
 def headline_of(scores: dict, layers: list, threshold: float) -> dict[tuple[str, str], float]:
     """(model, region) → mean over participants of the region's voxel mean of r / ceiling averaged over layers.
     ``scores``: model → participant → VoxelScores."""
-    out = {}
-    for model, per_sub in scores.items():
-        for region in next(iter(per_sub.values())).region_names():
-            means = [np.nanmean(voxel_layer_mean(vs, layers, threshold, region)) for vs in per_sub.values()]
-            out[(model, region)] = float(np.mean(means))
-    return out
+    return {(model, region): headline_value(per_sub, layers, threshold, region)
+            for model, per_sub in scores.items() for region in next(iter(per_sub.values())).region_names()}
 
 
 def impact_rows(full: dict, residual: dict[str, dict], layers: list, threshold: float) -> list[dict]:

@@ -90,6 +90,18 @@ def _mean(x: np.ndarray) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else np.nan
 
 
+def subject_values(per_sub: dict, layers, threshold: float, region: str) -> list[np.ndarray]:
+    """One model's :func:`voxel_layer_mean` of ``region`` for each participant (``per_sub``: participant →
+    VoxelScores), in ``per_sub``'s order."""
+    return [voxel_layer_mean(vs, layers, threshold, region) for vs in per_sub.values()]
+
+
+def headline_value(per_sub: dict, layers, threshold: float, region: str) -> float:
+    """One model's headline in ``region``: the mean over participants of each one's voxel mean of r / noise ceiling
+    averaged over ``layers``."""
+    return float(np.mean([_mean(v) for v in subject_values(per_sub, layers, threshold, region)]))
+
+
 def _se(x: np.ndarray) -> float:
     x = x[np.isfinite(x)]
     return float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else np.nan
@@ -142,7 +154,7 @@ def summary_table(scores: dict, layers: list, threshold: float, reference: str =
     rows = []
     for group, members in groups.items():
         for region in regions:
-            vox = {m: [voxel_layer_mean(scores[m][s], layers, threshold, region) for s in subjects] for m in members}
+            vox = {m: subject_values(scores[m], layers, threshold, region) for m in members}
             per_model = np.array([[_mean(v) for v in vox[m]] for m in members])            # (n_seeds, n_subjects)
             seed_means = per_model.mean(axis=1)                                            # (n_seeds,)
             # the ceiling (and so the NaN voxels) is the same for every seed
@@ -157,7 +169,7 @@ def summary_table(scores: dict, layers: list, threshold: float, reference: str =
                        n_subjects=len(subjects), n_voxels=int(np.isfinite(flat).sum()), mean=float(seed_means.mean()),
                        se=se, se_over=over, reference=reference if reference in scores else "")
             if reference in scores and group != reference:
-                ref_vox = [voxel_layer_mean(scores[reference][s], layers, threshold, region) for s in subjects]
+                ref_vox = subject_values(scores[reference], layers, threshold, region)
                 row.update(_vs_reference(per_model, np.array([_mean(v) for v in ref_vox]), flat,
                                          np.concatenate(ref_vox)))
             else:
@@ -183,15 +195,14 @@ def control_contrast(scores: dict, layers: list, threshold: float, model: str = 
     controls = [g for g in groups if g != model and g.endswith("-tuned")]
     if model not in groups or not controls:
         return []
-    first = scores[groups[model][0]]
-    subjects, regions = list(first), first[next(iter(first))].region_names()
+    regions = next(iter(scores[groups[model][0]].values())).region_names()
     rows = []
     for control in controls:
         for region in regions:
-            vox = {g: [np.concatenate([voxel_layer_mean(scores[m][s], layers, threshold, region) for s in subjects])
-                       for m in groups[g]] for g in (model, control)}                       # per seed: (n_voxels,)
-            means = {g: np.array([_mean(v) for v in vox[g]]) for g in vox}            # (n_seeds,)
-            a, b = means[model], means[control]
+            vox = {g: [np.concatenate(subject_values(scores[m], layers, threshold, region)) for m in groups[g]]
+                   for g in (model, control)}                                               # per seed: (n_voxels,)
+            a, b = (np.array([headline_value(scores[m], layers, threshold, region) for m in groups[g]])
+                    for g in (model, control))                                              # (n_seeds,) each
             if a.size > 1 and b.size > 1:
                 p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
                 se, test = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)), "Welch t-test over seeds"

@@ -208,7 +208,7 @@ def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: di
     datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream, target=cfg.target, seed=cfg.train.seed,
                                       teacher=tables)}
     if p["val_rows"]:
-        val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p.get("selected", p["participants"]),
+        val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p["selected"],
                                          n_participants=0)
         # a control's validation loss selects its checkpoint and stops it early: on brain targets, brain data
         # would leak into the control, so validation pairs are shuffled too (and teacher-scored for the teacher)
