@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.jobs.import_whisper import ImportSettings, ensure_imported
+from braintune_dist.experiment.imports import ImportSettings, ensure_imported
 
 REPO = Path(__file__).resolve().parents[1]
 

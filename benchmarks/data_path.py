@@ -84,7 +84,7 @@ def delivery(shards: Path, shuffle: dict, epochs: int) -> dict:
 
 
 def fit_curve(shards: Path, data: DataConfig, shuffle: dict, seed: int, epochs: int, storage: str) -> dict:
-    from braintune_dist.train.loop import FitConfig
+    from braintune_dist.train.config import FitConfig
     from braintune_dist.train.trainer import build_trainer
     cfg = from_dict(FitConfig, {
         "data": dataclasses.asdict(data), "shards": str(shards), "model": {"size": "tiny"}, "lora": {"rank": 8},

@@ -47,8 +47,10 @@ from braintune_dist.evaluate.compute import ComputeSettings  # noqa: E402
 from braintune_dist.evaluate.encoding import RidgeConfig  # noqa: E402
 from braintune_dist.evaluate.featurize import ModelSpec, featurize  # noqa: E402
 from braintune_dist.evaluate.pipeline import encode  # noqa: E402
-from braintune_dist.features.extract import FeatureConfig, FeatureExtractor  # noqa: E402
-from braintune_dist.model.backbone import ModelConfig, build_backbone  # noqa: E402
+from braintune_dist.features.extract import FeatureExtractor  # noqa: E402
+from braintune_dist.features.config import FeatureConfig
+from braintune_dist.model.backbone import build_backbone  # noqa: E402
+from braintune_dist.model.config import ModelConfig
 
 FEATURES = FeatureConfig(window=8.0, stride=0.5, device="cpu")          # the demo's evaluation features
 MODELS = [ModelSpec("untuned", ModelConfig()), ModelSpec("seed1", ModelConfig(seed=1))]

@@ -145,7 +145,7 @@ class Sampler(threading.Thread):
 
 def tune_cfg(a, storage: str):
     from braintune_dist.config import from_dict
-    from braintune_dist.train.loop import FitConfig
+    from braintune_dist.train.config import FitConfig
     stream = {"batch_size": a.batch, "n_participants": a.n_participants, "shuffle": a.shuffle,
               "local_shuffle_buffer": 16 if a.shuffle == "blocks" else 0}
     return from_dict(FitConfig, {
@@ -160,7 +160,8 @@ def tune_cfg(a, storage: str):
 def stage_fit(a) -> dict:
     import ray
     import ray.data
-    from braintune_dist.train.trainer import build_trainer, plan
+    from braintune_dist.train.trainer import build_trainer
+    from braintune_dist.train.plan import plan
     os.environ.pop("OMP_NUM_THREADS", None)       # would override Ray's 1 thread per 0.5-CPU worker
     load0 = os.getloadavg()[0]
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False,
@@ -184,7 +185,7 @@ def stage_fit(a) -> dict:
     hist = sorted((m for _, m in result.best_checkpoints), key=lambda m: m["epoch"])
     steady = [m for m in hist if m["epoch"] >= 1]
     secs = sum(m["epoch_seconds"] for m in steady)
-    return dict(train_rows=p["train_rows"], steps_per_epoch=p["steps_per_epoch"], fit_s=round(fit_s, 1),
+    return dict(train_rows=p.train_rows, steps_per_epoch=p.steps_per_epoch, fit_s=round(fit_s, 1),
                 epoch_s=[round(m["epoch_seconds"], 2) for m in hist],
                 samples_s=round(sum(m["samples"] for m in steady) * a.workers / secs, 2),
                 train_loss=[round(m["train_loss"], 4) for m in hist],
@@ -231,8 +232,9 @@ def read_bytes(shards: str, participants: list[str]) -> int:
 
 def model_size(n_vertices: int) -> dict:
     import torch
-    from braintune_dist.model.backbone import ModelConfig
-    from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
+    from braintune_dist.model.config import ModelConfig
+    from braintune_dist.model.tuner import BrainTuner
+    from braintune_dist.model.config import HeadSettings, LoraSettings
     torch.set_num_threads(1)
     m = BrainTuner(ModelConfig(size="tiny"), LoraSettings(rank=8), HeadSettings(), n_vertices)
     return dict(head_params=sum(p.numel() for p in m.head.parameters()),

@@ -35,8 +35,8 @@ from braintune_dist.evaluate.encoding import RidgeConfig  # noqa: E402
 from braintune_dist.evaluate.featurize import ModelSpec, featurize  # noqa: E402
 from braintune_dist.evaluate.pipeline import encode  # noqa: E402
 from braintune_dist.evaluate.summary import at_best_layer  # noqa: E402
-from braintune_dist.features.extract import FeatureConfig  # noqa: E402
-from braintune_dist.model.backbone import ModelConfig  # noqa: E402
+from braintune_dist.features.config import FeatureConfig  # noqa: E402
+from braintune_dist.model.config import ModelConfig  # noqa: E402
 
 SETTINGS = [(2.0, "last"), (2.0, "stride"), (1.0, "last"), (1.0, "stride"), (0.5, "last"), (0.25, "last")]
 

@@ -43,9 +43,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from braintune_dist.model.backbone import ModelConfig                           # noqa: E402
+from braintune_dist.model.config import ModelConfig  # noqa: E402
 from braintune_dist.train.losses import brain_loss                        # noqa: E402
-from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings   # noqa: E402
+from braintune_dist.model.tuner import BrainTuner  # noqa: E402
+from braintune_dist.model.config import HeadSettings, LoraSettings
 
 LOSS = "mse"
 
@@ -178,7 +179,8 @@ def bench_plain(a, batches, vmask, device: torch.device, threads: int | None = N
 
 # --------------------------------------------------------------------------- (d) Engine in-process
 def bench_engine(a, kind: str, batches, vmask, device: torch.device) -> dict:
-    from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings
+    from braintune_dist.train.engine import Engine
+    from braintune_dist.train.config import EngineSettings, OptimSettings
     _free(device)
     model = _model(a, vmask.shape[0], vmask.shape[1])
     t0 = time.perf_counter()
@@ -231,7 +233,7 @@ def _stream(a) -> dict:
 
 def tune_cfg(a, kind: str, storage: str):
     from braintune_dist.config import from_dict
-    from braintune_dist.train.loop import FitConfig
+    from braintune_dist.train.config import FitConfig
     return from_dict(FitConfig, {
         "data": {"val_stories": []},                  # no validation: epoch_seconds = stream + train steps
         "shards": a.shards, "model": {"size": a.size}, "lora": {"rank": a.lora_rank},
@@ -244,7 +246,8 @@ def tune_cfg(a, kind: str, storage: str):
 
 
 def bench_ray_train(a, kind: str, storage: str) -> dict:
-    from braintune_dist.train.trainer import build_trainer, plan
+    from braintune_dist.train.trainer import build_trainer
+    from braintune_dist.train.plan import plan
     cfg = tune_cfg(a, kind, storage)
     p = plan(cfg)
     t0 = time.perf_counter()
@@ -255,7 +258,7 @@ def bench_ray_train(a, kind: str, storage: str) -> dict:
     samples = sum(m["samples"] for m in steady) * a.workers   # rank 0's count × workers (equal split)
     secs = sum(m["epoch_seconds"] for m in steady)
     return dict(kind=kind, workers=a.workers, cpus_per_worker=a.cpus_per_worker, batch_per_worker=a.batch,
-                steps_per_epoch=p["steps_per_epoch"], epochs=len(hist), fit_s=round(fit_s, 1),
+                steps_per_epoch=p.steps_per_epoch, epochs=len(hist), fit_s=round(fit_s, 1),
                 epoch_s=[round(m["epoch_seconds"], 2) for m in hist],
                 samples_s=round(samples / secs, 2), train_loss=[round(m["train_loss"], 4) for m in hist])
 

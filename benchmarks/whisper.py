@@ -35,9 +35,11 @@ from braintune_dist.evaluate.encoding import RidgeConfig  # noqa: E402
 from braintune_dist.evaluate.featurize import ModelSpec, featurize  # noqa: E402
 from braintune_dist.evaluate.pipeline import encode  # noqa: E402
 from braintune_dist.evaluate.summary import at_best_layer  # noqa: E402
-from braintune_dist.features.extract import FeatureConfig  # noqa: E402
-from braintune_dist.model.backbone import ModelConfig, build_backbone  # noqa: E402
-from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings  # noqa: E402
+from braintune_dist.features.config import FeatureConfig  # noqa: E402
+from braintune_dist.model.backbone import build_backbone  # noqa: E402
+from braintune_dist.model.config import ModelConfig
+from braintune_dist.model.tuner import BrainTuner  # noqa: E402
+from braintune_dist.model.config import HeadSettings, LoraSettings
 
 MODES = ("padded", "native")
 

@@ -1,7 +1,7 @@
 """One base class for every error that means "fix your input".
 
 A job driver prints any :class:`UserError` as one ``error: <message>`` line and exits with status 2
-(:func:`braintune_dist.jobs.launch.run_main`); every other exception is a bug and keeps its traceback.
+(:func:`braintune_dist.experiment.launch.run_main`); every other exception is a bug and keeps its traceback.
 Messages name the file or field at fault and, where there is one, the fix.
 """
 

@@ -142,3 +142,22 @@ def quick_digest(path: str | os.PathLike, probe: int = 1 << 20) -> str:
             f.seek(start)
             h.update(f.read(probe))
     return h.hexdigest()[:16]
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """A storage location given as a URI (``s3://bucket/runs``, ``gs://...``) rather than a local path; a
+    ``file://`` URI counts as local."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def storage_location(path: str | os.PathLike) -> str:
+    """A storage path as Ray Train and Tune need it: a URI as given, a local path made absolute (they run code
+    in other working directories)."""
+    return str(path) if is_uri(path) else str(Path(str(path).removeprefix("file://")).resolve())
+
+
+def local_path(path: str | os.PathLike) -> Path | None:
+    """The local folder a storage path names, ``None`` for a URI (object storage: nothing to check or cache
+    on this machine's disk)."""
+    return None if is_uri(path) else Path(str(path).removeprefix("file://"))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from braintune_dist.io import atomic_path
+from braintune_dist.io import atomic_path, is_uri
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def run_manifest(config: dict, shard_dir: str | os.PathLike | None = None) -> di
     if shard_dir is not None:                   # a local folder or an object-storage URI (shown without keys)
         from braintune_dist.data.manifest import MANIFEST, display, exists, read_bytes
         if exists(shard_dir, MANIFEST):
-            local = "://" not in str(shard_dir)
+            local = not is_uri(shard_dir)
             data = {"shard_manifest": str(Path(shard_dir).resolve() / MANIFEST) if local else
                     f"{display(shard_dir)}/{MANIFEST}",
                     "shard_manifest_sha256": hashlib.sha256(read_bytes(shard_dir, MANIFEST)).hexdigest()}

@@ -9,7 +9,7 @@ import sys
 
 from braintune_dist.config import parse_cli
 from braintune_dist.jobs.compare import CompareJobConfig, run
-from braintune_dist.jobs.launch import connect_ray, run_main
+from braintune_dist.experiment.launch import connect_ray, run_main
 
 
 def main(argv=None) -> int:

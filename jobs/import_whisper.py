@@ -7,7 +7,7 @@ import sys
 
 from braintune_dist.config import parse_cli
 from braintune_dist.jobs.import_whisper import ImportJobConfig, run
-from braintune_dist.jobs.launch import run_main
+from braintune_dist.experiment.launch import run_main
 
 
 def main(argv=None) -> int:

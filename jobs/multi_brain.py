@@ -7,7 +7,7 @@ Any field can be overridden: --fit.train.epochs 3 --fit.engine.kind ddp --fit.st
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.jobs.launch import connect_ray, run_main
+from braintune_dist.experiment.launch import connect_ray, run_main
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
 
 

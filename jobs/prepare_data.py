@@ -5,15 +5,15 @@
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.jobs.launch import connect_ray, run_main
-from braintune_dist.jobs.prepare_data import PrepareConfig, prepare
+from braintune_dist.experiment.launch import connect_ray, run_main
+from braintune_dist.jobs.prepare_data import PrepareConfig, run
 
 
 def main(argv=None) -> int:
     cfg = parse_cli(PrepareConfig, argv)
     if cfg.stream_check:                      # only the summary epoch needs Ray
         connect_ray()
-    prepare(cfg.data, cfg.shards, cfg.prepare, cfg.stream if cfg.stream_check else None)
+    run(cfg)
     return 0
 
 

@@ -8,7 +8,7 @@ Running cluster:          ray job submit --working-dir . -- python jobs/sweep.py
 import sys
 
 from braintune_dist.config import parse_cli
-from braintune_dist.jobs.launch import connect_ray, run_main
+from braintune_dist.experiment.launch import connect_ray, run_main
 from braintune_dist.jobs.sweep import SweepConfig, run
 
 

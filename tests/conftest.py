@@ -103,7 +103,7 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ray_local():
     """A 2-CPU local Ray for the whole session, quiet Ray Data progress bars; its dashboard serves the state API
-    that Ray Train's placement-group cleaner needs (see ``jobs.launch.connect_ray``)."""
+    that Ray Train's placement-group cleaner needs (see ``experiment.launch.connect_ray``)."""
     import ray
     import ray.data
     # address="local": never join another `ray start` cluster on this machine (/tmp/ray/ray_current_cluster)

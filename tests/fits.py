@@ -8,7 +8,7 @@ import threading
 import time
 
 from braintune_dist.config import from_dict
-from braintune_dist.train.loop import FitConfig
+from braintune_dist.train.config import FitConfig
 
 
 def tune_cfg(sim_shards, tmp_path, **over) -> FitConfig:

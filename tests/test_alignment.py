@@ -3,7 +3,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.data.voxels import find_common_space
@@ -11,9 +11,10 @@ from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig, story_splits
 from braintune_dist.evaluate.featurize import ModelSpec
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.evaluate.report import EvalSettings, alignment_report
+from braintune_dist.evaluate.report import alignment_report
+from braintune_dist.evaluate.config import EvalSettings
 from braintune_dist.evaluate.summary import at_best_layer, best_layers
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.tracking import Tracker, TrackingConfig
 

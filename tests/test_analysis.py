@@ -15,7 +15,7 @@ from braintune_dist.analysis.probes import ProbeSettings, StimulusWindows, compa
 from braintune_dist.analysis.residual import ResidualFeatures, ResidualSettings, survival_table
 from braintune_dist.jobs.analyze import AnalyzeConfig, run
 from braintune_dist.analysis.probes import category_map, load_categories
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate, vocabulary
@@ -23,10 +23,11 @@ from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import PermutationSettings, RidgeConfig
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
 from braintune_dist.train.checkpoint import mark_complete, save_model
-from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.model.tuner import BrainTuner
+from braintune_dist.model.config import HeadSettings, LoraSettings
 
 REPO = Path(__file__).resolve().parents[1]
 STATS = StatsSettings(n_boot=500)

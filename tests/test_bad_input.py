@@ -18,8 +18,8 @@ from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.data.simulate import SimConfig, simulate
 from braintune_dist.data.textgrid import read_textgrid, write_textgrid
 from braintune_dist.data.validate import check_tiers, lacking, validate
-from braintune_dist.jobs.launch import run_main
-from braintune_dist.jobs.prepare_data import PrepareSettings, prepare
+from braintune_dist.experiment.launch import run_main
+from braintune_dist.experiment.prepare import PrepareSettings, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ def tiny_compare(tmp) -> CompareJobConfig:
 
 def test_models_differ_only_in_target_and_seed(tmp_path):
     cfg = tiny_compare(tmp_path)
-    (la, a), (lb, b) = fit_of(cfg, "brain", 0), fit_of(cfg, "shuffled", 1)
+    (la, a), (lb, b) = fit_of(cfg, cfg.fit, "brain", 0), fit_of(cfg, cfg.fit, "shuffled", 1)
     assert (la, lb) == ("brain-tuned-s0", "shuffled-tuned-s1")
     assert (a.target.kind, b.target.kind, a.train.seed, b.train.seed) == ("brain", "shuffled", 0, 1)
     assert b.target.chunk_trs == 4 and a.ray.run_name != b.ray.run_name

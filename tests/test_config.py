@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from braintune_dist.config import JOB_CONFIGS, ConfigError, config_class, from_dict, load_yaml, parse_cli, save_yaml, to_dict
-from braintune_dist.jobs.launch import run_main
+from braintune_dist.experiment.launch import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,7 +198,7 @@ def test_trial_lines_survive_tunes_pickling(monkeypatch):
 
     from ray.cloudpickle import dumps
 
-    from braintune_dist.jobs.launch import tune_console
+    from braintune_dist.experiment.launch import tune_console
     original = builtins.print
     monkeypatch.setattr(builtins, "print", lambda *a, **k: original(*a, **k))
     console = tune_console(original, "sweep", 3, ("val_r",))

@@ -12,7 +12,7 @@ from braintune_dist.data.voxels import find_common_space, noise_ceiling
 from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.interp import align_to_trs
 from braintune_dist.features.lowlevel import StimulusFeatures
 from layouts import N_TRS, build_real_layout

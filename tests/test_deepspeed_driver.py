@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from braintune_dist.evaluate.report import EvalSettings
+from braintune_dist.evaluate.config import EvalSettings
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
-from braintune_dist.jobs.prepare_data import PrepareSettings
-from braintune_dist.jobs.preflight import RAY_SNAPSHOT, PreflightError
+from braintune_dist.experiment.prepare import PrepareSettings
+from braintune_dist.experiment.preflight import RAY_SNAPSHOT, PreflightError
 from braintune_dist.train.checkpoint import load_tuner
 from braintune_dist.train.loop import weights_checksum
-from braintune_dist.train.trainer import plan
+from braintune_dist.train.plan import plan
 
 from fits import tune_cfg, when
 from servers import own_processes
@@ -94,7 +94,7 @@ def test_deepspeed_driver_survives_a_killed_worker_then_ctrl_c_and_resumes(ray_a
     kept = len(h)
     assert [m["epoch"] for m in h] == list(range(kept)) and 2 <= kept < 20
     assert h[0]["start_epoch"] == 0                                             # the first attempt
-    assert h[1]["start_epoch"] == 1 and h[1]["start_step"] == p["steps_per_epoch"]   # restored, epoch 0 not redone
+    assert h[1]["start_epoch"] == 1 and h[1]["start_step"] == p.steps_per_epoch   # restored, epoch 0 not redone
     files = {f.name for f in h[0]["path"].rglob("*")}
     assert {"model.pt", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
     assert h[1]["start_checksum"] == pytest.approx(weights_checksum(load_tuner(h[0]["path"])[0]), rel=1e-6)
@@ -121,4 +121,4 @@ def test_deepspeed_driver_survives_a_killed_worker_then_ctrl_c_and_resumes(ray_a
     h = snapshot_history(run_dir)
     assert [m["epoch"] for m in h] == list(range(epochs))
     assert all(m["start_epoch"] == kept for m in h[kept:])                      # not started over
-    assert h[-1]["step"] == epochs * p["steps_per_epoch"]
+    assert h[-1]["step"] == epochs * p.steps_per_epoch

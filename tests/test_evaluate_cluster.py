@@ -14,8 +14,8 @@ from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import RidgeConfig
 from braintune_dist.evaluate.featurize import ModelSpec, featurize
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.features.extract import FeatureConfig
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.features.config import FeatureConfig
+from braintune_dist.model.config import ModelConfig
 
 MODELS = [ModelSpec("untuned", ModelConfig()), ModelSpec("other-seed", ModelConfig(seed=1))]
 RIDGE = RidgeConfig(alphas=[1.0, 100.0, 1e4])

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from braintune_dist.model.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import build_backbone
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.data.lebel import DatasetError, LebelDataset, TEST_STORY
-from braintune_dist.features.extract import FeatureConfig, FeatureExtractor
+from braintune_dist.features.extract import FeatureExtractor
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.interp import lanczos_interp, make_delayed
 from layouts import build_real_layout
 

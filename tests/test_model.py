@@ -3,12 +3,15 @@ import pytest
 import torch
 from torch import nn
 
-from braintune_dist.model.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import build_backbone
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import to_dict
 from braintune_dist.train.checkpoint import CheckpointError, load_backbone, load_tuner, mark_complete, save_model
-from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings, lr_lambda
+from braintune_dist.train.engine import Engine, lr_lambda
+from braintune_dist.train.config import EngineSettings, OptimSettings
 from braintune_dist.train.losses import brain_loss
-from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.model.tuner import BrainTuner
+from braintune_dist.model.config import HeadSettings, LoraSettings
 
 WAV = torch.randn(2, 16000 * 2, generator=torch.Generator().manual_seed(0))
 

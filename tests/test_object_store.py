@@ -59,7 +59,7 @@ def test_damage_on_s3_is_named_by_preflight(s3, tiny_root, tmp_path):
     """Same-size garbage in one shard object, then a story audio object gone: preflight names the s3 file."""
     from braintune_dist.config import from_dict
     from braintune_dist.jobs.multi_brain import MultiBrainConfig
-    from braintune_dist.jobs.preflight import PreflightError, preflight
+    from braintune_dist.experiment.preflight import PreflightError, preflight
     import pyarrow.fs as pafs
     local, _, server = s3
     fs = server.filesystem()
@@ -69,19 +69,19 @@ def test_damage_on_s3_is_named_by_preflight(s3, tiny_root, tmp_path):
         "fit": {"data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": uri, "engine": {"kind": "ddp"},
                 "stream": {"batch_size": 2}, "ray": {"num_workers": 1, "storage_path": str(tmp_path / "ray")}},
         "prepare": {"simulate": False}, "eval": {"enabled": False}})
-    preflight(cfg, log=lambda *_: None)                                   # whole: passes
+    preflight(cfg.checks(), log=lambda *_: None)                                   # whole: passes
     part = "shards/damaged/train/part-00000.parquet"
     with fs.open_input_stream(part) as f:
         data = f.read()
     with fs.open_output_stream(part) as f:
         f.write(data[:100] + bytes(b ^ 0xFF for b in data[100:200]) + data[200:])
     with pytest.raises(PreflightError, match=r"s3://shards/damaged/train/part-00000.parquet: sha256 mismatch"):
-        preflight(cfg, log=lambda *_: None)
+        preflight(cfg.checks(), log=lambda *_: None)
     fs.delete_file("shards/damaged/audio/alpha.npy")
     with pytest.raises(DatasetError, match=r"s3://shards/damaged/audio/alpha.npy listed in manifest.json is missing"):
         verify_shards(uri, [load_manifest(uri)["audio_files"]["alpha"]])
     # object storage is read, not written: a missing set there is one clear error, not a local folder named 's3:'
-    from braintune_dist.jobs.prepare_data import ensure_shards
+    from braintune_dist.experiment.prepare import ensure_shards
     with pytest.raises(DatasetError, match=r"no complete shard set at s3://shards/none"):
         ensure_shards(cfg.fit.data, server.uri("shards/none"), ShardConfig(), log=lambda *_: None)
 
@@ -94,8 +94,9 @@ def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):
 
     from braintune_dist.config import from_dict
     from braintune_dist.train.checkpoint import read_model_file
-    from braintune_dist.train.loop import FitConfig
-    from braintune_dist.train.trainer import build_trainer, plan
+    from braintune_dist.train.config import FitConfig
+    from braintune_dist.train.trainer import build_trainer
+    from braintune_dist.train.plan import plan
     _, uri, _ = s3
     cfg = from_dict(FitConfig, {
         "data": {"root": str(tiny_root), "val_stories": ["bravo"]}, "shards": uri,
@@ -104,7 +105,7 @@ def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):
         "train": {"epochs": 1, "loss": "spatial_corr", "patience": 0, "max_steps_per_epoch": 2},
         "ray": {"num_workers": 1, "cpus_per_worker": 0.5, "storage_path": str(tmp_path / "ray"), "run_name": "s3"},
         "tracking": {"enabled": False}})
-    assert plan(cfg)["participants"] == ["UTS02"]
+    assert plan(cfg).participants == ("UTS02",)
     handler = signal.getsignal(signal.SIGINT)
     result = build_trainer(cfg).fit()
     assert result.error is None and result.metrics["epoch"] == 0 and result.metrics["samples"] > 0

@@ -11,17 +11,19 @@ import warnings
 
 import pytest
 
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError, from_dict
 from braintune_dist.data.lebel import DataConfig, DatasetError
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.jobs.evaluate import EvaluateConfig, run as evaluate
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run as multi_brain
-from braintune_dist.jobs.preflight import PreflightError, model_problems, preflight
+from braintune_dist.jobs.scaling import ScalingJobConfig, run as scaling
+from braintune_dist.experiment.preflight import PreflightError, model_problems, preflight
 from braintune_dist.jobs.sweep import SweepConfig, run as sweep
 from braintune_dist.train.checkpoint import mark_complete, save_model
-from braintune_dist.train.loop import FitConfig
-from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.train.config import FitConfig
+from braintune_dist.model.tuner import BrainTuner
+from braintune_dist.model.config import HeadSettings, LoraSettings
 
 QUIET = dict(log=lambda *_: None)
 
@@ -61,7 +63,7 @@ def refused(fn, cfg, match: str, tmp_path) -> str:
 
 def test_a_good_config_passes(tiny_root, shards, tmp_path):
     lines = []
-    preflight(job(tiny_root, shards, tmp_path), log=lines.append)
+    preflight(job(tiny_root, shards, tmp_path).checks(), log=lines.append)
     assert lines and "[preflight]" in lines[0] and " ok " in lines[0]
 
 
@@ -102,7 +104,7 @@ def test_shards_of_other_data_are_refused(tiny_root, shards, tmp_path):
     preflight and where prepare would reuse them; a moved copy of the same data still matches."""
     moved = tmp_path / "moved"
     shutil.copytree(tiny_root, moved)
-    preflight(job(moved, shards, tmp_path), **QUIET)                     # same files elsewhere: accepted
+    preflight(job(moved, shards, tmp_path).checks(), **QUIET)                     # same files elsewhere: accepted
     other = tmp_path / "other"
     shutil.copytree(tiny_root, other)
     hf5 = other / "derivative" / "preprocessed_data" / "UTS02" / "bravo.hf5"
@@ -112,7 +114,7 @@ def test_shards_of_other_data_are_refused(tiny_root, shards, tmp_path):
     msg = refused(multi_brain, job(other, shards, tmp_path), r"fit.shards: .* was written from other data than",
                   tmp_path)
     assert "responses/UTS02/bravo differ" in msg
-    from braintune_dist.jobs.prepare_data import ensure_shards
+    from braintune_dist.experiment.prepare import ensure_shards
     with pytest.raises(DatasetError, match="responses/UTS02/bravo differ"):
         ensure_shards(DataConfig(root=str(other), val_stories=["bravo"]), str(shards), ShardConfig(), **QUIET)
 
@@ -173,7 +175,7 @@ def test_sweep_search_space_checked_before_any_trial(tiny_root, shards, tmp_path
     msg = refused(sweep, cfg, r"preflight: 1 problem", tmp_path)        # the data has 3 participants
     assert "search.space.n_participants: [5] outside 1..3" in msg and not (tmp_path / "tune").exists()
     cfg = job(tiny_root, shards, tmp_path, cls=SweepConfig, search={"resume": True, "storage_path": str(tmp_path / "tune")})
-    refused(sweep, cfg, r"search.resume: no sweep to restore at .*tune/sweep", tmp_path)
+    refused(sweep, cfg, r"search.resume: nothing to restore at .*tune/sweep", tmp_path)
 
 
 @pytest.mark.slow
@@ -187,13 +189,19 @@ def test_cluster_too_small(ray_local, tiny_root, shards, tmp_path):
               preflight={"resources": "warn"})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        preflight(cfg, **QUIET)
+        preflight(cfg.checks(), **QUIET)
     assert any("preflight.resources=warn" in str(w.message) for w in caught)
+    # one fit fits, three at once do not: the grid's concurrency is counted, with each point's own CPU share
+    cfg = job(tiny_root, shards, tmp_path, cls=ScalingJobConfig, ray={"num_workers": 1, "cpus_per_worker": 0.25},
+              grid={"max_concurrent": 3, "point_cpus": 0.25, "storage_path": str(tmp_path / "tune")})
+    msg = refused(scaling, cfg, r"preflight: 1 problem", tmp_path)
+    assert "3 × (1 workers × fit.ray.cpus_per_worker 0.25 + 0.25 per trial) = 1.5 CPUs" in msg
+    assert msg.endswith("3 fits at once: lower grid.max_concurrent")
 
 
 def test_aliasing_note_for_sparse_last_frame_features():
-    from braintune_dist.features.extract import FeatureConfig
-    from braintune_dist.jobs.preflight import aliasing_note
+    from braintune_dist.features.config import FeatureConfig
+    from braintune_dist.experiment.preflight import aliasing_note
     assert "eval.features.pool stride" in aliasing_note(FeatureConfig(stride=2.0), 2.0)
     assert aliasing_note(FeatureConfig(stride=2.0, pool="stride"), 2.0) == ""
     assert aliasing_note(FeatureConfig(stride=0.1), 2.0) == ""

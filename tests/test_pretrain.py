@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from braintune_dist.model.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import build_backbone
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import DataConfig, LebelDataset
 from braintune_dist.data.simulate import SimConfig, simulate
-from braintune_dist.model.pretrain import META_FILE, _phone, PretrainConfig, PretrainError, frame_labels, pretrain, with_pretrained
+from braintune_dist.model.pretrain import META_FILE, _phone, PretrainError, frame_labels, pretrain, with_pretrained
+from braintune_dist.model.config import PretrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def test_pretrain_refuses_bad_input(root, tmp_path):
 
 def test_with_pretrained_sets_model_pretrained_once(root, tmp_path):
     from braintune_dist.jobs.multi_brain import MultiBrainConfig
-    from braintune_dist.train.loop import FitConfig
+    from braintune_dist.train.config import FitConfig
     assert MultiBrainConfig().pretrain.enabled is False                # disabled by default in the job config
     fit = FitConfig(data=_data(root))
     pre = _cfg(root, tmp_path / "pt", steps=2, enabled=False)

@@ -86,7 +86,7 @@ def test_point_config_selects_data(tmp_path):
 def test_resume_with_nothing_to_restore_is_refused_before_any_work(tmp_path):
     cfg = tiny_scaling(tmp_path)
     cfg.grid.resume = True
-    with pytest.raises(UserError, match=r"^grid.resume: nothing to restore at .*tune/grid \(run once without it"):
+    with pytest.raises(UserError, match=r"preflight: .*\n  - grid.resume: nothing to restore at .*tune/grid \(run once without it"):
         run(cfg)
     assert not (tmp_path / "sim").exists() and not (tmp_path / "shards").exists()
 

@@ -19,7 +19,7 @@ from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST, ShardConfig, main, write_shards
 from braintune_dist.data.manifest import load_manifest, verify_shards
 from braintune_dist.data.stream import summarize, windows
-from braintune_dist.jobs.prepare_data import ensure_shards
+from braintune_dist.experiment.prepare import ensure_shards
 from braintune_dist.data.voxels import CommonSpace
 
 from conftest import SR, TINY_MISSING, TINY_SHORT_AUDIO, TINY_STORIES, TINY_SUBJECTS, N_VERTICES, make_tiny_dataset

@@ -17,7 +17,7 @@ from braintune_dist.evaluate.figures import plot_stages
 from braintune_dist.evaluate.maps import MapSettings, brain_maps, read_gifti
 from braintune_dist.tracking import save_figure
 from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
 
 STAGES = list(brain.STAGES)                     # region of each oracle layer, in processing order

@@ -112,7 +112,7 @@ def test_brain_tuned_against_its_control_over_seeds():
 
 def test_headline_layers_must_be_extracted():
     from braintune_dist.config import ConfigError, from_dict
-    from braintune_dist.evaluate.report import EvalSettings
+    from braintune_dist.evaluate.config import EvalSettings
     with pytest.raises(ConfigError, match=r"eval.layers: \[9\] are not extracted \(eval.features.layers \[2, 5\]\)"):
         from_dict(EvalSettings, {"layers": [2, 9], "features": {"layers": [2, 5]}})
     assert from_dict(EvalSettings, {"layers": [5], "features": {"layers": [2, 5]}}).layers == [5]

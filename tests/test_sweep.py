@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from braintune_dist.config import ConfigError, from_dict, save_yaml, to_dict
+from braintune_dist.config import ConfigError, from_dict, save_yaml
 from braintune_dist.jobs.sweep import SweepConfig, first_points, param_space, trial_config
 
 from servers import MlflowServer, wait_for
@@ -42,8 +42,8 @@ def tiny_sweep(tmp: Path, **search) -> SweepConfig:
 
 def test_trial_config_applies_point():
     base = from_dict(SweepConfig, {"fit": {"stream": {"participants": ["a", "b", "c"]}}})
-    cfg = trial_config(to_dict(base.fit), {"lora.rank": 16, "optim.backbone_lr": 3e-4,
-                                           "stream.n_participants": 2, "train.loss": "spatial_corr"})
+    cfg = trial_config(base.fit, {"lora.rank": 16, "optim.backbone_lr": 3e-4,
+                           "stream.n_participants": 2, "train.loss": "spatial_corr"})
     assert cfg.lora.rank == 16 and cfg.lora.alpha == base.fit.lora.alpha * 16 / base.fit.lora.rank
     assert cfg.stream.participants == ["a", "b"] and cfg.optim.backbone_lr == 3e-4 and cfg.train.loss == "spatial_corr"
     space = param_space(base.search.space)

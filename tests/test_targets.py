@@ -75,7 +75,7 @@ def test_story_partners_are_other_stories():
 
 
 def test_fit_config_takes_the_target():
-    from braintune_dist.train.loop import FitConfig
+    from braintune_dist.train.config import FitConfig
     cfg = from_dict(FitConfig, {"target": {"kind": "shuffled", "shuffle": "story", "chunk_trs": 5}})
     assert cfg.target == TargetSettings(kind="shuffled", shuffle="story", chunk_trs=5)
     assert FitConfig().target.kind == "brain"

@@ -117,7 +117,7 @@ def test_cached_targets_are_not_computed_again(tmp_path, tiny_bert, monkeypatch)
 
 # --------------------------------------------------------------------------- the bundled teacher
 def test_bundled_minilm_is_checked_and_unzipped_once(tmp_path, monkeypatch):
-    from braintune_dist.jobs import preflight
+    from braintune_dist.experiment import preflight
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     folder = teacher.resolve(teacher.BUNDLED)
     assert (folder / "model.safetensors").is_file() and folder.parent == tmp_path / "xdg" / "braintune_dist"
@@ -147,14 +147,15 @@ def test_teacher_tuned_fit(ray_local, sim_shards, tmp_path, tiny_bert):
     validation r is finite, the checkpoint's backbone loads for feature extraction, and the targets, computed
     once before the fit, come from the cache the second time."""
     from braintune_dist.train.checkpoint import load_backbone, read_model_file
-    from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
+    from braintune_dist.train.trainer import build_trainer, fit_with_progress
+    from braintune_dist.train.plan import plan
     from fits import tune_cfg
     cfg = tune_cfg(sim_shards, tmp_path, target={"kind": "teacher", "teacher": str(tiny_bert), "teacher_layers": [1, 2],
                                                  "teacher_workers": 1},
                    ray={"num_workers": 1, "run_name": "teacher"}, train={"epochs": 1, "max_steps_per_epoch": 4})
     p = plan(cfg)
-    assert p["participants"] == ["teacher"] and p["n_vertices"] == 32 and p["coverage"].shape == (1, 32)
-    assert p["coverage"].all() and p["selected"] == ["sim01", "sim02", "sim03"]
+    assert p.participants == ("teacher",) and p.n_vertices == 32 and p.coverage.shape == (1, 32)
+    assert p.coverage.all() and p.selected == ("sim01", "sim02", "sim03")
     result = fit_with_progress(build_trainer(cfg, run_plan=p), log=lambda *_: None)
     assert np.isfinite(result.metrics["val_r"]) and np.isfinite(result.metrics["train_loss"])
     payload = read_model_file(result.checkpoint.path)
@@ -163,7 +164,7 @@ def test_teacher_tuned_fit(ray_local, sim_shards, tmp_path, tiny_bert):
     load_backbone(cfg.model, result.checkpoint.path)
     cached = sorted(f.name.split(".")[0] for f in (tmp_path / "ray" / "teacher_targets").glob("*.npy"))
     assert cached == ["story01", "story02", "story03"]                      # training and validation stories
-    again = teacher.fit_targets(cfg, log=lambda *_: None)
+    again = teacher.fit_targets(cfg, ["story01", "story02"], log=lambda *_: None)
     assert again.stats["computed"] == 0
     train = np.concatenate([again.tables[s] for s in ("story01", "story02")])
     np.testing.assert_allclose(train.mean(0), 0, atol=1e-5)

@@ -14,7 +14,8 @@ import pytest
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.tracking import Tracker
 from braintune_dist.train.checkpoint import read_model_file
-from braintune_dist.train.trainer import build_trainer, fit_with_progress, plan
+from braintune_dist.train.trainer import build_trainer, fit_with_progress
+from braintune_dist.train.plan import plan
 
 from fits import tune_cfg, when
 from servers import MlflowServer
@@ -59,7 +60,7 @@ def test_ddp_two_workers_learn_while_the_mlflow_server_dies(ray_local, sim_shard
     server = MlflowServer(tmp_path / "mlflow.db").start()
     cfg = tune_cfg(sim_shards, tmp_path, tracking={"uri": server.url, "experiment": "outage", "pause_after_failure": 2.0})
     p = plan(cfg)
-    assert p["participants"] == ["sim01", "sim02", "sim03"] and p["coverage"].shape == (3, 60)
+    assert p.participants == ("sim01", "sim02", "sim03") and p.coverage.shape == (3, 60)
     done, lines = threading.Event(), []
     try:
         tracker = Tracker(cfg.tracking)
@@ -99,12 +100,12 @@ def test_ddp_two_workers_learn_while_the_mlflow_server_dies(ray_local, sim_shard
         assert h[1]["epoch_seconds"] < 60                   # the worker's failed logging call was bounded too
         # the driver printed one line per epoch (the workers' own output stays in Ray's logs)
         assert [line.split(":")[0] for line in lines] == ["[train] epoch 0", "[train] epoch 1"], lines
-        assert h[-1]["step"] == p["total_steps"] == 2 * p["steps_per_epoch"]      # schedule = steps taken
+        assert h[-1]["step"] == p.total_steps == 2 * p.steps_per_epoch      # schedule = steps taken
         assert h[1]["train_loss"] < h[0]["train_loss"]                            # loss decreases
         assert 0 < h[0]["peak_rss_mb"] <= h[1]["peak_rss_mb"] <= h[1]["peak_rss_mb_max"]   # a peak only grows
         assert 0 < h[1]["rss_anon_mb"] <= h[1]["peak_rss_mb"]
         payload = read_model_file(result.checkpoint.path)
-        assert payload["participants"] == p["participants"] and payload["epoch"] == 1
+        assert payload["participants"] == list(p.participants) and payload["epoch"] == 1
     finally:
         done.set()
         server.kill()

@@ -52,7 +52,7 @@ def test_brain_tuning_against_its_shuffled_control(tuned):
     validation responses, brain-tuning can; the headline (layer-averaged) table leads both reports."""
     out, control, text = tuned["out"], tuned["control"], tuned["text"]
     assert "[pretrain] wrote" in text and "shuffled-tuned: " in text and "brain-tuned: " in text, text[-3000:]
-    assert out["plan"]["participants"] == ["sim01", "sim02", "sim03"]
+    assert out["plan"].participants == ("sim01", "sim02", "sim03")
     assert {r["subject"] for r in out["rows"]} == {"sim04"}                 # held out: never tuned on
     assert {r["model"] for r in control["rows"]} == {"untuned", "shuffled-tuned"}
     # validation r of each fit's head on its own validation targets (story06, real or permuted)

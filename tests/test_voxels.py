@@ -108,7 +108,7 @@ def test_ceiling_report_names_a_map_of_the_wrong_size(tiny_root, tmp_path):
     import shutil
 
     from braintune_dist.data.lebel import LebelDataset
-    from braintune_dist.jobs.prepare_data import ceiling_report
+    from braintune_dist.experiment.prepare import ceiling_report
     root = tmp_path / "ds"
     shutil.copytree(tiny_root, root)
     ceiling_report(LebelDataset(root), 0.4)                                 # intact: fine

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from braintune_dist.data.lebel import DatasetError
+from braintune_dist.io import is_uri
 from braintune_dist.data.shards import COVERAGE, MANIFEST, SCHEMA_VERSION
 
 
@@ -26,7 +27,7 @@ from braintune_dist.data.shards import COVERAGE, MANIFEST, SCHEMA_VERSION
 def locate(shard_dir: str):
     """(pyarrow FileSystem, base path in it) of a local folder or a filesystem URI."""
     import pyarrow.fs as pafs
-    if "://" in shard_dir and not shard_dir.startswith("file://"):
+    if is_uri(shard_dir):
         try:
             return pafs.FileSystem.from_uri(shard_dir)
         except (pa.ArrowInvalid, OSError) as exc:

@@ -25,10 +25,11 @@ import numpy as np
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.config import from_dict, to_dict
 from braintune_dist.evaluate.compute import ComputeSettings, feature_resources, node_id, use_ray
-from braintune_dist.features.extract import (CachedFeatures, FeatureCache, FeatureConfig, FeatureExtractor,
-                                             cache_key, check_layers, window_ends)
+from braintune_dist.features.extract import (CachedFeatures, FeatureCache, FeatureExtractor, cache_key, check_layers, window_ends)
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.io import write_text
-from braintune_dist.model.backbone import SAMPLE_RATE, ModelConfig, n_layers_of
+from braintune_dist.model.backbone import SAMPLE_RATE, n_layers_of
+from braintune_dist.model.config import ModelConfig
 
 
 @dataclass

@@ -3,63 +3,25 @@ figures and MLflow metrics."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.surface import load_surface
 from braintune_dist.data.voxels import find_common_space
-from braintune_dist.evaluate.compute import ComputeSettings
-from braintune_dist.evaluate.encoding import RidgeConfig
+from braintune_dist.evaluate.config import EvalSettings
 from braintune_dist.evaluate.featurize import ModelSpec, featurize
 from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages, plot_summary, plot_surface_map
-from braintune_dist.evaluate.maps import MapSettings, brain_maps
+from braintune_dist.evaluate.maps import brain_maps
 from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.evaluate.summary import (at_best_layer, best_layer_notes, best_layers, control_contrast,
                                              format_contrast, format_summary, layer_mean_rows, layers_label,
                                              mean_layers, summary_table, voxel_layer_mean)
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.io import write_text
 from braintune_dist.tracking import Tracker, csv_text, save_figure
-
-
-@dataclass
-class EvalSettings:
-    """Which participants, stories, features and ridge settings the alignment report uses."""
-
-    enabled: bool = True
-    """Run the alignment report."""
-    subjects: list[str] = field(default_factory=list)
-    """Participants to evaluate; empty = those not used for tuning (held out), else all."""
-    train_stories: list[str] = field(default_factory=list)
-    """Stories the encoding models are fit on; empty = the dataset's training split (in order)."""
-    efficiency_stories: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    """Training-story counts of the new-participant data-efficiency curve ([] = skip)."""
-    common_space: str = ""
-    """Directory with the region labels (common_space.npz + maps); '' = <root>/ground_truth if present."""
-    layers: list[int] = field(default_factory=list)
-    """Hidden states the headline averages over (0 = the convolutional/embedding output); [] = every transformer
-    layer. The papers' 12-layer models: [2, 5, 7, 8, 10, 11, 12]. Per-layer curves show every extracted layer."""
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    """Feature extraction (window, stride, layers, delays, cache)."""
-    ridge: RidgeConfig = field(default_factory=RidgeConfig)
-    """Voxel-wise ridge settings."""
-    compute: ComputeSettings = field(default_factory=ComputeSettings)
-    """Where features and ridge fits run (Ray feature actors and ridge tasks, or this process) and their resources."""
-    maps: MapSettings = field(default_factory=MapSettings)
-    """Per-vertex GIfTI maps on the common space's surface, their figures, per-voxel NIfTI maps."""
-    out_dir: str = "runs/reports"
-    """Where figures and tables are written (and logged to MLflow); the feature cache defaults to
-    <out_dir>/feature_cache."""
-
-    def __post_init__(self):
-        extracted = self.features.layers
-        if self.layers and extracted and not set(self.layers) <= set(extracted):
-            raise ConfigError(f"eval.layers: {sorted(set(self.layers) - set(extracted))} are not extracted "
-                              f"(eval.features.layers {list(extracted)})")
 
 
 def with_cache(features: FeatureConfig, out_dir: str) -> FeatureConfig:

@@ -9,7 +9,7 @@ import numpy as np
 from braintune_dist.data.lebel import LebelDataset
 
 if TYPE_CHECKING:
-    from braintune_dist.features.extract import FeatureConfig
+    from braintune_dist.features.config import FeatureConfig
 
 
 def lanczos_interp(data: np.ndarray, old_times: np.ndarray, new_times: np.ndarray, window: int = 3,

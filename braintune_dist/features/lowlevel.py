@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from braintune_dist.model.backbone import SAMPLE_RATE
+from braintune_dist.data.lebel import SAMPLE_RATE
 from braintune_dist.data.lebel import DatasetError, LebelDataset
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.interp import align_to_trs
 
 HZ = 10

@@ -10,21 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from braintune_dist.io import write_text
-from braintune_dist.jobs.launch import connect_ray
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.experiment.launch import connect_ray
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.validate import check_tiers
 from braintune_dist.data.lebel import DataConfig, DatasetError, LebelDataset
 from braintune_dist.data.voxels import find_common_space
 from braintune_dist.evaluate.compute import ComputeSettings
 from braintune_dist.evaluate.encoding import PermutationSettings, RidgeConfig
-from braintune_dist.evaluate.featurize import ModelSpec, featurize
-from braintune_dist.evaluate.pipeline import encode
-from braintune_dist.evaluate.report import with_cache
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.lowlevel import SPACES
 from braintune_dist.tracking import Tracker, TrackingConfig, csv_text, save_figure
-from braintune_dist.train.checkpoint import read_model_file
 from braintune_dist.analysis.compare import StatsSettings, compare_models
 from braintune_dist.analysis.figures import plot_probes, plot_residual
 from braintune_dist.analysis.preference import PreferenceSettings, plot_preference, preference_table
@@ -74,8 +70,10 @@ class AnalyzeConfig:
     """MLflow run name."""
 
 
-def load_models(cfg: AnalyzeConfig) -> tuple[list[ModelSpec], set[str]]:
-    """[untuned, one spec per checkpoint (labelled by its folder name)] and the participants tuned on."""
+def load_models(cfg: AnalyzeConfig) -> tuple[list, set[str]]:
+    """[untuned, one ``ModelSpec`` per checkpoint (labelled by its folder name)] and the participants tuned on."""
+    from braintune_dist.evaluate.featurize import ModelSpec
+    from braintune_dist.train.checkpoint import read_model_file
     models, tuned_on = [ModelSpec(REFERENCE, cfg.model)], set()
     for ck in cfg.checkpoints:
         payload = read_model_file(ck)              # checks the checkpoint is whole before any worker starts
@@ -165,6 +163,8 @@ def tier_readers(cfg: AnalyzeConfig) -> dict[str, list[str]]:
 
 def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
     """Run every analysis; returns the tables (name → rows) also written to ``cfg.out_dir``."""
+    from braintune_dist.evaluate.featurize import featurize
+    from braintune_dist.evaluate.report import with_cache
     check_config(cfg)
     ds = LebelDataset(cfg.data.root, cfg.data)
     models, tuned_on = load_models(cfg)
@@ -199,6 +199,7 @@ def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
 def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, sources: dict, subjects: list[str], train: list[str], space,
              features: FeatureConfig, log) -> tuple[dict[str, list[dict]], dict]:
     """Every analysis of every model → (tables name → rows, figures file name → Figure)."""
+    from braintune_dist.evaluate.pipeline import encode
     thr = cfg.ridge.nc_threshold
     probes_cfg = _probe_settings(cfg, ds, log) if cfg.probes.enabled else None
     tables: dict[str, list[dict]] = {"alignment": []}

@@ -22,19 +22,14 @@ from typing import Literal
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from braintune_dist.config import ConfigError, to_dict
-from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.featurize import ModelSpec
-from braintune_dist.evaluate.report import EvalSettings, evaluate_models
+from braintune_dist.evaluate.config import EvalSettings
+from braintune_dist.experiment.preflight import Checks, Restore
+from braintune_dist.experiment.stages import TrainingStages, held_out, setup, with_seed
+from braintune_dist.experiment.trials import (best_checkpoint, experiment_dir, open_child, open_parent, original_cwd,
+                                              run_trials, save_parent)
 from braintune_dist.io import write_text
-from braintune_dist.jobs.grid import (check_resume, experiment_dir, open_parent, original_cwd, run_trials,
-                                     save_parent)
-from braintune_dist.jobs.import_whisper import ImportSettings
-from braintune_dist.jobs.multi_brain import held_out, setup
-from braintune_dist.jobs.prepare_data import PrepareSettings
-from braintune_dist.jobs.preflight import PreflightSettings
-from braintune_dist.model.pretrain import PretrainConfig
 from braintune_dist.tracking import Tracker
-from braintune_dist.train.loop import FitConfig
+from braintune_dist.train.config import FitConfig
 
 
 @dataclass
@@ -78,32 +73,26 @@ class CompareSettings:
 
 
 @dataclass
-class CompareJobConfig:
+class CompareJobConfig(TrainingStages):
     """Compare untuned, brain-tuned and control-tuned models (N seeds each) on held-out participants."""
 
-    fit: FitConfig = field(default_factory=FitConfig)
-    """The Ray Train fit every model runs (its target and seed set per trial)."""
-    prepare: PrepareSettings = field(default_factory=PrepareSettings)
-    """Dataset generation (when fit.data.root is missing), noise ceilings and shard writing, done once."""
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(enabled=False))
-    """Phone-recognition pretraining of a random-init backbone, once, before the fits."""
-    import_model: ImportSettings = field(default_factory=ImportSettings)
-    """Import a CTranslate2 Whisper model as an HF checkpoint, once, before the fits."""
     eval: EvalSettings = field(default_factory=EvalSettings)
     """The one alignment report of every model (headline layers: eval.layers)."""
-    preflight: PreflightSettings = field(default_factory=PreflightSettings)
-    """Checks of data, model and cluster resources before any fit."""
     compare: CompareSettings = field(default_factory=CompareSettings)
     """Models, seeds and trials."""
 
+    def checks(self) -> Checks:
+        c = self.compare
+        return Checks(stages=self, eval=self.eval, targets=tuple(c.targets), concurrent=c.max_concurrent,
+                      trial_cpus=c.trial_cpus, concurrent_field="compare.max_concurrent",
+                      restore=Restore("compare.resume", c.storage_path, c.name) if c.resume else None)
 
-def fit_of(cfg: CompareJobConfig, target: str, seed: int) -> tuple[str, FitConfig]:
-    """(label, FitConfig) of one model: its target, replicate seed and Ray Train run name."""
+
+def fit_of(cfg: CompareJobConfig, fit: FitConfig, target: str, seed: int) -> tuple[str, FitConfig]:
+    """(label, FitConfig) of one model: ``fit`` with its target, replicate seed and Ray Train run name."""
     label = f"{target}-tuned-s{seed}"
-    fit = cfg.fit
-    return label, dataclasses.replace(
-        fit, target=dataclasses.replace(fit.target, kind=target), train=dataclasses.replace(fit.train, seed=seed),
-        ray=dataclasses.replace(fit.ray, run_name=f"{cfg.compare.name}-{label}"))
+    fit = dataclasses.replace(fit, target=dataclasses.replace(fit.target, kind=target))
+    return label, with_seed(fit, seed, f"{cfg.compare.name}-{label}")
 
 
 def fit_trial(config: dict, fits: list[FitConfig], labels: list[str], parent_run_id: str | None, out: str) -> None:
@@ -111,19 +100,15 @@ def fit_trial(config: dict, fits: list[FitConfig], labels: list[str], parent_run
     last metrics) and reports its path."""
     from ray import tune
 
-    from braintune_dist.train.trainer import build_trainer, plan
+    from braintune_dist.train.trainer import build_trainer
     original_cwd()
     fit, label = fits[config["i"]], labels[config["i"]]
     tags = {"job": "compare_fit", "model": label, "seed": str(fit.train.seed), "target": fit.target.kind}
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    tracker = Tracker(fit.tracking)
-    earlier = tracker.find_run(model=label, **{"mlflow.parentRunId": parent_run_id}) if parent_run_id else None
     t0 = time.time()
-    with tracker.start(fit.ray.run_name, tags=tags, run_id=earlier, end=True,
-                       params=None if earlier else {"fit.train.seed": fit.train.seed, "fit.target": to_dict(fit.target)}) as tr:
-        result = build_trainer(fit, mlflow_run_id=tr.run_id, run_plan=plan(fit)).fit()
-        best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+    with open_child(Tracker(fit.tracking), fit.ray.run_name, parent_run_id, tags,
+                    {"fit.train.seed": fit.train.seed, "fit.target": to_dict(fit.target)}) as tr:
+        result = build_trainer(fit, mlflow_run_id=tr.run_id).fit()
+        best = best_checkpoint(result)
         tr.set_tags({"checkpoint": best.path})
         tr.log_metrics({"train.seconds": time.time() - t0})
     metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
@@ -156,12 +141,12 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
     from ray.train import Checkpoint
 
     from braintune_dist.analysis.impact import impact_report
-    from braintune_dist.train.trainer import plan
-    check_resume("compare", cfg.compare.name, cfg.compare.storage_path, cfg.compare.resume)
-    cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards, import/pretraining once, here
-    fit = cfg.fit
-    subjects = held_out(fit, cfg.eval.subjects, plan(fit)["selected"])
-    models = [fit_of(cfg, t, s) for t in cfg.compare.targets for s in cfg.compare.seeds]
+    from braintune_dist.evaluate.featurize import ModelSpec
+    from braintune_dist.evaluate.report import evaluate_models
+    prepared = setup(cfg, cfg.checks(), log)             # data, shards, import/pretraining once, here
+    fit, ds = prepared.fit, prepared.dataset
+    subjects = held_out(fit.shards, cfg.eval.subjects, prepared.plan.selected)
+    models = [fit_of(cfg, fit, t, s) for t in cfg.compare.targets for s in cfg.compare.seeds]
     labels, fits = [m[0] for m in models], [m[1] for m in models]
     out = Path(cfg.eval.out_dir) / cfg.compare.name
     ev = dataclasses.replace(cfg.eval, out_dir=str(out))
@@ -173,7 +158,6 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
             m = d["metrics"]
             log(f"[compare] {d['label']}: epoch {m.get('epoch', '?')}: loss of its first batch "
                 f"{m.get('first_loss', float('nan')):.4f}, val_r {m.get('val_r', float('nan')):.3f}; {d['seconds']:.0f} s")
-        ds = LebelDataset(fit.data.root, fit.data)
         specs = [ModelSpec("untuned", fit.model)]
         with_dirs = [(d["label"], Checkpoint(d["checkpoint"])) for d in done]
         with contextlib.ExitStack() as stack:

@@ -5,15 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from braintune_dist.model.backbone import ModelConfig
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.lebel import DataConfig, LebelDataset
-from braintune_dist.evaluate.report import EvalSettings, alignment_report
-from braintune_dist.jobs.launch import connect_ray
-from braintune_dist.jobs.preflight import preflight_evaluate
+from braintune_dist.evaluate.config import EvalSettings
+from braintune_dist.experiment.launch import connect_ray
+from braintune_dist.experiment.preflight import preflight_evaluate
 from braintune_dist.tracking import Tracker, TrackingConfig
-from braintune_dist.evaluate.featurize import ModelSpec
-from braintune_dist.train.checkpoint import check_complete
 
 
 @dataclass
@@ -42,6 +40,10 @@ class EvaluateConfig:
 
 
 def run(cfg: EvaluateConfig, log=print) -> list[dict]:
+    """Preflight, then the alignment report of every model; returns its rows."""
+    from braintune_dist.evaluate.featurize import ModelSpec
+    from braintune_dist.evaluate.report import alignment_report
+    from braintune_dist.train.checkpoint import check_complete
     preflight_evaluate(cfg, log)
     ds = LebelDataset(cfg.data.root, cfg.data)
     models = [ModelSpec("untuned", cfg.model)] if cfg.include_untuned else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from braintune_dist.data.lebel import DataConfig
-from braintune_dist.model.pretrain import PretrainConfig, pretrain
+from braintune_dist.model.config import PretrainConfig
 
 
 @dataclass
@@ -19,4 +19,5 @@ class PretrainJobConfig:
 
 
 def run(cfg: PretrainJobConfig, log=print) -> None:
+    from braintune_dist.model.pretrain import pretrain
     pretrain(cfg.pretrain, cfg.data, log)

@@ -6,13 +6,15 @@ of each tuning participant, then the tuned model's alignment on held-out partici
 summarise the grid: alignment vs tuning-data size per region (one line per mode, the untuned model as a
 dashed line), and the fMRI a *new* participant needs for the tuned model to match the untuned model's
 full-data alignment (from the data-efficiency curves). Every point is a nested MLflow run under one parent.
-Each point (fit + evaluation) is one Ray Tune trial of a fixed grid (``jobs.grid``): ``grid.max_concurrent``
+Each point (fit + evaluation) is one Ray Tune trial of a fixed grid (``experiment.trials``): ``grid.max_concurrent``
 points run at once, and ``grid.resume`` picks an interrupted grid up where it stopped.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +23,14 @@ from typing import Literal
 import numpy as np
 
 from braintune_dist.config import ConfigError, to_dict
-from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.report import EvalSettings, alignment_report, with_cache
+from braintune_dist.evaluate.config import EvalSettings
 from braintune_dist.evaluate.summary import at_best_layer, at_layers
-from braintune_dist.jobs.grid import check_resume, experiment_dir, open_parent, run_grid
-from braintune_dist.jobs.multi_brain import held_out, setup
-from braintune_dist.jobs.prepare_data import PrepareSettings
-from braintune_dist.jobs.preflight import PreflightSettings
-from braintune_dist.model.pretrain import PretrainConfig
-from braintune_dist.train.loop import FitConfig
+from braintune_dist.experiment.preflight import Checks, Restore
+from braintune_dist.experiment.stages import TrainingStages, held_out, setup
+from braintune_dist.experiment.trials import (best_checkpoint, experiment_dir, open_child, open_parent, original_cwd,
+                                              run_trials, save_parent)
+from braintune_dist.io import write_text
 from braintune_dist.tracking import Tracker, save_figure
-from braintune_dist.evaluate.featurize import ModelSpec
-from braintune_dist.train.trainer import plan
 
 
 @dataclass
@@ -74,19 +72,11 @@ class GridSettings:
 
 
 @dataclass
-class ScalingJobConfig:
+class ScalingJobConfig(TrainingStages):
     """Scaling curves: brain-tune at several data sizes, single vs multi participant, then held-out alignment."""
 
-    fit: FitConfig = field(default_factory=FitConfig)
-    """The Ray Train fit of every grid point (each point sets its participants, data budget and seed)."""
-    prepare: PrepareSettings = field(default_factory=PrepareSettings)
-    """Dataset generation (when fit.data.root is missing), noise ceilings and shard writing, done once."""
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(enabled=False))
-    """Phone-recognition pretraining of a random-init backbone, once, before the grid."""
     eval: EvalSettings = field(default_factory=EvalSettings)
     """Alignment report of every grid point's model (and the untuned one) on held-out participants."""
-    preflight: PreflightSettings = field(default_factory=PreflightSettings)
-    """Checks of data, model, grid and cluster resources before any fit."""
     grid: GridSettings = field(default_factory=GridSettings)
     """Data sizes and tuning modes."""
 
@@ -94,6 +84,23 @@ class ScalingJobConfig:
         who, listed = self.grid.single_participant, self.fit.stream.participants
         if who and listed and who not in listed:
             raise ConfigError(f"grid.single_participant: {who!r} not in fit.stream.participants {listed}")
+
+    def checks(self) -> Checks:
+        g = self.grid
+        return Checks(stages=self, eval=self.eval, concurrent=g.max_concurrent, trial_cpus=g.point_cpus,
+                      concurrent_field="grid.max_concurrent",
+                      restore=Restore("grid.resume", g.storage_path, g.name) if g.resume else None)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One fit of the grid: a data size, a tuning mode, a repeat."""
+
+    size: float
+    mode: str
+    repeat: int
+    unit: str
+    label: str
 
 
 def point_config(cfg: ScalingJobConfig, mode: str, size: float, participants: list[str], repeat: int = 0):
@@ -209,15 +216,64 @@ def plot_scaling(table: list[dict]):
     return figs
 
 
+def run_point(config: dict, cfg: ScalingJobConfig, points: list[GridPoint], participants: list[str],
+              subjects: list[str], parent_run_id: str | None, out: str) -> None:
+    """Tune trainable: one grid point, ``config['point']`` indexes ``points``; ``cfg.fit`` is the job's prepared fit."""
+    from ray import tune
+
+    from braintune_dist.data.lebel import LebelDataset
+    from braintune_dist.evaluate.featurize import ModelSpec
+    from braintune_dist.evaluate.report import alignment_report
+    from braintune_dist.train.plan import plan
+    from braintune_dist.train.trainer import build_trainer
+
+    original_cwd()
+    pt = points[config["point"]]
+    pc = point_config(cfg, pt.mode, pt.size, participants, pt.repeat)
+    p = plan(pc)
+    t0 = time.time()
+    with open_child(Tracker(pc.tracking), pc.ray.run_name, parent_run_id, {"job": "scaling_point", "point": pt.label},
+                    {"point.mode": pt.mode, "point.size": pt.size, "point.unit": pt.unit, "point.repeat": pt.repeat,
+                     "point.train_seed": pc.train.seed, "point.participants": ",".join(p.participants),
+                     "point.train_rows": p.train_rows}) as tr:
+        best = best_checkpoint(build_trainer(pc, mlflow_run_id=tr.run_id, run_plan=p).fit())
+        t_fit = time.time()
+        ev = dataclasses.replace(cfg.eval, out_dir=str(point_dir(out, pt.label)))
+        with best.as_directory() as ckpt:          # the trial's own process: the dataset is opened here
+            rows = alignment_report(LebelDataset(pc.data.root, pc.data), [ModelSpec(pt.label, pc.model, ckpt)], ev,
+                                    subjects, tr, print)
+        tr.log_metrics({"train.seconds": t_fit - t0, "eval.seconds": time.time() - t_fit})
+    path = point_dir(out, pt.label) / "rows.json"
+    write_text(path, json.dumps(dict(dataclasses.asdict(pt), rows=rows, train_rows=p.train_rows,
+                                     checkpoint=best.path, started=t0, fitted=t_fit, finished=time.time())))
+    tune.report({"done": 1, "rows_file": str(path)})
+
+
+def run_grid(cfg: ScalingJobConfig, points: list[GridPoint], participants: list[str],
+             subjects: list[str], parent_run_id: str | None, out: Path, log) -> list[dict]:
+    """Run every grid point as a Tune trial (``grid.max_concurrent`` at once); their results in grid order."""
+    from ray import tune
+    g = cfg.grid
+    _, exp_dir = experiment_dir(g.storage_path, g.name)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_point, cfg=cfg, points=points, participants=participants,
+                             subjects=subjects, parent_run_id=parent_run_id, out=str(out.resolve())),
+        {"CPU": g.point_cpus})
+    save_parent(exp_dir, parent_run_id)
+    log(f"[scaling] {len(points)} grid points, up to {g.max_concurrent} at once (Tune experiment {exp_dir})")
+    done = run_trials(trainable, len(points), "point", g.name, g.storage_path, g.resume, g.max_concurrent, "grid", log)
+    return [json.loads(Path(done[i]["rows_file"]).read_text()) for i in range(len(points))]
+
+
 def run(cfg: ScalingJobConfig, log=print) -> dict:
     """Prepare, train every grid point, evaluate; returns ``{'table', 'points', 'figures', 'run_id'}``."""
     import matplotlib.pyplot as plt
-    check_resume("grid", cfg.grid.name, cfg.grid.storage_path, cfg.grid.resume)
-    cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
-    fit = cfg.fit
-    participants = plan(fit)["selected"]
-    subjects = held_out(fit, cfg.eval.subjects, participants)
-    ds = LebelDataset(fit.data.root, fit.data)
+    from braintune_dist.evaluate.featurize import ModelSpec
+    from braintune_dist.evaluate.report import alignment_report, with_cache
+    prepared = setup(cfg, cfg.checks(), log)             # data, shards, import/pretraining once, here
+    fit, ds = prepared.fit, prepared.dataset
+    participants = list(prepared.plan.selected)
+    subjects = held_out(fit.shards, cfg.eval.subjects, participants)
     out = Path(cfg.eval.out_dir) / cfg.grid.name
     tracker = Tracker(fit.tracking)
     points: list[dict] = []
@@ -229,10 +285,10 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
         cfg = dataclasses.replace(cfg, eval=base)
         untuned = alignment_report(ds, [ModelSpec("untuned", fit.model)], dataclasses.replace(
             base, out_dir=str(out / "untuned")), subjects, None, log)
-        grid = [dict(size=size, mode=mode, repeat=k, unit=cfg.grid.unit,
-                     label=point_label(mode, size, k, cfg.grid.repeats))
+        grid = [GridPoint(size=size, mode=mode, repeat=k, unit=cfg.grid.unit,
+                          label=point_label(mode, size, k, cfg.grid.repeats))
                 for size in cfg.grid.sizes for mode in cfg.grid.modes for k in range(cfg.grid.repeats)]
-        points = run_grid(cfg, grid, participants, subjects, tr.run_id, out, log)
+        points = run_grid(dataclasses.replace(cfg, fit=fit), grid, participants, subjects, tr.run_id, out, log)
         for pt in points:
             log(f"[scaling] {pt['label']}: fit {pt['fitted'] - pt['started']:.0f} s, "
                 f"evaluation {pt['finished'] - pt['fitted']:.0f} s")

@@ -14,21 +14,19 @@ just before the driver died may run again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 import typing
 from dataclasses import dataclass, field
 
-from braintune_dist.config import ConfigError, from_dict, to_dict
-from braintune_dist.jobs.grid import experiment_dir, open_parent, original_cwd, save_parent
-from braintune_dist.jobs.launch import tune_console
-from braintune_dist.jobs.prepare_data import PrepareSettings
-from braintune_dist.jobs.preflight import PreflightSettings
-from braintune_dist.model.pretrain import PretrainConfig
+from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.experiment.launch import tune_console
+from braintune_dist.experiment.preflight import Checks, Restore
+from braintune_dist.experiment.stages import TrainingStages, setup
+from braintune_dist.experiment.trials import (experiment_dir, open_child, open_parent, original_cwd,
+                                              restore_or_create, save_parent)
 from braintune_dist.tracking import Stopped, Tracker
-from braintune_dist.train.loop import FitConfig
-from braintune_dist.train.trainer import build_trainer, plan
+from braintune_dist.train.config import FitConfig, TrainSettings
 
 
 SPACE_KEYS = {"lora_rank": "lora.rank", "loss": "train.loss", "backbone_lr": "optim.backbone_lr",
@@ -59,7 +57,6 @@ class SearchSpace:
     """Choices of the number of training participants (drawn from stream.participants or all, nested)."""
 
     def __post_init__(self):
-        from braintune_dist.train.loop import TrainSettings
         losses = typing.get_args(typing.get_type_hints(TrainSettings)["loss"])
         bad = [x for x in self.loss if x not in losses]
         if bad:
@@ -114,19 +111,17 @@ class SearchSettings:
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(TrainingStages):
     """Hyper-parameter and data-size sweep of multi-participant brain-tuning (Ray Tune + Optuna + ASHA)."""
 
-    fit: FitConfig = field(default_factory=FitConfig)
-    """The base Ray Train fit every trial starts from (a trial overrides what search.space samples)."""
-    prepare: PrepareSettings = field(default_factory=PrepareSettings)
-    """Dataset generation (when fit.data.root is missing), noise ceilings and shard writing, done once."""
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(enabled=False))
-    """Phone-recognition pretraining of a random-init backbone, once, before the trials."""
-    preflight: PreflightSettings = field(default_factory=PreflightSettings)
-    """Checks of data, model, search space and cluster resources before any trial starts."""
     search: SearchSettings = field(default_factory=SearchSettings)
-    """Search space, algorithm, scheduler and budget."""
+    """Search space, algorithm, scheduler and budget (every trial starts from fit and overrides what it samples)."""
+
+    def checks(self) -> Checks:
+        s = self.search
+        return Checks(stages=self, concurrent=s.max_concurrent_trials, trial_cpus=s.trial_cpus,
+                      concurrent_field="search.max_concurrent_trials", n_participants=tuple(s.space.n_participants),
+                      restore=Restore("search.resume", s.storage_path, s.name) if s.resume else None)
 
 
 def param_space(space: SearchSpace) -> dict:
@@ -148,39 +143,41 @@ def first_points(s: SearchSettings, fit: FitConfig) -> list[dict]:
     """``s.points_to_evaluate`` as full points of the searched dotted keys (Optuna takes only whole points):
     a searched key a point leaves out takes the base fit's value."""
     searched = {name: key for name, key in SPACE_KEYS.items() if key in param_space(s.space)}
-    base = to_dict(fit)
 
     def value(dotted: str):
-        node = base
+        node = fit
         for part in dotted.split("."):
-            node = node[part]
+            node = getattr(node, part)
         return node
     return [{key: point.get(name, value(key)) for name, key in searched.items()} for point in s.points_to_evaluate]
 
 
-def trial_config(base: dict, point: dict) -> FitConfig:
-    """The base FitConfig dict with a sampled point (dotted keys) applied."""
-    d = json.loads(json.dumps(base))                              # deep copy of plain data
+def _replace(cfg, dotted: str, value):
+    """``cfg`` with the field at the dotted path set to ``value`` (nested dataclasses are copied, not changed)."""
+    head, _, rest = dotted.partition(".")
+    return dataclasses.replace(cfg, **{head: _replace(getattr(cfg, head), rest, value) if rest else value})
+
+
+def trial_config(base: FitConfig, point: dict) -> FitConfig:
+    """The base fit with a sampled point (dotted keys of ``SPACE_KEYS``) applied; the configs' ``__post_init__`` checks
+    run on the result (``SearchSpace`` checked the ranges)."""
+    cfg = base
     for dotted, value in point.items():
-        *parents, leaf = dotted.split(".")
-        node = d
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        cfg = _replace(cfg, dotted, value)
     if "lora.rank" in point:                      # keep the alpha/rank scale of the base config (alpha is an int)
-        d["lora"]["alpha"] = round(base["lora"]["alpha"] * point["lora.rank"] / base["lora"]["rank"])
-    if point.get("stream.n_participants") and d["stream"]["participants"]:
+        cfg = _replace(cfg, "lora.alpha", round(base.lora.alpha * point["lora.rank"] / base.lora.rank))
+    if point.get("stream.n_participants") and base.stream.participants:
         # an explicit list would win over n_participants in select(): take a nested prefix of it instead
-        d["stream"]["participants"] = d["stream"]["participants"][:point["stream.n_participants"]]
-        d["stream"]["n_participants"] = 0
-    return from_dict(FitConfig, d)
+        cfg = _replace(cfg, "stream.participants", base.stream.participants[:point["stream.n_participants"]])
+        cfg = _replace(cfg, "stream.n_participants", 0)
+    return cfg
 
 
-def trial_params(cfg: FitConfig, p: dict) -> dict:
+def trial_params(cfg: FitConfig, p) -> dict:
     """What MLflow records per trial: data size, participants, rank, loss, learning rates."""
-    return {"trial.participants": ",".join(p["participants"]), "trial.n_participants": len(p["participants"]),
+    return {"trial.participants": ",".join(p.participants), "trial.n_participants": len(p.participants),
             "trial.stories_per_participant": cfg.stream.stories_per_participant,
-            "trial.hours_per_participant": cfg.stream.hours_per_participant, "trial.train_rows": p["train_rows"],
+            "trial.hours_per_participant": cfg.stream.hours_per_participant, "trial.train_rows": p.train_rows,
             "trial.lora_rank": cfg.lora.rank, "trial.lora_alpha": cfg.lora.alpha, "trial.loss": cfg.train.loss,
             "trial.backbone_lr": cfg.optim.backbone_lr, "trial.head_lr": cfg.optim.head_lr}
 
@@ -196,25 +193,22 @@ def tune_stop_event():
     return session.stop_event if session else threading.Event()
 
 
-def run_trial(point: dict, base: dict, parent_run_id: str | None, train_storage: str) -> None:
+def run_trial(point: dict, base: FitConfig, parent_run_id: str | None, train_storage: str) -> None:
     """Tune function trainable: one Ray Train fit of the sampled point, metrics forwarded to Tune."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from braintune_dist.train.plan import plan
+    from braintune_dist.train.trainer import build_trainer
     original_cwd()
     trial = tune.get_context().get_trial_id()
     cfg = trial_config(base, point)
     # the trial id as Train run name: a re-run (resume) of this trial picks up its own latest checkpoint
     cfg = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, run_name=trial, storage_path=train_storage))
     p = plan(cfg)
-    tags = {"job": "sweep_trial", "trial_id": trial}
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    tracker = Tracker(cfg.tracking)
     # a re-run of this trial (the sweep was resumed) reopens the trial's MLflow run instead of leaving it RUNNING
-    earlier = tracker.find_run(trial_id=trial, **{"mlflow.parentRunId": parent_run_id}) if parent_run_id else None
-    with tracker.start(f"trial_{trial}", tags=tags, run_id=earlier, end=True) as tr:
-        tr.log_params(trial_params(cfg, p))
+    with open_child(Tracker(cfg.tracking), f"trial_{trial}", parent_run_id, {"job": "sweep_trial", "trial_id": trial},
+                    trial_params(cfg, p)) as tr:
         trainer = build_trainer(cfg, mlflow_run_id=tr.run_id, run_plan=p)
         trainer.run_config.callbacks = [*(trainer.run_config.callbacks or []), TuneReportCallback()]
         stop = tune_stop_event()
@@ -238,40 +232,30 @@ def run(cfg: SweepConfig, log=print) -> dict:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    # here, not at the top: every trial's process imports this module, and the job's setup pulls in the
-    # evaluation (scipy, matplotlib: ~1.5 s per trial) that a trial never runs
-    from braintune_dist.jobs.multi_brain import setup
-
-    cfg = dataclasses.replace(cfg, fit=setup(cfg, log))        # data, shards and pretraining once, here
+    fit = setup(cfg, cfg.checks(), log).fit          # data, shards, import/pretraining once, here
+    cfg = dataclasses.replace(cfg, fit=fit)
     s = cfg.search
-    storage, exp_dir = experiment_dir(s.storage_path, s.name)
-    base = to_dict(cfg.fit)
+    _, exp_dir = experiment_dir(s.storage_path, s.name)
     tracker = Tracker(cfg.fit.tracking)
     t = time.time()
     with open_parent(tracker, s.name, exp_dir, s.resume, to_dict(cfg), {"job": "sweep"}, log) as tr:
         parent = tr.run_id
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, base=base, parent_run_id=parent, train_storage=str(exp_dir / "train")),
+            tune.with_parameters(run_trial, base=fit, parent_run_id=parent, train_storage=str(exp_dir / "train")),
             {"CPU": s.trial_cpus})
-        if s.resume:
-            if not tune.Tuner.can_restore(str(exp_dir)):
-                raise FileNotFoundError(f"search.resume: no sweep to restore at {exp_dir}")
-            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable, param_space=param_space(s.space),
-                tune_config=tune.TuneConfig(
-                    # the validation r, not the loss: trials that train on different losses are compared
-                    metric="val_r", mode="max", num_samples=s.num_samples,
-                    search_alg=OptunaSearch(seed=s.seed, points_to_evaluate=first_points(s, cfg.fit) or None),
-                    max_concurrent_trials=s.max_concurrent_trials,
-                    # max_t + 1: ASHA kills a trial that reaches max_t, before its function returns; a killed
-                    # Train V2 fit was seen to leave the next trial unscheduled (and its MLflow run RUNNING)
-                    scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.fit.train.epochs) + 1,
-                                            grace_period=s.grace_period, reduction_factor=s.reduction_factor)),
-                run_config=tune.RunConfig(name=s.name, storage_path=storage,
-                                          **tune_console(log, "sweep", s.num_samples, ("val_r", "val_loss"))))
+        tuner = restore_or_create(trainable, s.storage_path, s.name, s.resume, "search", lambda storage: tune.Tuner(
+            trainable, param_space=param_space(s.space),
+            tune_config=tune.TuneConfig(
+                # the validation r, not the loss: trials that train on different losses are compared
+                metric="val_r", mode="max", num_samples=s.num_samples,
+                search_alg=OptunaSearch(seed=s.seed, points_to_evaluate=first_points(s, cfg.fit) or None),
+                max_concurrent_trials=s.max_concurrent_trials,
+                # max_t + 1: ASHA kills a trial that reaches max_t, before its function returns; a killed
+                # Train V2 fit was seen to leave the next trial unscheduled (and its MLflow run RUNNING)
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=(s.max_t or cfg.fit.train.epochs) + 1,
+                                        grace_period=s.grace_period, reduction_factor=s.reduction_factor)),
+            run_config=tune.RunConfig(name=s.name, storage_path=storage,
+                                      **tune_console(log, "sweep", s.num_samples, ("val_r", "val_loss")))))
         save_parent(exp_dir, parent)
         results = tuner.fit()
         # a trial ASHA stopped either was killed before it could end its MLflow run or ended it on the stop's

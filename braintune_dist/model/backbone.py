@@ -14,11 +14,10 @@ Waveform normalisation runs on the model's device (the original brain-tuning cod
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
 import torch
 from torch import nn
+
+from braintune_dist.model.config import ModelConfig
 
 SAMPLE_RATE = 16_000
 
@@ -29,29 +28,6 @@ TINY_SPEECH = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, i
 TINY_WHISPER = dict(d_model=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
                     decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=128,
                     num_mel_bins=80, max_source_positions=1500)
-
-
-@dataclass
-class ModelConfig:
-    """Which speech backbone to use and how to build it."""
-
-    family: Literal["wav2vec2", "hubert", "whisper"] = "wav2vec2"
-    """Backbone family: HF Wav2Vec2Model, HubertModel or the WhisperEncoder of WhisperModel."""
-    pretrained: str = ""
-    """Local path or hub name of a checkpoint (e.g. facebook/hubert-base-ls960); empty = random init."""
-    size: Literal["tiny", "base"] = "tiny"
-    """Random-init architecture when `pretrained` is empty: tiny (tests, CPU demo) or base (HF defaults)."""
-    overrides: dict[str, Any] = field(default_factory=dict)
-    """Extra HF config fields for random init (e.g. {num_hidden_layers: 4})."""
-    seed: int = 0
-    """Seed of the random initialisation."""
-    whisper_input: Literal["padded", "native"] = "native"
-    """Whisper only. 'padded': every input zero-padded to the model's fixed 30 s (1,500 positions), as
-    Whisper was trained; 'native': the encoder runs on the input's own length, positional embeddings
-    sliced to it (a 10 s window costs a third of the compute)."""
-    freeze_frontend: bool = True
-    """Freeze the convolutional front end (the original brain-tuning code do, with pretrained weights; a random-init model
-    tuned from scratch may need it trainable)."""
 
 
 def _hf_classes(family: str):

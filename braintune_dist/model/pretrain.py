@@ -18,14 +18,13 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from jsonargparse.typing import PositiveFloat, PositiveInt
-from braintune_dist.model.backbone import ModelConfig, build_backbone
+from braintune_dist.model.backbone import build_backbone
+from braintune_dist.model.config import PretrainConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.fingerprint import differences
 from braintune_dist.data.validate import check_tiers
@@ -35,32 +34,6 @@ from braintune_dist.io import atomic_dir, file_digest
 from braintune_dist.tracking import flatten
 
 META_FILE = "pretrain.json"
-
-
-@dataclass
-class PretrainConfig:
-    """Pretrain a small speech backbone on frame-level phone recognition (the stage real checkpoints have)."""
-
-    out: str = "runs/pretrained/tiny-phones"
-    """Output HF checkpoint directory (config.json, model.safetensors, preprocessor_config.json, pretrain.json)."""
-    enabled: bool = True
-    """When nested in a tuning job: pretrain first and tune `out` (sets model.pretrained); false = skip."""
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(freeze_frontend=False))
-    """Architecture (wav2vec2 or hubert, random init); the CNN front end is trained here."""
-    steps: PositiveInt = 400
-    """Optimizer steps."""
-    window: PositiveFloat = 2.0
-    """Seconds of audio per training window (random crops)."""
-    batch_size: PositiveInt = 32
-    """Windows per step."""
-    lr: PositiveFloat = 2.0e-3
-    """AdamW learning rate (constant)."""
-    eval_every: PositiveInt = 100
-    """Steps between accuracy checks on the validation stories."""
-    seed: int = 0
-    """Seed of the crops and the initialisation."""
-    overwrite: bool = False
-    """Retrain even when `out` holds a checkpoint made with this same config."""
 
 
 class PretrainError(UserError):

@@ -7,51 +7,12 @@ participant, ``(batch, hidden) → (batch, n_vertices)``. ``per_participant``: o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import torch
 from torch import nn
 
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
-from braintune_dist.model.backbone import Backbone, ModelConfig, build_backbone
+from braintune_dist.model.backbone import Backbone, build_backbone
+from braintune_dist.model.config import HeadSettings, LoraSettings, ModelConfig
 from braintune_dist.seeding import derive
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapters on the backbone's attention projections (peft)."""
-
-    enabled: bool = True
-    """Train LoRA adapters; false = full fine-tuning of the transformer (CNN front end stays frozen)."""
-    rank: PositiveInt = 8
-    """LoRA rank r."""
-    alpha: PositiveInt = 32
-    """LoRA scaling alpha."""
-    dropout: ClosedUnitInterval = 0.1
-    """Dropout on the LoRA branch."""
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
-    """Module name suffixes to adapt (attention projections of wav2vec2 / HuBERT / Whisper)."""
-    layers: list[int] = field(default_factory=list)
-    """Transformer layers (0-based) that get adapters; [] = all. Adapting only the upper layers also skips
-    the backward pass through the lower ones."""
-
-
-@dataclass
-class HeadSettings:
-    """The linear readout from pooled features to voxel responses."""
-
-    kind: Literal["shared", "per_participant"] = "shared"
-    """One common-space head for all participants, or one head per participant."""
-    bottleneck: NonNegativeInt = 0
-    """Width of a linear bottleneck before the head (0 = none; the original brain-tuning code defined 200, unused)."""
-    standardize: bool = True
-    """Z-score the pooled features with their mean/SD over `standardize_windows` training windows of the
-    untuned backbone, and start the head at zero. Pooled features of a random-init backbone vary little
-    around a large offset, so a plain linear head barely moves in a few hundred steps; pretrained
-    backbones do not need it (false = the original brain-tuning code's plain linear head)."""
-    standardize_windows: PositiveInt = 256
-    """Training windows used to measure the pooled-feature statistics (read by the driver, once)."""
 
 
 class BrainTuner(nn.Module):

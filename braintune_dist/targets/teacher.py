@@ -40,7 +40,7 @@ import numpy as np
 
 from braintune_dist.errors import DatasetError, UserError
 from braintune_dist.features.interp import lanczos_interp
-from braintune_dist.io import atomic_path, file_digest
+from braintune_dist.io import atomic_path, file_digest, is_uri
 from braintune_dist.targets import TargetSettings
 
 BUNDLED = "bundled:all-minilm-l6-v2"
@@ -308,17 +308,15 @@ def cache_dir(settings: TargetSettings, storage_path: str) -> Path:
     """``teacher_cache``, else ``<storage_path>/teacher_targets`` (``runs/teacher_targets`` for a URI)."""
     if settings.teacher_cache:
         return Path(settings.teacher_cache)
-    return Path("runs" if "://" in storage_path else storage_path) / "teacher_targets"
+    return Path("runs" if is_uri(storage_path) else storage_path) / "teacher_targets"
 
 
-def fit_targets(cfg, log=print) -> FitTargets:
-    """The z-scored teacher targets of a fit (``cfg``: a ``FitConfig``): its selected training stories and every
-    validation story, z-scored over the training stories' rows; checked against the shards' row counts."""
+def fit_targets(cfg, train: list[str], log=print) -> FitTargets:
+    """The z-scored teacher targets of a fit (``cfg``: a ``FitConfig``): its selected training stories ``train``
+    and every validation story, z-scored over the training stories' rows; checked against the shards' row counts."""
     from braintune_dist.data.lebel import LebelDataset
     from braintune_dist.data.manifest import load_manifest
-    from braintune_dist.data.stream import select
     m = load_manifest(cfg.shards)
-    train = select(m, "train", cfg.stream).kept_stories()
     stories = train + [s for s in m["splits"].get("val", []) if s not in train]
     ds = LebelDataset(cfg.data.root, cfg.data)
     units = [story_unit(ds, s) for s in stories]

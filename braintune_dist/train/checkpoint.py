@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from braintune_dist.io import atomic_path, sha256_file, write_text
-from braintune_dist.model.backbone import Backbone, ModelConfig
+from braintune_dist.model.backbone import Backbone
+from braintune_dist.model.config import HeadSettings, LoraSettings, ModelConfig
 from braintune_dist.config import from_dict
-from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
+from braintune_dist.model.tuner import BrainTuner
 from braintune_dist.errors import UserError
 
 MODEL_FILE, MARKER = "model.pt", "COMPLETE"

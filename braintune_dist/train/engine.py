@@ -12,47 +12,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
-
-@dataclass
-class OptimSettings:
-    """Optimizer and schedule."""
-
-    backbone_lr: PositiveFloat = 1e-4
-    """Peak learning rate of the backbone's trainable weights (LoRA: 1e-4; full fine-tuning: 5e-5)."""
-    head_lr: PositiveFloat = 1e-4
-    """Peak learning rate of the head."""
-    weight_decay: NonNegativeFloat = 0.01
-    """AdamW weight decay."""
-    warmup_frac: ClosedUnitInterval = 0.1
-    """Fraction of the optimizer steps spent in linear warm-up."""
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
-    """Decay after warm-up."""
-    grad_clip: NonNegativeFloat = 1.0
-    """Clip the global gradient norm to this (0 = off)."""
-    grad_accum: PositiveInt = 1
-    """Micro-batches per optimizer step."""
-
-
-@dataclass
-class EngineSettings:
-    """How the model is distributed."""
-
-    kind: Literal["deepspeed", "ddp"] = "deepspeed"
-    """DeepSpeed (ZeRO) or PyTorch DDP via ray.train.torch.prepare_model."""
-    zero_stage: int = 2
-    """DeepSpeed ZeRO stage (0-3)."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """auto = bf16 on GPU, fp32 on CPU."""
-    skip_cpu_shm_build: bool = True
-    """On CPU, skip DeepSpeed's JIT-built shared-memory comm op (25-60 s of g++) and use plain gloo."""
+from braintune_dist.train.config import EngineSettings, OptimSettings
 
 
 def lr_lambda(total_steps: int, warmup_frac: float, schedule: str):

@@ -13,99 +13,20 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
-from braintune_dist.model.backbone import ModelConfig
-from braintune_dist.config import from_dict, to_dict
-from braintune_dist.data.lebel import DataConfig
-from braintune_dist.data.stream import StreamConfig, iter_kwargs
+from braintune_dist.config import to_dict
+from braintune_dist.data.stream import iter_kwargs
 from braintune_dist.seeding import derive
-from braintune_dist.targets import TargetSettings
 from braintune_dist.tracking import Tracker, TrackingConfig
 from braintune_dist.train.checkpoint import mark_complete, read_model_file, restore_weights, save_model
-from braintune_dist.train.engine import Engine, EngineSettings, OptimSettings
+from braintune_dist.train.config import FitConfig
+from braintune_dist.train.plan import WorkerSpec
+from braintune_dist.train.engine import Engine
 from braintune_dist.train.losses import brain_loss, moments_r, pearson_moments
-from braintune_dist.model.tuner import BrainTuner, HeadSettings, LoraSettings
-
-
-@dataclass
-class TrainSettings:
-    """Epochs, batches, loss, early stopping."""
-
-    epochs: PositiveInt = 30
-    """Maximum epochs over the training windows."""
-    loss: Literal["mse", "spatial_corr", "cos_huber", "temporal_corr"] = "mse"
-    """Brain loss (see braintune_dist/train/losses.py for the combination rule)."""
-    patience: NonNegativeInt = 5
-    """Stop after this many epochs without a lower validation loss (0 = never)."""
-    max_steps_per_epoch: NonNegativeInt = 0
-    """Cap on micro-batches per epoch and worker (0 = the whole shard); for smoke tests."""
-    log_every: PositiveInt = 10
-    """Log train metrics to MLflow every this many optimizer steps."""
-    seed: int = 122
-    """The fit's replicate seed: the training stream's order (its shuffle and per-epoch reseeding), the LoRA and
-    head initialisation, dropout, and a control target's permutation, each from its own stream derived from it.
-    Fits that differ only here are replicates. The backbone's random init (model.seed) and the data-size draws
-    (stream.selection_seed, nested across sizes) keep their own seeds."""
-
-
-@dataclass
-class RaySettings:
-    """Ray Train resources and fault tolerance."""
-
-    address: str = ""
-    """Ray cluster address; empty = the job's cluster (ray job submit) or a new local one."""
-    num_workers: PositiveInt = 2
-    """Training workers (one per GPU on a GPU cluster)."""
-    use_gpu: bool = False
-    """One GPU per worker."""
-    cpus_per_worker: PositiveFloat = 0.5
-    """CPUs per worker; 0.5 on a 2-core laptop leaves Ray Data a CPU (else fit() hangs)."""
-    max_failures: int = 2
-    """Restarts from the latest checkpoint after a worker dies (FailureConfig)."""
-    keep_checkpoints: PositiveInt = 2
-    """Best-k checkpoints kept (by validation loss)."""
-    storage_path: str = "runs/ray"
-    """Where Ray Train writes checkpoints (a shared path or s3:// on a cluster)."""
-    run_name: str = ""
-    """Ray Train run name; empty = brain-<timestamp>."""
-
-
-@dataclass
-class FitConfig:
-    """Multi-participant brain-tuning of a speech model on Ray Train."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    """Dataset (for shards and the alignment report)."""
-    shards: str = "runs/shards"
-    """Shard directory written by braintune-shards / jobs/prepare_data.py."""
-    stream: StreamConfig = field(default_factory=StreamConfig)
-    """How training windows are streamed (bind mode, shuffle, data-size selection, batch size)."""
-    target: TargetSettings = field(default_factory=TargetSettings)
-    """What the fit predicts: the participants' responses, or a control target that tells the gains of brain data
-    from those of tuning itself (block-permuted responses of the same stimuli, drawn from train.seed; or a text
-    teacher model's representations of the same stimuli's transcript)."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """Speech backbone."""
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    """LoRA adapters (or full fine-tuning)."""
-    head: HeadSettings = field(default_factory=HeadSettings)
-    """Shared or per-participant head."""
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    """Optimizer and LR schedule."""
-    engine: EngineSettings = field(default_factory=EngineSettings)
-    """DeepSpeed or DDP."""
-    train: TrainSettings = field(default_factory=TrainSettings)
-    """Epochs, loss, early stopping."""
-    ray: RaySettings = field(default_factory=RaySettings)
-    """Ray resources and fault tolerance."""
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    """MLflow."""
+from braintune_dist.model.tuner import BrainTuner
 
 
 def _allreduce_mean(total: float, count: int, device) -> float:
@@ -170,22 +91,22 @@ def weights_checksum(model: BrainTuner) -> float:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. ``config``: cfg (FitConfig dict), total_steps, coverage (P, V) bool,
-    participants, n_vertices, feature_stats ((hidden,) mean, SD) or None, mlflow_run_id."""
+    """Ray Train entry point. ``config``: ``{"spec": WorkerSpec}``, the driver's typed fit and plan."""
     import ray.train
 
-    cfg = from_dict(FitConfig, config["cfg"])
+    spec: WorkerSpec = config["spec"]
+    cfg, p = spec.fit, spec.plan
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     # the shards first: with several workers, asking for them starts the split's coordinator actors, which then
     # come up while this worker builds the model (~5 s on a CPU) instead of after it
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    participants = config["participants"]
+    participants = list(p.participants)
     # the same initial weights on every rank; dropout differs per rank (each rank sees other windows)
-    model = BrainTuner(cfg.model, cfg.lora, cfg.head, config["n_vertices"], len(participants), seed=cfg.train.seed)
+    model = BrainTuner(cfg.model, cfg.lora, cfg.head, p.n_vertices, len(participants), seed=cfg.train.seed)
     torch.manual_seed(derive(cfg.train.seed, "dropout", rank))
-    if config.get("feature_stats") is not None:        # measured once by the driver (trainer.feature_stats)
-        model.set_feature_stats(*config["feature_stats"])
+    if spec.feature_stats is not None:             # measured once by the driver (trainer.feature_stats)
+        model.set_feature_stats(*spec.feature_stats)
 
     # -- resume: weights from model.pt, optimizer/scheduler/step from the engine's own state
     start_epoch, best_val, bad_epochs = 0, math.inf, 0
@@ -195,16 +116,16 @@ def train_loop_per_worker(config: dict) -> None:
             payload = read_model_file(d)
             restore_weights(model, payload, d)
             start_epoch, best_val, bad_epochs = payload["epoch"] + 1, payload["best_val"], payload["bad_epochs"]
-    engine = Engine(model, cfg.optim, cfg.engine, config["total_steps"], cfg.stream.batch_size)
+    engine = Engine(model, cfg.optim, cfg.engine, p.total_steps, cfg.stream.batch_size)
     if ckpt is not None:
         with ckpt.as_directory() as d:
             engine.load(Path(d))
-    vmask = torch.as_tensor(config["coverage"].copy(), dtype=torch.bool, device=engine.device)   # (P, V)
+    vmask = torch.as_tensor(p.coverage.copy(), dtype=torch.bool, device=engine.device)   # (P, V)
     # where this (possibly restarted) run began: lets tests and users check a resume picked up the right state
     start = dict(start_epoch=start_epoch, start_step=engine.step, start_checksum=weights_checksum(engine.module))
 
     tracker = Tracker(cfg.tracking if rank == 0 else TrackingConfig(enabled=False))
-    with tracker.start("train", run_id=config.get("mlflow_run_id")):
+    with tracker.start("train", run_id=spec.mlflow_run_id):
         for epoch in range(start_epoch, cfg.train.epochs):
             engine.module.train()
             t0, total, n, samples, first_loss = time.time(), 0.0, 0, 0, math.nan
@@ -242,10 +163,10 @@ def train_loop_per_worker(config: dict) -> None:
                 tmp = Path(tmp)
                 engine.save(tmp)
                 if rank == 0:
-                    save_model(tmp, engine.module, dict(config=to_dict(cfg), n_vertices=config["n_vertices"],
+                    save_model(tmp, engine.module, dict(config=to_dict(cfg), n_vertices=p.n_vertices,
                                                         participants=participants, epoch=epoch, step=engine.step,
                                                         val_loss=val_loss, best_val=best_val, bad_epochs=bad_epochs,
-                                                        total_steps=config["total_steps"]))
+                                                        total_steps=p.total_steps))
                     mark_complete(tmp)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)))
             if cfg.train.patience and bad_epochs >= cfg.train.patience:

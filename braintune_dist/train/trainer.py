@@ -1,7 +1,8 @@
-"""Driver side of brain-tuning: build the Ray Train ``TorchTrainer`` from a ``FitConfig``.
+"""Driver side of brain-tuning: build the Ray Train ``TorchTrainer`` from a ``FitConfig`` and its ``Plan``.
 
-The schedule's total step count is computed here from the exact epoch size in the shard manifest
-(rows per worker after Ray Data's equal split), so the warm-up/decay spans the steps actually taken.
+The plan (``train/plan.py``) gives the schedule's total step count from the exact epoch size in the shard manifest
+(rows per worker after Ray Data's equal split), so the warm-up/decay spans the steps actually taken. The workers get
+the fit, the plan and the feature statistics as one typed ``WorkerSpec``.
 """
 from __future__ import annotations
 
@@ -18,48 +19,14 @@ import numpy as np
 
 from braintune_dist.config import to_dict
 from braintune_dist.errors import UserError
-from braintune_dist.io import atomic_path, quick_digest
+from braintune_dist.io import atomic_path, is_uri, quick_digest, storage_location
 from braintune_dist.seeding import derive
 from braintune_dist.data.audio_store import from_npy
-from braintune_dist.data.manifest import load_manifest, locate, read_bytes, read_coverage
-from braintune_dist.data.stream import make_dataset, select, shards_for, summarize, windows
-from braintune_dist.train.loop import FitConfig, train_loop_per_worker
-
-
-def plan(cfg: FitConfig) -> dict:
-    """Participants, coverage mask, epoch size and total optimizer steps of a run (no Ray needed).
-
-    Returns
-    -------
-    dict with ``participants`` (list: the heads' slots), ``coverage`` (n_participants, n_vertices) bool,
-    ``n_vertices``, ``selected`` (the manifest participants whose windows the streams read), ``train_rows``,
-    ``val_rows``, ``steps_per_epoch`` (optimizer steps per worker), ``total_steps``. With the teacher target
-    (``targets/teacher.py``) the head predicts one pseudo-participant 'teacher' of the teacher's width d:
-    participants ['teacher'], coverage (1, d) all True, n_vertices d; the windows stay those of ``selected``.
-    """
-    manifest = load_manifest(cfg.shards)
-    sel = select(manifest, "train", cfg.stream)
-    subjects = manifest["subjects"]
-    if cfg.target.kind == "teacher":
-        from braintune_dist.targets import teacher
-        width = teacher.shape(cfg.target)[2]
-        heads, coverage = ["teacher"], np.ones((1, width), bool)
-    else:
-        width, heads = int(manifest["n_vertices"]), sel.participants
-        coverage = read_coverage(cfg.shards)[[subjects.index(p) for p in sel.participants]]
-    train_rows = summarize(cfg.shards, "train", cfg.stream)["rows"]
-    val_rows = summarize(cfg.shards, "val", cfg.stream)["rows"] if manifest["rows"].get("val") else 0
-    per_worker = train_rows // cfg.ray.num_workers                 # streaming_split(equal=True) floors
-    micro = per_worker // cfg.stream.batch_size if cfg.stream.drop_last else math.ceil(per_worker / cfg.stream.batch_size)
-    if cfg.train.max_steps_per_epoch:
-        micro = min(micro, cfg.train.max_steps_per_epoch)
-    steps = micro // cfg.optim.grad_accum
-    if steps < 1:
-        raise ValueError(f"stream.batch_size={cfg.stream.batch_size} × optim.grad_accum={cfg.optim.grad_accum} × "
-                         f"ray.num_workers={cfg.ray.num_workers} exceeds the {train_rows} training rows")
-    return dict(participants=heads, coverage=coverage, n_vertices=width, selected=sel.participants,
-                train_rows=train_rows, val_rows=val_rows, steps_per_epoch=steps,
-                total_steps=steps * cfg.train.epochs)
+from braintune_dist.data.manifest import load_manifest, locate, read_bytes
+from braintune_dist.data.stream import make_dataset, select, shards_for, windows
+from braintune_dist.train.loop import train_loop_per_worker
+from braintune_dist.train.plan import Plan, WorkerSpec, plan
+from braintune_dist.train.config import FitConfig
 
 
 _STATS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -87,7 +54,7 @@ def feature_stats(cfg: FitConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def _stats_file(cfg: FitConfig, key: str) -> tuple[np.ndarray, np.ndarray]:
     """The statistics from the storage folder's cache file, else computed and saved there (atomically)."""
-    if "://" in cfg.ray.storage_path:                      # remote storage: computed again in each process
+    if is_uri(cfg.ray.storage_path):                      # remote storage: computed again in each process
         return _feature_stats(cfg)
     path = Path(cfg.ray.storage_path) / "feature_stats" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
     try:
@@ -187,8 +154,9 @@ def _trainer_class():
     return Trainer
 
 
-def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: dict | None = None):
-    """A ``TorchTrainer`` running ``train_loop_per_worker`` on the configured shards."""
+def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: Plan | None = None):
+    """A ``TorchTrainer`` running ``train_loop_per_worker`` on the configured shards; ``run_plan``: the fit's plan
+    when the caller has it (else planned here)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
@@ -204,11 +172,12 @@ def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: di
     if cfg.target.kind == "teacher":                # computed (or read from their cache) here, once per fit
         import ray
         from braintune_dist.targets import teacher
-        tables = {s: ray.put(t) for s, t in teacher.fit_targets(cfg).tables.items()}
+        train = select(load_manifest(cfg.shards), "train", cfg.stream).kept_stories()
+        tables = {s: ray.put(t) for s, t in teacher.fit_targets(cfg, train).tables.items()}
     datasets = {"train": make_dataset(cfg.shards, "train", cfg.stream, target=cfg.target, seed=cfg.train.seed,
                                       teacher=tables)}
-    if p["val_rows"]:
-        val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=p["selected"],
+    if p.val_rows:
+        val_stream = dataclasses.replace(cfg.stream, shuffle="none", participants=list(p.selected),
                                          n_participants=0)
         # a control's validation loss selects its checkpoint and stops it early: on brain targets, brain data
         # would leak into the control, so validation pairs are shuffled too (and teacher-scored for the teacher)
@@ -220,12 +189,10 @@ def build_trainer(cfg: FitConfig, mlflow_run_id: str | None = None, run_plan: di
     resources = {"CPU": cfg.ray.cpus_per_worker}
     if cfg.ray.use_gpu:
         resources["GPU"] = 1
-    storage = cfg.ray.storage_path if "://" in cfg.ray.storage_path else str(Path(cfg.ray.storage_path).resolve())
+    storage = storage_location(cfg.ray.storage_path)
     return _trainer_class()(
         train_loop_per_worker,
-        train_loop_config=dict(cfg=to_dict(cfg), total_steps=p["total_steps"], coverage=p["coverage"],
-                               participants=p["participants"], n_vertices=p["n_vertices"],
-                               feature_stats=stats, mlflow_run_id=mlflow_run_id),
+        train_loop_config={"spec": WorkerSpec(fit=cfg, plan=p, feature_stats=stats, mlflow_run_id=mlflow_run_id)},
         scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
@@ -263,7 +230,7 @@ def _progress_callback(path: str):
 
 def fit_with_progress(trainer, log=print, what: str = "train"):
     """``trainer.fit()`` with one driver line per epoch: the workers' own output stays in Ray's log files
-    (see ``jobs.launch.connect_ray``), so this is what the user sees of training."""
+    (see ``experiment.launch.connect_ray``), so this is what the user sees of training."""
     import shutil
     import tempfile
     import threading

@@ -13,7 +13,7 @@ import numpy as np
 
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.simulate import brain, vocabulary
-from braintune_dist.features.extract import FeatureConfig
+from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.interp import align_to_trs
 
 

@@ -7,10 +7,11 @@ as a ``fit()`` that waits forever for CPUs). ``preflight(cfg)`` looks at all of 
 (directory listings, the shard manifest, file sizes and checksums, ``ray.cluster_resources()``), and
 raises one ``PreflightError`` listing every problem, each naming the config field and the file.
 
-The drivers call it first thing: ``multibrain.run``, ``sweep.run``, ``scaling.run`` (``preflight``) and
-``evaluate.run`` (``preflight_evaluate``). Checks whose input does not exist yet are left to the stage
-that makes it: a dataset that ``prepare.simulate`` will generate, shards that ``prepare`` will write
-(the writer checksums what it writes), a Ray cluster the driver has not joined.
+A training job describes what it will do as one typed :class:`Checks` (its stages, its evaluation if any, the
+targets it trains, how many fits run at once, the Tune experiment it restores) and ``experiment.stages.setup`` calls
+``preflight(checks)`` first thing; the evaluate job calls ``preflight_evaluate``. Checks whose input does not exist
+yet are left to the stage that makes it: a dataset that ``prepare.simulate`` will generate, shards that ``prepare``
+will write (the writer checksums what it writes), a Ray cluster the driver has not joined.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ import sys
 import time
 import typing
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from braintune_dist.model.backbone import ModelConfig, max_input_seconds
+from braintune_dist.model.config import ModelConfig
 from braintune_dist.model.ct2 import is_ct2_folder
 from braintune_dist.data.fingerprint import stale_inputs
 from braintune_dist.data.lebel import DatasetError, LebelDataset
@@ -34,8 +35,9 @@ from braintune_dist.data.manifest import display, exists, load_manifest, verify_
 from braintune_dist.data.manifest import where as manifest_file
 from braintune_dist.data.stream import shards_for
 from braintune_dist.targets import teacher
-from braintune_dist.train.checkpoint import CheckpointError, check_base, check_complete, read_model_file
 from braintune_dist.errors import UserError
+from braintune_dist.experiment.imports import source_of
+from braintune_dist.io import is_uri, storage_location
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"   # Ray Train V2's record of a run's checkpoints
@@ -54,6 +56,40 @@ class PreflightSettings:
     resources: Literal["require", "warn", "off"] = "require"
     """Cluster CPUs/GPUs vs ray.num_workers × resources: 'require' stops a job the joined cluster cannot
     hold; 'warn' only warns (autoscaling clusters, whose GPU nodes start when Ray Train asks); 'off'."""
+
+
+@dataclass(frozen=True)
+class Restore:
+    """A Tune experiment a job restores: ``<storage_path>/<name>`` must hold one."""
+
+    field: str
+    """The job's resume field, as errors name it (grid.resume, compare.resume, search.resume)."""
+    storage_path: str
+    """The experiment's storage path (a local folder or a URI)."""
+    name: str
+    """The experiment's name."""
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What a training job will do, for its preflight: built by the job (its ``checks()``), checked before any work."""
+
+    stages: typing.Any
+    """The job's config (an ``experiment.stages.TrainingStages``): fit, prepare, import_model, pretrain, preflight."""
+    eval: typing.Any = None
+    """The evaluation stage (an ``EvalSettings``) when the job evaluates, else None."""
+    targets: tuple[str, ...] = ()
+    """The fit targets the job trains (brain, shuffled, teacher); () = fit.target.kind."""
+    concurrent: int = 1
+    """Fits that run at once (Tune trials), each with fit.ray.num_workers workers."""
+    trial_cpus: float = 0.0
+    """CPUs each trial's own process holds besides its workers."""
+    concurrent_field: str = ""
+    """The field that sets ``concurrent``, as errors name it."""
+    restore: Restore | None = None
+    """The Tune experiment to restore (a resumed grid, comparison or sweep), else None."""
+    n_participants: tuple[int, ...] = field(default_factory=tuple)
+    """Participant counts a sweep draws (search.space.n_participants), checked against those available."""
 
 
 def _names(kind: str, wanted, known, where) -> list[str]:
@@ -106,6 +142,7 @@ def window_problems(model: ModelConfig, windows: dict[str, float]) -> list[str]:
     if model.family != "whisper":
         return []
     try:
+        from braintune_dist.model.backbone import max_input_seconds   # transformers: only for a Whisper model
         limit = max_input_seconds(model)
     except (OSError, ValueError):
         return []                                    # an unreadable config is model_problems' report
@@ -113,8 +150,9 @@ def window_problems(model: ModelConfig, windows: dict[str, float]) -> list[str]:
             if w > limit]
 
 
-def dataset_problems(cfg) -> list[str]:
-    """Participants and stories named in the config exist in the dataset (skipped until it exists)."""
+def dataset_problems(cfg, ev=None) -> list[str]:
+    """Participants and stories named in the config (and its evaluation ``ev``) exist in the dataset (skipped until
+    it exists)."""
     fit = cfg.fit
     root = Path(fit.data.root)
     if not root.exists():
@@ -128,8 +166,7 @@ def dataset_problems(cfg) -> list[str]:
         return [f"fit.data: {exc}"]
     where = ds.resp_dir
     out = _names("fit.stream.participants", fit.stream.participants, subjects, where)
-    ev = getattr(cfg, "eval", None)                 # a sweep has no evaluation stage
-    if ev is not None and ev.enabled:
+    if ev is not None:
         out += _names("eval.subjects", ev.subjects, subjects, where)
     for name, stories in (("fit.data.train_stories", fit.data.train_stories), ("fit.data.val_stories", fit.data.val_stories),
                           ("fit.data.test_story", [fit.data.test_story])):
@@ -145,7 +182,7 @@ def dataset_problems(cfg) -> list[str]:
 
 def shard_problems(cfg) -> list[str]:
     """The shard set agrees with the config and every shard the run reads is whole (skipped until written)."""
-    from braintune_dist.train.trainer import plan
+    from braintune_dist.train.plan import plan
     fit = cfg.fit
     shard_dir = fit.shards                      # a local folder or an object-storage URI
     try:
@@ -183,7 +220,7 @@ def shard_problems(cfg) -> list[str]:
 
 def resume_problems(ray_cfg) -> list[str]:
     """A fixed ``fit.ray.run_name`` that already has checkpoints resumes from the latest one: it must be whole."""
-    if not ray_cfg.run_name or "://" in ray_cfg.storage_path:
+    if not ray_cfg.run_name or is_uri(ray_cfg.storage_path):
         return []                               # a fresh run, or object storage (checked by Ray on restore)
     run_dir = Path(ray_cfg.storage_path) / ray_cfg.run_name
     snapshot = run_dir / RAY_SNAPSHOT
@@ -196,6 +233,7 @@ def resume_problems(ray_cfg) -> list[str]:
     name = latest.get("checkpoint_dir_name") if isinstance(latest, dict) else None
     if not name:
         return []                               # no checkpoint yet (or a snapshot format this check does not know)
+    from braintune_dist.train.checkpoint import CheckpointError, check_complete
     try:
         check_complete(run_dir / name)
     except CheckpointError as exc:
@@ -205,6 +243,7 @@ def resume_problems(ray_cfg) -> list[str]:
 
 
 def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str]:
+    from braintune_dist.train.checkpoint import CheckpointError, check_base, read_model_file
     out = []
     for i, d in enumerate(dirs):
         try:
@@ -214,9 +253,9 @@ def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str
     return out
 
 
-def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0) -> list[str]:
-    """CPUs/GPUs for ``concurrent`` fits of ``ray.num_workers`` workers, plus one CPU left for Ray Data's
-    read tasks (with none left, ``fit()`` waits forever). Only when Ray is connected."""
+def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0, concurrent_field: str = "") -> list[str]:
+    """CPUs/GPUs for ``concurrent`` fits (set by ``concurrent_field``) of ``ray.num_workers`` workers, plus one CPU
+    left for Ray Data's read tasks (with none left, ``fit()`` waits forever). Only when Ray is connected."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return []
@@ -224,32 +263,38 @@ def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0) -> 
     cpus = concurrent * (ray_cfg.num_workers * ray_cfg.cpus_per_worker + extra_cpus)
     gpus = concurrent * ray_cfg.num_workers if ray_cfg.use_gpu else 0
     out = []
+    lower = f"; {concurrent} fits at once: lower {concurrent_field}" if concurrent > 1 and concurrent_field else ""
     if gpus > have.get("GPU", 0):
         out.append(f"fit.ray: {concurrent} × {ray_cfg.num_workers} workers (fit.ray.num_workers) with a GPU each need {gpus} "
-                   f"GPUs; the cluster has {have.get('GPU', 0):g}")
+                   f"GPUs; the cluster has {have.get('GPU', 0):g}{lower}")
     if cpus + 1 > have.get("CPU", 0):
         per = f"{ray_cfg.num_workers} workers × fit.ray.cpus_per_worker {ray_cfg.cpus_per_worker:g}"
         out.append(f"fit.ray: {concurrent} × ({per}"
                    f"{f' + {extra_cpus:g} per trial' if extra_cpus else ''}) = {cpus:g} CPUs, plus 1 for Ray Data's "
                    f"readers, but the cluster has {have.get('CPU', 0):g} CPUs (lower fit.ray.cpus_per_worker or "
-                   "fit.ray.num_workers)")
+                   f"fit.ray.num_workers){lower}")
     return out
 
 
-def search_problems(cfg) -> list[str]:
-    """Search-space values that depend on the data, and the restore point of a resumed sweep."""
-    s, space = cfg.search, cfg.search.space
-    out = []
-    pool = len(cfg.fit.stream.participants) or _participant_count(cfg.fit.shards)
-    bad = [n for n in space.n_participants if not 0 < n <= (pool or n)]
-    if bad:
-        out.append(f"search.space.n_participants: {bad} outside 1..{pool} (participants available)")
-    if s.resume:
-        from ray import tune
-        exp = Path(s.storage_path if "://" in s.storage_path else Path(s.storage_path).resolve()) / s.name
-        if not tune.Tuner.can_restore(str(exp)):
-            out.append(f"search.resume: no sweep to restore at {exp} (search.storage_path / search.name)")
-    return out
+def search_problems(checks: Checks) -> list[str]:
+    """Participant counts a sweep draws, against those the fit can draw from."""
+    fit = checks.stages.fit
+    pool = len(fit.stream.participants) or _participant_count(fit.shards)
+    bad = [n for n in checks.n_participants if not 0 < n <= (pool or n)]
+    return [f"search.space.n_participants: {bad} outside 1..{pool} (participants available)"] if bad else []
+
+
+def restore_problems(restore: Restore | None) -> list[str]:
+    """A resumed grid, comparison or sweep needs the Tune experiment it restores."""
+    if restore is None:
+        return []
+    from ray import tune
+    exp = f"{storage_location(restore.storage_path).rstrip('/')}/{restore.name}"
+    if tune.Tuner.can_restore(exp):
+        return []
+    field = restore.field.rpartition(".")[0]
+    return [f"{restore.field}: nothing to restore at {exp} (run once without it, or set {field}.name / "
+            f"{field}.storage_path to the earlier run's)"]
 
 
 def _participant_count(shards: str) -> int:
@@ -275,39 +320,33 @@ def _report(problems: list[str], t0: float, what: str, log) -> None:
     log(f"[preflight] {what} ok in {time.time() - t0:.1f} s")
 
 
-def preflight(cfg, log=print) -> None:
-    """Check a multi_brain / sweep / scaling job config (a config with ``fit``, ``prepare`` and ``preflight``)."""
+def preflight(checks: Checks, log=print) -> None:
+    """Check a training job (its :class:`Checks`) before it writes data or trains: every problem, in one error."""
+    cfg, ev = checks.stages, checks.eval
     if not cfg.preflight.enabled:
         return
     t0 = time.time()
-    named = dataset_problems(cfg)
+    ev = ev if ev is not None and ev.enabled else None
+    named = dataset_problems(cfg, ev)
     # the shard checks assume the names are right: a typo would otherwise be reported twice
-    imp = getattr(cfg, "import_model", None)
-    problems = _import_problems(imp) if imp is not None and imp.enabled else \
-        model_problems(cfg.fit.model, "fit.model") + _job_window_problems(cfg)
+    problems = _import_problems(cfg.import_model) if cfg.import_model.enabled else \
+        model_problems(cfg.fit.model, "fit.model") + _job_window_problems(cfg, ev)
     problems += named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.fit.ray)
-    search = getattr(cfg, "search", None)
-    if search is not None:
-        problems += search_problems(cfg)
-    compare = getattr(cfg, "compare", None)
-    targets = list(compare.targets) if compare is not None else [cfg.fit.target.kind]
-    problems += target_problems(cfg, targets)
-    trials, trial_cpus = ((search.max_concurrent_trials, search.trial_cpus) if search is not None else
-                          (compare.max_concurrent, compare.trial_cpus) if compare is not None else (1, 0.0))
+    problems += search_problems(checks) + restore_problems(checks.restore)
+    problems += target_problems(cfg, list(checks.targets or [cfg.fit.target.kind]))
     if cfg.preflight.resources != "off":
-        short = resource_problems(cfg.fit.ray, trials, trial_cpus)
+        short = resource_problems(cfg.fit.ray, checks.concurrent, checks.trial_cpus, checks.concurrent_field)
         if cfg.preflight.resources == "warn":
             for p in short:
                 warnings.warn(f"preflight: {p} (preflight.resources=warn: going on, the cluster may scale up)",
                               stacklevel=2)
         else:
             problems += short
-    ev = getattr(cfg, "eval", None)
     outputs = {"fit.ray.storage_path": cfg.fit.ray.storage_path, "fit.shards": cfg.fit.shards}
-    if ev is not None and ev.enabled:
+    if ev is not None:
         outputs.update({"eval.out_dir": ev.out_dir, "eval.features.cache_dir": ev.features.cache_dir})
     problems += output_problems(outputs)
-    if ev is not None and ev.enabled and aliasing_note(ev.features, cfg.fit.data.tr):
+    if ev is not None and aliasing_note(ev.features, cfg.fit.data.tr):
         warnings.warn(f"preflight: {aliasing_note(ev.features, cfg.fit.data.tr)}", stacklevel=2)
     _report(problems, t0, "data, model, checkpoints and resources", log)
 
@@ -336,7 +375,7 @@ def output_problems(paths: dict[str, str]) -> list[str]:
     so a job does not fail after hours of training on an unwritable report folder. URIs are left to their store."""
     out = []
     for name, path in paths.items():
-        if not path or "://" in path:
+        if not path or is_uri(path):
             continue
         probe = Path(path).resolve()
         while not probe.exists():
@@ -349,7 +388,6 @@ def output_problems(paths: dict[str, str]) -> list[str]:
 
 
 def _import_problems(imp) -> list[str]:
-    from braintune_dist.jobs.import_whisper import source_of
     try:
         source_of(imp)
     except UserError as exc:
@@ -357,10 +395,9 @@ def _import_problems(imp) -> list[str]:
     return []
 
 
-def _job_window_problems(cfg) -> list[str]:
+def _job_window_problems(cfg, ev=None) -> list[str]:
     windows = {"prepare.shard.window": cfg.prepare.shard.window}
-    ev = getattr(cfg, "eval", None)
-    if ev is not None and ev.enabled:
+    if ev is not None:
         windows["eval.features.window"] = ev.features.window
     return window_problems(cfg.fit.model, windows)
 

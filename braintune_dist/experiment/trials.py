@@ -1,0 +1,104 @@
+"""A job's fits as Ray Tune trials under one MLflow parent run, written once for every job that runs trials.
+
+:func:`run_trials` runs trials ``0 … n-1`` of a fixed grid (``max_concurrent`` at once, bounded by the cluster's
+resources) as the Tune experiment ``<storage_path>/<name>``; with ``resume`` it restores that experiment: finished
+trials are kept, unfinished and errored ones run again. The MLflow parent run's id is saved beside the experiment
+(:func:`save_parent`) so that a resumed job reopens it (:func:`open_parent`); each trial reopens its own nested run
+(:func:`open_child`). A trial writes what it produced to a file (atomically) and reports the path.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from braintune_dist.errors import UserError
+from braintune_dist.io import storage_location, write_text
+from braintune_dist.experiment.launch import tune_console
+from braintune_dist.tracking import Tracker
+
+PARENT_FILE = "mlflow_parent_run_id"
+
+
+def original_cwd() -> None:
+    """Back to the driver's working directory: Tune starts a trial in its trial folder, and the job's
+    relative paths (data, shards, runs/...) are relative to the driver's."""
+    os.chdir(os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
+
+
+def experiment_dir(storage_path: str, name: str) -> tuple[str, Path]:
+    """(Tune storage path, the experiment's folder) of a sweep or grid: a local path made absolute (Tune
+    needs one), a URI (``s3://``) as given."""
+    storage = storage_location(storage_path)
+    return storage, Path(storage) / name
+
+
+def open_parent(tracker: Tracker, name: str, exp_dir: Path, resume: bool, params: dict, tags: dict, log):
+    """Open (or, on resume, reopen) the MLflow parent run of a Tune experiment at ``exp_dir``."""
+    saved = exp_dir / PARENT_FILE
+    run_id = saved.read_text().strip() if resume and saved.is_file() else None
+    if run_id:
+        log(f"[{tags.get('job', name)}] resuming MLflow parent run {run_id}")
+    # params are logged once: MLflow refuses changed values (resume differs on the resumed session)
+    return tracker.start(name, params=None if run_id else params, tags=tags, run_id=run_id, end=True)
+
+
+def save_parent(exp_dir: Path, run_id: str | None) -> None:
+    if run_id:                          # temp name, then rename: a torn id would break a resume
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        write_text(exp_dir / PARENT_FILE, run_id)
+
+
+def check_resume(job: str, name: str, storage_path: str, resume: bool) -> None:
+    """``<job>.resume`` with nothing to restore: one error, before the job prepares or trains anything."""
+    from ray import tune
+    _, exp_dir = experiment_dir(storage_path, name)
+    if resume and not tune.Tuner.can_restore(str(exp_dir)):
+        raise UserError(f"{job}.resume: nothing to restore at {exp_dir} (run once without it, or set "
+                        f"{job}.name / {job}.storage_path to the earlier run's)")
+
+
+def restore_or_create(trainable, storage_path: str, name: str, resume: bool, job: str, create):
+    """The Tune experiment ``<storage_path>/<name>``: restored with ``resume`` (finished trials kept, unfinished and
+    errored ones run again), else ``create(storage)``, a new ``tune.Tuner`` stored under the absolute ``storage``."""
+    from ray import tune
+    storage, exp_dir = experiment_dir(storage_path, name)
+    check_resume(job, name, storage_path, resume)
+    if resume:
+        return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return create(storage)
+
+
+def run_trials(trainable, n: int, key: str, name: str, storage_path: str, resume: bool, max_concurrent: int,
+               job: str, log, metrics: tuple[str, ...] = ()) -> dict[int, dict]:
+    """Run trials ``0 … n-1`` of ``trainable`` (each gets ``config[key]``), ``max_concurrent`` at once, as the Tune
+    experiment ``<storage_path>/<name>`` (restored with ``resume``). Returns each trial's last reported metrics by
+    index; a failed trial is one error."""
+    from ray import tune
+    tuner = restore_or_create(trainable, storage_path, name, resume, job, lambda storage: tune.Tuner(
+        trainable, param_space={key: tune.grid_search(list(range(n)))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(name=name, storage_path=storage, **tune_console(log, job, n, metrics))))
+    results = tuner.fit()
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} trial(s) of {job} failed, e.g. {failed[0].error}; fix and rerun with "
+                           f"--{job}.resume true to run only those")
+    return {r.config[key]: r.metrics for r in results}
+
+
+
+
+def open_child(tracker: Tracker, name: str, parent_run_id: str | None, tags: dict, params: dict | None = None):
+    """Open one trial's MLflow run, nested under the job's parent run; a trial run again (the job was resumed)
+    reopens its own run, found by ``tags`` under the same parent, instead of leaving it RUNNING."""
+    tags = dict(tags)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    key = {k: v for k, v in tags.items() if k != "job"}
+    earlier = tracker.find_run(**key) if parent_run_id else None
+    return tracker.start(name, tags=tags, run_id=earlier, end=True, params=None if earlier else params)
+
+
+def best_checkpoint(result):
+    """A Ray Train result's checkpoint of lowest validation loss (the last one when none was scored)."""
+    return result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
