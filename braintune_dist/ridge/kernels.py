@@ -11,18 +11,20 @@ it in one pass and accumulates in float64 whatever the input dtype:
 * ``pearson_columns(a, b)``           : Pearson r per column. Both versions subtract each column's first
   row first, so a constant column is exactly zero and its r is 0 (not NaN).
 
-The CUDA sources are ``kernels/*.cu`` at the repository root. They are compiled on first use, never at
-import: importing this module on a machine without CUDA (or without cupy) costs nothing.
+The CUDA sources are the ``.cu`` files of the repository's top-level ``kernels/`` folder, installed as
+package data of ``braintune_dist.kernels`` and read by :func:`kernel_source`. They are compiled on first
+use, never at import: importing this module on a machine without CUDA (or without cupy) costs nothing.
 """
 from __future__ import annotations
 
 import functools
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
-"""Folder of the ``.cu`` sources (the package is installed editable, so it sits beside ``braintune_dist/``)."""
+KERNEL_PACKAGE = "braintune_dist.kernels"
+_CHECKOUT = Path(__file__).resolve().parents[2]
 _THREADS, _ROWS = 128, 64     # threads per block (one per column); rows per block (ROWS in the .cu files)
 
 
@@ -74,12 +76,32 @@ def pearson_columns_numpy(a, b, batch: int = 4096):
 
 
 # --------------------------------------------------------------------------- CuPy kernels
+def _kernel_dir():
+    """The folder of the ``.cu`` sources: the installed ``braintune_dist.kernels``, else a checkout's."""
+    try:
+        return resources.files(KERNEL_PACKAGE)
+    except ModuleNotFoundError:
+        # setuptools' default editable install (and a checkout on PYTHONPATH) cannot import a namespace
+        # package mapped from outside braintune_dist/, so there the sources are read where they live
+        if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "kernels").is_dir():
+            return _CHECKOUT / "kernels"
+        raise FileNotFoundError(f"the CUDA sources ({KERNEL_PACKAGE}) are not installed") from None
+
+
+def kernel_source(name: str) -> str:
+    """The text of the CUDA source ``<name>.cu``."""
+    folder = _kernel_dir()
+    path = folder / f"{name}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"CUDA source {name}.cu is missing from {folder}")
+    return path.read_text(encoding="utf-8")
+
+
 @functools.lru_cache(maxsize=None)
 def _raw_module(name: str):
     """The RawModule of ``kernels/<name>.cu`` with its float and double instantiations."""
     import cupy as cp
-    path = KERNEL_DIR / f"{name}.cu"
-    return cp.RawModule(code=path.read_text(), options=("-std=c++17",),
+    return cp.RawModule(code=kernel_source(name), options=("-std=c++17",),
                         name_expressions=[f"{name}<float>", f"{name}<double>"])
 
 
