@@ -20,6 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from braintune_dist.experiment import compat
+
 SAMPLE_RATE = 16_000
 
 # Tiny architectures for tests and the CPU demo (random init, ~0.1-0.2 M params).
@@ -96,7 +98,7 @@ class Backbone(nn.Module):
             self.n_fft, self.hop = fe.n_fft, fe.hop_length
         else:
             if cfg.freeze_frontend:
-                model.feature_extractor._freeze_parameters()   # frozen CNN front end (wav2vec2 and HuBERT)
+                compat.freeze_feature_encoder(model)           # frozen CNN front end (wav2vec2 and HuBERT)
         self.model = model
 
     @staticmethod
