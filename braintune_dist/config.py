@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import importlib
 import os
-import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from braintune_dist.errors import UserError
+from braintune_dist.experiment.compat import jsonargparse_message
 
 T = TypeVar("T")
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -43,37 +43,6 @@ def parser(cls: type) -> ArgumentParser:
     p.add_argument("--config", action=ActionConfigFile, help="YAML preset to start from (jobs/configs/<job>/*.yaml)")
     p.add_class_arguments(cls, nested_key=None, fail_untyped=True)
     return p
-
-
-def _type_name(text: str) -> str:
-    """``<class 'int'>`` → ``int``; ``typing.Literal['a', 'b']`` → ``one of ['a', 'b']``; ``<class 'list'>`` →
-    ``a list such as [a,b]`` (the CLI syntax of a list)."""
-    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
-    text = re.sub(r"typing\.Literal\[(.*)\]$", r"one of [\1]", text)
-    text = re.sub(r"^(?:typing\.)?(?:List|list)(\[.*\])?$", "a list such as [a,b]", text)
-    return text
-
-
-def _one_line(exc: BaseException) -> str:
-    """jsonargparse messages span lines and repeat the union alternatives: keep the first statement,
-    as ``field: expected T, got V``."""
-    msg = " ".join(str(exc).split())
-    msg = re.sub(r"^Parser key \"([^\"]+)\": ", r"\1: ", msg)
-    msg = msg.split(" - Expected a ")[0].split(" Given value type:")[0]
-    m = re.match(r"^(.*?)Expected a (.+?)\. Got value: (.*)$", msg)
-    if m:
-        msg = f"{m.group(1)}expected {_type_name(m.group(2))}, got {m.group(3)!r}"
-    # typed ranges (PositiveInt, ClosedUnitInterval, ...): 'field: must be v>0, got 0' / 'expected int, got ...'
-    m = re.match(r"^(.*?)Not of type (\w+): invalid literal for (int|float)\(\)(?: with base 10)?: (.*)$", msg)
-    if m:
-        return f"{m.group(1)}expected {m.group(3)}, got {m.group(4)}"
-    m = re.match(r"^(.*?)Not of type \w+: could not convert string to (float): (.*)$", msg)
-    if m:
-        return f"{m.group(1)}expected {m.group(2)}, got {m.group(3)}"
-    m = re.match(r"^(.*?)Not of type \w+: (.*?) does not conform to restriction (.+)$", msg)
-    if m:
-        msg = f"{m.group(1)}must be {m.group(3)}, got {m.group(2)}"
-    return msg
 
 
 def _check_keys(cls: type, data: Any, where: str, prefix: str = "") -> None:
@@ -129,7 +98,7 @@ def _build(cls: type[T], ns, where: str) -> T:
     except UserError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {_one_line(exc)}") from None
+        raise ConfigError(f"{where}: {jsonargparse_message(exc)}") from None
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
@@ -138,7 +107,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     try:
         ns = parser(cls).parse_object(data, defaults=True)
     except Exception as exc:        # jsonargparse raises ArgumentError / NSKeyError / ValueError
-        raise ConfigError(f"{where}: {_one_line(exc)}") from None
+        raise ConfigError(f"{where}: {jsonargparse_message(exc)}") from None
     return _build(cls, ns, where)
 
 
@@ -177,7 +146,7 @@ def parse_cli(cls: type[T], argv: list[str] | None = None) -> T:
     try:
         ns = p.parse_args(argv)
     except Exception as exc:
-        raise ConfigError(f"command line: {_one_line(exc)}") from None
+        raise ConfigError(f"command line: {jsonargparse_message(exc)}") from None
     return _build(cls, ns, "command line")
 
 

@@ -1,6 +1,5 @@
 """The real driver (jobs/multi_brain.py) with DeepSpeed ZeRO-2 on 2 workers of the session's Ray: a worker
 SIGKILLed mid-run, the driver interrupted, a broken checkpoint refused, and the rerun that resumes."""
-import json
 import os
 import threading
 import time
@@ -8,9 +7,10 @@ import time
 import pytest
 
 from braintune_dist.evaluate.config import EvalSettings
+from braintune_dist.experiment.compat import train_checkpoints
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run
 from braintune_dist.experiment.prepare import PrepareSettings
-from braintune_dist.experiment.preflight import RAY_SNAPSHOT, PreflightError
+from braintune_dist.experiment.preflight import PreflightError
 from braintune_dist.train.checkpoint import load_tuner
 from braintune_dist.train.loop import weights_checksum
 from braintune_dist.train.plan import plan
@@ -24,15 +24,15 @@ pytestmark = pytest.mark.slow
 def checkpoints_registered(run_dir) -> int:
     """Checkpoints Ray Train has registered (what a restart restores from), per its snapshot file."""
     try:
-        return len(json.loads((run_dir / RAY_SNAPSHOT).read_text())["checkpoint_results"])
-    except (OSError, ValueError, KeyError):            # not written yet, or caught mid-write
+        return len((train_checkpoints(run_dir) or {"checkpoints": []})["checkpoints"])
+    except ValueError:                                  # caught mid-write
         return 0
 
 
 def snapshot_history(run_dir) -> list[dict]:
     """Metrics of every checkpoint Ray Train registered for a run (its snapshot file), in epoch order."""
-    results = json.loads((run_dir / RAY_SNAPSHOT).read_text())["checkpoint_results"]
-    return sorted(({**r["metrics"], "path": run_dir / r["checkpoint_dir_name"]} for r in results),
+    results = train_checkpoints(run_dir)["checkpoints"]
+    return sorted(({**r["metrics"], "path": run_dir / r["dir"]} for r in results),
                   key=lambda m: m["epoch"])
 
 
@@ -99,7 +99,7 @@ def test_deepspeed_driver_survives_a_killed_worker_then_ctrl_c_and_resumes(ray_a
     assert {"model.pt", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
     assert h[1]["start_checksum"] == pytest.approx(weights_checksum(load_tuner(h[0]["path"])[0]), rel=1e-6)
 
-    latest = run_dir / json.loads((run_dir / RAY_SNAPSHOT).read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+    latest = run_dir / train_checkpoints(run_dir)["latest"]
     (latest / "model.pt").rename(tmp_path / "model.pt")                        # as an interrupted copy would leave it
     before, t = sorted(run_dir.iterdir()), time.time()
     with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.pt"):

@@ -187,7 +187,7 @@ class LebelDataset:
     def tr_report_path(self, story: str) -> Path:
         return (Path(self.cfg.tr_report_dir) if self.cfg.tr_report_dir else self.deriv / "trfiles") / f"{story}.report"
 
-    def _report(self, story: str) -> tuple[np.ndarray, float] | None:
+    def report(self, story: str) -> tuple[np.ndarray, float] | None:
         """(TR mid-points (n,), mean TR) of ``story`` from its TR report, or None where the grid applies."""
         if self.cfg.tr_source == "grid":
             return None
@@ -211,7 +211,7 @@ class LebelDataset:
 
     def tr_length(self, story: str) -> float:
         """Seconds per TR of ``story``: the mean trigger spacing of its report, else ``cfg.tr``."""
-        rep = self._report(story)
+        rep = self.report(story)
         return self.cfg.tr if rep is None else rep[1]
 
     def n_trs(self, story: str) -> int:
@@ -222,7 +222,7 @@ class LebelDataset:
 
     def tr_times(self, story: str) -> np.ndarray:
         """TR mid-points relative to audio onset, shape (n_trs - 5,), seconds (from the report or the grid)."""
-        rep = self._report(story)
+        rep = self.report(story)
         if rep is not None:
             return rep[0]
         n = self.n_trs(story) - TRFILE_PAD

@@ -37,7 +37,7 @@ def validate(ds: LebelDataset, subjects: list[str] | None = None, mode: str = "s
             n_vox, n_rows = Y.shape[1], n_rows + Y.shape[0]
         n_rep = ds.load_repeats(sub).shape[0] if ds.cfg.test_story in heard else 0
         summary["subjects"][sub] = dict(n_voxels=n_vox, n_stories=len(heard), n_rows=n_rows, n_repeats=n_rep)
-    summary["tr_reports"] = [s for s in stories if ds._report(s) is not None]   # the rest: the 2.0 s grid
+    summary["tr_reports"] = [s for s in stories if ds.report(s) is not None]   # the rest: the 2.0 s grid
     if check_audio:
         for story in stories:
             summary["audio_seconds"] += len(ds.load_audio(story)) / SAMPLE_RATE

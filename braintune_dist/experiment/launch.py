@@ -5,6 +5,7 @@ import os
 import sys
 
 from braintune_dist.errors import SAVED, UserError
+from braintune_dist.experiment import compat
 
 
 VERBOSE_ENV = "BRAINTUNE_VERBOSE"
@@ -42,9 +43,8 @@ def connect_ray(address: str = "") -> None:
             if k in os.environ}}, **quiet)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     if not verbose:       # Ray Data's per-execution lines (plans, timings) stay in its own log file, ray-data.log
-        for handler in logging.getLogger("ray.data").handlers:
-            if type(handler).__name__ == "PlainRayHandler":
-                handler.setLevel(logging.ERROR)
+        for handler in compat.ray_data_console_handlers():
+            handler.setLevel(logging.ERROR)
 
 
 def tune_console(log, prefix: str, total: int, metrics: tuple[str, ...] = ()) -> dict:

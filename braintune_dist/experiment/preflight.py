@@ -36,11 +36,11 @@ from braintune_dist.data.manifest import where as manifest_file
 from braintune_dist.data.stream import shards_for
 from braintune_dist.targets import teacher
 from braintune_dist.errors import UserError
+from braintune_dist.experiment import compat
 from braintune_dist.experiment.imports import source_of
 from braintune_dist.io import is_uri, storage_location
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"   # Ray Train V2's record of a run's checkpoints
 
 
 class PreflightError(UserError):
@@ -223,16 +223,13 @@ def resume_problems(ray_cfg) -> list[str]:
     if not ray_cfg.run_name or is_uri(ray_cfg.storage_path):
         return []                               # a fresh run, or object storage (checked by Ray on restore)
     run_dir = Path(ray_cfg.storage_path) / ray_cfg.run_name
-    snapshot = run_dir / RAY_SNAPSHOT
-    if not snapshot.is_file():
-        return []
     try:
-        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
-    except (OSError, ValueError) as exc:
-        return [f"fit.ray.run_name {ray_cfg.run_name!r}: {snapshot} is unreadable ({exc}); Ray Train cannot resume it"]
-    name = latest.get("checkpoint_dir_name") if isinstance(latest, dict) else None
+        record = compat.train_checkpoints(run_dir)
+    except ValueError as exc:
+        return [f"fit.ray.run_name {ray_cfg.run_name!r}: {exc}; Ray Train cannot resume it"]
+    name = record and record["latest"]
     if not name:
-        return []                               # no checkpoint yet (or a snapshot format this check does not know)
+        return []                               # a fresh run, or no checkpoint yet
     from braintune_dist.train.checkpoint import CheckpointError, check_complete
     try:
         check_complete(run_dir / name)

@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass, field
 
 from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.experiment import compat
 from braintune_dist.experiment.launch import tune_console
 from braintune_dist.experiment.preflight import Checks, Restore
 from braintune_dist.experiment.stages import TrainingStages, setup
@@ -186,11 +187,7 @@ def tune_stop_event():
     """The event Tune sets when it stops this trial (ASHA). Taken at the trial's start: Tune sets it, then drops
     the trial's session, and only after that does the fit raise from the teardown (or exit where it reports),
     maybe after the driver has ended the trial's MLflow run KILLED; ending it FAILED then would overwrite that."""
-    import threading
-
-    from ray.train._internal.session import get_session         # Tune's function-trainable session
-    session = get_session()
-    return session.stop_event if session else threading.Event()
+    return compat.tune_stop_event()
 
 
 def run_trial(point: dict, base: FitConfig, parent_run_id: str | None, train_storage: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from braintune_dist.experiment import compat
 from braintune_dist.model.config import ModelConfig
 
 SAMPLE_RATE = 16_000
@@ -72,7 +73,7 @@ class Backbone(nn.Module):
             self.n_fft, self.hop = fe.n_fft, fe.hop_length
         else:
             if cfg.freeze_frontend:
-                model.feature_extractor._freeze_parameters()   # frozen CNN front end (wav2vec2 and HuBERT)
+                compat.freeze_feature_encoder(model)           # frozen CNN front end (wav2vec2 and HuBERT)
         self.model = model
 
     @staticmethod

@@ -168,7 +168,7 @@ def _n_layers(v: dict[str, np.ndarray], part: str) -> int:
 def whisper_from_ct2(folder: str | Path):
     """Read a CTranslate2 Whisper folder into ``(WhisperForConditionalGeneration, ct2 config dict)``, float32."""
     import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
     folder = Path(folder)
     if not is_ct2_folder(folder):
         raise ModelFormatError(f"{folder} is not a CTranslate2 model folder (needs model.bin and a config.json "
@@ -211,9 +211,10 @@ def whisper_from_ct2(folder: str | Path):
     eot = ids["eos_token_id"]
     gen = dict(ids, no_timestamps_token_id=eot + 106, is_multilingual=vocab > 51864, suppress_tokens=cfg.suppress_tokens,
                begin_suppress_tokens=cfg.begin_suppress_tokens, alignment_heads=ct2_cfg.get("alignment_heads"))
-    for k, val in gen.items():
-        setattr(model.generation_config, k, val)
-    model.generation_config._from_model_config = False   # else from_pretrained rebuilds it from config.json
+    # a generation config of its own rather than the one derived from the model config: from_pretrained reads a
+    # derived one back without the fields WhisperConfig lacks (no_timestamps_token_id, alignment_heads, ...)
+    kept = {k: v for k, v in model.generation_config.to_diff_dict().items() if not k.startswith("_")}
+    model.generation_config = GenerationConfig(**{**kept, **gen})
     return model.eval(), ct2_cfg
 
 

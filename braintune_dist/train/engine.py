@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from braintune_dist.experiment import compat
 from braintune_dist.train.config import EngineSettings, OptimSettings
 
 
@@ -58,11 +59,7 @@ class Engine:
 
     def _init_deepspeed(self, model, opt, sched, micro_batch):
         if self.device.type == "cpu" and self.cfg.skip_cpu_shm_build:
-            try:  # internal API: edits persist; plain gloo collectives instead of a JIT op
-                import deepspeed.ops
-                deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-            except (ImportError, AttributeError, TypeError):
-                pass
+            compat.skip_cpu_shm_op()                    # plain gloo collectives instead of a JIT-built op
         import deepspeed
         for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1").items():
             os.environ.setdefault(k, v)                  # single process outside Ray: no MPI discovery

@@ -19,6 +19,7 @@ import numpy as np
 
 from braintune_dist.config import to_dict
 from braintune_dist.errors import UserError
+from braintune_dist.experiment import compat
 from braintune_dist.io import atomic_path, is_uri, quick_digest, storage_location
 from braintune_dist.seeding import derive
 from braintune_dist.data.audio_store import from_npy
@@ -112,7 +113,7 @@ class NonFiniteLossError(UserError):
 def _trainer_class():
     from ray.train.torch import TorchTrainer
 
-    class Trainer(TorchTrainer):
+    class Trainer(compat.with_sigint_handler(TorchTrainer)):
         """TorchTrainer whose Ctrl-C is told apart from success: Ray Train's own SIGINT handler aborts the run
         and then ``sys.exit(0)``s or lets ``fit()`` return, so a caller would record an interrupted run as
         finished. This one aborts the run the same way and sets ``interrupted``, and ``fit_with_progress``
@@ -137,9 +138,8 @@ def _trainer_class():
                 if main:
                     signal.signal(signal.SIGINT, previous)
 
-        def _register_sigint_handler(self, controller):
-            import signal
-
+        def sigint_handler(self, controller):
+            """The SIGINT handler of a run whose controller actor is ``controller`` (installed by ``fit()``)."""
             import ray
 
             def handler(signum, frame):
@@ -150,7 +150,7 @@ def _trainer_class():
                     ray.get(controller.abort.remote())
                 except ray.exceptions.RayActorError:
                     pass                                    # the controller is already gone
-            signal.signal(signal.SIGINT, handler)
+            return handler
     return Trainer
 
 
