@@ -200,7 +200,7 @@ def test_jsonargparse_message(monkeypatch):
 
 # ---------------------------------------------------------------- Ray Data: its console output
 def test_ray_data_console_handlers_are_its_console_not_its_file():
-    import ray.data  # noqa: F401  (configures the "ray.data" logger)
+    import ray.data  # noqa: F401  (importing it configures the "ray.data" logger)
     handlers = compat.ray_data_console_handlers()
     assert [h.get_name() for h in handlers] == ["console"]                     # as Ray Data's config names it
     assert isinstance(handlers[0], logging.StreamHandler)

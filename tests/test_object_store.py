@@ -81,9 +81,11 @@ def test_damage_on_s3_is_named_by_preflight(s3, tiny_root, tmp_path):
     with pytest.raises(DatasetError, match=r"s3://shards/damaged/audio/alpha.npy listed in manifest.json is missing"):
         verify_shards(uri, [load_manifest(uri)["audio_files"]["alpha"]])
     # object storage is read, not written: a missing set there is one clear error, not a local folder named 's3:'
+    from braintune_dist.data.lebel import LebelDataset
     from braintune_dist.experiment.prepare import ensure_shards
     with pytest.raises(DatasetError, match=r"no complete shard set at s3://shards/none"):
-        ensure_shards(cfg.fit.data, server.uri("shards/none"), ShardConfig(), log=lambda *_: None)
+        ensure_shards(LebelDataset(cfg.fit.data.root, cfg.fit.data), server.uri("shards/none"), ShardConfig(),
+                      log=lambda *_: None)
 
 
 def test_ray_train_fits_from_shards_on_s3(ray_local, s3, tiny_root, tmp_path):

@@ -114,9 +114,11 @@ def test_shards_of_other_data_are_refused(tiny_root, shards, tmp_path):
     msg = refused(multi_brain, job(other, shards, tmp_path), r"fit.shards: .* was written from other data than",
                   tmp_path)
     assert "responses/UTS02/bravo differ" in msg
+    from braintune_dist.data.lebel import LebelDataset
     from braintune_dist.experiment.prepare import ensure_shards
     with pytest.raises(DatasetError, match="responses/UTS02/bravo differ"):
-        ensure_shards(DataConfig(root=str(other), val_stories=["bravo"]), str(shards), ShardConfig(), **QUIET)
+        ensure_shards(LebelDataset(other, DataConfig(root=str(other), val_stories=["bravo"])), str(shards), ShardConfig(),
+                      **QUIET)
 
 
 def test_unwritable_outputs_are_refused_before_training(tiny_root, shards, tmp_path):

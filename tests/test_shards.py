@@ -263,8 +263,8 @@ def test_writer_process_killed_mid_write_is_redone_not_trusted(tiny_root, tmp_pa
     with pytest.raises(DatasetError, match="did not finish"):
         load_manifest(out)
 
-    ensure_shards(DataConfig(root=str(tiny_root), val_stories=["bravo"]), str(out), ShardConfig(**opts),
-                  log=lambda *_: None)
+    data = DataConfig(root=str(tiny_root), val_stories=["bravo"])
+    ensure_shards(LebelDataset(tiny_root, data), str(out), ShardConfig(**opts), log=lambda *_: None)
     subprocess.run([*cli, "--out", str(ref)], check=True, capture_output=True)
     m, m_ref = load_manifest(out), load_manifest(ref)
     verify_shards(out, m["shards"], "checksum")

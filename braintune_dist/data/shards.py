@@ -188,8 +188,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         p.unlink(missing_ok=True)
 
 
-def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> Path:
-    """Write the shards and manifest of dataset ``data`` into ``out``; returns the output directory.
+def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike, ds: LebelDataset | None = None) -> Path:
+    """Write the shards and manifest of dataset ``data`` (``ds``: that dataset, when the caller has it open) into
+    ``out``; returns the output directory.
 
     Raises
     ------
@@ -208,7 +209,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike) -> 
     if cfg.window <= 0 or cfg.rows_per_shard < 1 or cfg.row_group_rows < 1:
         raise DatasetError("ShardConfig: window must be > 0, rows_per_shard and row_group_rows ≥ 1")
 
-    ds = LebelDataset(data.root, data)
+    ds = ds or LebelDataset(data.root, data)
     subjects = ds.subjects()
     if not subjects:
         raise DatasetError(f"no participant folders in {ds.resp_dir}")

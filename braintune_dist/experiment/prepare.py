@@ -65,11 +65,11 @@ def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "
     return rows
 
 
-def ensure_shards(data: DataConfig, shards: str, shard: ShardConfig, log=print) -> str | Path:
-    """The shard set at ``shards``: reused when it was written from this dataset's files, else written
+def ensure_shards(ds: LebelDataset, shards: str, shard: ShardConfig, log=print) -> str | Path:
+    """The shard set at ``shards``: reused when it was written from the files of dataset ``ds``, else written
     (locally; object storage is read, not written: write locally, then upload the folder)."""
     if exists(shards, MANIFEST) and not shard.overwrite:
-        stale = stale_inputs(load_manifest(shards).get("inputs"), LebelDataset(data.root, data), display(shards))
+        stale = stale_inputs(load_manifest(shards).get("inputs"), ds, display(shards))
         if stale:
             raise DatasetError(stale[0])
         log(f"[shards] using existing shards in {display(shards)}, written from this dataset's files "
@@ -80,7 +80,7 @@ def ensure_shards(data: DataConfig, shards: str, shard: ShardConfig, log=print) 
                            "local folder (braintune-shards --out DIR) and then copied to object storage")
     out_p = Path(shards)
     t = time.time()
-    write_shards(shard, data, out_p)
+    write_shards(shard, ds.cfg, out_p, ds)
     mb = sum(p.stat().st_size for p in out_p.rglob("*.parquet")) / 1e6
     log(f"[shards] wrote {mb:.1f} MB of Parquet shards to {out_p} in {time.time() - t:.1f} s")
     return out_p
@@ -137,7 +137,7 @@ def prepare(data: DataConfig, shards: str, settings: PrepareSettings, stream: St
     for r in ceil:
         log(f"  {r['subject']:>8} {r['region']:>9}: {r['n_voxels']:5d} voxels, median {r['median_cc_max']:.2f}, "
             f"{100 * r['frac_above']:.0f}% above")
-    out = ensure_shards(data, shards, settings.shard, log)
+    out = ensure_shards(ds, shards, settings.shard, log)
     epoch = None
     if stream is not None:
         for s in ("train", "val", "test"):

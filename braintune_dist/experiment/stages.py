@@ -58,7 +58,7 @@ def setup(job: TrainingStages, checks: Checks, log=print) -> Prepared:
     dataset = prepare(job.fit.data, job.fit.shards, job.prepare, log=log).dataset
     fit = with_imported(job.fit, job.import_model, log)
     from braintune_dist.model.pretrain import with_pretrained   # torch: only when a job runs
-    fit = with_pretrained(fit, job.pretrain, log)
+    fit = with_pretrained(fit, job.pretrain, log, dataset)
     return Prepared(fit=fit, dataset=dataset, plan=plan(fit))
 
 

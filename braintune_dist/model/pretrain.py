@@ -100,28 +100,29 @@ def _accuracy(backbone, clf, batches) -> float:
     return hit / max(tot, 1)
 
 
-def _fingerprint(cfg: PretrainConfig, data: DataConfig) -> dict:
+def _fingerprint(cfg: PretrainConfig, data: DataConfig, ds: LebelDataset) -> dict:
     """What the checkpoint depends on: the training settings, the data settings but the root, and the content
     of the audio and TextGrid files it reads (so a moved dataset matches and a changed one does not)."""
     d = to_dict(cfg)
     for k in ("out", "enabled", "overwrite", "eval_every"):
         d.pop(k)
     d["data"] = {k: v for k, v in to_dict(data).items() if k != "root"}
-    ds = LebelDataset(data.root, data)
     split = ds.split()
     d["inputs"] = {f"{kind}/{s}": digest for s in split["train"] + split["val"]
                    for kind, digest in (("audio", ds.audio_digest(s)), ("textgrid", file_digest(ds.textgrid_path(s))))}
     return d
 
 
-def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
+def pretrain(cfg: PretrainConfig, data: DataConfig, log=print, ds: LebelDataset | None = None) -> Path:
     """Train on the training stories of ``data`` (their audio and TextGrid phones; the validation stories score
-    accuracy) and write the checkpoint (atomically: temp directory, then rename); returns ``out``.
+    accuracy) and write the checkpoint (atomically: temp directory, then rename); returns ``out``. ``ds``: the
+    dataset ``data`` describes, when the caller has it open.
 
     A checkpoint already at ``out`` made with the same config is reused; one made with another
     config raises ``PretrainError`` unless ``overwrite``.
     """
     out = Path(cfg.out)
+    ds = ds or LebelDataset(data.root, data)
     if cfg.model.family == "whisper":
         raise PretrainError("PretrainConfig.model.family: phone pretraining supports wav2vec2 and hubert, "
                             "not whisper (use a Whisper checkpoint via model.pretrained)")
@@ -129,7 +130,7 @@ def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
         raise PretrainError("PretrainConfig.model.pretrained must be empty: pretraining starts from random init")
     if (out / META_FILE).is_file() and not cfg.overwrite:
         old = json.loads((out / META_FILE).read_text())
-        now = _fingerprint(cfg, data)
+        now = _fingerprint(cfg, data, ds)
         if old.get("fingerprint") == now:
             log(f"[pretrain] reusing {out} (same config and data; val phone accuracy {old['val_accuracy']:.2f})")
             return out
@@ -139,7 +140,6 @@ def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
     if out.exists() and any(out.iterdir()) and not (out / META_FILE).is_file() and not cfg.overwrite:
         raise PretrainError(f"{out} exists and is not a pretraining checkpoint; choose another out")
 
-    ds = LebelDataset(data.root, data)
     split = ds.split()
     check_tiers(ds, split["train"] + split["val"], ["phones"], "phone pretraining (its frame labels)")
     torch.manual_seed(cfg.seed)
@@ -185,15 +185,15 @@ def pretrain(cfg: PretrainConfig, data: DataConfig, log=print) -> Path:
             feature_extractor_type="Wav2Vec2FeatureExtractor", do_normalize=True, sampling_rate=SAMPLE_RATE,
             feature_size=1, padding_value=0.0, return_attention_mask=False), indent=1))
         (tmp / META_FILE).write_text(json.dumps(dict(
-            fingerprint=_fingerprint(cfg, data), phones=list(vocab), history=history, seconds=time.time() - t0,
+            fingerprint=_fingerprint(cfg, data, ds), phones=list(vocab), history=history, seconds=time.time() - t0,
             val_accuracy=history[-1]["val_accuracy"], chance=1 / max(len(vocab) - 1, 1)), indent=1))
     log(f"[pretrain] wrote {out} in {time.time() - t0:.0f} s")
     return out
 
 
-def with_pretrained(fit, pre: PretrainConfig, log=print):
+def with_pretrained(fit, pre: PretrainConfig, log=print, ds: LebelDataset | None = None):
     """The fit config ``fit`` with ``model.pretrained`` set to the pretraining output when ``pre.enabled``
-    (pretraining on ``fit.data`` first if needed); else ``fit`` unchanged."""
+    (pretraining on ``fit.data``, open as ``ds`` when given, first if needed); else ``fit`` unchanged."""
     if not pre.enabled:
         return fit
     if fit.model.pretrained and Path(fit.model.pretrained).resolve() == Path(pre.out).resolve():
@@ -202,5 +202,5 @@ def with_pretrained(fit, pre: PretrainConfig, log=print):
         raise ConfigError("fit.model.pretrained and pretrain.enabled are both set: choose one starting point")
     if fit.model.family != pre.model.family:
         raise ConfigError(f"fit.model.family={fit.model.family!r} but pretrain.model.family={pre.model.family!r}")
-    out = pretrain(pre, fit.data, log)
+    out = pretrain(pre, fit.data, log, ds)
     return dataclasses.replace(fit, model=dataclasses.replace(fit.model, pretrained=str(out.resolve())))
