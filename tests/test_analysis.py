@@ -25,6 +25,7 @@ from braintune_dist.evaluate.encoding import PermutationSettings, RidgeConfig
 from braintune_dist.evaluate.pipeline import encode
 from braintune_dist.features.config import FeatureConfig
 from braintune_dist.features.lowlevel import StimulusFeatures
+from braintune_dist.tracking import TrackingConfig
 from braintune_dist.train.checkpoint import mark_complete, save_model
 from braintune_dist.model.tuner import BrainTuner
 from braintune_dist.model.config import HeadSettings, LoraSettings
@@ -133,10 +134,19 @@ def test_probes_find_category_in_oracle_not_in_noise(sim):
     diff = get(compare_probes(results, "noise"), layer="categories", target="category")
     assert diff["ci_low"] > 0.5 and diff["p"] < 0.01
     assert all(r.ci_low <= r.score <= r.ci_high for r in results)
-    with pytest.raises(ValueError, match="also training stories"):
+    with pytest.raises(ConfigError, match=rf"probes.test_stories: \['{train[0]}'\] are also training stories"):
         probe_layers(sim, Noise(), train, cfg, test_stories=[train[0]])
     with pytest.raises(ValueError, match="unknown"):
         probe_layers(sim, Noise(), train, ProbeSettings(targets=["syntax"]))
+
+    class Broken(Noise):                                 # a model whose weights give NaN activations
+        def window_features(self, ds, story):
+            times, feats = super().window_features(ds, story)
+            feats["categories"][3] = np.nan
+            return times, feats
+    with pytest.raises(DatasetError, match=rf"model 'broken': its features of story '{train[0]}' at layer\(s\) "
+                                           r"\['categories'\] hold NaN"):
+        probe_layers(sim, Broken(), train, cfg, "broken")
 
 
 def test_bad_settings_name_the_field(sim, oracle, tiny_root, tmp_path):
@@ -145,7 +155,8 @@ def test_bad_settings_name_the_field(sim, oracle, tiny_root, tmp_path):
     with pytest.raises(ConfigError, match=r"AnalyzeConfig.residual.spaces=\['mfcc'\]"):
         run(AnalyzeConfig(residual=ResidualSettings(spaces=["mfcc"])))
     src, space = oracle[0], oracle[1]
-    with pytest.raises(ValueError, match="PermutationSettings.block=40: the test story 'wheretheressmoke' has 50 rows"):
+    with pytest.raises(ConfigError, match=r"^permutation.block: 40 TRs per block, but the test story 'wheretheressmoke' "
+                                          r"has 50 rows \(.*respdict.json\), fewer than two blocks"):
         score_layers(sim, src, ["sim01"], sim.split()["train"], RidgeConfig(), space,
                      PermutationSettings(block=40), "oracle")
     with pytest.raises(DatasetError, match="ground_truth/meta.json"):
@@ -156,6 +167,27 @@ def test_bad_settings_name_the_field(sim, oracle, tiny_root, tmp_path):
         load_categories(str(bad))
     bad.write_text(json.dumps({"animals": ["dog"]}))
     assert load_categories(str(bad)) == {"animals": ["dog"]}
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(permutation=PermutationSettings(block=30)),
+     r"^permutation.block: 30 TRs per block, but the test story 'wheretheressmoke' has 50 rows .* at most 25 TRs$"),
+    (dict(ridge=RidgeConfig(cv=10_000)), r"^ridge.cv: 10000 folds, but the training stories \[.*\] hold \d+ rows"),
+    (dict(residual=ResidualSettings(cv=10_000)), r"^residual.cv: 10000 folds, but the training stories hold \d+ rows"),
+    (dict(probes=ProbeSettings(test_stories=["story01"])), r"^probes.test_stories: \['story01'\] are also training"),
+    (dict(model=ModelConfig(family="whisper"), features=FeatureConfig(window=40.0)),
+     r"^features.window: 40 s is longer than the Whisper model's maximum input of 30 s$"),
+], ids=["permutation-block", "ridge-cv", "residual-cv", "probe-test-story", "whisper-window"])
+def test_settings_the_data_cannot_take_are_refused_before_features(sim, tmp_path, over, match):
+    """Checked against the dataset's row counts in ``run`` before any feature is extracted or anything written."""
+    from braintune_dist.errors import UserError
+    assert "story01" in sim.split()["train"]
+    cfg = AnalyzeConfig(data=DataConfig(root=str(sim.root)), out_dir=str(tmp_path / "out"),
+                        tracking=TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}"), **over)
+    with pytest.raises(UserError, match=match) as err:
+        run(cfg, log=lambda *a: None)
+    assert isinstance(err.value, ConfigError)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_semantic_preference_of_oracle_layers(oracle, tmp_path):

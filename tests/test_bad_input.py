@@ -101,6 +101,27 @@ def test_nothing_to_evaluate(tiny_root, tmp_path, capsys):
         "checkpoint folders in checkpoints, or set include_untuned true)"], err
 
 
+def test_config_against_data_is_one_error_naming_the_fields(ray_local, tiny_root, tiny_shards, tmp_path, capsys):
+    """A batch the training rows cannot fill, and a control's permutation block longer than a story: preflight's
+    one error, each naming its fields, before any training."""
+    err = refused("multi_brain", fit_args(tiny_root, tiny_shards, tmp_path) + [
+        "--fit.stream.batch_size", "64", "--fit.optim.grad_accum", "2", "--fit.target.kind", "shuffled",
+        "--fit.target.chunk_trs", "6"], capsys, tmp_path)
+    assert err.startswith("error: preflight: 2 problem(s) before any training"), err
+    assert "fit.stream.batch_size=64 × fit.optim.grad_accum=2 × fit.ray.num_workers=1 exceeds the 25 training " \
+           "rows" in err, err
+    assert "fit.target.chunk_trs: the 'chunks' control permutes blocks of 6 rows" in err
+    assert "training story 'delta' (7 rows)" in err and "validation story 'bravo' (6 rows)" in err
+
+
+def test_a_permutation_block_longer_than_the_test_story(sim_root, tmp_path, capsys):
+    err = refused("analyze", ["--data.root", sim_root, "--out_dir", tmp_path / "analysis", "--compute.runner", "local",
+                              "--permutation.block", "1000", "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                  capsys, tmp_path)
+    assert err.startswith("error: permutation.block: 1000 TRs per block, but the test story 'wheretheressmoke' has "), err
+    assert "respdict.json), fewer than two blocks" in err and not (tmp_path / "analysis").exists()
+
+
 def test_zero_voxels_are_named_before_any_ceiling(sim_copy, tmp_path, capsys):
     hf5 = sim_copy / "derivative" / "preprocessed_data" / "sim02" / "story01.hf5"
     with h5py.File(hf5, "r+") as f:

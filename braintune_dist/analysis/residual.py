@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from braintune_dist.data.lebel import LebelDataset
-from braintune_dist.evaluate.encoding import VoxelScores, cv_splits
+from braintune_dist.evaluate.encoding import VoxelScores, check_alphas_field, cv_splits
 from braintune_dist.ridge.backend import backend_of
 from braintune_dist.ridge.ridge import RidgeCV
 from braintune_dist.features.lowlevel import StimulusFeatures
@@ -37,6 +37,9 @@ class ResidualSettings:
     """Ridge penalties of the low-level → feature regression (the original brain-tuning code: 1e-6 … 1e9, 10-fold)."""
     cv: int = 0
     """0 = leave-one-story-out over the training stories; K > 1 = K contiguous folds."""
+
+    def __post_init__(self):
+        check_alphas_field("residual.alphas", self.alphas)
 
 
 class ResidualFeatures:

@@ -40,6 +40,9 @@ class EvalSettings:
     <out_dir>/feature_cache."""
 
     def __post_init__(self):
+        if any(n < 1 for n in self.efficiency_stories):
+            raise ConfigError(f"eval.efficiency_stories: {list(self.efficiency_stories)}; each refit needs at least "
+                              "one training story")
         extracted = self.features.layers
         if self.layers and extracted and not set(self.layers) <= set(extracted):
             raise ConfigError(f"eval.layers: {sorted(set(self.layers) - set(extracted))} are not extracted "

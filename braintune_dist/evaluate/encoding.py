@@ -20,7 +20,9 @@ from braintune_dist.analysis.stats import block_permutation_test, fdr_bh
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.evaluate.compute import node_id
 from braintune_dist.data.voxels import CommonSpace, normalised_alignment, zscore
-from braintune_dist.ridge.backend import backend_of
+from braintune_dist.config import ConfigError
+from braintune_dist.ridge.backend import BACKENDS, backend_of
+from braintune_dist.ridge.checks import alphas_problem
 from braintune_dist.ridge.correlation import correlation_score
 from braintune_dist.ridge.ridge import RidgeCV
 
@@ -40,6 +42,18 @@ class RidgeConfig:
     for the whole process, so only for processes that do nothing else)."""
     nc_threshold: float = 0.4
     """Voxels with noise ceiling ≤ this get no normalised score (NaN), as the original brain-tuning code's `get_fil_acc` (0.4)."""
+
+    def __post_init__(self):
+        check_alphas_field("ridge.alphas", self.alphas)
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"ridge.backend: {self.backend!r} is not one of {list(BACKENDS)}")
+
+
+def check_alphas_field(name: str, alphas) -> None:
+    """Raise ``ConfigError`` naming the config field ``name`` unless it holds positive, finite ridge penalties."""
+    why = alphas_problem(alphas)
+    if why:
+        raise ConfigError(f"{name} {why}")
 
 
 @dataclass

@@ -147,7 +147,7 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     stats : dict  ``{'units', 'computed', 'windows', 'seconds' (wall), 'unit_seconds' (summed over units,
         in the workers), 'nodes': {node id: units}, 'per_model': {label: [worker seconds, audio seconds]}}``
     """
-    if not cfg.cache_dir:
+    if not cfg.cache_dir:                         # every job sets it (report.with_cache)
         raise ValueError("featurize needs features.cache_dir")
     on_ray = use_ray(compute)
     cache = FeatureCache(cfg.cache_dir)

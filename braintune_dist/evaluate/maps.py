@@ -22,6 +22,7 @@ import numpy as np
 
 from braintune_dist.data.surface import HEMIS, Surface, load_surface
 from braintune_dist.data.voxels import CommonSpace
+from braintune_dist.config import ConfigError
 from braintune_dist.errors import DatasetError
 from braintune_dist.io import atomic_path
 
@@ -48,8 +49,9 @@ class MapSettings:
     voxels in numpy C order = the hf5 columns); '' = no per-voxel NIfTI maps."""
 
     def __post_init__(self):
-        if self.threshold < 0 or self.diff_threshold < 0:
-            raise ValueError("maps.threshold and maps.diff_threshold must be >= 0")
+        for name in ("threshold", "diff_threshold"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"eval.maps.{name}: {getattr(self, name)} must be >= 0")
 
 
 def vertex_values(space: CommonSpace, per_subject: dict[str, np.ndarray]) -> np.ndarray:
@@ -82,8 +84,12 @@ def vertex_values(space: CommonSpace, per_subject: dict[str, np.ndarray]) -> np.
 
 def on_surface(space: CommonSpace, values: np.ndarray, surface: Surface) -> dict[str, np.ndarray]:
     """Common-space values (n_vertices,) → {hemisphere: (n_per_hemi,) float32}, NaN off the common space."""
+    index = space.vertex_index
+    if index.size and (index.min() < 0 or index.max() >= surface.n_vertices):
+        raise DatasetError(f"{Path(space.directory) / 'common_space.npz'}: vertex_index holds {index.min()} .. "
+                           f"{index.max()}, but {surface.name} has vertices 0 .. {surface.n_vertices - 1}")
     full = np.full(surface.n_vertices, np.nan, np.float32)
-    full[space.vertex_index] = values
+    full[index] = values
     return surface.split(full)
 
 

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.voxels import CommonSpace
 from braintune_dist.evaluate.compute import ComputeSettings, Runner, ridge_gpus, use_ray
@@ -34,12 +35,24 @@ def _meta(sub: SubjectData) -> tuple[np.ndarray, np.ndarray]:
     return sub.cc_max, sub.regions
 
 
-def _check_permutation(ds: LebelDataset, perm: PermutationSettings | None) -> None:
-    test = ds.cfg.test_story
+def check_inputs(ds: LebelDataset, train_stories: list[str], ridge: RidgeConfig,
+                 perm: PermutationSettings | None = None, efficiency=(), prefix: str = "") -> None:
+    """Raise ``ConfigError`` when a setting cannot work on these stories (before any feature or ridge work).
+
+    The block-permutation test needs two blocks of the test story's rows; ``ridge.cv`` folds need as many rows
+    in the smallest training set (the data-efficiency refit on the fewest stories). ``prefix``: where the job
+    keeps these settings ('eval.' for an alignment report).
+    """
+    test, where = ds.cfg.test_story, ds.deriv / "respdict.json"
     n_test = len(ds.row_tr_index(test))
     if perm is not None and perm.enabled and n_test // max(perm.block, 1) < 2:
-        raise ValueError(f"PermutationSettings.block={perm.block}: the test story {test!r} has {n_test} rows, "
-                         f"fewer than 2 blocks; use a block of at most {n_test // 2} TRs")
+        raise ConfigError(f"{prefix}permutation.block: {perm.block} TRs per block, but the test story {test!r} has "
+                          f"{n_test} rows ({where}), fewer than two blocks; use a block of at most {n_test // 2} TRs")
+    fewest = min([min(n, len(train_stories)) for n in efficiency] or [len(train_stories)])
+    rows = sum(len(ds.row_tr_index(s)) for s in train_stories[:fewest])
+    if ridge.cv > rows:
+        raise ConfigError(f"{prefix}ridge.cv: {ridge.cv} folds, but the training stories {train_stories[:fewest]} hold "
+                          f"{rows} rows ({where}); use fewer folds, or 0 (leave one story out)")
 
 
 class _Progress:
@@ -77,7 +90,7 @@ def encode(ds: LebelDataset, sources: dict, subjects: list[str], train_stories: 
         [, frac_significant]}``; efficiency rows have ``kind='efficiency'``.
     scores : dict label → subject → VoxelScores
     """
-    _check_permutation(ds, perm)
+    check_inputs(ds, train_stories, ridge, perm, efficiency)
     on_ray = use_ray(compute)
     runner = Runner(on_ray, compute.ridge_cpus, ridge_gpus(compute, ridge.backend) if on_ray else 0.0)
     test = ds.cfg.test_story

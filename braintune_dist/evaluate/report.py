@@ -15,7 +15,7 @@ from braintune_dist.evaluate.config import EvalSettings
 from braintune_dist.evaluate.featurize import ModelSpec, featurize
 from braintune_dist.evaluate.figures import plot_efficiency, plot_layers, plot_stages, plot_summary, plot_surface_map
 from braintune_dist.evaluate.maps import brain_maps
-from braintune_dist.evaluate.pipeline import encode
+from braintune_dist.evaluate.pipeline import check_inputs, encode
 from braintune_dist.evaluate.summary import (at_best_layer, best_layer_notes, best_layers, control_contrast,
                                              format_contrast, format_summary, layer_mean_rows, layers_label,
                                              mean_layers, summary_table, voxel_layer_mean)
@@ -55,6 +55,7 @@ def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings,
                     tracker: Tracker | None = None, log=print, tag: str = "") -> Report:
     """:func:`alignment_report`, returning everything it measured."""
     train_stories = list(ev.train_stories) or ds.split()["train"]
+    check_inputs(ds, train_stories, ev.ridge, efficiency=ev.efficiency_stories, prefix="eval.")
     space = find_common_space(ds.root, ev.common_space, subjects)
     features = with_cache(ev.features, ev.out_dir)
     sources, _ = featurize(ds, models, train_stories + [ds.cfg.test_story], features, ev.compute, log)

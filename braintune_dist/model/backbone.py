@@ -100,7 +100,7 @@ class Backbone(nn.Module):
         mel frames carrying real audio. ``n_frames`` is the encoder's fixed length when padded, else the
         input's own length rounded up to even (conv2 has stride 2)."""
         max_frames = 2 * self.model.config.max_source_positions
-        if wav.shape[1] > max_frames * self.hop:
+        if wav.shape[1] > max_frames * self.hop:         # jobs check their windows first (preflight.window_problems)
             raise ValueError(f"Whisper takes at most {max_frames * self.hop / SAMPLE_RATE:.1f} s of audio, got "
                              f"{wav.shape[1] / SAMPLE_RATE:.1f} s")
         valid = wav.shape[1] // self.hop

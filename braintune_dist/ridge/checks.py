@@ -46,17 +46,24 @@ def check_Y(Y, n):
     return (Y[:, None], True) if Y.ndim == 1 else (Y, False)
 
 
-def check_alphas(alphas):
+def alphas_problem(alphas) -> str:
+    """What is wrong with a grid of ridge penalties ('' when nothing): the rule of :func:`check_alphas`, for
+    config checks that name their own field."""
     try:
         a = np.asarray(alphas, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise ValueError(f"alphas must be an array of positive numbers, got {alphas!r}") from None
+        return f"must be an array of positive numbers, got {alphas!r}"
     if a.size == 0:
-        raise ValueError("alphas is empty: give at least one positive value")
+        return "is empty: give at least one positive value"
     bad = ~(np.isfinite(a) & (a > 0))
-    if bad.any():
-        raise ValueError(f"alphas must be positive and finite, got {a[bad]}")
-    return a
+    return f"must be positive and finite, got {a[bad]}" if bad.any() else ""
+
+
+def check_alphas(alphas):
+    why = alphas_problem(alphas)
+    if why:
+        raise ValueError(f"alphas {why}")
+    return np.asarray(alphas, dtype=np.float64).reshape(-1)
 
 
 def make_splits(cv, n):

@@ -86,7 +86,7 @@ def story_partners(stories: list[str], n_rows: dict[str, int], rng: np.random.Ge
     """
     if pool is None:
         if len(stories) < 2:
-            raise UserError(f"target.shuffle='story' pairs stories with each other: the split has {stories}")
+            raise UserError(f"fit.target.shuffle='story' pairs stories with each other: the split has {stories}")
         while True:                     # rejection: a uniform derangement in e ≈ 2.7 draws on average
             order = rng.permutation(len(stories))
             if (order != np.arange(len(stories))).all():
@@ -97,7 +97,7 @@ def story_partners(stories: list[str], n_rows: dict[str, int], rng: np.random.Ge
         for s in stories:
             others = [p for p in pool if p != s]
             if not others:
-                raise UserError(f"target.shuffle='story': no training story to pair {s!r} with (training: {pool})")
+                raise UserError(f"fit.target.shuffle='story': no training story to pair {s!r} with (training: {pool})")
             partner[s] = others[rng.integers(len(others))]
     out = {}
     for s in stories:
@@ -124,8 +124,9 @@ def partner_rows(stories: list[str], n_rows: dict[str, int], settings: TargetSet
     out = {}
     for s in stories:
         if n_rows[s] < 2 * settings.chunk_trs:
-            raise UserError(f"story {s!r} has {n_rows[s]} response rows: target.shuffle='chunks' needs two blocks "
-                            f"of target.chunk_trs={settings.chunk_trs}; lower chunk_trs or use shuffle='story'")
+            raise UserError(f"story {s!r} has {n_rows[s]} response rows: fit.target.shuffle='chunks' needs two "
+                            f"blocks of fit.target.chunk_trs={settings.chunk_trs}; lower fit.target.chunk_trs or set "
+                            "fit.target.shuffle='story'")
         perm = chunk_permutation(n_rows[s], settings.chunk_trs, settings.min_distance,
                                  seeded_rng(seed, "shuffled-chunks", zlib.crc32(s.encode())))
         out[s] = (np.full(n_rows[s], s, dtype=object), perm)

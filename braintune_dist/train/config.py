@@ -7,6 +7,7 @@ from typing import Literal
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
+from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import DataConfig
 from braintune_dist.data.stream import StreamConfig
 from braintune_dist.model.config import HeadSettings, LoraSettings, ModelConfig
@@ -121,3 +122,9 @@ class FitConfig:
     """Ray resources and fault tolerance."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """MLflow."""
+
+    def __post_init__(self):
+        cap, accum = self.train.max_steps_per_epoch, self.optim.grad_accum
+        if cap and cap < accum:
+            raise ConfigError(f"fit.train.max_steps_per_epoch: {cap} micro-batches per epoch is fewer than "
+                              f"fit.optim.grad_accum {accum}: no optimizer step would be taken")

@@ -10,7 +10,7 @@ import numpy as np
 
 from braintune_dist.data.manifest import load_manifest, read_coverage
 from braintune_dist.data.stream import select, summarize
-from braintune_dist.errors import UserError
+from braintune_dist.config import ConfigError
 from braintune_dist.train.config import FitConfig
 
 
@@ -56,7 +56,8 @@ class WorkerSpec:
 
 
 def plan(cfg: FitConfig) -> Plan:
-    """The plan of fit ``cfg`` from its shard manifest; a batch larger than the data is one error naming the fields."""
+    """The plan of fit ``cfg`` from its shard manifest; a batch larger than the data is a ``ConfigError`` naming the
+    fields."""
     manifest = load_manifest(cfg.shards)
     sel = select(manifest, "train", cfg.stream)
     subjects = manifest["subjects"]
@@ -71,12 +72,12 @@ def plan(cfg: FitConfig) -> Plan:
     val_rows = summarize(cfg.shards, "val", cfg.stream)["rows"] if manifest["rows"].get("val") else 0
     per_worker = train_rows // cfg.ray.num_workers                 # streaming_split(equal=True) floors
     micro = per_worker // cfg.stream.batch_size if cfg.stream.drop_last else math.ceil(per_worker / cfg.stream.batch_size)
-    if cfg.train.max_steps_per_epoch:
+    if micro < cfg.optim.grad_accum:
+        raise ConfigError(f"fit.stream.batch_size={cfg.stream.batch_size} × fit.optim.grad_accum="
+                          f"{cfg.optim.grad_accum} × fit.ray.num_workers={cfg.ray.num_workers} exceeds the {train_rows} "
+                          f"training rows of {cfg.shards}: no optimizer step per epoch; lower one of them")
+    if cfg.train.max_steps_per_epoch:                # at least grad_accum (FitConfig checks it)
         micro = min(micro, cfg.train.max_steps_per_epoch)
     steps = micro // cfg.optim.grad_accum
-    if steps < 1:
-        raise UserError(f"fit.stream.batch_size {cfg.stream.batch_size} × fit.optim.grad_accum {cfg.optim.grad_accum} "
-                        f"× fit.ray.num_workers {cfg.ray.num_workers} exceeds the {train_rows} training windows of "
-                        f"{cfg.shards}: not one optimizer step per epoch (lower one of them)")
     return Plan(participants=tuple(heads), coverage=coverage, n_vertices=width, selected=tuple(sel.participants),
                 train_rows=train_rows, val_rows=val_rows, steps_per_epoch=steps, total_steps=steps * cfg.train.epochs)
