@@ -234,7 +234,7 @@ def test_chunk_permutation_longer_than_a_story_is_named(tiny_root, shards, tmp_p
     assert ("manifest.json" if written else "preprocessed_data") in problems[0]
     assert "set fit.target.chunk_trs to at most 3" in problems[0]
     with pytest.raises(UserError, match=r"(?s)preflight: \d problem.*fit.target.chunk_trs: .*'delta' \(7 rows\)"):
-        preflight(cfg, **QUIET)
+        preflight(cfg.checks(), **QUIET)
     # a block longer than the shortest story is the same problem
     assert "story 'alpha' (10 rows)" in target_problems(job(tiny_root, where, tmp_path, target={
         "kind": "shuffled", "chunk_trs": 11}), ["shuffled"])[0]
@@ -256,7 +256,7 @@ def test_windows_longer_than_an_imported_whisper_takes(tiny_root, shards, tmp_pa
     cfg = job(tiny_root, shards, tmp_path, model={"family": "whisper"}, import_model={"enabled": True},
               prepare={"shard": {"window": 40.0}})
     with pytest.raises(PreflightError) as err:
-        preflight(cfg, **QUIET)
+        preflight(cfg.checks(), **QUIET)
     assert "prepare.shard.window: 40 s is longer than the Whisper model's maximum input of 30 s" in str(err.value)
 
 
