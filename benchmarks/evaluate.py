@@ -94,7 +94,7 @@ def evaluation_time(ds: LebelDataset, workers: int, cache: Path) -> dict:
     sources, _ = featurize(ds, MODELS, train + [ds.cfg.test_story], dataclasses.replace(FEATURES, cache_dir=str(cache)),
                            compute, log=lambda *a: None)
     t1 = time.perf_counter()
-    rows, _ = encode(ds, sources, ds.subjects(), train, RidgeConfig(), find_common_space(ds.root, "", ds.subjects()),
+    rows, _ = encode(ds, sources, ds.participants(), train, RidgeConfig(), find_common_space(ds.root, "", ds.participants()),
                      compute, efficiency=[1, 2, 4], log=lambda *a: None)
     t2 = time.perf_counter()
     return dict(workers=workers, features_s=round(t1 - t0, 2), ridge_s=round(t2 - t1, 2), total_s=round(t2 - t0, 2),
@@ -150,12 +150,12 @@ def cost_model(window_s_cpu: float, ridge: list[dict]) -> dict:
 def precision_effect(ds: LebelDataset, work: Path) -> dict:
     """r with float32 vs bfloat16 backbone features (runner local: the numerics, not the scheduling)."""
     train, local = ds.split()["train"], ComputeSettings(runner="local")
-    space = find_common_space(ds.root, "", ds.subjects())
+    space = find_common_space(ds.root, "", ds.participants())
     r, means = {}, {}
     for dtype in ("float32", "bfloat16"):
         fc = dataclasses.replace(FEATURES, dtype=dtype, cache_dir=str(work / f"prec-{dtype}"))
         sources, _ = featurize(ds, MODELS[:1], train + [ds.cfg.test_story], fc, local, log=lambda *a: None)
-        rows, scores = encode(ds, sources, ds.subjects(), train, RidgeConfig(), space, local, log=lambda *a: None)
+        rows, scores = encode(ds, sources, ds.participants(), train, RidgeConfig(), space, local, log=lambda *a: None)
         vs = scores[MODELS[0].label]
         r[dtype] = {(s, lay): v.r[lay] for s, v in vs.items() for lay in v.r}
         means[dtype] = {f"{x['subject']}/{x['layer']}/{x['region']}": x["mean_r"] for x in rows}

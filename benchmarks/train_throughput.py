@@ -67,7 +67,7 @@ def shard_batches(shards: str, batch: int) -> tuple[list[dict], torch.Tensor]:
     cols = {}
     for f in files:
         out = _to_tensors(pq.read_table(f), mode="bind", space="common", participants=sel.participants,
-                          slots=[m["subjects"].index(p) for p in sel.participants], n_subjects=len(m["subjects"]),
+                          slots=[m["subjects"].index(p) for p in sel.participants], n_participants=len(m["subjects"]),
                           story_index={s: i for i, s in enumerate(sel.story_names)}, keep=sel.keep(),
                           sizes=[m["n_vertices"]] * len(sel.participants), n_samples=m["window_samples"],
                           audio=store)

@@ -69,7 +69,7 @@ def _field_type(cls: type, dotted: str) -> Any:
 
 def _cli_args(cls: type, argv: list[str]) -> list[str]:
     """Check that ``--a.b.c`` overrides name existing fields (with their dotted path, as in a file), and let a
-    list field take ``a,b`` (or one value) besides jsonargparse's ``[a,b]``: ``--eval.subjects UTS01,UTS02``."""
+    list field take ``a,b`` (or one value) besides jsonargparse's ``[a,b]``: ``--eval.participants UTS01,UTS02``."""
     out = list(argv)
     for i, arg in enumerate(argv):
         if not arg.startswith("--") or arg.split("=")[0] in ("--config", "--help", "--print_config"):

@@ -21,27 +21,27 @@ import pytest
 SR = 16_000
 # tiny dataset: story → TR count (respdict); rows after the [10:-5] trim = n_trs - 20
 TINY_STORIES = {"alpha": 30, "bravo": 26, "charlie": 28, "delta": 27, "wheretheressmoke": 62}
-TINY_SUBJECTS = {"UTS01": 30, "UTS02": 40, "UTS03": 25}          # subject → n_voxels
+TINY_PARTICIPANTS = {"UTS01": 30, "UTS02": 40, "UTS03": 25}          # subject → n_voxels
 TINY_MISSING = {("UTS02", "charlie"), ("UTS03", "delta")}        # (subject, story) not heard
 TINY_SHORT_AUDIO = {"delta": 14.0}                               # story → seconds cut off the audio end
 N_VERTICES = 20
 
 
-def response_code(subject: str, story: str) -> float:
+def response_code(participant: str, story: str) -> float:
     """Base value of a (subject, story) response block: row r, voxel v hold code + r + 0.001 v."""
-    return 1000.0 * list(TINY_SUBJECTS).index(subject) + 100.0 * list(TINY_STORIES).index(story)
+    return 1000.0 * list(TINY_PARTICIPANTS).index(participant) + 100.0 * list(TINY_STORIES).index(story)
 
 
-def tiny_responses(subject: str, story: str, n_rows: int) -> np.ndarray:
+def tiny_responses(participant: str, story: str, n_rows: int) -> np.ndarray:
     """(n_rows, n_voxels) float32 responses that name their subject, story and row."""
-    n_vox = TINY_SUBJECTS[subject]
-    return (response_code(subject, story) + np.arange(n_rows)[:, None]
+    n_vox = TINY_PARTICIPANTS[participant]
+    return (response_code(participant, story) + np.arange(n_rows)[:, None]
             + 0.001 * np.arange(n_vox)[None, :]).astype(np.float32)
 
 
-def tiny_map(subject: str) -> np.ndarray:
+def tiny_map(participant: str) -> np.ndarray:
     """(n_voxels,) int64 vertex of each voxel; a few unmapped (-1); UTS03 misses some vertices."""
-    i, n = list(TINY_SUBJECTS).index(subject), TINY_SUBJECTS[subject]
+    i, n = list(TINY_PARTICIPANTS).index(participant), TINY_PARTICIPANTS[participant]
     m = (np.arange(n) * (3 if i == 2 else 1) + i) % (17 if i == 2 else N_VERTICES)
     m[::7] = -1
     return m.astype(np.int64)
@@ -59,7 +59,7 @@ def make_tiny_dataset(root, audio_scale: float = 1.0) -> None:
         seconds = (n_trs - 5) * 2.0 - 10.0 - TINY_SHORT_AUDIO.get(story, 0.0)   # the TR grid's audio span
         wav = np.arange(1, int(seconds * SR) + 1, dtype=np.float32) * np.float32(audio_scale)
         sf.write(root / "stimuli" / f"{story}.wav", wav, SR, subtype="FLOAT")
-    for sub in TINY_SUBJECTS:
+    for sub in TINY_PARTICIPANTS:
         d = deriv / "preprocessed_data" / sub
         d.mkdir()
         for story, n_trs in TINY_STORIES.items():
@@ -74,7 +74,7 @@ def make_tiny_dataset(root, audio_scale: float = 1.0) -> None:
     gt.mkdir()
     np.savez(gt / "common_space.npz", vertex_region=np.arange(N_VERTICES) % 2,
              region_names=np.array(["null", "auditory"]))
-    for sub in TINY_SUBJECTS:
+    for sub in TINY_PARTICIPANTS:
         (gt / sub).mkdir()
         np.save(gt / sub / "voxel_to_vertex.npy", tiny_map(sub))
 

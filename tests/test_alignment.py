@@ -33,13 +33,13 @@ def test_story_splits():
 
 
 def test_recovers_planted_signal(sim):
-    subjects = sim.subjects()
-    space = find_common_space(sim.root, "", subjects)
+    participants = sim.participants()
+    space = find_common_space(sim.root, "", participants)
     fx = StimulusFeatures(FeatureConfig(), spaces=("spectral", "categories"))
-    rows, scores = encode(sim, {"stim": fx}, subjects, sim.split()["train"], RidgeConfig(), space,
+    rows, scores = encode(sim, {"stim": fx}, participants, sim.split()["train"], RidgeConfig(), space,
                           ComputeSettings(runner="local"), log=lambda *a: None)
     get = {(r["subject"], r["layer"], r["region"]): r for r in rows}
-    for sub in subjects:
+    for sub in participants:
         # the acoustic space explains auditory voxels, the category space semantic voxels; null stays at chance
         assert get[(sub, "spectral", "auditory")]["mean_r"] > 0.3
         assert get[(sub, "categories", "semantic")]["mean_r"] > 0.3

@@ -35,9 +35,9 @@ STATS = StatsSettings(n_boot=500)
 THR = RidgeConfig().nc_threshold
 
 
-def score_layers(ds, source, subjects, train, ridge, space, perm, label, kind="full"):
+def score_layers(ds, source, participants, train, ridge, space, perm, label, kind="full"):
     """The encoding pipeline in this process on one feature source: (rows, subject → VoxelScores)."""
-    rows, scores = encode(ds, {label: source}, subjects, train, ridge, space, ComputeSettings(runner="local"),
+    rows, scores = encode(ds, {label: source}, participants, train, ridge, space, ComputeSettings(runner="local"),
                           perm, kind=kind, log=lambda *a: None)
     return rows, scores[label]
 
@@ -52,10 +52,10 @@ def sim(tmp_path_factory):
 @pytest.fixture(scope="module")
 def oracle(sim):
     """Encoding from the planted drivers (spectral, categories) with permutation p-values: the 'full' scores."""
-    subjects = sim.subjects()
-    space = find_common_space(sim.root, "", subjects)
+    participants = sim.participants()
+    space = find_common_space(sim.root, "", participants)
     src = StimulusFeatures(FeatureConfig(), spaces=("spectral", "categories"))
-    rows, scores = score_layers(sim, src, subjects, sim.split()["train"], RidgeConfig(), space,
+    rows, scores = score_layers(sim, src, participants, sim.split()["train"], RidgeConfig(), space,
                                 PermutationSettings(block=5, n_perm=500), "oracle")
     return src, space, rows, scores
 
@@ -97,7 +97,7 @@ def test_residual_alignment_drops_when_acoustics_removed(sim, oracle):
     rs = ResidualFeatures(spy, StimulusFeatures(FeatureConfig(), spaces=("spectral",)), train)
     rs.fit(sim)
     assert sorted(spy.asked) == sorted(train)                          # the residualiser never sees the test story
-    rows, resid = score_layers(sim, rs, sim.subjects(), train, RidgeConfig(), space,
+    rows, resid = score_layers(sim, rs, sim.participants(), train, RidgeConfig(), space,
                                PermutationSettings(enabled=False), "oracle", "residual")
     assert {r["kind"] for r in rows} == {"residual"} and np.isnan(resid["sim01"].p["spectral"]).all()
     table = survival_table({"oracle": full}, {"oracle": resid}, THR, STATS)

@@ -227,7 +227,7 @@ def test_reports_recover_a_drifting_scanner(tmp_path):
     r = {}
     for source in ("auto", "grid"):
         ds = LebelDataset(root, DataConfig(root=str(root), tr_source=source))
-        subs = ds.subjects()
+        subs = ds.participants()
         rows, _ = encode(ds, {"stim": StimulusFeatures(FeatureConfig(), spaces=("spectral", "categories"))}, subs,
                          ds.split()["train"], RidgeConfig(), find_common_space(root, "", subs),
                          ComputeSettings(runner="local"), log=lambda *a: None)

@@ -54,8 +54,8 @@ def _evaluate(sim, cache, runner: str, log) -> tuple[list[dict], dict]:
     fc = FeatureConfig(window=2.0, stride=0.5, device="cpu", cache_dir=str(cache))
     train = sim.split()["train"]
     sources, stats = featurize(sim, MODELS, train + [sim.cfg.test_story], fc, ComputeSettings(runner=runner), log)
-    space = find_common_space(sim.root, "", sim.subjects())
-    rows, _ = encode(sim, sources, sim.subjects(), train, RIDGE, space, ComputeSettings(runner=runner),
+    space = find_common_space(sim.root, "", sim.participants())
+    rows, _ = encode(sim, sources, sim.participants(), train, RIDGE, space, ComputeSettings(runner=runner),
                      efficiency=[1, 2], log=log)
     return rows, stats
 

@@ -18,7 +18,7 @@ def real_root(tmp_path):
 
 def test_reads_real_layout(real_root):
     ds = LebelDataset(real_root)
-    assert ds.subjects() == ["UTS01", "UTS02"]
+    assert ds.participants() == ["UTS01", "UTS02"]
     assert ds.split() == {"train": ["alpha", "beta"], "val": [], "test": [TEST_STORY]}
     Y = ds.load_responses("UTS01", "alpha")
     assert Y.shape == (40 - 20, 7) and Y.dtype == np.float32
@@ -71,7 +71,7 @@ def test_bad_inputs_name_the_file(real_root):
     _expect(r"unknown subject 'UTS09'", ds.load_responses, "UTS09", "alpha")
     _expect(r"missing story 'gamma' for subject UTS01: .*UTS01/gamma.hf5", ds.load_responses, "UTS01", "gamma")
     with pytest.raises(DatasetError, match=r"unknown subject\(s\) \['UTS09'\]"):
-        LebelDataset(real_root, DataConfig(subjects=["UTS09"])).subjects()
+        LebelDataset(real_root, DataConfig(participants=["UTS09"])).participants()
     with pytest.raises(DatasetError, match="story 'gamma' missing for subject UTS01"):
         LebelDataset(real_root, DataConfig(train_stories=["gamma"])).split()
     # TR-count mismatch between respdict and responses

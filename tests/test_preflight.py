@@ -70,11 +70,11 @@ def test_a_good_config_passes(tiny_root, shards, tmp_path):
 
 def test_unknown_participants_and_stories_are_one_error(tiny_root, shards, tmp_path):
     cfg = job(tiny_root, shards, tmp_path, stream={"participants": ["UTS01", "UTS09"]},
-              data={"val_stories": ["nosuchstory"]}, eval={"enabled": True, "subjects": ["UTS77"]})
+              data={"val_stories": ["nosuchstory"]}, eval={"enabled": True, "participants": ["UTS77"]})
     msg = refused(multi_brain, cfg, r"preflight: \d problem", tmp_path)
     assert "fit.stream.participants: ['UTS09'] not in" in msg and "preprocessed_data" in msg
     assert "fit.data.val_stories: ['nosuchstory'] has no <story>.hf5" in msg
-    assert "eval.subjects: ['UTS77']" in msg
+    assert "eval.participants: ['UTS77']" in msg
     # shards written with another validation story than the config now names
     cfg = job(tiny_root, shards, tmp_path, data={"val_stories": ["charlie"]})
     refused(multi_brain, cfg, r"fit.data.val_stories: \['charlie'\], but the shards in .* were written with val "

@@ -22,7 +22,7 @@ from braintune_dist.data.stream import summarize, windows
 from braintune_dist.experiment.prepare import ensure_shards
 from braintune_dist.data.voxels import CommonSpace
 
-from conftest import SR, TINY_MISSING, TINY_SHORT_AUDIO, TINY_STORIES, TINY_SUBJECTS, N_VERTICES, make_tiny_dataset
+from conftest import SR, TINY_MISSING, TINY_SHORT_AUDIO, TINY_STORIES, TINY_PARTICIPANTS, N_VERTICES, make_tiny_dataset
 
 
 def _write(root, out, **kw):
@@ -53,7 +53,7 @@ def written(tiny_root, tmp_path_factory):
 # --------------------------------------------------------------------------- schema + manifest
 def test_schema_and_manifest(written, tiny_root):
     m = json.loads((written / "manifest.json").read_text())
-    subs = list(TINY_SUBJECTS)
+    subs = list(TINY_PARTICIPANTS)
     assert m["schema_version"] == shards_mod.SCHEMA_VERSION and m["subjects"] == subs
     assert m["splits"] == {"train": ["alpha", "charlie", "delta"], "val": ["bravo"], "test": ["wheretheressmoke"]}
     assert (m["sample_rate"], m["window_samples"], m["n_vertices"]) == (SR, 10 * SR, N_VERTICES)
@@ -66,7 +66,7 @@ def test_schema_and_manifest(written, tiny_root):
     assert m["rows"] == {"train": 10 + 8 + 7, "val": 6, "test": 2}
     space = CommonSpace.load(tiny_root / "ground_truth", subs)
     for s in subs:
-        assert m["subject_info"][s]["n_voxels"] == TINY_SUBJECTS[s]
+        assert m["subject_info"][s]["n_voxels"] == TINY_PARTICIPANTS[s]
         assert m["subject_info"][s]["coverage"] == int(space.coverage(s).sum())
     cov = np.load(written / "coverage.npy")
     assert cov.shape == (3, N_VERTICES) and (cov == np.stack([space.coverage(s) for s in subs])).all()
@@ -105,10 +105,10 @@ def test_schema_and_manifest(written, tiny_root):
 def test_responses_are_every_listener_in_both_spaces(written, tiny_root):
     t = _read_all(written)
     ds = LebelDataset(tiny_root, DataConfig(root=str(tiny_root), val_stories=["bravo"]))
-    space = CommonSpace.load(tiny_root / "ground_truth", list(TINY_SUBJECTS))
+    space = CommonSpace.load(tiny_root / "ground_truth", list(TINY_PARTICIPANTS))
     stories, rows = t["story"].to_pylist(), t["row"].to_numpy()
     present = np.array(t["present"].to_pylist())                         # (n_rows, n_subjects)
-    for j, sub in enumerate(TINY_SUBJECTS):
+    for j, sub in enumerate(TINY_PARTICIPANTS):
         common, voxel = t[f"common_{sub}"].to_pylist(), t[f"voxel_{sub}"].to_pylist()
         for i, (story, r) in enumerate(zip(stories, rows)):
             heard = (sub, story) not in TINY_MISSING
@@ -290,7 +290,7 @@ def test_rerun_refused_then_overwrite_rewrites_cleanly(tiny_root, tmp_path):
 # --------------------------------------------------------------------------- bad input + CLI
 def test_bad_input_names_the_problem(tiny_root, tmp_path):
     with pytest.raises(DatasetError, match="UTS09"):
-        write_shards(ShardConfig(), DataConfig(root=str(tiny_root), subjects=["UTS01", "UTS09"]), str(tmp_path / "a"))
+        write_shards(ShardConfig(), DataConfig(root=str(tiny_root), participants=["UTS01", "UTS09"]), str(tmp_path / "a"))
     with pytest.raises(DatasetError, match="nosuchstory.hf5"):
         write_shards(ShardConfig(), DataConfig(root=str(tiny_root), train_stories=["nosuchstory"]), str(tmp_path / "b"))
     with pytest.raises(DatasetError, match="common_space.npz"):
@@ -323,7 +323,7 @@ def test_cli_and_shared_split(tiny_root, tmp_path, capsys):
     assert m["config"]["compression"] == "zstd" and not (out / "test").exists()
     assert main(["--root", str(tiny_root), "--out", str(out)]) == 2                 # complete set: refused
     assert "set shard.overwrite true" in capsys.readouterr().err
-    assert main(["--root=" + str(tiny_root), "--out", str(tmp_path / "x"), "--subjects", "UTS01,UTS09"]) == 2
+    assert main(["--root=" + str(tiny_root), "--out", str(tmp_path / "x"), "--participants", "UTS01,UTS09"]) == 2
     assert "UTS09" in capsys.readouterr().err
     shutil.rmtree(out)
 

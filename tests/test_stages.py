@@ -28,7 +28,7 @@ def sim(tmp_path_factory):
     root = tmp_path_factory.mktemp("stages") / "ds"
     simulate(SimConfig(participants=2, stories=5, trs_per_story=70, n_vertices=200, seed=5), root)
     ds = LebelDataset(root, DataConfig(root=str(root)))
-    return ds, find_common_space(root, "", ds.subjects())
+    return ds, find_common_space(root, "", ds.participants())
 
 
 def _region_by_layer(rows, model="oracle"):
@@ -61,7 +61,7 @@ def test_vocabulary_separates_word_identity_from_category(sim):
 def oracle_fit(sim):
     """Encoding fits of the oracle features: (rows, scores) of ``encode``."""
     ds, space = sim
-    return encode(ds, {"oracle": OracleFeatures(ds)}, ds.subjects(), ds.split()["train"], RidgeConfig(), space,
+    return encode(ds, {"oracle": OracleFeatures(ds)}, ds.participants(), ds.split()["train"], RidgeConfig(), space,
                   ComputeSettings(runner="local"), log=lambda *a: None)
 
 
@@ -99,7 +99,7 @@ def test_residual_alignment_survives_more_at_later_stages(sim):
     oracle = OracleFeatures(ds)
     low = StimulusFeatures(FeatureConfig(), spaces=("spectral", "word_rate", "phone_rate"))
     resid = ResidualFeatures(oracle, low, train).fit(ds)
-    rows, _ = encode(ds, {"oracle": oracle, "residual": resid}, ds.subjects(), train, RidgeConfig(), space,
+    rows, _ = encode(ds, {"oracle": oracle, "residual": resid}, ds.participants(), train, RidgeConfig(), space,
                      ComputeSettings(runner="local"), log=lambda *a: None)
     survival = np.diag(_region_by_layer(rows, "residual")) / np.diag(_region_by_layer(rows))
     # removing low-level acoustics and rates leaves little of the acoustic stage and most of the semantic one

@@ -13,7 +13,7 @@ from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.data.manifest import load_manifest
 from braintune_dist.data.stream import StreamConfig, format_summary, iter_kwargs, make_dataset, select, summarize
 
-from conftest import TINY_MISSING, TINY_SUBJECTS, response_code
+from conftest import TINY_MISSING, TINY_PARTICIPANTS, response_code
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +87,11 @@ def test_bind_keeps_listeners_together_and_equals_pair_regrouped(ray_local, shar
     # one row per window, mask = who heard the story; voxel responses decode to (subject, story, row)
     for i, (s, r) in enumerate(keys(bind)):
         story = names[s]
-        for j, sub in enumerate(TINY_SUBJECTS):
+        for j, sub in enumerate(TINY_PARTICIPANTS):
             heard = (sub, story) not in TINY_MISSING
             assert bind["mask"][i, j] == heard
             Y = bind[f"voxel_{sub}"][i]
-            expect = response_code(sub, story) + r + 0.001 * np.arange(TINY_SUBJECTS[sub])
+            expect = response_code(sub, story) + r + 0.001 * np.arange(TINY_PARTICIPANTS[sub])
             np.testing.assert_allclose(Y, expect if heard else 0 * expect, rtol=1e-6)
 
     pcfg = StreamConfig(shuffle="none", mode="pair", space="voxel", batch_size=7)
@@ -101,8 +101,8 @@ def test_bind_keeps_listeners_together_and_equals_pair_regrouped(ray_local, shar
     seen = set()
     for i, (k, j) in enumerate(zip(keys(pair), pair["participant"].tolist())):
         b = row_of[k]
-        sub = list(TINY_SUBJECTS)[j]
-        n_vox = TINY_SUBJECTS[sub]
+        sub = list(TINY_PARTICIPANTS)[j]
+        n_vox = TINY_PARTICIPANTS[sub]
         assert bind["mask"][b, j] and pair["n_voxels"][i] == n_vox
         np.testing.assert_array_equal(pair["audio"][i], bind["audio"][b])
         np.testing.assert_array_equal(pair["responses"][i, :n_vox], bind[f"voxel_{sub}"][b])
@@ -124,7 +124,7 @@ def test_bind_keeps_listeners_together_and_equals_pair_regrouped(ray_local, shar
 # --------------------------------------------------------------------------- data-size selection
 def test_selection_counts_nesting_and_hours(shard_dir):
     m = load_manifest(shard_dir)
-    subs = list(TINY_SUBJECTS)
+    subs = list(TINY_PARTICIPANTS)
     for seed in range(4):
         sizes = [select(m, "train", StreamConfig(n_participants=n, selection_seed=seed)).participants
                  for n in (1, 2, 3)]

@@ -13,10 +13,10 @@ REGIONS = np.array(["semantic"] * 40 + ["auditory"] * 40)
 CEILING = np.full(80, 0.8)
 
 
-def scores_of(r_by_layer: dict, subject="s1", cv=None, noise=0.0, seed=0) -> VoxelScores:
+def scores_of(r_by_layer: dict, participant="s1", cv=None, noise=0.0, seed=0) -> VoxelScores:
     """VoxelScores whose r at each layer is the given value (+ noise), on 40 semantic and 40 auditory voxels."""
     rng = np.random.default_rng(seed)
-    vs = VoxelScores(subject, REGIONS, CEILING)
+    vs = VoxelScores(participant, REGIONS, CEILING)
     for lay, (sem, aud) in r_by_layer.items():
         vs.r[lay] = np.r_[np.full(40, sem), np.full(40, aud)] + noise * rng.standard_normal(80)
         vs.p[lay] = np.full(80, np.nan)
@@ -57,7 +57,7 @@ def test_seeds_are_the_replicate_unit_and_the_test_is_over_them():
 
 
 def test_one_model_several_participants_uses_participants():
-    scores = {m: {s: scores_of({1: (v + d, v)}, subject=s, noise=0.01, seed=i)
+    scores = {m: {s: scores_of({1: (v + d, v)}, participant=s, noise=0.01, seed=i)
                   for i, (s, d) in enumerate((("a", 0.0), ("b", 0.02), ("c", 0.04)))}
               for m, v in (("untuned", 0.4), ("tuned", 0.5))}
     row = {(r["model"], r["region"]): r for r in summary_table(scores, [1], 0.4)}[("tuned", "semantic")]
@@ -122,7 +122,7 @@ def test_control_contrast_is_the_difference_of_the_table_means():
     """With several participants of unequal voxel counts, brain − control equals the headline table's difference
     (both average each participant's voxel mean, then participants)."""
     def per_sub(gain, seed):
-        return {s: scores_of({1: (0.4 + gain + 0.05 * i, 0.5)}, subject=s, noise=0.02, seed=seed + i)
+        return {s: scores_of({1: (0.4 + gain + 0.05 * i, 0.5)}, participant=s, noise=0.02, seed=seed + i)
                 for i, s in enumerate(("a", "b"))}
     scores = {f"{g}-s{k}": per_sub(gain + 0.002 * k, 10 * k + j)
               for k in range(2) for j, (g, gain) in enumerate((("brain-tuned", 0.04), ("shuffled-tuned", 0.0)))}

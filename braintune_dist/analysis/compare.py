@@ -52,20 +52,20 @@ def paired_table(a: dict[str, VoxelScores], b: dict[str, VoxelScores], threshold
         ``{**keys, layer, region, subject, unit, n, mean_a, mean_b, diff, ci_low, ci_high, p, p_holm,
         p_fdr}``; ``diff`` = mean(a − b); Holm / BH corrections run over the rows of this table.
     """
-    subjects = list(a)
-    first = a[subjects[0]]
+    participants = list(a)
+    first = a[participants[0]]
     rows = []
     for layer in first.r:
         for region in first.region_names():
             per_sub = {s: (voxel_values(a[s], layer, region, threshold, stats.measure),
-                           voxel_values(b[s], layer, region, threshold, stats.measure)) for s in subjects}
+                           voxel_values(b[s], layer, region, threshold, stats.measure)) for s in participants}
             units = dict(per_sub)
-            if len(subjects) > 1:
+            if len(participants) > 1:
                 units["pooled"] = tuple(np.concatenate([v[i] for v in per_sub.values()]) for i in (0, 1))
             for sub, (va, vb) in units.items():
                 res = compare_paired(va, vb, stats.n_boot, stats.ci, seed=stats.seed)
                 rows.append(dict(keys, layer=layer, region=region, subject=sub, unit="voxels", **res))
-            if len(subjects) > 1:
+            if len(participants) > 1:
                 means = np.array([[np.nanmean(v) if np.isfinite(v).any() else np.nan for v in pair]
                                   for pair in per_sub.values()])                # (n_subjects, 2)
                 res = compare_paired(means[:, 0], means[:, 1], stats.n_boot, stats.ci, seed=stats.seed)

@@ -64,20 +64,20 @@ def impact_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def impact_report(ds, specs, ev, subjects: list[str], report, spaces: list[str], tracker=None, log=print) -> list[dict]:
-    """Low-level impact of every model of an alignment ``report`` (``evaluate.report.Report``) on ``subjects``:
+def impact_report(ds, specs, ev, participants: list[str], report, spaces: list[str], tracker=None, log=print) -> list[dict]:
+    """Low-level impact of every model of an alignment ``report`` (``evaluate.report.Report``) on ``participants``:
     residual features per low-level space, encoded like the full ones; tables logged; the summary rows."""
     from braintune_dist.evaluate.report import with_cache
     train = list(ev.train_stories) or ds.split()["train"]
     features = with_cache(ev.features, ev.out_dir)
     sources, _ = featurize(ds, specs, train + [ds.cfg.test_story], features, ev.compute, log)   # cached already
-    space = find_common_space(ds.root, ev.common_space, subjects)
+    space = find_common_space(ds.root, ev.common_space, participants)
     residual = {}
     for low in spaces:
         settings = dataclasses.replace(ResidualSettings(), spaces=[low])
         resid = {label: residual_source(src, ds, train, settings, features, ev.ridge.backend)
                  for label, src in sources.items()}
-        _, residual[low] = encode(ds, resid, subjects, train, ev.ridge, space, ev.compute, log=log)
+        _, residual[low] = encode(ds, resid, participants, train, ev.ridge, space, ev.compute, log=log)
     rows = impact_rows(report.scores, residual, report.layers, ev.ridge.nc_threshold)
     summary = impact_summary(rows)
     if tracker:

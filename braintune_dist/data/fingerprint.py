@@ -12,10 +12,10 @@ from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.io import quick_digest
 
 
-def input_fingerprint(ds: LebelDataset, subjects: list[str], stories: list[str]) -> dict[str, str]:
+def input_fingerprint(ds: LebelDataset, participants: list[str], stories: list[str]) -> dict[str, str]:
     """``{'audio/<story>': digest, 'responses/<subject>/<story>': digest}`` of every file that exists."""
     out = {f"audio/{s}": ds.audio_digest(s) for s in stories}
-    for sub in subjects:
+    for sub in participants:
         for s in stories:
             p = ds.response_path(sub, s)
             if p.is_file():
@@ -28,10 +28,10 @@ def stale_inputs(recorded: dict | None, ds: LebelDataset, what: Path) -> list[st
     if recorded is None:
         return [f"{what} records no input fingerprints (written by an older version): rewrite it "
                 "(prepare.shard.overwrite true)"]
-    subjects = sorted({k.split("/")[1] for k in recorded if k.startswith("responses/")})
+    participants = sorted({k.split("/")[1] for k in recorded if k.startswith("responses/")})
     stories = sorted({k.split("/")[-1] for k in recorded})
     try:
-        now = input_fingerprint(ds, subjects, stories)
+        now = input_fingerprint(ds, participants, stories)
     except Exception as exc:                                 # DatasetError: a file it was built from is gone
         return [f"{what} was built from files that {ds.root} lacks ({exc})"]
     shown = differences(recorded, now, limit=4)

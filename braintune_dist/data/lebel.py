@@ -51,7 +51,7 @@ class DataConfig:
 
     root: str = "data/sim"
     """Dataset root holding `derivative/` (or `derivatives/`) and `stimuli/` (ds003020 layout)."""
-    subjects: list[str] = field(default_factory=list)
+    participants: list[str] = field(default_factory=list)
     """Participants to use (e.g. UTS01 UTS02); empty = every folder under preprocessed_data/."""
     train_stories: list[str] = field(default_factory=list)
     """Training stories; empty = every story all chosen subjects have, minus validation and test."""
@@ -124,31 +124,31 @@ class LebelDataset:
         except (ValueError, TypeError, AttributeError) as exc:
             raise DatasetError(f"{path}: not a JSON mapping story → int ({exc})") from None
 
-    def subjects(self) -> list[str]:
+    def participants(self) -> list[str]:
         """Participant folders, or the configured subset (each checked to exist)."""
         found = sorted(p.name for p in self.resp_dir.iterdir() if p.is_dir())
-        if not self.cfg.subjects:
+        if not self.cfg.participants:
             return found
-        missing = [s for s in self.cfg.subjects if s not in found]
+        missing = [s for s in self.cfg.participants if s not in found]
         if missing:
             raise DatasetError(f"unknown subject(s) {missing} in {self.resp_dir} (found {found})")
-        return list(self.cfg.subjects)
+        return list(self.cfg.participants)
 
-    def stories(self, subject: str) -> list[str]:
-        """Stories with a response file for ``subject``, sorted."""
-        d = self.resp_dir / subject
+    def stories(self, participant: str) -> list[str]:
+        """Stories with a response file for ``participant``, sorted."""
+        d = self.resp_dir / participant
         if not d.is_dir():
-            raise DatasetError(f"unknown subject {subject!r}: no folder {d}")
+            raise DatasetError(f"unknown subject {participant!r}: no folder {d}")
         return sorted(p.stem for p in d.glob("*.hf5"))
 
-    def split(self, mode: str = "shared", subjects: list[str] | None = None) -> dict[str, list[str]]:
-        """``{'train': [...], 'val': [...], 'test': [story]}`` for ``subjects`` (default: the configured ones).
+    def split(self, mode: str = "shared", participants: list[str] | None = None) -> dict[str, list[str]]:
+        """``{'train': [...], 'val': [...], 'test': [story]}`` for ``participants`` (default: the configured ones).
 
         mode 'shared': the default training set is every story all subjects heard, minus validation and test
         stories, and a story named in the config must exist for every subject. mode 'union': every story any
         subject heard (absent listeners are masked in training); a named story needs one listener.
         """
-        subs = subjects or self.subjects()
+        subs = participants or self.participants()
         heard = [set(self.stories(s)) for s in subs]
         pool = (set.intersection if mode == "shared" else set.union)(*heard) if heard else set()
         test, val = self.cfg.test_story, list(self.cfg.val_stories)
@@ -168,8 +168,8 @@ class LebelDataset:
         return split
 
     # ------------------------------------------------------------------ paths
-    def response_path(self, subject: str, story: str) -> Path:
-        return self.resp_dir / subject / f"{story}.hf5"
+    def response_path(self, participant: str, story: str) -> Path:
+        return self.resp_dir / participant / f"{story}.hf5"
 
     def audio_path(self, story: str) -> Path:
         return self.root / "stimuli" / f"{story}.wav"
@@ -238,20 +238,20 @@ class LebelDataset:
         return np.arange(start, n - TRIM_END)
 
     # ------------------------------------------------------------------ responses
-    def _open(self, subject: str, story: str):
+    def _open(self, participant: str, story: str):
         import h5py
-        path = self.response_path(subject, story)
-        if not (self.resp_dir / subject).is_dir():
-            raise DatasetError(f"unknown subject {subject!r}: no folder {self.resp_dir / subject}")
+        path = self.response_path(participant, story)
+        if not (self.resp_dir / participant).is_dir():
+            raise DatasetError(f"unknown subject {participant!r}: no folder {self.resp_dir / participant}")
         if not path.is_file():
-            raise DatasetError(f"missing story {story!r} for subject {subject}: {path}")
+            raise DatasetError(f"missing story {story!r} for subject {participant}: {path}")
         try:
             return h5py.File(path, "r"), path
         except OSError as exc:
             raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
 
-    def _read_key(self, subject: str, story: str, key: str, ndim: int) -> np.ndarray:
-        f, path = self._open(subject, story)
+    def _read_key(self, participant: str, story: str, key: str, ndim: int) -> np.ndarray:
+        f, path = self._open(participant, story)
         with f:
             if key not in f:
                 raise DatasetError(f"{path}: no key {key!r} (keys: {sorted(f.keys())})")
@@ -279,7 +279,7 @@ class LebelDataset:
                                f"beyond data.max_abs_response = {self.cfg.max_abs_response:g} is a preprocessing error")
         return arr
 
-    def load_responses(self, subject: str, story: str) -> np.ndarray:
+    def load_responses(self, participant: str, story: str) -> np.ndarray:
         """Responses aligned with ``row_tr_index(story)``, NaN → 0.
 
         Returns
@@ -287,10 +287,10 @@ class LebelDataset:
         Y : array of shape (n_rows, n_voxels), float32
             ``data`` for training stories; ``data[40:]`` for the test story.
         """
-        Y = self._read_key(subject, story, "data", 2)
+        Y = self._read_key(participant, story, "data", 2)
         return Y[TEST_EXTRA_TRIM:] if story == self.cfg.test_story else Y
 
-    def load_repeats(self, subject: str, story: str | None = None) -> np.ndarray:
+    def load_repeats(self, participant: str, story: str | None = None) -> np.ndarray:
         """Individual repeats of the test story, NaN → 0.
 
         Returns
@@ -299,19 +299,19 @@ class LebelDataset:
             ``individual_repeats[:, 40:]`` (aligned with ``load_responses`` of the test story).
         """
         story = story or self.cfg.test_story
-        R = self._read_key(subject, story, "individual_repeats", 3)
+        R = self._read_key(participant, story, "individual_repeats", 3)
         if R.shape[0] < 2:
-            raise DatasetError(f"{self.response_path(subject, story)}: 'individual_repeats' needs ≥ 2 repeats")
+            raise DatasetError(f"{self.response_path(participant, story)}: 'individual_repeats' needs ≥ 2 repeats")
         return R[:, TEST_EXTRA_TRIM:] if story == self.cfg.test_story else R
 
-    def noise_ceiling(self, subject: str, repeats: np.ndarray | None = None) -> np.ndarray:
-        """(n_voxels,) Schoppe cc_max of ``subject``'s test-story repeats under ``cfg.ceiling``
+    def noise_ceiling(self, participant: str, repeats: np.ndarray | None = None) -> np.ndarray:
+        """(n_voxels,) Schoppe cc_max of ``participant``'s test-story repeats under ``cfg.ceiling``
         (``repeats``: the already loaded ``load_repeats(subject)``)."""
-        reps = self.load_repeats(subject) if repeats is None else repeats
+        reps = self.load_repeats(participant) if repeats is None else repeats
         return noise_ceiling(reps, zscore=self.cfg.ceiling == "zscored")
 
-    def n_voxels(self, subject: str, story: str | None = None) -> int:
-        f, _ = self._open(subject, story or self.cfg.test_story)
+    def n_voxels(self, participant: str, story: str | None = None) -> int:
+        f, _ = self._open(participant, story or self.cfg.test_story)
         with f:
             return int(f["data"].shape[1]) if "data" in f else 0
 

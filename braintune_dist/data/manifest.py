@@ -124,9 +124,9 @@ def manifest_problem(m: dict, shard_dir) -> str:
         value = m.get(name)
         if isinstance(value, bool) or not isinstance(value, kind):
             return f"field {name!r} is {value!r}, expected {getattr(kind, '__name__', 'a number')}"
-    subjects = m["subjects"]
-    if not subjects or any(s not in m["subject_info"] for s in subjects):
-        return f"subjects {subjects} must be non-empty and each in subject_info"
+    participants = m["subjects"]
+    if not participants or any(s not in m["subject_info"] for s in participants):
+        return f"subjects {participants} must be non-empty and each in subject_info"
     for entry in m["shards"] + list(m["audio_files"].values()):
         if not isinstance(entry, dict) or {"file", "bytes", "sha256"} - set(entry):
             return f"file entry {entry!r} lacks file, bytes or sha256"
@@ -137,8 +137,8 @@ def manifest_problem(m: dict, shard_dir) -> str:
         return f"the story audio store lacks audio_files for {sorted(set(m['stories']) - set(m['audio_files']))}"
     if exists(shard_dir, COVERAGE):
         shape = np.load(io.BytesIO(read_bytes(shard_dir, COVERAGE)), allow_pickle=False).shape
-        if shape != (len(subjects), m["n_vertices"]):
-            return (f"{len(subjects)} subjects × n_vertices {m['n_vertices']}, but {where(shard_dir, COVERAGE)} is "
+        if shape != (len(participants), m["n_vertices"]):
+            return (f"{len(participants)} subjects × n_vertices {m['n_vertices']}, but {where(shard_dir, COVERAGE)} is "
                     f"{shape[0]} × {shape[1]}")
     first = m["shards"][0] if m["shards"] else None
     if first is None or not exists(shard_dir, first["file"]) or info(shard_dir, first["file"]).size != first["bytes"]:
@@ -159,7 +159,7 @@ def manifest_problem(m: dict, shard_dir) -> str:
     elif "end_sample" not in schema.names:
         return f"audio_store 'story', but {first['file']} has no end_sample column"
     prefix = {"common": "common_", "voxel": "voxel_"}
-    missing = [prefix[sp] + s for sp in m["spaces"] if sp in prefix for s in subjects
+    missing = [prefix[sp] + s for sp in m["spaces"] if sp in prefix for s in participants
                if prefix[sp] + s not in schema.names]
     if missing:
         return f"subjects and spaces name columns {missing} that {first['file']} does not have"

@@ -210,25 +210,25 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike, ds:
         raise DatasetError("ShardConfig: window must be > 0, rows_per_shard and row_group_rows ≥ 1")
 
     ds = ds or LebelDataset(data.root, data)
-    subjects = ds.subjects()
-    if not subjects:
+    participants = ds.participants()
+    if not participants:
         raise DatasetError(f"no participant folders in {ds.resp_dir}")
-    for sub in subjects:                        # subject names become column names
+    for sub in participants:                        # subject names become column names
         if not re.fullmatch(r"[A-Za-z0-9_-]+", sub):
             raise DatasetError(f"{ds.resp_dir / sub}: participant name must match [A-Za-z0-9_-]+")
-    split = ds.split(cfg.stories, subjects)
+    split = ds.split(cfg.stories, participants)
     named = [s for name in cfg.splits for s in split[name]]
     if len(named) != len(set(named)):
         raise DatasetError(f"a story is in two splits or listed twice: {split} (DataConfig train/val/test)")
-    heard = {sub: set(ds.stories(sub)) for sub in subjects}
+    heard = {sub: set(ds.stories(sub)) for sub in participants}
     # voxel count of each participant from its first story; every other story must agree
-    n_vox = {sub: ds.n_voxels(sub, min(heard[sub])) if heard[sub] else 0 for sub in subjects}
+    n_vox = {sub: ds.n_voxels(sub, min(heard[sub])) if heard[sub] else 0 for sub in participants}
 
     cs_dir = common_space_dir(data.root, cfg.common_space)
-    space = CommonSpace.load(cs_dir, subjects) if "common" in cfg.spaces else None
+    space = CommonSpace.load(cs_dir, participants) if "common" in cfg.spaces else None
     n_vert = space.n_vertices if space else 0
-    coverage = (np.stack([space.coverage(s) for s in subjects]) if space
-                else np.zeros((len(subjects), 0), dtype=bool))          # (n_subjects, n_vertices)
+    coverage = (np.stack([space.coverage(s) for s in participants]) if space
+                else np.zeros((len(participants), 0), dtype=bool))          # (n_subjects, n_vertices)
 
     out = Path(out)
     _prepare_out(out, cfg.overwrite)
@@ -236,7 +236,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike, ds:
     n_win = int(round(cfg.window * sr))
     audio_dtype = resolve_dtype(cfg.audio_dtype, ds, sorted({s for name in cfg.splits for s in split[name]}))
     audio_files: dict[str, dict] = {}
-    meta = {b"braintune.shards": json.dumps(dict(schema_version=SCHEMA_VERSION, subjects=subjects,
+    meta = {b"braintune.shards": json.dumps(dict(schema_version=SCHEMA_VERSION, subjects=participants,
                                                  n_vertices=n_vert, sample_rate=sr, window_samples=n_win))}
     story_info: dict[str, dict] = {}
     shards: list[dict] = []
@@ -244,7 +244,7 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike, ds:
     for split_name in cfg.splits:
         sink = _ShardSink(out, split_name, cfg, meta)
         for story in split[split_name]:
-            listeners = [s for s in subjects if story in heard[s]]
+            listeners = [s for s in participants if story in heard[s]]
             wav = encode(ds.load_audio(story), audio_dtype, ds.audio_path(story))    # (n_samples,) stored dtype
             k = ds.row_tr_index(story)                                   # (n_rows,) index into tr_times
             # window end = end of TR k (mid-point + TR/2) minus the lag, in samples from audio onset
@@ -257,13 +257,13 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike, ds:
                 "tr": pa.array(k.astype(np.int32)),
                 "window_start": pa.array((ends - n_win) / sr),
                 "end_sample": pa.array(ends),
-                "present": _fsl(np.tile([s in listeners for s in subjects], n_rows), len(subjects)),
+                "present": _fsl(np.tile([s in listeners for s in participants], n_rows), len(participants)),
             }
             if cfg.audio_store == "windows":
                 cols["audio"] = _fsl(cut_windows(wav, ends, n_win).ravel(), n_win)     # (n_rows × n_win)
             else:
                 audio_files[story] = _write_file(out, story_file(story), to_npy(wav))
-            for sub in subjects:
+            for sub in participants:
                 Y = None
                 if sub in listeners:
                     Y = ds.load_responses(sub, story)                    # (n_rows, n_voxels)
@@ -292,14 +292,14 @@ def write_shards(cfg: ShardConfig, data: DataConfig, out: str | os.PathLike, ds:
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         config=to_dict(cfg), data=to_dict(data),
         dataset_root=str(Path(data.root).resolve()),
-        inputs=input_fingerprint(ds, subjects, sorted(story_info)),
+        inputs=input_fingerprint(ds, participants, sorted(story_info)),
         common_space_dir=str(cs_dir.resolve()) if space else None,
         sample_rate=sr, tr=float(data.tr), window_s=cfg.window, lag_s=cfg.lag, window_samples=n_win,
         audio_store=cfg.audio_store, audio_dtype=audio_dtype, audio_files=audio_files, spaces=list(cfg.spaces),
         n_vertices=n_vert, region_names=space.region_names if space else [],
-        subjects=subjects,
+        subjects=participants,
         subject_info={s: dict(n_voxels=n_vox[s], coverage=int(coverage[i].sum()),
-                              stories=sorted(heard[s])) for i, s in enumerate(subjects)},
+                              stories=sorted(heard[s])) for i, s in enumerate(participants)},
         coverage=dict(file=COVERAGE, shape=list(coverage.shape), sha256=hashlib.sha256(buf).hexdigest()),
         splits={s: list(split[s]) for s in cfg.splits},
         stories=story_info,
@@ -331,7 +331,7 @@ class ShardsConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """``braintune-shards --root DATA --out SHARDS [--shard.spaces [common,voxel]] ...``; exit status."""
-    alias = {"--root": "--data.root", "--subjects": "--data.subjects"}   # short forms of nested fields
+    alias = {"--root": "--data.root", "--participants": "--data.participants"}   # short forms of nested fields
     args = []
     for a in (sys.argv[1:] if argv is None else argv):
         flag, eq, value = a.partition("=")

@@ -143,19 +143,19 @@ def select(manifest: dict, split: str, cfg: StreamConfig) -> Selection:
     """
     if split not in manifest["splits"]:
         raise DatasetError(f"split {split!r} not in {MANIFEST} (has {list(manifest['splits'])})")
-    subjects = manifest["subjects"]
+    everyone = manifest["subjects"]
     if cfg.participants:
-        unknown = [p for p in cfg.participants if p not in subjects]
+        unknown = [p for p in cfg.participants if p not in everyone]
         if unknown:
-            raise DatasetError(f"StreamConfig.participants: {unknown} not in {MANIFEST} subjects {subjects}")
+            raise DatasetError(f"StreamConfig.participants: {unknown} not in {MANIFEST} participants {everyone}")
         chosen = set(cfg.participants)
     elif cfg.n_participants:
-        if not 0 < cfg.n_participants <= len(subjects):
-            raise DatasetError(f"StreamConfig.n_participants={cfg.n_participants}: shards hold {len(subjects)}")
-        chosen = set(np.random.default_rng(cfg.selection_seed).permutation(subjects)[:cfg.n_participants])
+        if not 0 < cfg.n_participants <= len(everyone):
+            raise DatasetError(f"StreamConfig.n_participants={cfg.n_participants}: shards hold {len(everyone)}")
+        chosen = set(np.random.default_rng(cfg.selection_seed).permutation(everyone)[:cfg.n_participants])
     else:
-        chosen = set(subjects)
-    participants = [p for p in subjects if p in chosen]                  # slot order = manifest order
+        chosen = set(everyone)
+    participants = [p for p in everyone if p in chosen]                  # slot order = manifest order
 
     story_names = list(manifest["splits"][split])
     info = manifest["stories"]
@@ -231,14 +231,14 @@ def _read_story(shard_dir: str, rel: str) -> np.ndarray:
 
 
 def _to_tensors(table: pa.Table, *, mode: str, space: str, participants: list[str], slots: list[int],
-                n_subjects: int, story_index: dict[str, int], keep: np.ndarray, sizes: list[int],
+                n_participants: int, story_index: dict[str, int], keep: np.ndarray, sizes: list[int],
                 n_samples: int, audio: dict | None = None, pointers: dict | None = None,
                 teacher: dict | None = None, teacher_width: int = 0) -> dict[str, np.ndarray]:
     """One pyarrow batch of shard rows → rectangular numpy columns (see the module docstring); with
     ``pointers`` (the control target, ``targets/shuffled.py``) each window is cut at its partner row; with
     ``teacher`` (story → (n_rows, teacher_width) targets or their ObjectRefs) the responses are the teacher's."""
     story = np.array([story_index[s] for s in table.column("story").to_pylist()], dtype=np.int32)   # (n,)
-    present = _dense(table.column("present"), n_subjects)[:, slots]          # (n, n_participants)
+    present = _dense(table.column("present"), n_participants)[:, slots]          # (n, n_participants)
     mask = present & keep[story]                                             # heard and selected
     rows = np.flatnonzero(mask.any(axis=1))                                  # windows somebody still uses
     mask, story = mask[rows], story[rows]
@@ -332,7 +332,7 @@ def make_dataset(shard_dir: str | Path, split: str, cfg: StreamConfig | None = N
         ds = ds.random_shuffle(seed=seed)
     return ds.map_batches(_to_tensors, batch_format="pyarrow", batch_size=cfg.map_batch_rows, fn_kwargs=dict(
         mode=cfg.mode, space=cfg.space, participants=sel.participants,
-        slots=[m["subjects"].index(p) for p in sel.participants], n_subjects=len(m["subjects"]),
+        slots=[m["subjects"].index(p) for p in sel.participants], n_participants=len(m["subjects"]),
         story_index={s: i for i, s in enumerate(sel.story_names)}, keep=sel.keep(), sizes=sizes,
         n_samples=m["window_samples"], pointers=pointers, teacher=teacher if teacher_width else None,
         teacher_width=teacher_width, audio=None if not by_story else

@@ -10,7 +10,7 @@ from braintune_dist.data.lebel import SAMPLE_RATE, DatasetError, LebelDataset
 from braintune_dist.data.textgrid import TextGridError
 
 
-def validate(ds: LebelDataset, subjects: list[str] | None = None, mode: str = "shared",
+def validate(ds: LebelDataset, participants: list[str] | None = None, mode: str = "shared",
              check_audio: bool = True) -> dict:
     """Read every (subject, story) of ``ds.split(mode, subjects)`` that the subject heard, once; raises
     ``DatasetError`` on the first problem.
@@ -21,12 +21,12 @@ def validate(ds: LebelDataset, subjects: list[str] | None = None, mode: str = "s
         ``{'subjects': {sub: {'n_voxels', 'n_stories', 'n_rows', 'n_repeats'}}, 'stories': [...], 'split': {...},
         'lacking': {sub: [stories]}, 'tr_reports': [stories timed by TR reports], 'audio_seconds': float}``
     """
-    subjects = subjects or ds.subjects()
-    split = ds.split(mode, subjects)
+    participants = participants or ds.participants()
+    split = ds.split(mode, participants)
     stories = sorted(set(split["train"] + split["val"] + split["test"]))
     summary: dict = {"subjects": {}, "stories": stories, "split": split, "audio_seconds": 0.0,
-                     "lacking": lacking(ds, split, subjects)}
-    for sub in subjects:
+                     "lacking": lacking(ds, split, participants)}
+    for sub in participants:
         n_vox, n_rows = None, 0
         heard = [s for s in stories if s not in summary["lacking"].get(sub, [])]   # every story in mode 'shared'
         for story in heard:
@@ -45,10 +45,10 @@ def validate(ds: LebelDataset, subjects: list[str] | None = None, mode: str = "s
     return summary
 
 
-def lacking(ds: LebelDataset, split: dict[str, list[str]], subjects: list[str] | None = None) -> dict[str, list[str]]:
+def lacking(ds: LebelDataset, split: dict[str, list[str]], participants: list[str] | None = None) -> dict[str, list[str]]:
     """Subject → the stories of ``split`` it did not hear (only the subjects that lack some)."""
     named = [s for stories in split.values() for s in stories]
-    out = {sub: [s for s in named if not ds.response_path(sub, s).is_file()] for sub in subjects or ds.subjects()}
+    out = {sub: [s for s in named if not ds.response_path(sub, s).is_file()] for sub in participants or ds.participants()}
     return {sub: stories for sub, stories in out.items() if stories}
 
 

@@ -89,10 +89,10 @@ def common_space_dir(root: str | os.PathLike, directory: str = "") -> Path:
     return Path(directory) if directory else Path(root) / "ground_truth"
 
 
-def find_common_space(root: str | os.PathLike, directory: str, subjects: list[str]) -> "CommonSpace | None":
+def find_common_space(root: str | os.PathLike, directory: str, participants: list[str]) -> "CommonSpace | None":
     """``CommonSpace`` from ``common_space_dir(root, directory)``, or None when it holds no map."""
     d = common_space_dir(root, directory)
-    return CommonSpace.load(d, subjects) if (d / "common_space.npz").is_file() or has_atlas(d) else None
+    return CommonSpace.load(d, participants) if (d / "common_space.npz").is_file() or has_atlas(d) else None
 
 
 @dataclass
@@ -117,7 +117,7 @@ class CommonSpace:
         return int(self.vertex_region.shape[0])
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, subjects: list[str]) -> "CommonSpace":
+    def load(cls, directory: str | os.PathLike, participants: list[str]) -> "CommonSpace":
         """Read ``common_space.npz`` (or the atlas files) and ``<subject>/voxel_to_vertex.npy`` for each subject."""
         d = Path(directory)
         path = d / "common_space.npz"
@@ -141,7 +141,7 @@ class CommonSpace:
             raise DatasetError(f"common-space map not found: {path} (needs vertex_region, region_names), "
                                "nor a FreeSurfer atlas (lh./rh.<atlas>.annot) in that folder")
         maps = {}
-        for sub in subjects:
+        for sub in participants:
             p = d / sub / "voxel_to_vertex.npy"
             if not p.is_file():
                 raise DatasetError(f"no common-space map for subject {sub}: {p}")
@@ -151,27 +151,27 @@ class CommonSpace:
             maps[sub] = m
         return cls(vertex_region, names, maps, surface, vertex_index, str(d))
 
-    def _map(self, subject: str, n_voxels: int | None = None) -> np.ndarray:
-        if subject not in self.maps:
-            raise DatasetError(f"subject {subject!r} has no common-space map (have {sorted(self.maps)})")
-        m = self.maps[subject]
+    def _map(self, participant: str, n_voxels: int | None = None) -> np.ndarray:
+        if participant not in self.maps:
+            raise DatasetError(f"subject {participant!r} has no common-space map (have {sorted(self.maps)})")
+        m = self.maps[participant]
         if n_voxels is not None and m.shape[0] != n_voxels:
-            where = Path(self.directory) / subject / "voxel_to_vertex.npy" if self.directory else f"map of {subject}"
-            raise DatasetError(f"{where}: maps {m.shape[0]} voxels, {subject}'s responses have {n_voxels}")
+            where = Path(self.directory) / participant / "voxel_to_vertex.npy" if self.directory else f"map of {participant}"
+            raise DatasetError(f"{where}: maps {m.shape[0]} voxels, {participant}'s responses have {n_voxels}")
         return m
 
-    def check_voxels(self, subject: str, n_voxels: int) -> None:
-        """Raise ``DatasetError`` unless ``subject``'s map covers exactly ``n_voxels`` voxels."""
-        self._map(subject, n_voxels)
+    def check_voxels(self, participant: str, n_voxels: int) -> None:
+        """Raise ``DatasetError`` unless ``participant``'s map covers exactly ``n_voxels`` voxels."""
+        self._map(participant, n_voxels)
 
-    def coverage(self, subject: str) -> np.ndarray:
-        """(n_vertices,) bool: vertices that at least one voxel of ``subject`` maps to."""
-        m = self._map(subject)
+    def coverage(self, participant: str) -> np.ndarray:
+        """(n_vertices,) bool: vertices that at least one voxel of ``participant`` maps to."""
+        m = self._map(participant)
         cov = np.zeros(self.n_vertices, dtype=bool)
         cov[m[m >= 0]] = True
         return cov
 
-    def to_common(self, subject: str, Y: np.ndarray) -> np.ndarray:
+    def to_common(self, participant: str, Y: np.ndarray) -> np.ndarray:
         """Project participant responses to the common space.
 
         Parameters
@@ -184,7 +184,7 @@ class CommonSpace:
             Mean of the voxels mapped to each vertex; 0 at vertices the subject does not cover.
         """
         Y = np.asarray(Y, dtype=np.float32)
-        m = self._map(subject, Y.shape[1])
+        m = self._map(participant, Y.shape[1])
         keep = m >= 0
         counts = np.bincount(m[keep], minlength=self.n_vertices).astype(np.float32)   # (n_vertices,)
         # one sparse scatter: (n_rows, n_kept) @ (n_kept, n_vertices) one-hot, done with add.at on columns
@@ -192,15 +192,15 @@ class CommonSpace:
         np.add.at(out.T, m[keep], Y[:, keep].T)
         return out / np.maximum(counts, 1.0)
 
-    def voxel_regions(self, subject: str) -> np.ndarray:
-        """(n_voxels,) region name of each voxel of ``subject`` ('' where unmapped)."""
-        m = self._map(subject)
+    def voxel_regions(self, participant: str) -> np.ndarray:
+        """(n_voxels,) region name of each voxel of ``participant`` ('' where unmapped)."""
+        m = self._map(participant)
         reg = np.where(m >= 0, self.vertex_region[np.maximum(m, 0)], -1)
         names = np.array(self.region_names + [""], dtype=object)
         return names[reg].astype(str)
 
-    def region_mask(self, subject: str, region: str) -> np.ndarray:
-        """(n_voxels,) bool mask of ``subject``'s voxels in ``region``."""
+    def region_mask(self, participant: str, region: str) -> np.ndarray:
+        """(n_voxels,) bool mask of ``participant``'s voxels in ``region``."""
         if region not in self.region_names:
             raise DatasetError(f"unknown region {region!r} (regions: {self.region_names})")
-        return self.voxel_regions(subject) == region
+        return self.voxel_regions(participant) == region

@@ -16,7 +16,7 @@ class EvalSettings:
 
     enabled: bool = True
     """Run the alignment report."""
-    subjects: list[str] = field(default_factory=list)
+    participants: list[str] = field(default_factory=list)
     """Participants to evaluate; empty = those not used for tuning (held out), else all."""
     train_stories: list[str] = field(default_factory=list)
     """Stories the encoding models are fit on; empty = the dataset's training split (in order)."""

@@ -88,7 +88,7 @@ def cv_splits(lengths: list[int], cv: int = 0):
 
 
 @dataclass
-class SubjectData:
+class ParticipantData:
     """One participant's responses, ceiling and voxel regions (built once, reused for every layer)."""
 
     name: str
@@ -98,12 +98,12 @@ class SubjectData:
     regions: np.ndarray              # (n_voxels,) region name per voxel ('' = none)
 
 
-def load_subject(ds: LebelDataset, subject: str, stories: list[str], space: CommonSpace | None) -> SubjectData:
+def load_participant(ds: LebelDataset, participant: str, stories: list[str], space: CommonSpace | None) -> ParticipantData:
     """Responses of ``stories`` (z-scored per story), the test story's repeat mean and noise ceiling."""
-    train = {s: zscore(ds.load_responses(subject, s)).astype(np.float32) for s in stories}
-    reps = ds.load_repeats(subject)                                        # (n_rep, n_test_rows, n_voxels)
-    regions = space.voxel_regions(subject) if space is not None else np.full(reps.shape[2], "all")
-    return SubjectData(subject, train, zscore(reps.mean(0)).astype(np.float32), ds.noise_ceiling(subject, reps),
+    train = {s: zscore(ds.load_responses(participant, s)).astype(np.float32) for s in stories}
+    reps = ds.load_repeats(participant)                                        # (n_rep, n_test_rows, n_voxels)
+    regions = space.voxel_regions(participant) if space is not None else np.full(reps.shape[2], "all")
+    return ParticipantData(participant, train, zscore(reps.mean(0)).astype(np.float32), ds.noise_ceiling(participant, reps),
                        np.asarray([str(r) for r in regions]))
 
 
@@ -123,7 +123,7 @@ class LayerFit:
     """Ray node the fit ran on ('' in-process)."""
 
 
-def fit_layer(X: dict[str, np.ndarray], sub: SubjectData, stories: list[str], test_story: str, cfg: RidgeConfig,
+def fit_layer(X: dict[str, np.ndarray], sub: ParticipantData, stories: list[str], test_story: str, cfg: RidgeConfig,
               perm: PermutationSettings | None = None) -> LayerFit:
     """Fit ridge on ``stories`` of one layer's features, score it on the test story.
 
@@ -154,7 +154,7 @@ def fit_layer(X: dict[str, np.ndarray], sub: SubjectData, stories: list[str], te
 class VoxelScores:
     """One participant's per-voxel results for every layer of one feature source."""
 
-    subject: str
+    participant: str
     regions: np.ndarray
     """(n_voxels,) region name per voxel ('' = unmapped)."""
     cc_max: np.ndarray
@@ -192,7 +192,7 @@ def summarise(fit: LayerFit, vs: VoxelScores, cfg: RidgeConfig, q: float | None 
     for region in vs.region_names():
         m = vs.region_mask(region)
         rn = r_norm[m]
-        row = dict(keys, subject=vs.subject, region=region, n_voxels=int(m.sum()),
+        row = dict(keys, subject=vs.participant, region=region, n_voxels=int(m.sum()),
                    mean_r=float(np.mean(fit.r[m])) if m.any() else np.nan,
                    mean_r_norm=float(np.nanmean(rn)) if np.isfinite(rn).any() else np.nan,
                    cv_mse=float(np.mean(fit.cv_mse[m])) if m.any() else np.nan)

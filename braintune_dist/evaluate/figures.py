@@ -20,7 +20,7 @@ def _region_order(region: str) -> tuple:
     return (order.index(region) if region in order else len(order), region)
 
 
-def _mean_over_subjects(rows: list[dict], kind: str, x_key: str) -> dict[tuple[str, str], tuple[list, list, list]]:
+def _mean_over_participants(rows: list[dict], kind: str, x_key: str) -> dict[tuple[str, str], tuple[list, list, list]]:
     """(model, region) → (x values, mean over subjects, sem over subjects) of mean_r_norm."""
     acc: dict[tuple[str, str], dict] = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -37,7 +37,7 @@ def _mean_over_subjects(rows: list[dict], kind: str, x_key: str) -> dict[tuple[s
 def _curves_by_region(rows: list[dict], kind: str, x_key: str, title: str, xlabel: str, x_scale: float = 1.0,
                       integer_x: bool = False) -> plt.Figure:
     """One panel per region (``all`` first), one errorbar line per model of mean_r_norm against ``x_key``."""
-    curves = _mean_over_subjects(rows, kind, x_key)
+    curves = _mean_over_participants(rows, kind, x_key)
     regions = sorted({reg for _, reg in curves}, key=_region_order)
     fig, axes = plt.subplots(1, len(regions), figsize=(4.2 * len(regions), 3.6), sharey=True, squeeze=False)
     fig.suptitle(title)
@@ -104,7 +104,7 @@ def plot_stages(rows: list[dict], title: str = "Alignment per layer, by processi
     """One panel per model, one line per stage region (acoustic → semantic) of mean r / noise ceiling per
     layer, its peak marked: where each stage is best predicted, before and after tuning. None when the
     rows hold fewer than two stage regions."""
-    curves = _mean_over_subjects(rows, "layer", "layer")
+    curves = _mean_over_participants(rows, "layer", "layer")
     stages = [s for s in STAGE_REGIONS if any(reg == s for _, reg in curves)]
     if len(stages) < 2:
         return None

@@ -54,7 +54,7 @@ class MapSettings:
                 raise ConfigError(f"eval.maps.{name}: {getattr(self, name)} must be >= 0")
 
 
-def vertex_values(space: CommonSpace, per_subject: dict[str, np.ndarray]) -> np.ndarray:
+def vertex_values(space: CommonSpace, per_participant: dict[str, np.ndarray]) -> np.ndarray:
     """Mean over participants of per-voxel values at each common-space vertex.
 
     Parameters
@@ -67,7 +67,7 @@ def vertex_values(space: CommonSpace, per_subject: dict[str, np.ndarray]) -> np.
     """
     total = np.zeros(space.n_vertices)
     count = np.zeros(space.n_vertices)
-    for sub, vals in per_subject.items():
+    for sub, vals in per_participant.items():
         m = space.maps[sub]
         vals = np.asarray(vals, np.float64)
         if vals.shape != m.shape:

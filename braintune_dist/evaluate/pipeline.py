@@ -20,8 +20,8 @@ from braintune_dist.config import ConfigError
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.data.voxels import CommonSpace
 from braintune_dist.evaluate.compute import ComputeSettings, Runner, ridge_gpus, use_ray
-from braintune_dist.evaluate.encoding import (PermutationSettings, RidgeConfig, SubjectData, VoxelScores,
-                                              fit_layer, load_subject, summarise)
+from braintune_dist.evaluate.encoding import (PermutationSettings, RidgeConfig, ParticipantData, VoxelScores,
+                                              fit_layer, load_participant, summarise)
 from braintune_dist.features.extract import CachedFeatures
 
 
@@ -30,7 +30,7 @@ def _aligned(source: CachedFeatures, ds: LebelDataset, stories: list[str], layer
     return {s: source.story_features(ds, s, [layer])[layer] for s in stories}
 
 
-def _meta(sub: SubjectData) -> tuple[np.ndarray, np.ndarray]:
+def _meta(sub: ParticipantData) -> tuple[np.ndarray, np.ndarray]:
     """(cc_max, regions) of a participant: the small part the driver needs for the tables."""
     return sub.cc_max, sub.regions
 
@@ -67,7 +67,7 @@ class _Progress:
             self.log(f"[ridge] {self.what}: {done}/{total} fits, {seconds:.0f} s")
 
 
-def encode(ds: LebelDataset, sources: dict, subjects: list[str], train_stories: list[str], ridge: RidgeConfig,
+def encode(ds: LebelDataset, sources: dict, participants: list[str], train_stories: list[str], ridge: RidgeConfig,
            space: CommonSpace | None, compute: ComputeSettings, perm: PermutationSettings | None = None,
            efficiency: list[int] | tuple = (), kind: str = "layer", log=print
            ) -> tuple[list[dict], dict[str, dict[str, VoxelScores]]]:
@@ -103,9 +103,9 @@ def encode(ds: LebelDataset, sources: dict, subjects: list[str], train_stories: 
         else:
             per_story = {s: src.story_features(ds, s) for s in stories}
             X.update({(label, lay): runner.put({s: per_story[s][lay] for s in stories}) for lay in src.layers})
-    subs = {s: runner.submit(load_subject, ds, s, list(train_stories), space) for s in subjects}
-    meta = dict(zip(subjects, runner.gather([runner.submit(_meta, subs[s], num_cpus=0.1) for s in subjects])))
-    work = [(label, s, lay) for label, src in sources.items() for s in subjects for lay in src.layers]
+    subs = {s: runner.submit(load_participant, ds, s, list(train_stories), space) for s in participants}
+    meta = dict(zip(participants, runner.gather([runner.submit(_meta, subs[s], num_cpus=0.1) for s in participants])))
+    work = [(label, s, lay) for label, src in sources.items() for s in participants for lay in src.layers]
     t0 = time.time()
     fits = runner.gather([runner.submit(fit_layer, X[(label, lay)], subs[s], list(train_stories), test, ridge, perm)
                           for label, s, lay in work], _Progress(log, f"{len(work)} (model, participant, layer)"))

@@ -45,28 +45,28 @@ class Report:
     """The layers the headline averages over."""
 
 
-def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings, subjects: list[str],
+def alignment_report(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings, participants: list[str],
                      tracker: Tracker | None = None, log=print, tag: str = "") -> list[dict]:
-    """Evaluate every model on ``subjects``; write/log the tables, the figures and headline metrics; the rows."""
-    return evaluate_models(ds, models, ev, subjects, tracker, log, tag).rows
+    """Evaluate every model on ``participants``; write/log the tables, the figures and headline metrics; the rows."""
+    return evaluate_models(ds, models, ev, participants, tracker, log, tag).rows
 
 
-def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings, subjects: list[str],
+def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings, participants: list[str],
                     tracker: Tracker | None = None, log=print, tag: str = "") -> Report:
     """:func:`alignment_report`, returning everything it measured."""
     train_stories = list(ev.train_stories) or ds.split()["train"]
     check_inputs(ds, train_stories, ev.ridge, efficiency=ev.efficiency_stories, prefix="eval.")
-    space = find_common_space(ds.root, ev.common_space, subjects)
+    space = find_common_space(ds.root, ev.common_space, participants)
     features = with_cache(ev.features, ev.out_dir)
     sources, _ = featurize(ds, models, train_stories + [ds.cfg.test_story], features, ev.compute, log)
-    rows, scores = encode(ds, sources, subjects, train_stories, ev.ridge, space, ev.compute,
+    rows, scores = encode(ds, sources, participants, train_stories, ev.ridge, space, ev.compute,
                           efficiency=ev.efficiency_stories, log=log)
     layers = mean_layers(dict.fromkeys(r["layer"] for r in rows if r["kind"] == "layer"), ev.layers)
     table = summary_table(scores, layers, ev.ridge.nc_threshold)
     rows = layer_mean_rows(rows, layers) + rows                 # the table leads with the headline's rows
     out = Path(ev.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    held = ", ".join(subjects)
+    held = ", ".join(participants)
     figs = {"alignment_summary.png": plot_summary(table, f"Brain alignment (held-out: {held})"),
             "alignment_per_layer.png": plot_layers(rows, f"Brain alignment per layer (held-out: {held})")}
     if ev.efficiency_stories:
@@ -75,7 +75,7 @@ def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings,
     if stages is not None:
         figs["alignment_by_stage.png"] = stages
     if ev.maps.enabled and space is not None and space.vertex_index is not None:
-        figs.update(_maps(space, scores, best_layers(rows), ev, subjects, out, tracker, tag, log))
+        figs.update(_maps(space, scores, best_layers(rows), ev, participants, out, tracker, tag, log))
     import matplotlib.pyplot as plt
     for name, fig in figs.items():
         save_figure(fig, out / f"{tag}{name}")
@@ -94,7 +94,7 @@ def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings,
         tracker.log_metrics({f"align.{r['model']}.{r['region']}": r["mean"] for r in table})
         tracker.log_metrics({f"align_se.{r['model']}.{r['region']}": r["se"] for r in table})
         tracker.log_metrics({f"align_best_layer.{k}": v for k, v in at_best_layer(rows).items()})
-    for line in format_summary(table, subjects) + format_contrast(contrast) + best_layer_notes(rows, scores):
+    for line in format_summary(table, participants) + format_contrast(contrast) + best_layer_notes(rows, scores):
         log(line)
     log(f"[alignment] tables (summary.csv, alignment.csv, per-voxel gain.csv) and figures in {out}")
     return Report(rows, table, contrast, scores, layers)
@@ -125,16 +125,16 @@ def gain_table(scores: dict, layers: list, reference: str, threshold: float, n_b
     for model in scores:
         if model == reference:
             continue
-        subjects = list(scores[model])
-        for region in scores[model][subjects[0]].region_names():
-            a, b = (np.concatenate([voxel_layer_mean(scores[m][s], layers, threshold, region) for s in subjects])
+        participants = list(scores[model])
+        for region in scores[model][participants[0]].region_names():
+            a, b = (np.concatenate([voxel_layer_mean(scores[m][s], layers, threshold, region) for s in participants])
                     for m in (model, reference))
             rows.append(dict(model=model, reference=reference, layers=layers_label(layers), region=region,
                              **compare_paired(a, b, n_boot, ci)))
     return rows
 
 
-def _maps(space, scores, best, ev: EvalSettings, subjects, out: Path, tracker, tag: str, log) -> dict:
+def _maps(space, scores, best, ev: EvalSettings, participants, out: Path, tracker, tag: str, log) -> dict:
     """Write the GIfTI/NIfTI maps (logged to MLflow under report/maps); return their surface figures."""
     maps = brain_maps(space, scores, best, ev.ridge.nc_threshold, ev.maps, out / f"{tag}maps", log)
     surface = load_surface(space.surface) if ev.maps.figures else None
@@ -148,7 +148,7 @@ def _maps(space, scores, best, ev: EvalSettings, subjects, out: Path, tracker, t
             label = name.replace("/rnorm", "")
             at = (f" (layer {m['layer'][0]} − layer {m['layer'][1]}: each model's best)" if diff
                   else f" at layer {m['layer']}")
-            title = f"{label}: r / noise ceiling{at} (held-out: {', '.join(subjects)})"
+            title = f"{label}: r / noise ceiling{at} (held-out: {', '.join(participants)})"
             figs[f"map_{label.replace('/', '_')}.png"] = plot_surface_map(
                 surface, m["per_hemi"], title, diff,
                 ev.maps.diff_threshold if diff else ev.maps.threshold)

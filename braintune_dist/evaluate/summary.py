@@ -90,7 +90,7 @@ def _mean(x: np.ndarray) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else np.nan
 
 
-def subject_values(per_sub: dict, layers, threshold: float, region: str) -> list[np.ndarray]:
+def participant_values(per_sub: dict, layers, threshold: float, region: str) -> list[np.ndarray]:
     """One model's :func:`voxel_layer_mean` of ``region`` for each participant (``per_sub``: participant →
     VoxelScores), in ``per_sub``'s order."""
     return [voxel_layer_mean(vs, layers, threshold, region) for vs in per_sub.values()]
@@ -99,7 +99,7 @@ def subject_values(per_sub: dict, layers, threshold: float, region: str) -> list
 def headline_value(per_sub: dict, layers, threshold: float, region: str) -> float:
     """One model's headline in ``region``: the mean over participants of each one's voxel mean of r / noise ceiling
     averaged over ``layers``."""
-    return float(np.mean([_mean(v) for v in subject_values(per_sub, layers, threshold, region)]))
+    return float(np.mean([_mean(v) for v in participant_values(per_sub, layers, threshold, region)]))
 
 
 def _se(x: np.ndarray) -> float:
@@ -113,11 +113,11 @@ def _vs_reference(per_model: np.ndarray, ref: np.ndarray, vox_a: np.ndarray, vox
     from scipy import stats
 
     from braintune_dist.analysis.stats import wilcoxon
-    n_seeds, n_subjects = per_model.shape
+    n_seeds, n_participants = per_model.shape
     if n_seeds > 1:
         d = per_model.mean(axis=1) - ref.mean()                       # (n_seeds,)
         test, unit = "t-test over seeds", "seeds"
-    elif n_subjects > 1:
+    elif n_participants > 1:
         d = per_model[0] - ref                                         # (n_subjects,)
         test, unit = "paired t-test over participants", "participants"
     else:
@@ -149,27 +149,27 @@ def summary_table(scores: dict, layers: list, threshold: float, reference: str =
     for label in scores:
         groups[group_of(label)].append(label)
     first = next(iter(scores.values()))
-    subjects = list(first)
-    regions = first[subjects[0]].region_names()
+    participants = list(first)
+    regions = first[participants[0]].region_names()
     rows = []
     for group, members in groups.items():
         for region in regions:
-            vox = {m: subject_values(scores[m], layers, threshold, region) for m in members}
+            vox = {m: participant_values(scores[m], layers, threshold, region) for m in members}
             per_model = np.array([[_mean(v) for v in vox[m]] for m in members])            # (n_seeds, n_subjects)
             seed_means = per_model.mean(axis=1)                                            # (n_seeds,)
             # the ceiling (and so the NaN voxels) is the same for every seed
             flat = np.stack([np.concatenate(vox[m]) for m in members]).mean(axis=0)       # (n_voxels,)
             if len(members) > 1:
                 se, over = _se(seed_means), "seeds"
-            elif len(subjects) > 1:
+            elif len(participants) > 1:
                 se, over = _se(per_model[0]), "participants"
             else:
                 se, over = _se(flat), "voxels"
             row = dict(model=group, n_seeds=len(members), layers=layers_label(layers), region=region,
-                       n_subjects=len(subjects), n_voxels=int(np.isfinite(flat).sum()), mean=float(seed_means.mean()),
+                       n_subjects=len(participants), n_voxels=int(np.isfinite(flat).sum()), mean=float(seed_means.mean()),
                        se=se, se_over=over, reference=reference if reference in scores else "")
             if reference in scores and group != reference:
-                ref_vox = subject_values(scores[reference], layers, threshold, region)
+                ref_vox = participant_values(scores[reference], layers, threshold, region)
                 row.update(_vs_reference(per_model, np.array([_mean(v) for v in ref_vox]), flat,
                                          np.concatenate(ref_vox)))
             else:
@@ -199,7 +199,7 @@ def control_contrast(scores: dict, layers: list, threshold: float, model: str = 
     rows = []
     for control in controls:
         for region in regions:
-            vox = {g: [np.concatenate(subject_values(scores[m], layers, threshold, region)) for m in groups[g]]
+            vox = {g: [np.concatenate(participant_values(scores[m], layers, threshold, region)) for m in groups[g]]
                    for g in (model, control)}                                               # per seed: (n_voxels,)
             a, b = (np.array([headline_value(scores[m], layers, threshold, region) for m in groups[g]])
                     for g in (model, control))                                              # (n_seeds,) each
@@ -234,8 +234,8 @@ def layer_mean_rows(rows: list[dict], layers: list, kind: str = "layer") -> list
         if r["kind"] == kind and r["layer"] in layers:
             acc[(r["model"], r["subject"], r["region"])].append(r)
     out = []
-    for (model, subject, region), rs in acc.items():
-        out.append(dict(model=model, kind="layer_mean", layer=layers_label(layers), subject=subject, region=region,
+    for (model, participant, region), rs in acc.items():
+        out.append(dict(model=model, kind="layer_mean", layer=layers_label(layers), subject=participant, region=region,
                         n_voxels=rs[0]["n_voxels"], mean_r=float(np.mean([r["mean_r"] for r in rs])),
                         mean_r_norm=_mean(np.array([r["mean_r_norm"] for r in rs], float)),
                         cv_mse=float(np.mean([r["cv_mse"] for r in rs]))))
@@ -253,14 +253,14 @@ def at_layers(rows: list[dict], layers=(), kind: str = "layer") -> dict[str, flo
     return {f"{m}/{reg}": _mean(np.array(v, float)) for (m, reg), v in by.items()}
 
 
-def format_summary(table: list[dict], subjects: list[str]) -> list[str]:
+def format_summary(table: list[dict], participants: list[str]) -> list[str]:
     """Console lines of the headline table: one block per region, the reference first."""
     if not table:
         return []
     t0 = table[0]
     layers = t0["layers"].removeprefix("mean(").removesuffix(")")                # 'mean(1,2)' → '1,2'
     lines = [f"[alignment] headline: r / noise ceiling, mean over voxels, layers {layers} and "
-             f"held-out participants ({', '.join(subjects)}); ± SE over the unit named; Δ against "
+             f"held-out participants ({', '.join(participants)}); ± SE over the unit named; Δ against "
              f"{t0['reference'] or 'no reference'}:"]
     by_region: dict = defaultdict(list)
     for r in table:

@@ -167,15 +167,15 @@ def _row_table(cfg) -> tuple[dict | None, str]:
         if not Path(fit.data.root).is_dir():
             return None, ""
         ds = LebelDataset(fit.data.root, fit.data)
-        subjects = ds.subjects()
-        heard = {sub: set(ds.stories(sub)) for sub in subjects}
-        split = ds.split(cfg.prepare.shard.stories, subjects)
+        participants = ds.participants()
+        heard = {sub: set(ds.stories(sub)) for sub in participants}
+        split = ds.split(cfg.prepare.shard.stories, participants)
         splits = {name: split[name] for name in cfg.prepare.shard.splits}
-        stories = {s: dict(n_rows=len(ds.row_tr_index(s)), participants=[p for p in subjects if s in heard[p]])
+        stories = {s: dict(n_rows=len(ds.row_tr_index(s)), participants=[p for p in participants if s in heard[p]])
                    for names in splits.values() for s in names}
     except DatasetError:
         return None, ""
-    return dict(splits=splits, subjects=subjects, stories=stories, tr=fit.data.tr), str(ds.resp_dir)
+    return dict(splits=splits, subjects=participants, stories=stories, tr=fit.data.tr), str(ds.resp_dir)
 
 
 def output_problems(paths: dict[str, str]) -> list[str]:

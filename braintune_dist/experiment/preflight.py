@@ -99,14 +99,14 @@ def dataset_problems(cfg, ev=None) -> list[str]:
             f"fit.data.root: dataset root not found: {root} (set prepare.simulate true to generate one)"]
     try:
         ds = LebelDataset(root, fit.data)
-        subjects = ds.subjects()
-        heard = set().union(*(ds.stories(s) for s in subjects)) if subjects else set()
+        participants = ds.participants()
+        heard = set().union(*(ds.stories(s) for s in participants)) if participants else set()
     except DatasetError as exc:
         return [f"fit.data: {exc}"]
     where = ds.resp_dir
-    out = names_problems("fit.stream.participants", fit.stream.participants, subjects, where)
+    out = names_problems("fit.stream.participants", fit.stream.participants, participants, where)
     if ev is not None:
-        out += names_problems("eval.subjects", ev.subjects, subjects, where)
+        out += names_problems("eval.participants", ev.participants, participants, where)
     for name, stories in (("fit.data.train_stories", fit.data.train_stories), ("fit.data.val_stories", fit.data.val_stories),
                           ("fit.data.test_story", [fit.data.test_story])):
         bad = [s for s in stories if s not in heard]
@@ -277,8 +277,8 @@ def preflight_evaluate(cfg, log=print) -> None:
     problems += output_problems({"eval.out_dir": cfg.eval.out_dir, "eval.features.cache_dir": cfg.eval.features.cache_dir})
     problems += [] if problems else window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
     try:
-        subjects = LebelDataset(cfg.data.root, cfg.data).subjects()
-        problems += names_problems("eval.subjects", cfg.eval.subjects, subjects, Path(cfg.data.root))
+        participants = LebelDataset(cfg.data.root, cfg.data).participants()
+        problems += names_problems("eval.participants", cfg.eval.participants, participants, Path(cfg.data.root))
     except DatasetError as exc:
         problems.append(f"data: {exc}")
     if aliasing_note(cfg.eval.features, cfg.data.tr):

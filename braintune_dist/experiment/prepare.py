@@ -50,10 +50,10 @@ def ensure_dataset(data: DataConfig, settings: PrepareSettings, log=print) -> Le
 
 def ceiling_report(ds: LebelDataset, threshold: float, common_space_dir: str = "") -> list[dict]:
     """Per participant (and region, when a common-space map exists): voxels, median cc_max, share above threshold."""
-    subjects = ds.subjects()
-    space = find_common_space(ds.root, common_space_dir, subjects)
+    participants = ds.participants()
+    space = find_common_space(ds.root, common_space_dir, participants)
     rows = []
-    for sub in subjects:
+    for sub in participants:
         cc = ds.noise_ceiling(sub)                          # (n_voxels,)
         if space is not None:
             space.check_voxels(sub, cc.shape[0])            # the map must describe these voxels

@@ -63,7 +63,7 @@ def setup(job: TrainingStages, checks: Checks, log=print) -> Prepared:
 
 
 def held_out(shards: str, configured: list[str], trained: tuple[str, ...] | list[str]) -> list[str]:
-    """Evaluated participants: ``configured`` (eval.subjects), else those of the shard set ``shards`` the tuning did
+    """Evaluated participants: ``configured`` (eval.participants), else those of the shard set ``shards`` the tuning did
     not read (``trained``: the plan's ``selected`` participants, whose windows a control target reads too), else (all
     tuned on) every participant."""
     if configured:

@@ -42,7 +42,7 @@ class AnalyzeConfig:
     """Backbone of the untuned reference model (checkpoints carry their own architecture)."""
     checkpoints: list[str] = field(default_factory=list)
     """Brain-tuning checkpoint directories, each compared with the untuned model (LoRA merged, head dropped)."""
-    subjects: list[str] = field(default_factory=list)
+    participants: list[str] = field(default_factory=list)
     """Participants analysed; empty = those no checkpoint was tuned on (held out), else all."""
     train_stories: list[str] = field(default_factory=list)
     """Stories the encoding models, residualisers and probes are fit on; empty = the dataset's training split."""
@@ -187,21 +187,21 @@ def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
     from braintune_dist.evaluate.report import with_cache
     ds = LebelDataset(cfg.data.root, cfg.data)
     models, tuned_on = load_models(cfg)
-    everyone = ds.subjects()
-    subjects = list(cfg.subjects) or [s for s in everyone if s not in tuned_on] or everyone
+    everyone = ds.participants()
+    participants = list(cfg.participants) or [s for s in everyone if s not in tuned_on] or everyone
     train = list(cfg.train_stories) or ds.split()["train"]
     stories = list(dict.fromkeys(train + [ds.cfg.test_story] + list(cfg.probes.test_stories)))
     for tier, readers in tier_readers(cfg).items():
         check_tiers(ds, stories, [tier], f"analyze's {', '.join(readers)}")
     check_data(cfg, ds, train)
-    space = find_common_space(ds.root, cfg.common_space, subjects)
+    space = find_common_space(ds.root, cfg.common_space, participants)
     if cfg.compute.runner != "local":                  # after the input checks: bad input fails fast
         connect_ray(cfg.compute.address)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     features = with_cache(cfg.features, cfg.out_dir)     # every analysis reads the same cached windows
     sources, _ = featurize(ds, models, stories, features, cfg.compute, log)
-    tables, figures = _analyse(cfg, ds, sources, subjects, train, space, features, log)
+    tables, figures = _analyse(cfg, ds, sources, participants, train, space, features, log)
     import matplotlib.pyplot as plt
     with Tracker(cfg.tracking).start(cfg.run_name, params=to_dict(cfg), tags={"job": "analyze"}) as tr:
         for name, rows in tables.items():
@@ -212,11 +212,11 @@ def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
         for step, metrics in _metrics(tables):
             tr.log_metrics(metrics, step=step)
     log(f"[analyze] {len(tables)} tables and {len(figures)} figures in {out} "
-        f"(models: {', '.join(m.label for m in models)}; participants: {', '.join(subjects)})")
+        f"(models: {', '.join(m.label for m in models)}; participants: {', '.join(participants)})")
     return tables
 
 
-def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, sources: dict, subjects: list[str], train: list[str], space,
+def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, sources: dict, participants: list[str], train: list[str], space,
              features: FeatureConfig, log) -> tuple[dict[str, list[dict]], dict]:
     """Every analysis of every model → (tables name → rows, figures file name → Figure)."""
     from braintune_dist.evaluate.pipeline import encode
@@ -225,7 +225,7 @@ def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, sources: dict, subjects: list
     tables: dict[str, list[dict]] = {"alignment": []}
     full, resid, probe_results = {}, {}, []
     def encode_one(label, src, kind):
-        rows, scores = encode(ds, {label: src}, subjects, train, cfg.ridge, space, cfg.compute, cfg.permutation,
+        rows, scores = encode(ds, {label: src}, participants, train, cfg.ridge, space, cfg.compute, cfg.permutation,
                               kind=kind, log=log)
         tables["alignment"].extend(rows)
         return scores[label]
@@ -261,7 +261,7 @@ def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, sources: dict, subjects: list
     figures = {}
     if "preference" in tables:
         figures["semantic_preference.png"] = plot_preference(
-            tables["preference"], f"Semantic preference per layer (participants: {', '.join(subjects)})", pref,
+            tables["preference"], f"Semantic preference per layer (participants: {', '.join(participants)})", pref,
             cfg.stats.measure, cfg.stats.ci)
     if "residual" in tables:
         figures["residual_alignment.png"] = plot_residual(tables["residual"], measure=cfg.stats.measure)

@@ -145,7 +145,7 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
     from braintune_dist.evaluate.report import evaluate_models
     prepared = setup(cfg, cfg.checks(), log)             # data, shards, import/pretraining once, here
     fit, ds = prepared.fit, prepared.dataset
-    subjects = held_out(fit.shards, cfg.eval.subjects, prepared.plan.selected)
+    held = held_out(fit.shards, cfg.eval.participants, prepared.plan.selected)
     models = [fit_of(cfg, fit, t, s) for t in cfg.compare.targets for s in cfg.compare.seeds]
     labels, fits = [m[0] for m in models], [m[1] for m in models]
     out = Path(cfg.eval.out_dir) / cfg.compare.name
@@ -162,8 +162,8 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
         with_dirs = [(d["label"], Checkpoint(d["checkpoint"])) for d in done]
         with contextlib.ExitStack() as stack:
             specs += [ModelSpec(label, fit.model, stack.enter_context(ck.as_directory())) for label, ck in with_dirs]
-            report = evaluate_models(ds, specs, ev, subjects, tr, log)
-            impact = (impact_report(ds, specs, ev, subjects, report, cfg.compare.lowlevel.spaces, tr, log)
+            report = evaluate_models(ds, specs, ev, held, tr, log)
+            impact = (impact_report(ds, specs, ev, held, report, cfg.compare.lowlevel.spaces, tr, log)
                       if cfg.compare.lowlevel.enabled else [])
         run_id = tr.run_id
     log(f"[compare] tables and figures in {out}; MLflow run {run_id}")

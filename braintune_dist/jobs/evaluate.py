@@ -48,8 +48,8 @@ def run(cfg: EvaluateConfig, log=print) -> list[dict]:
     ds = LebelDataset(cfg.data.root, cfg.data)
     models = [ModelSpec("untuned", cfg.model)] if cfg.include_untuned else []
     models += [ModelSpec(Path(check_complete(ck)).name, cfg.model, ck) for ck in cfg.checkpoints]
-    subjects = list(cfg.eval.subjects) or ds.subjects()
+    participants = list(cfg.eval.participants) or ds.participants()
     if cfg.eval.compute.runner != "local":            # after every input check: bad input fails fast
         connect_ray(cfg.eval.compute.address)
     with Tracker(cfg.tracking).start(cfg.run_name, params=to_dict(cfg), tags={"job": "evaluate"}) as tr:
-        return alignment_report(ds, models, cfg.eval, subjects, tr, log)
+        return alignment_report(ds, models, cfg.eval, participants, tr, log)

@@ -89,12 +89,12 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
         if cfg.eval.enabled:
             from braintune_dist.evaluate.featurize import ModelSpec
             from braintune_dist.evaluate.report import alignment_report
-            subjects = held_out(fit.shards, cfg.eval.subjects, p.selected)
+            held = held_out(fit.shards, cfg.eval.participants, p.selected)
             # the workers read the checkpoints from Ray Train's storage: shared storage on a cluster
             with contextlib.ExitStack() as stack:
                 models = [ModelSpec("untuned", fit.model)] + [
                     ModelSpec(label, fit.model, stack.enter_context(best.as_directory())) for label, _, best in fits]
-                rows = alignment_report(prepared.dataset, models, cfg.eval, subjects, tr, log, tag=f"{name}_")
+                rows = alignment_report(prepared.dataset, models, cfg.eval, held, tr, log, tag=f"{name}_")
         run_id = tr.run_id
     log(f"[mlflow] run {run_id} in {tracker.uri} (open the UI with: ./run ui)")
     _, result, best = fits[0]

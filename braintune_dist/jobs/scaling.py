@@ -216,8 +216,8 @@ def plot_scaling(table: list[dict]):
     return figs
 
 
-def run_point(config: dict, cfg: ScalingJobConfig, points: list[GridPoint], participants: list[str],
-              subjects: list[str], parent_run_id: str | None, out: str) -> None:
+def run_point(config: dict, cfg: ScalingJobConfig, points: list[GridPoint], tuning: list[str],
+              held: list[str], parent_run_id: str | None, out: str) -> None:
     """Tune trainable: one grid point, ``config['point']`` indexes ``points``; ``cfg.fit`` is the job's prepared fit."""
     from ray import tune
 
@@ -229,7 +229,7 @@ def run_point(config: dict, cfg: ScalingJobConfig, points: list[GridPoint], part
 
     original_cwd()
     pt = points[config["point"]]
-    pc = point_config(cfg, pt.mode, pt.size, participants, pt.repeat)
+    pc = point_config(cfg, pt.mode, pt.size, tuning, pt.repeat)
     p = plan(pc)
     t0 = time.time()
     with open_child(Tracker(pc.tracking), pc.ray.run_name, parent_run_id, {"job": "scaling_point", "point": pt.label},
@@ -241,7 +241,7 @@ def run_point(config: dict, cfg: ScalingJobConfig, points: list[GridPoint], part
         ev = dataclasses.replace(cfg.eval, out_dir=str(point_dir(out, pt.label)))
         with best.as_directory() as ckpt:          # the trial's own process: the dataset is opened here
             rows = alignment_report(LebelDataset(pc.data.root, pc.data), [ModelSpec(pt.label, pc.model, ckpt)], ev,
-                                    subjects, tr, print)
+                                    held, tr, print)
         tr.log_metrics({"train.seconds": t_fit - t0, "eval.seconds": time.time() - t_fit})
     path = point_dir(out, pt.label) / "rows.json"
     write_text(path, json.dumps(dict(dataclasses.asdict(pt), rows=rows, train_rows=p.train_rows,
@@ -249,15 +249,15 @@ def run_point(config: dict, cfg: ScalingJobConfig, points: list[GridPoint], part
     tune.report({"done": 1, "rows_file": str(path)})
 
 
-def run_grid(cfg: ScalingJobConfig, points: list[GridPoint], participants: list[str],
-             subjects: list[str], parent_run_id: str | None, out: Path, log) -> list[dict]:
+def run_grid(cfg: ScalingJobConfig, points: list[GridPoint], tuning: list[str],
+             held: list[str], parent_run_id: str | None, out: Path, log) -> list[dict]:
     """Run every grid point as a Tune trial (``grid.max_concurrent`` at once); their results in grid order."""
     from ray import tune
     g = cfg.grid
     _, exp_dir = experiment_dir(g.storage_path, g.name)
     trainable = tune.with_resources(
-        tune.with_parameters(run_point, cfg=cfg, points=points, participants=participants,
-                             subjects=subjects, parent_run_id=parent_run_id, out=str(out.resolve())),
+        tune.with_parameters(run_point, cfg=cfg, points=points, tuning=tuning,
+                             held=held, parent_run_id=parent_run_id, out=str(out.resolve())),
         {"CPU": g.point_cpus})
     save_parent(exp_dir, parent_run_id)
     log(f"[scaling] {len(points)} grid points, up to {g.max_concurrent} at once (Tune experiment {exp_dir})")
@@ -272,23 +272,23 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
     from braintune_dist.evaluate.report import alignment_report, with_cache
     prepared = setup(cfg, cfg.checks(), log)             # data, shards, import/pretraining once, here
     fit, ds = prepared.fit, prepared.dataset
-    participants = list(prepared.plan.selected)
-    subjects = held_out(fit.shards, cfg.eval.subjects, participants)
+    tuning = list(prepared.plan.selected)
+    held = held_out(fit.shards, cfg.eval.participants, tuning)
     out = Path(cfg.eval.out_dir) / cfg.grid.name
     tracker = Tracker(fit.tracking)
     points: list[dict] = []
     _, exp_dir = experiment_dir(cfg.grid.storage_path, cfg.grid.name)
     with open_parent(tracker, cfg.grid.name, exp_dir, cfg.grid.resume, to_dict(cfg),
                      {"job": "scaling"}, log) as tr:
-        log(f"[scaling] untuned model on held-out {subjects}")
+        log(f"[scaling] untuned model on held-out {held}")
         base = dataclasses.replace(cfg.eval, features=with_cache(cfg.eval.features, str(out)))   # one cache
         cfg = dataclasses.replace(cfg, eval=base)
         untuned = alignment_report(ds, [ModelSpec("untuned", fit.model)], dataclasses.replace(
-            base, out_dir=str(out / "untuned")), subjects, None, log)
+            base, out_dir=str(out / "untuned")), held, None, log)
         grid = [GridPoint(size=size, mode=mode, repeat=k, unit=cfg.grid.unit,
                           label=point_label(mode, size, k, cfg.grid.repeats))
                 for size in cfg.grid.sizes for mode in cfg.grid.modes for k in range(cfg.grid.repeats)]
-        points = run_grid(dataclasses.replace(cfg, fit=fit), grid, participants, subjects, tr.run_id, out, log)
+        points = run_grid(dataclasses.replace(cfg, fit=fit), grid, tuning, held, tr.run_id, out, log)
         for pt in points:
             log(f"[scaling] {pt['label']}: fit {pt['fitted'] - pt['started']:.0f} s, "
                 f"evaluation {pt['finished'] - pt['fitted']:.0f} s")

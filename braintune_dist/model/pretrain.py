@@ -107,6 +107,7 @@ def _fingerprint(cfg: PretrainConfig, data: DataConfig, ds: LebelDataset) -> dic
     for k in ("out", "enabled", "overwrite", "eval_every"):
         d.pop(k)
     d["data"] = {k: v for k, v in to_dict(data).items() if k != "root"}
+    d["data"]["subjects"] = d["data"].pop("participants")   # pretrain.json's key: earlier checkpoints still match
     split = ds.split()
     d["inputs"] = {f"{kind}/{s}": digest for s in split["train"] + split["val"]
                    for kind, digest in (("audio", ds.audio_digest(s)), ("textgrid", file_digest(ds.textgrid_path(s))))}

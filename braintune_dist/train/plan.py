@@ -60,14 +60,14 @@ def plan(cfg: FitConfig) -> Plan:
     fields."""
     manifest = load_manifest(cfg.shards)
     sel = select(manifest, "train", cfg.stream)
-    subjects = manifest["subjects"]
+    everyone = manifest["subjects"]
     if cfg.target.kind == "teacher":
         from braintune_dist.targets import teacher
         width = teacher.shape(cfg.target)[2]
         heads, coverage = ["teacher"], np.ones((1, width), bool)
     else:
         width, heads = int(manifest["n_vertices"]), sel.participants
-        coverage = read_coverage(cfg.shards)[[subjects.index(p) for p in sel.participants]]
+        coverage = read_coverage(cfg.shards)[[everyone.index(p) for p in sel.participants]]
     train_rows = summarize(cfg.shards, "train", cfg.stream)["rows"]
     val_rows = summarize(cfg.shards, "val", cfg.stream)["rows"] if manifest["rows"].get("val") else 0
     per_worker = train_rows // cfg.ray.num_workers                 # streaming_split(equal=True) floors

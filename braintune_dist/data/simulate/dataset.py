@@ -216,9 +216,9 @@ def _build(cfg: SimConfig, root: Path) -> dict:
         signals[story] = brain.vertex_signals(space, feats, rows)
 
     # ---- participants: voxel sets, noise, responses
-    subjects = [f"sim{p + 1:02d}" for p in range(cfg.participants)]
+    participants = [f"sim{p + 1:02d}" for p in range(cfg.participants)]
     noise_levels = {}
-    for p, sub in enumerate(subjects):
+    for p, sub in enumerate(participants):
         part = brain.make_participant(_rng(cfg.seed, _LAYOUT, p), space, (cfg.coverage_min, cfg.coverage_max),
                                       cfg.duplicate_frac, cfg.unmapped_frac, cfg.nan_voxels, cfg.noise_spread)
         noise_levels[sub] = part.noise_level
@@ -252,7 +252,7 @@ def _build(cfg: SimConfig, root: Path) -> dict:
         vocabulary_size=len(words), n_distinct_sentences=len(sentences),
         stages=list(brain.STAGES), region_stage=brain.STAGE_OF,
         stories=dict(train=train, test=TEST_STORY), respdict=respdict, n_words=n_words,
-        participants=subjects, participant_noise_level=noise_levels, n_repeats=cfg.n_repeats,
+        participants=participants, participant_noise_level=noise_levels, n_repeats=cfg.n_repeats,
         n_vertices=cfg.n_vertices, region_names=list(brain.REGION_NAMES),
         region_counts={name: int((space.region == r).sum()) for r, name in enumerate(brain.REGION_NAMES)},
         vertex_preferred_category=space.preferred.tolist(), vertex_snr=space.snr.tolist(),
