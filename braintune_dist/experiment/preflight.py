@@ -89,16 +89,16 @@ class Checks:
     """Participant counts a sweep draws (search.space.n_participants), checked against those available."""
 
 
-def dataset_problems(cfg, ev=None) -> list[str]:
-    """Participants and stories named in the config (and its evaluation ``ev``) exist in the dataset (skipped until
-    it exists)."""
+def dataset_problems(cfg, ev=None, ds: LebelDataset | None = None) -> list[str]:
+    """Participants and stories named in the config (and its evaluation ``ev``) exist in the dataset (``ds``, when
+    the caller has it open; skipped until it exists)."""
     fit = cfg.fit
     root = Path(fit.data.root)
     if not root.exists():
         return [] if cfg.prepare.simulate else [
             f"fit.data.root: dataset root not found: {root} (set prepare.simulate true to generate one)"]
     try:
-        ds = LebelDataset(root, fit.data)
+        ds = ds or LebelDataset(root, fit.data)
         participants = ds.participants()
         heard = set().union(*(ds.stories(s) for s in participants)) if participants else set()
     except DatasetError as exc:
@@ -119,8 +119,9 @@ def dataset_problems(cfg, ev=None) -> list[str]:
     return out
 
 
-def shard_problems(cfg) -> list[str]:
-    """The shard set agrees with the config and every shard the run reads is whole (skipped until written)."""
+def shard_problems(cfg, ds: LebelDataset | None = None) -> list[str]:
+    """The shard set agrees with the config (and the dataset ``ds`` it was written from) and every shard the run
+    reads is whole (skipped until written)."""
     from braintune_dist.train.plan import plan
     fit = cfg.fit
     shard_dir = fit.shards                      # a local folder or an object-storage URI
@@ -133,7 +134,7 @@ def shard_problems(cfg) -> list[str]:
     where = manifest_file(shard_dir, MANIFEST)
     out = names_problems("fit.stream.participants", fit.stream.participants, m["subjects"], where)
     if (Path(fit.data.root) / "derivative").is_dir():      # else prepare simulates it, then checks in ensure_shards
-        out += [f"fit.shards: {p}" for p in stale_inputs(m.get("inputs"), LebelDataset(fit.data.root, fit.data),
+        out += [f"fit.shards: {p}" for p in stale_inputs(m.get("inputs"), ds or LebelDataset(fit.data.root, fit.data),
                                                           display(shard_dir))]
     for name, configured, split in (("fit.data.val_stories", fit.data.val_stories, "val"),
                                     ("fit.data.train_stories", fit.data.train_stories, "train"),
@@ -231,6 +232,16 @@ def _participant_count(shards: str) -> int:
         return 0
 
 
+def _open(data) -> LebelDataset | None:
+    """The dataset ``data`` names, or None while it does not exist (or cannot be opened: dataset_problems says why)."""
+    if not Path(data.root).exists():
+        return None
+    try:
+        return LebelDataset(data.root, data)
+    except DatasetError:
+        return None
+
+
 def _report(problems: list[str], t0: float, what: str, log) -> None:
     if problems:
         raise PreflightError(f"preflight: {len(problems)} problem(s) before any training:\n  - "
@@ -245,14 +256,15 @@ def preflight(checks: Checks, log=print) -> None:
         return
     t0 = time.time()
     ev = ev if ev is not None and ev.enabled else None
-    named = dataset_problems(cfg, ev)
+    ds = _open(cfg.fit.data)                   # once, for every check that reads the dataset
+    named = dataset_problems(cfg, ev, ds)
     # the shard checks assume the names are right: a typo would otherwise be reported twice
     problems = import_problems(cfg.import_model) if cfg.import_model.enabled else \
         model_problems(cfg.fit.model, "fit.model")
     problems += job_window_problems(cfg, ev)
-    problems += named + (shard_problems(cfg) if not named else []) + resume_problems(cfg.fit.ray)
+    problems += named + (shard_problems(cfg, ds) if not named else []) + resume_problems(cfg.fit.ray)
     problems += search_problems(checks) + restore_problems(checks.restore)
-    problems += target_problems(cfg, list(checks.targets or [cfg.fit.target.kind]))
+    problems += target_problems(cfg, list(checks.targets or [cfg.fit.target.kind]), ds)
     if cfg.preflight.resources != "off":
         short = resource_problems(cfg.fit.ray, checks.concurrent, checks.trial_cpus, checks.concurrent_field)
         if cfg.preflight.resources == "warn":
