@@ -226,15 +226,14 @@ def test_chunk_permutation_longer_than_a_story_is_named(tiny_root, shards, tmp_p
     """The 'chunks' control needs two blocks of chunk_trs rows in every training and validation story it
     permutes: counted from the shards, or before they are written from the dataset."""
     from braintune_dist.experiment.checks import target_problems
-    from braintune_dist.errors import UserError
     where = shards if written else tmp_path / "not-yet"
     cfg = job(tiny_root, where, tmp_path, target={"kind": "shuffled", "chunk_trs": 4})
     problems = target_problems(cfg, ["shuffled"])
     assert len(problems) == 1 and problems[0].startswith("fit.target.chunk_trs: ") and SHORT in problems[0]
     assert ("manifest.json" if written else "preprocessed_data") in problems[0]
     assert "set fit.target.chunk_trs to at most 3" in problems[0]
-    with pytest.raises(UserError, match=r"(?s)preflight: \d problem.*fit.target.chunk_trs: .*'delta' \(7 rows\)"):
-        preflight(cfg.checks(), **QUIET)
+    msg = refused(multi_brain, cfg, r"preflight: \d problem", tmp_path)     # through the job, before any work
+    assert "fit.target.chunk_trs: " in msg and "'delta' (7 rows)" in msg
     # a block longer than the shortest story is the same problem
     assert "story 'alpha' (10 rows)" in target_problems(job(tiny_root, where, tmp_path, target={
         "kind": "shuffled", "chunk_trs": 11}), ["shuffled"])[0]
