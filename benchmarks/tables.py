@@ -234,9 +234,17 @@ def compare_layers(stem: str) -> str:
     return table(["region", "model"] + [f"layer {lay}" for lay in layers], rows)
 
 
+# --------------------------------------------------------------------------- startup.py
+def startup() -> str:
+    d = load("startup")
+    return table(["job", "`--help`", "torch imported", "same, training stack imported first", "ratio"], [
+        [f"`{r['job']}`", f"{r['help_s']:.2f} s", "yes" if r["torch_imported"] else "no",
+         f"{r['with_training_stack_s']:.2f} s", f"{r['ratio']:.1f}×"] for r in d["jobs"]])
+
+
 TABLES = {f.__name__.replace("_", "-"): f for f in (
     shards_write, shards_stream, data_path_bytes, data_path_delivery, data_path_curves, train_story_vs_windows,
-    ridge, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed)}
+    ridge, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed, startup)}
 for _path in sorted(RESULTS.glob("compare_*.json")):
     _tag = _path.stem[len("compare_"):].replace("_", "-")
     TABLES[f"compare-{_tag}-headline"] = functools.partial(compare_headline, _path.stem)
