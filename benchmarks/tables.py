@@ -135,6 +135,23 @@ def ridge() -> str:
     return table(["tier", "shape", "ours", "himalaya", "speedup", "agreement with himalaya"], rows)
 
 
+def ridge_loso() -> str:
+    d = load("ridge_loso")
+    shape = f"{d['stories']} stories × {d['rows']} rows, p {d['p']:,}, v {d['v']:,}, {d['dtype']}, {d['n_alphas']} alphas"
+    rows = [["braintune_dist, one decomposition of all rows (`block_cv`, the default)", f"**{d['block_s']:.1f} s**",
+             "1", "—"],
+            ["braintune_dist, one decomposition per split (the path it replaces)", f"{d['per_split_s']:.1f} s",
+             f"**{d['speedup_vs_per_split']}×** slower",
+             f"alphas {d['alphas_equal_per_split']:.0%} equal, CV scores rel. Δ ≤ {d['max_rel_cv_score_diff']:.0e}, "
+             f"test r Δ ≤ {d['max_abs_dr_per_split']:.0e}"]]
+    if "himalaya_s" in d:
+        rows.append(["himalaya `RidgeCV` (numpy), the same splits", f"{d['himalaya_s']:.1f} s",
+                     f"**{d['speedup_vs_himalaya']}×** slower",
+                     f"alphas {d['alphas_equal_himalaya']:.0%} equal, test r Δ ≤ {d['max_abs_dr_himalaya']:.0e}"])
+    return f"{shape}; one run, {d['date']}, {d['cpus']} CPUs.\n\n" + table(
+        ["leave-one-story-out fit", "wall", "vs block leave-out", "agreement with block leave-out"], rows)
+
+
 # --------------------------------------------------------------------------- evaluate.py, ceiling.py, stride.py, whisper.py
 def evaluate_pool() -> str:
     d = load("evaluate")
@@ -244,7 +261,7 @@ def startup() -> str:
 
 TABLES = {f.__name__.replace("_", "-"): f for f in (
     shards_write, shards_stream, data_path_bytes, data_path_delivery, data_path_curves, train_story_vs_windows,
-    ridge, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed, startup)}
+    ridge, ridge_loso, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed, startup)}
 for _path in sorted(RESULTS.glob("compare_*.json")):
     _tag = _path.stem[len("compare_"):].replace("_", "-")
     TABLES[f"compare-{_tag}-headline"] = functools.partial(compare_headline, _path.stem)

@@ -90,9 +90,12 @@ def get_cv(cv, n):
     return stories(n, [50, 70, 40, 80]) if cv == "stories" else cv
 
 
+@pytest.mark.parametrize("block_cv", [True, False], ids=["block-cv", "per-split"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_matches_himalaya_and_float64_reference(backend, case):
+def test_matches_himalaya_and_float64_reference(backend, case, block_cv):
+    """Both CV paths (one decomposition of all rows where the splits partition them, one per split) against
+    himalaya and the float64 direct solve."""
     n, p, v, dtype, cv, icpt, n_alphas = CASES[case]
     alphas = np.logspace(-1, 5, n_alphas)
     X, Y, Xt, Yt = make(n, p, v, dtype, seed=len(case), offset=3.0 if icpt else 0.0)
@@ -102,7 +105,7 @@ def test_matches_himalaya_and_float64_reference(backend, case):
     Y[:, 0] = 0.0                                            # constant voxel: all alphas tie
     Y[:, 1] = 2.5                                            # constant, non-zero
     cv = get_cv(cv, n)
-    model = RidgeCV(alphas=alphas, cv=cv, fit_intercept=icpt, backend=backend).fit(X, Y)
+    model = RidgeCV(alphas=alphas, cv=cv, fit_intercept=icpt, backend=backend, block_cv=block_cv).fit(X, Y)
     ours = model.best_alphas_
     assert ours.shape == (v,) and model.coef_.shape == (p, v)
     assert model.cv_scores_.shape == (n_alphas, v)
@@ -134,7 +137,7 @@ def test_pole_tree_blocks(monkeypatch, backend, case):
     """Leaves of 4 components: the CV error goes through several levels of float32 tree blocks."""
     monkeypatch.setattr(pole, "LEAF", 4)
     assert len(pole.tree(CASES[case][1])[0]) >= 3
-    test_matches_himalaya_and_float64_reference(backend, case)
+    test_matches_himalaya_and_float64_reference(backend, case, block_cv=False)   # the pole form is per split
 
 
 def test_refit_when_cholesky_fails():
@@ -150,6 +153,36 @@ def test_refit_when_cholesky_fails():
     him = himalaya_fit(X, Y, alphas, 4)
     np.testing.assert_allclose(model.best_alphas_, np.asarray(him.best_alphas_, np.float64), rtol=1e-12)
     np.testing.assert_allclose(model.predict(X), him.predict(X), atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("p, dtype", [(12, np.float64), (120, np.float64), (12, np.float32), (120, np.float32)],
+                         ids=["feature-f64", "kernel-f64", "feature-f32", "kernel-f32"])
+def test_block_cv_equals_one_decomposition_per_split(backend, p, dtype):
+    """Leave one story out from one decomposition: the per-split path's alphas, CV scores and weights, with
+    stories of odd lengths, a one-row story, a constant voxel, and small alphas where p > n makes the fit close."""
+    lengths = [17, 1, 29, 8, 23]
+    n = sum(lengths)
+    X, Y, _, _ = make(n, p, 15, dtype, seed=p)
+    Y[:, 0] = 0.0
+    alphas = np.logspace(-2, 5, 8)
+    cv = stories(n, lengths)
+    fast, slow = (RidgeCV(alphas=alphas, cv=cv, backend=backend, block_cv=b).fit(X, Y) for b in (True, False))
+    np.testing.assert_array_equal(fast.best_alphas_, slow.best_alphas_)
+    tol = 1e-5 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(fast.cv_scores_, slow.cv_scores_, rtol=tol, atol=tol * np.abs(slow.cv_scores_).max())
+    np.testing.assert_allclose(fast.coef_, slow.coef_, atol=10 * tol * np.abs(slow.coef_).max())
+
+
+def test_block_cv_applies_to_a_partition_without_intercept_where_it_pays():
+    from braintune_dist.ridge import blocks
+    stories = [60] * 84                                             # ds003020's story count, p 1536, 1000 voxels
+    assert blocks.usable(True, False, 10, stories, 1536, 1000)
+    assert not blocks.usable(True, True, 10, stories, 1536, 1000)   # an intercept: centred per split
+    assert not blocks.usable(False, False, 10, stories, 1536, 1000)  # overlapping or partial splits
+    assert not blocks.usable(True, False, 10, [1800] * 5, 768, 2000)  # 5 large folds: per split is cheaper
+    assert blocks.usable(True, False, 10, [1800] * 5, 768, 2000, when=True)          # forced
+    assert not blocks.usable(True, False, 10, stories, 1536, 1000, when=False)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

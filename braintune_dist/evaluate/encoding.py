@@ -40,6 +40,9 @@ class RidgeConfig:
     host_pool: bool = False
     """CPU: reuse glibc's heap for the fit's large temporaries (~15 % faster at 8000 voxels; changes malloc
     for the whole process, so only for processes that do nothing else)."""
+    block_cv: bool = True
+    """Leave-one-story-out (and K-fold) CV errors from one decomposition of all training rows where that is cheaper
+    (the same numbers, 18x faster at 84 stories: BENCHMARKS.md); false = one decomposition per split."""
     nc_threshold: float = 0.4
     """Voxels with noise ceiling ≤ this get no normalised score (NaN), as the original brain-tuning code's `get_fil_acc` (0.4)."""
 
@@ -137,7 +140,7 @@ def fit_layer(X: dict[str, np.ndarray], sub: ParticipantData, stories: list[str]
     """
     Xs = [X[s] for s in stories]
     cv = cv_splits([len(x) for x in Xs], cfg.cv)
-    model = RidgeCV(alphas=cfg.alphas, cv=cv, backend=cfg.backend, host_pool=cfg.host_pool)
+    model = RidgeCV(alphas=cfg.alphas, cv=cv, backend=cfg.backend, host_pool=cfg.host_pool, block_cv="auto" if cfg.block_cv else False)
     model.fit(np.concatenate(Xs), np.concatenate([sub.train[s] for s in stories]))
     pred = model.predict(X[test_story])
     pred = backend_of(pred).to_numpy(pred)                               # (n_test_rows, n_voxels)

@@ -9,6 +9,8 @@ per voxel = argmax of -mean MSE + 1e-10 log(alpha) (ties -> larger alpha, as him
 w_j = (XᵀX + alpha_j I)⁻¹ Xᵀy_j on all rows, by one float64 Cholesky factor per chosen alpha.
 With p > n_train the same code runs on the kernel X_tr X_trᵀ, refit by its eigendecomposition
 (identical result, since (XᵀX + aI)⁻¹Xᵀ = Xᵀ(XXᵀ + aI)⁻¹). For K-fold, XᵀY and XᵀX are sums of the per-fold blocks.
+When the validation sets partition the rows and no intercept is fitted (leave one story out, K-fold), one
+decomposition of all rows gives every split's validation error instead (:mod:`.blocks`, ``block_cv``).
 Nothing of shape (n_alphas, n_samples, n_voxels) is formed; voxels go in ``n_targets_batch``.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from braintune_dist.ridge import pole
+from braintune_dist.ridge import blocks, pole
 from braintune_dist.ridge.backend import get_backend
 from braintune_dist.ridge.checks import Split, check_alphas, check_X, check_Y, make_splits
 from braintune_dist.ridge.state import Eigen, Fold, GramRefit
@@ -52,6 +54,11 @@ class RidgeCV:
     host_pool : bool
         NumPy backend: keep freed large blocks in glibc's heap during the fit (faster, but it changes
         malloc for the whole process: see :mod:`.hostpool`). For processes that only fit ridges.
+    block_cv : {"auto", True, False}
+        When the validation sets partition the rows (leave one story out, K-fold) and no intercept is fitted,
+        the CV errors can come from one decomposition of all rows (:mod:`.blocks`), the same numbers as one
+        decomposition per split: "auto" (default) where that is cheaper (many short blocks), True wherever it
+        applies, False never.
 
     Attributes
     ----------
@@ -67,9 +74,10 @@ class RidgeCV:
     """
 
     def __init__(self, alphas=np.logspace(0, 6, 10), cv=5, fit_intercept=False, backend="auto",
-                 n_targets_batch=None, host_pool=False):
+                 n_targets_batch=None, host_pool=False, block_cv="auto"):
         self.alphas, self.cv, self.fit_intercept = alphas, cv, fit_intercept
         self.backend, self.n_targets_batch, self.host_pool = backend, n_targets_batch, host_pool
+        self.block_cv = block_cv
 
     def fit(self, X, Y):
         """Fit the model.
@@ -107,14 +115,26 @@ class RidgeCV:
             raise ValueError(f"n_targets_batch must be a positive int or None, got {vb!r}")
         splits, partition = make_splits(self.cv, X.shape[0])
         al = be.asarray(alphas)
-        folds, refit = _prepare(be, X, splits, partition, bool(self.fit_intercept), dt, al)
+        sizes = [s.nv for s in splits]
+        if blocks.usable(partition, bool(self.fit_intercept), len(alphas), sizes, X.shape[1], Y.shape[1], self.block_cv):
+            st = blocks.prepare(be, X, splits, dt, al)          # one decomposition for every split
+            refit = st.refit
+
+            def fit_batch(Yb):
+                mse, C = blocks.mse(be, st, Yb)
+                idx = _choose(be, mse, al)
+                return mse, idx, blocks.refit_kernel(be, st, C, al[idx]) if st.kernel else X.T @ Yb, 0
+        else:
+            folds, refit = _prepare(be, X, splits, partition, bool(self.fit_intercept), dt, al)
+
+            def fit_batch(Yb):
+                return _fit_batch(be, X, Yb, folds, partition, refit, al, dt)
         p, v = X.shape[1], Y.shape[1]
         coef, intercept = xp.empty((p, v), dt), xp.zeros(v, xp.float64)
         cv_scores, best = np.empty((len(alphas), v)), np.empty(v, np.int64)
         for b0 in range(0, v, vb):                             # voxel batches
             b = slice(b0, min(v, b0 + vb))
-            mse, idx, coef[:, b], intercept[b] = _fit_batch(
-                be, X, _batch(be, Y, b, dt), folds, partition, refit, al, dt)
+            mse, idx, coef[:, b], intercept[b] = fit_batch(_batch(be, Y, b, dt))
             cv_scores[:, b], best[b] = -be.to_numpy(mse), be.to_numpy(idx)
         if not refit.kernel:
             _solve_refit(be, refit, coef, intercept, best, al, vb)
@@ -229,7 +249,7 @@ def _fit_batch(be, X, Yb, folds, partition, refit, al, dt):
             B = XtY - blocks[k] if s.comp else X[s.tr].T @ Yb[s.tr]
         mse += _fold_sse(be, f.eig, _coefs(be, f.eig, B, Yb, muy, dt), yv) / s.nv
     mse /= len(folds)
-    idx = xp.argmax((xp.log(al) * 1e-10)[:, None] - mse, axis=0)   # ties -> larger alpha
+    idx = _choose(be, mse, al)
     muy = ysum / n if icpt else None
     if not refit.kernel:                                     # centred XᵀY, solved once all are in
         B = XtY if muy is None else XtY - (n * xp.outer(refit.mu, muy)).astype(dt)
@@ -238,6 +258,11 @@ def _fit_batch(be, X, Yb, folds, partition, refit, al, dt):
     be.alpha_scale(C, refit.lam, al[idx], out=C)             # per-voxel (lam + alpha_j)⁻¹
     W = refit.W @ C                                          # (p, m) @ (m, vb)
     return mse, idx, W, ((muy - refit.mu @ W.astype(xp.float64)) if icpt else 0)
+
+
+def _choose(be, mse, al):
+    """Index of the best alpha per voxel: lowest mean validation MSE, ties -> larger alpha (as himalaya)."""
+    return be.xp.argmax((be.xp.log(al) * 1e-10)[:, None] - mse, axis=0)
 
 
 def _solve_refit(be, refit: GramRefit, coef, intercept, best, al, vb):
