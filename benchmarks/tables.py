@@ -152,6 +152,17 @@ def ridge_loso() -> str:
         ["leave-one-story-out fit", "wall", "vs block leave-out", "agreement with block leave-out"], rows)
 
 
+def cv_choice() -> str:
+    d = load("cv_choice")
+    what = {"loso": "leave one story out (the default)", "folds5": "5 folds of whole stories",
+            "boot3": "chunked bootstrap, 3 × 25 % in 20-TR chunks (the papers')"}
+    rows = [[what[k], f"{c['seconds']:.1f} s", f"{c['same_alpha']:.0%}", f"{c['mean_abs_dr']:.4f} / {c['max_abs_dr']:.2f}",
+             f"{c['mean_r_norm_change']:+.4f} (largest {c['max_abs_r_norm_change']:.4f})"] for k, c in d["choices"].items()]
+    return (f"{d['stories']} training stories ({d['rows']:,} rows), {d['participants']} participants, {d['voxels']:,} "
+            f"voxels, the oracle's {len(d['layers'])} stage layers; one run, {d['date']}.\n\n") + table(
+        ["CV", "ridge time", "same alpha as LOSO", "test r: mean / largest abs Δ", "mean r / ceiling change"], rows)
+
+
 # --------------------------------------------------------------------------- evaluate.py, ceiling.py, stride.py, whisper.py
 def evaluate_pool() -> str:
     d = load("evaluate")
@@ -261,7 +272,7 @@ def startup() -> str:
 
 TABLES = {f.__name__.replace("_", "-"): f for f in (
     shards_write, shards_stream, data_path_bytes, data_path_delivery, data_path_curves, train_story_vs_windows,
-    ridge, ridge_loso, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed, startup)}
+    ridge, ridge_loso, cv_choice, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed, startup)}
 for _path in sorted(RESULTS.glob("compare_*.json")):
     _tag = _path.stem[len("compare_"):].replace("_", "-")
     TABLES[f"compare-{_tag}-headline"] = functools.partial(compare_headline, _path.stem)

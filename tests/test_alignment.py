@@ -32,6 +32,24 @@ def test_story_splits():
     assert all(len(np.intersect1d(a, b)) == 0 and len(a) + len(b) == 9 for a, b in splits)
 
 
+def test_story_folds_and_chunk_bootstrap():
+    from braintune_dist.evaluate.encoding import cv_splits
+    lengths = [10, 20, 5, 30, 15, 20]                              # 100 rows
+    folds = cv_splits(lengths, cv=3)
+    bounds = set(np.cumsum([0] + lengths).tolist())
+    assert len(folds) == 3 and sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(100))
+    for tr, val in folds:                                          # whole stories, the rest trains
+        assert val[0] in bounds and val[-1] + 1 in bounds and len(tr) + len(val) == 100
+        assert np.all(np.diff(val) == 1)
+    assert [len(v) for _, v in folds] == [35, 30, 35]              # near-equal rows
+    assert cv_splits([40], cv=5) == 5                              # one story: row folds
+    boots = cv_splits(lengths, bootstraps=3, chunk_trs=10, held_out=0.25)
+    assert len(boots) == 3 and all(len(v) == 20 and len(tr) == 80 for tr, v in boots)   # 2 of the 10 chunks
+    assert all(set(v.tolist()) - set(tr.tolist()) == set(v.tolist()) for tr, v in boots)
+    assert len({tuple(v) for _, v in boots}) == 3                  # different resamples
+    assert [v.tolist() for _, v in boots] == [v.tolist() for _, v in cv_splits(lengths, bootstraps=3, chunk_trs=10)]
+
+
 def test_recovers_planted_signal(sim):
     participants = sim.participants()
     space = find_common_space(sim.root, "", participants)

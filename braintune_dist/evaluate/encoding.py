@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jsonargparse.typing import OpenUnitInterval, PositiveInt
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from braintune_dist.analysis.stats import block_permutation_test, fdr_bh
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.evaluate.compute import node_id
@@ -33,8 +33,14 @@ class RidgeConfig:
 
     alphas: list[float] = field(default_factory=lambda: np.logspace(0, 8, 17).tolist())
     """Ridge penalties added to the eigenvalues of XᵀX (himalaya convention; Huth's α grid is √ of this)."""
-    cv: int = 0
-    """0 = leave-one-story-out over the training stories; K > 1 = K contiguous folds."""
+    cv: NonNegativeInt = 0
+    """0 = leave-one-story-out over the training stories; K > 1 = K folds of whole consecutive stories."""
+    bootstraps: NonNegativeInt = 0
+    """> 0: the papers' chunked bootstrap instead of cv, with this many resamples (their code: 3)."""
+    chunk_trs: PositiveInt = 20
+    """Bootstrap: rows (TRs) per held-out chunk (their code: 20)."""
+    held_out: OpenUnitInterval = 0.25
+    """Bootstrap: share of the training chunks each resample holds out (their code: 0.25)."""
     backend: str = "auto"
     """numpy, cupy, or auto (cupy when a GPU is usable where the fit runs)."""
     host_pool: bool = False
@@ -82,11 +88,46 @@ def story_splits(lengths: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.r_[idx[:a], idx[b:]], idx[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def cv_splits(lengths: list[int], cv: int = 0):
-    """The CV of every ridge in the package: leave one story out (``cv=0``, several stories), else ``cv``
-    contiguous folds (at least 2). ``lengths``: rows per stacked story."""
+def story_folds(lengths: list[int], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` folds of whole stories, each a run of consecutive stories of about n / k rows: (train_idx, test_idx)."""
+    bounds = np.cumsum([0] + list(lengths))
+    # story s goes to the fold its middle row falls in, so folds hold whole stories and near-equal rows
+    fold = np.minimum((bounds[:-1] + bounds[1:]) / 2 * k // bounds[-1], k - 1).astype(int)
+    idx = np.arange(bounds[-1])
+    rows = np.repeat(fold, lengths)
+    return [(idx[rows != f], idx[rows == f]) for f in range(k) if (rows == f).any()]
+
+
+def chunk_bootstrap(n: int, boots: int, chunk: int, held_out: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The chunked bootstrap of Huth et al.'s ``bootstrap_ridge``: ``boots`` resamples, each holding out a random
+    ``held_out`` share of the rows' consecutive ``chunk``-row blocks (the rest train)."""
+    starts = np.arange(0, n, chunk)
+    n_out = max(1, int(round(held_out * len(starts))))
+    rng = np.random.default_rng(seed)
+    idx = np.arange(n)
+    out = []
+    for _ in range(boots):
+        mask = np.zeros(n, bool)
+        for s in rng.choice(starts, n_out, replace=False):
+            mask[s:s + chunk] = True
+        out.append((idx[~mask], idx[mask]))
+    return out
+
+
+def cv_splits(lengths: list[int], cv: int = 0, bootstraps: int = 0, chunk_trs: int = 20, held_out: float = 0.25,
+              seed: int = 0):
+    """The CV of every ridge in the package. ``lengths``: rows per stacked story.
+
+    ``bootstraps`` > 0: the chunked bootstrap (:func:`chunk_bootstrap`); else leave one story out (``cv=0``), or
+    ``cv`` folds of whole stories (:func:`story_folds`); with fewer stories than that, ``max(cv, 2)`` contiguous
+    row folds.
+    """
+    if bootstraps:
+        return chunk_bootstrap(int(sum(lengths)), bootstraps, chunk_trs, held_out, seed)
     if cv == 0 and len(lengths) > 1 and min(lengths) > 0:
         return story_splits(lengths)
+    if cv > 1 and len(lengths) >= cv and min(lengths) > 0:
+        return story_folds(lengths, cv)
     return max(cv, 2)
 
 
@@ -139,7 +180,7 @@ def fit_layer(X: dict[str, np.ndarray], sub: ParticipantData, stories: list[str]
         When enabled, a block-permutation p per voxel (same permutations for every call with its seed).
     """
     Xs = [X[s] for s in stories]
-    cv = cv_splits([len(x) for x in Xs], cfg.cv)
+    cv = cv_splits([len(x) for x in Xs], cfg.cv, cfg.bootstraps, cfg.chunk_trs, cfg.held_out)
     model = RidgeCV(alphas=cfg.alphas, cv=cv, backend=cfg.backend, host_pool=cfg.host_pool, block_cv="auto" if cfg.block_cv else False)
     model.fit(np.concatenate(Xs), np.concatenate([sub.train[s] for s in stories]))
     pred = model.predict(X[test_story])
