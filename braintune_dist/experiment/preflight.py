@@ -172,9 +172,9 @@ def resume_problems(ray_cfg) -> list[str]:
     name = record and record["latest"]
     if not name:
         return []                               # a fresh run, or no checkpoint yet
-    from braintune_dist.train.checkpoint import CheckpointError, check_complete
+    from braintune_dist.train.checkpoint import CheckpointError, check_resumable
     try:
-        check_complete(run_dir / name)
+        check_resumable(run_dir / name)
     except CheckpointError as exc:
         return [f"fit.ray.run_name {ray_cfg.run_name!r} would resume from a broken checkpoint: {exc}. "
                 f"Remove {run_dir} or choose another fit.ray.run_name"]
