@@ -195,3 +195,36 @@ def test_a_fit_refuses_to_resume_from_a_payload(where, tiny_root, shards, tmp_pa
     assert f"fit.ray.run_name 'resumed' would resume from a broken checkpoint: {ck / where}: cannot be loaded " \
         "safely: it holds posix.system" in str(err.value)
     assert not marker.exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_tune_folder_is_restored_only_with_this_jobs_record(tmp_path):
+    """Tune's restore unpickles ``tuner.pkl``: a folder without this project's record of the same job and experiment
+    name is refused (by the job and by its preflight) before Tune reads anything; a created experiment gets it."""
+    import json
+    import pickle
+    from braintune_dist.errors import UserError
+    from braintune_dist.experiment.preflight import Restore, restore_problems
+    from braintune_dist.experiment.trials import MANIFEST_FILE, restore_or_create, restore_problem
+    marker, storage, created = tmp_path / "ran", tmp_path / "tune", []
+    exp = storage / "exp"
+    exp.mkdir(parents=True)
+    (exp / "tuner.pkl").write_bytes(pickle.dumps(Payload(marker)))         # what Tune's restore would unpickle
+
+    def refused(match: str) -> None:
+        with pytest.raises(UserError, match=match) as err:
+            restore_or_create(object(), str(storage), "exp", True, "grid", created.append)
+        assert restore_problems(Restore("grid.resume", str(storage), "exp")) == [str(err.value)]
+
+    refused(rf"^grid.resume: {exp} holds no {MANIFEST_FILE}, .*unpickles the folder's tuner.pkl, which can run code.*"
+            rf"write {{\"job\": \"grid\", \"name\": \"exp\"}} to {exp}/{MANIFEST_FILE}$")
+    (exp / MANIFEST_FILE).write_text(json.dumps({"job": "search", "name": "exp"}))
+    refused(rf"^grid.resume: {exp} holds an experiment of 'search', not of 'grid' \({MANIFEST_FILE}\): point "
+            "grid.name / grid.storage_path at this job's earlier run, or run without grid.resume$")
+    (exp / MANIFEST_FILE).write_text(json.dumps({"job": "grid", "name": "other"}))
+    refused(rf"^grid.resume: {exp}/{MANIFEST_FILE} names the experiment 'other', not 'exp' \(a copied or renamed")
+    (exp / MANIFEST_FILE).write_text("{")
+    refused(rf"^grid.resume: {exp}/{MANIFEST_FILE} is unreadable \(JSONDecodeError")
+    assert not marker.exists() and created == []
+    restore_or_create(object(), str(storage), "fresh", False, "compare", created.append)
+    assert created == [str(storage)] and restore_problem("compare.resume", str(storage), "fresh") == ""
+    assert json.loads((storage / "fresh" / MANIFEST_FILE).read_text()) == {"job": "compare", "name": "fresh"}

@@ -213,13 +213,15 @@ def search_problems(checks: Checks) -> list[str]:
 
 
 def restore_problems(restore: Restore | None) -> list[str]:
-    """A resumed grid, comparison or sweep needs the Tune experiment it restores."""
+    """A resumed grid, comparison or sweep needs the Tune experiment it restores, created by the same job."""
     if restore is None:
         return []
     from ray import tune
     exp = f"{storage_location(restore.storage_path).rstrip('/')}/{restore.name}"
     if tune.Tuner.can_restore(exp):
-        return []
+        from braintune_dist.experiment.trials import restore_problem
+        problem = restore_problem(restore.field, restore.storage_path, restore.name)
+        return [problem] if problem else []
     field = restore.field.rpartition(".")[0]
     return [f"{restore.field}: nothing to restore at {exp} (run once without it, or set {field}.name / "
             f"{field}.storage_path to the earlier run's)"]
