@@ -292,9 +292,17 @@ def preflight_evaluate(cfg, log=print) -> None:
     problems += [] if problems else window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
     try:
         participants = LebelDataset(cfg.data.root, cfg.data).participants()
-        problems += names_problems("eval.participants", cfg.eval.participants, participants, Path(cfg.data.root))
+        named = names_problems("eval.participants", cfg.eval.participants, participants, Path(cfg.data.root))
+        problems += named
     except DatasetError as exc:
         problems.append(f"data: {exc}")
+        named = ["data"]
+    if not named:                               # the maps of those participants, as the report reads them
+        from braintune_dist.data.voxels import find_common_space
+        try:
+            find_common_space(cfg.data.root, cfg.eval.common_space, list(cfg.eval.participants) or participants)
+        except DatasetError as exc:
+            problems.append(f"eval.common_space: {exc}")
     if aliasing_note(cfg.eval.features, cfg.data.tr):
         warnings.warn(f"preflight: {aliasing_note(cfg.eval.features, cfg.data.tr)}", stacklevel=2)
     _report(problems, t0, "model, checkpoints and dataset", log)
