@@ -184,3 +184,54 @@ def test_stereo_in_opposite_phase_warns(sim_copy):
         __import__("warnings").simplefilter("error")
         out = LebelDataset(sim_copy).load_audio("story01")
     assert np.allclose(out, 0.75 * mono, atol=1e-4)
+
+
+def test_a_float_voxel_map_is_named_by_the_evaluate_preflight(sim_copy, tmp_path, capsys):
+    """Cast to int64 it would move unmapped voxels (−0.3) to vertex 0 and into a region, silently."""
+    path = sim_copy / "ground_truth" / "sim02" / "voxel_to_vertex.npy"
+    m = np.load(path).astype(np.float64)
+    m[3] = -0.3
+    np.save(path, m)
+    err = refused("evaluate", ["--data.root", sim_copy, "--eval.out_dir", tmp_path / "out", "--tracking.uri",
+                               f"sqlite:///{tmp_path / 'mlflow.db'}"], capsys, tmp_path)
+    assert f"eval.common_space: {path}: the map must hold integer indices (int64, -1 = none), not float64, e.g. " \
+           "-0.3 at index 3" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_vertex_off_the_template_is_named_before_any_feature(sim_copy, tmp_path, capsys):
+    path = sim_copy / "ground_truth" / "common_space.npz"
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["vertex_index"][0] = 20484                                   # fsaverage5 has vertices 0 .. 20483
+    np.savez(path, **arrays)
+    err = refused("analyze", ["--data.root", sim_copy, "--out_dir", tmp_path / "analysis", "--compute.runner", "local",
+                              "--permutation.block", "5", "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                  capsys, tmp_path)
+    assert err.startswith(f"error: {path}: vertex_index holds ") and \
+        err.strip().endswith(" .. 20484, but fsaverage5 has vertices 0 .. 20483"), err
+    assert not (tmp_path / "analysis").exists()
+
+
+def test_a_fractional_tr_count_is_named(sim_copy, tmp_path, capsys):
+    path = sim_copy / "derivative" / "respdict.json"
+    counts = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(counts, story02=counts["story02"] + 0.9)))
+    err = refused("prepare_data", ["--data.root", sim_copy, "--shards", tmp_path / "shards", "--stream_check", "false"],
+                  capsys, tmp_path)
+    assert err.strip() == f"error: {path}: story 'story02' has {counts['story02'] + 0.9} TRs; the count must be a " \
+                          "whole number above 0", err
+    assert not (tmp_path / "shards").exists()
+
+
+def test_unsorted_textgrid_intervals_are_named_before_any_feature(sim_copy, tmp_path, capsys):
+    """Unsorted word intervals made every probe label vanish 31 s later ("too few labelled samples")."""
+    path = sim_copy / "derivative" / "TextGrids" / "story02.TextGrid"
+    grid = read_textgrid(path)
+    words = grid.tier("words").intervals
+    words[3], words[4] = words[4], words[3]
+    write_textgrid(grid, path)
+    err = refused("analyze", ["--data.root", sim_copy, "--out_dir", tmp_path / "analysis", "--compute.runner", "local",
+                              "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], capsys, tmp_path)
+    assert err.startswith(f"error: {path}: tier 'words' interval [5] ("), err
+    assert "out of time order (interval [4] starts later, at " in err and not (tmp_path / "analysis").exists()

@@ -129,7 +129,7 @@ def test_preflight_refuses_to_resume_a_broken_latest_checkpoint(tmp_path):
     (tmp_path / "run" / LATEST).mkdir()
     assert resume_problems(ray_cfg) == [
         f"fit.ray.run_name 'run' would resume from a broken checkpoint: incomplete checkpoint {tmp_path / 'run' / LATEST}"
-        ": missing model.pt (the write was interrupted; use an earlier checkpoint). "
+        ": missing model.safetensors (the write was interrupted; use an earlier checkpoint). "
         f"Remove {tmp_path / 'run'} or choose another fit.ray.run_name"]
     (tmp_path / "run" / compat.RAY_SNAPSHOT).write_text("{")
     assert resume_problems(ray_cfg)[0].startswith(f"fit.ray.run_name 'run': {tmp_path / 'run' / compat.RAY_SNAPSHOT} "

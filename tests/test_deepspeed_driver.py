@@ -96,16 +96,16 @@ def test_deepspeed_driver_survives_a_killed_worker_then_ctrl_c_and_resumes(ray_a
     assert h[0]["start_epoch"] == 0                                             # the first attempt
     assert h[1]["start_epoch"] == 1 and h[1]["start_step"] == p.steps_per_epoch   # restored, epoch 0 not redone
     files = {f.name for f in h[0]["path"].rglob("*")}
-    assert {"model.pt", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
+    assert {"model.safetensors", "model.json", "COMPLETE"} <= files and any("optim_states" in f for f in files)   # ZeRO shards saved
     assert h[1]["start_checksum"] == pytest.approx(weights_checksum(load_tuner(h[0]["path"])[0]), rel=1e-6)
 
     latest = run_dir / train_checkpoints(run_dir)["latest"]
-    (latest / "model.pt").rename(tmp_path / "model.pt")                        # as an interrupted copy would leave it
+    (latest / "model.json").rename(tmp_path / "model.json")                    # as an interrupted copy would leave it
     before, t = sorted(run_dir.iterdir()), time.time()
-    with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.pt"):
+    with pytest.raises(PreflightError, match=f"would resume from a broken checkpoint.*{latest.name}.*missing model.json"):
         run(job, log=lambda *_: None)
     assert time.time() - t < 20 and sorted(run_dir.iterdir()) == before         # refused before Ray Train started
-    (tmp_path / "model.pt").rename(latest / "model.pt")
+    (tmp_path / "model.json").rename(latest / "model.json")
 
     # one more epoch than were kept (the remaining 20 would take minutes here)
     capsys.readouterr()

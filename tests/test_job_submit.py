@@ -73,7 +73,7 @@ def test_job_submit_multi_brain(head, tmp_path):
     assert out.returncode == 0, log[-4000:]
     assert "succeeded" in log.lower(), log[-4000:]
     for seed in (1, 2):                                        # one fit per training seed, one epoch each
-        ckpts = list((tmp_path / "ray" / f"submitted-s{seed}").glob("checkpoint_*/model.pt"))
+        ckpts = list((tmp_path / "ray" / f"submitted-s{seed}").glob("checkpoint_*/model.safetensors"))
         assert len(ckpts) == 1, seed
     import mlflow
     runs = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(

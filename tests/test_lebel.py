@@ -1,4 +1,6 @@
 """Reader of the ds003020 layout on a tiny dataset built by hand (not with the simulator)."""
+import json
+import re
 import warnings
 
 import h5py
@@ -121,3 +123,34 @@ def test_plural_derivatives_folder(real_root):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert LebelDataset(real_root).load_responses("UTS01", "beta").shape == (16, 7)
+
+
+@pytest.mark.parametrize("value", [60.9, True, "60", 0, -3, None])
+def test_a_tr_count_that_is_not_a_whole_number_is_refused(real_root, value):
+    """int() would read 60.9 as 60 and true as 1 TR: refused, naming the file and the story."""
+    path = real_root / "derivative" / "respdict.json"
+    counts = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(counts, beta=value)))
+    _expect(rf"{path}: story 'beta' has {re.escape(json.dumps(value))} TRs; the count must be a whole number above 0",
+            LebelDataset(real_root).n_trs, "alpha")
+    path.write_text(json.dumps(dict(counts, beta=36.0)))                  # a whole number written as a float
+    assert LebelDataset(real_root).n_trs("beta") == 36
+
+
+def test_an_empty_test_repeat_is_dropped_with_a_warning_naming_the_file(real_root):
+    ds = LebelDataset(real_root)
+    path = ds.response_path("UTS01", TEST_STORY)
+    before = ds.load_repeats("UTS01")
+    with h5py.File(path, "r+") as f:
+        reps = f["individual_repeats"][...]
+        reps[1, 40:] = np.nan                                             # NaN in every row the ceiling reads
+        f["individual_repeats"][...] = reps
+    with pytest.warns(UserWarning, match=rf"{path}: 'individual_repeats': repeat\(s\) \[1\] are NaN throughout in "
+                                         r"rows \[40:\]: dropped; the noise ceiling uses the other 2"):
+        after = LebelDataset(real_root).load_repeats("UTS01")
+    np.testing.assert_array_equal(after, before[[0, 2]])
+    with h5py.File(path, "r+") as f:
+        reps[0, 40:] = np.nan
+        f["individual_repeats"][...] = reps
+    _expect(rf"{path}: 'individual_repeats' needs ≥ 2 repeats with data for a noise ceiling \(2 of 3 are NaN "
+            r"throughout in rows \[40:\]: repeats \[0, 1\]\)", LebelDataset(real_root).load_repeats, "UTS01")

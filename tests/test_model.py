@@ -121,10 +121,10 @@ def test_checkpoint_is_self_checking(tmp_path):
     shutil.rmtree(base)
     with pytest.raises(CheckpointError, match=r"ck: its base model .*base .* is gone"):
         load_tuner(ck)
-    data = bytearray((ck / "model.pt").read_bytes())
+    data = bytearray((ck / "model.safetensors").read_bytes())
     data[-100] ^= 0xFF                                                   # same size, one byte changed
-    (ck / "model.pt").write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"damaged checkpoint .*ck: model.pt does not match its sha256"):
+    (ck / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"damaged checkpoint .*ck: model.safetensors does not match its sha256"):
         load_tuner(ck)
 
 

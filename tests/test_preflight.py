@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 from braintune_dist.model.config import ModelConfig
-from braintune_dist.config import ConfigError, from_dict
+from braintune_dist.config import ConfigError, from_dict, to_dict
 from braintune_dist.data.lebel import DataConfig, DatasetError
 from braintune_dist.data.shards import ShardConfig, write_shards
 from braintune_dist.jobs.evaluate import EvaluateConfig, run as evaluate
@@ -153,15 +153,15 @@ def test_incomplete_checkpoints_refused_before_evaluation(tiny_root, tmp_path):
     model = BrainTuner(ModelConfig(), LoraSettings(), HeadSettings(), n_vertices=20)
     good, unmarked, cut = (tmp_path / n for n in ("good", "unmarked", "cut"))
     for d in (good, unmarked, cut):
-        save_model(d, model, dict(epoch=0))
+        save_model(d, model, dict(epoch=0, config={"model": to_dict(ModelConfig())}))
     mark_complete(good)
     mark_complete(cut)
-    (cut / "model.pt").write_bytes((cut / "model.pt").read_bytes()[:1000])     # an interrupted copy
+    (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:1000])     # an interrupted copy
     cfg = from_dict(EvaluateConfig, {"data": {"root": str(tiny_root)}, "checkpoints": [str(good), str(unmarked), str(cut)],
                                      "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
     msg = refused(evaluate, cfg, r"preflight: 2 problem", tmp_path)
     assert f"checkpoints[1]: incomplete checkpoint {unmarked}: missing COMPLETE" in msg
-    assert f"checkpoints[2]: incomplete checkpoint {cut}: model.pt is 1000 bytes, COMPLETE says" in msg
+    assert f"checkpoints[2]: incomplete checkpoint {cut}: model.safetensors is 1000 bytes, COMPLETE says" in msg
     assert "checkpoints[0]" not in msg
     # the job driver: the same message as one "error:" line and exit status 2, no traceback
     proc = subprocess.run([sys.executable, "jobs/evaluate.py", "--data.root", str(tiny_root), "--checkpoints",

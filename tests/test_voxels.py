@@ -116,3 +116,61 @@ def test_ceiling_report_names_a_map_of_the_wrong_size(tiny_root, tmp_path):
     np.save(m, np.load(m)[:-3])
     with pytest.raises(DatasetError, match=r"UTS02/voxel_to_vertex.npy: maps \d+ voxels, UTS02's responses have \d+"):
         ceiling_report(LebelDataset(root), 0.4)
+
+
+@pytest.mark.parametrize("values, match", [
+    (np.array([4.0, 1, -0.3, -1, 0]),
+     r"the map must hold integer indices \(int64, -1 = none\), not float64, e.g. -0.3 at index 2; save it"),
+    (np.array([4.0, 1, 1, -1, 0]), r"the map must hold .*, not float64 \(whole numbers, stored as floats\)"),
+    (np.array([4, 1, True, -1, 0], dtype=object), r"holds Python objects \(an object array\), which are not loaded"),
+])
+def test_a_voxel_map_that_is_not_integers_is_refused(tmp_path, values, match):
+    """A float map cast to int64 would move voxel −0.3 (unmapped) to vertex 0; an object array would be unpickled."""
+    _space(tmp_path)
+    np.save(tmp_path / "s1" / "voxel_to_vertex.npy", values, allow_pickle=True)
+    with pytest.raises(DatasetError, match=rf"{tmp_path / 's1' / 'voxel_to_vertex.npy'}: {match}"):
+        CommonSpace.load(tmp_path, ["s1"])
+
+
+def test_vertex_indices_off_the_template_are_refused_at_load(tmp_path):
+    _space(tmp_path)
+    region = np.array([0, 1, 1, 2, 2])
+    for index, match in ((np.array([0, 5, 9, 20483, 20484]), r"vertex_index holds 0 .. 20484, but fsaverage5 has "
+                                                             r"vertices 0 .. 20483"),
+                         (np.array([-1, 5, 9, 1, 2]), r"vertex_index holds -1 .. 9, but fsaverage5 has vertices 0 ..")):
+        np.savez(tmp_path / "common_space.npz", vertex_region=region, region_names=np.array(["a", "b", "c"]),
+                 surface=np.array("fsaverage5"), vertex_index=index)
+        with pytest.raises(DatasetError, match=rf"common_space.npz: {match}"):
+            CommonSpace.load(tmp_path, ["s1"])
+    np.savez(tmp_path / "common_space.npz", vertex_region=region.astype(float), region_names=np.array(["a", "b", "c"]))
+    with pytest.raises(DatasetError, match=r"common_space.npz: vertex_region must hold integer indices"):
+        CommonSpace.load(tmp_path, ["s1"])
+
+
+def test_a_repeat_without_data_is_dropped_not_zeroed():
+    """An all-NaN repeat as zeros would lower the ceiling (and inflate r / ceiling): it is dropped with a warning
+    naming the file and the repeat, and the ceiling is that of the other repeats."""
+    from braintune_dist.data.voxels import repeats_with_data
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal((60, 8))
+    R = (signal + 0.7 * rng.standard_normal((4, 60, 8))).astype(np.float32)
+    with_nan = R.copy()
+    with_nan[2] = np.nan
+    with pytest.warns(UserWarning, match=r"^f.hf5: 'r': repeat\(s\) \[2\] are NaN throughout: dropped; the noise "
+                                         r"ceiling uses the other 3$"):
+        kept = repeats_with_data(with_nan, "f.hf5: 'r'")
+    np.testing.assert_array_equal(kept, R[[0, 1, 3]])
+    zeroed = noise_ceiling(np.nan_to_num(with_nan))
+    assert np.median(noise_ceiling(kept)) > np.median(zeroed) + 0.1      # what zeros did to the ceiling
+    with_nan[0] = np.nan
+    with_nan[3, :, 5] = np.nan                                           # one voxel missing in one repeat
+    with_nan[:, :, 6] = np.nan                                           # one voxel missing everywhere: silent
+    with pytest.warns(UserWarning) as caught:
+        assert repeats_with_data(with_nan, "f.hf5: 'r'").shape == (2, 60, 8)
+    assert [str(w.message) for w in caught][1] == (
+        "f.hf5: 'r' has NaN in 1 voxel(s) in some repeats or rows (repeat(s) [3]): set to 0 there, which lowers "
+        "those voxels' noise ceiling")
+    with_nan[1] = np.nan
+    with pytest.raises(DatasetError, match=r"f.hf5: 'r' needs ≥ 2 repeats with data for a noise ceiling \(3 of 4 "
+                                           r"are NaN throughout: repeats \[0, 1, 2\]\)"):
+        repeats_with_data(with_nan, "f.hf5: 'r'")

@@ -19,7 +19,6 @@ original brain-tuning code drops 40 more TRs: features ``[50:-5]`` against ``dat
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -30,9 +29,9 @@ from typing import Literal
 import numpy as np
 
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat
-from braintune_dist.data.trfiles import read_tr_report
+from braintune_dist.data.trfiles import read_respdict, read_tr_report
 from braintune_dist.data.textgrid import NON_WORDS, Interval, TextGrid, TextGridError, read_textgrid
-from braintune_dist.data.voxels import noise_ceiling
+from braintune_dist.data.voxels import noise_ceiling, repeats_with_data
 from braintune_dist.errors import DatasetError
 from braintune_dist.io import file_digest
 
@@ -118,11 +117,7 @@ class LebelDataset:
         path = self.deriv / "respdict.json"
         if not path.is_file():
             raise DatasetError(f"missing {path} (story → number of TRs)")
-        try:
-            d = json.loads(path.read_text())
-            return {str(k): int(v) for k, v in d.items()}
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise DatasetError(f"{path}: not a JSON mapping story → int ({exc})") from None
+        return read_respdict(path)
 
     def participants(self) -> list[str]:
         """Participant folders, or the configured subset (each checked to exist)."""
@@ -251,6 +246,11 @@ class LebelDataset:
             raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
 
     def _read_key(self, participant: str, story: str, key: str, ndim: int) -> np.ndarray:
+        arr, path = self._read_raw(participant, story, key, ndim)
+        return self._finite(arr, path, key)
+
+    def _read_raw(self, participant: str, story: str, key: str, ndim: int) -> tuple[np.ndarray, Path]:
+        """``key`` of the hf5 file as stored (NaN kept), its shape and row count checked; and the file's path."""
         f, path = self._open(participant, story)
         with f:
             if key not in f:
@@ -271,6 +271,10 @@ class LebelDataset:
                 f"TRs, and hf5 rows must number n_trs - 20 = {n_expected} (TR grid of n_trs - 5 triggers, trimmed "
                 f"[10:-5]). If the hf5 file is right, set {story!r} to {arr.shape[-2] + 20} in "
                 f"{self.deriv / 'respdict.json'}; otherwise the file comes from another preprocessing")
+        return arr, path
+
+    def _finite(self, arr: np.ndarray, path: Path, key: str) -> np.ndarray:
+        """``arr`` with NaN and ±inf set to 0 (in place), refused beyond ``data.max_abs_response``."""
         arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0, copy=False)
         peak = max(float(arr.max()), -float(arr.min())) if arr.size else 0.0     # no |arr| copy of a GB array
         if peak > self.cfg.max_abs_response:
@@ -291,18 +295,20 @@ class LebelDataset:
         return Y[TEST_EXTRA_TRIM:] if story == self.cfg.test_story else Y
 
     def load_repeats(self, participant: str, story: str | None = None) -> np.ndarray:
-        """Individual repeats of the test story, NaN → 0.
+        """Individual repeats of the test story with data: a repeat NaN throughout is dropped, other NaN are set
+        to 0, each with a warning naming the file (``voxels.repeats_with_data``).
 
         Returns
         -------
-        R : array of shape (n_repeats, n_rows, n_voxels), float32
+        R : array of shape (n_kept_repeats, n_rows, n_voxels), float32
             ``individual_repeats[:, 40:]`` (aligned with ``load_responses`` of the test story).
         """
         story = story or self.cfg.test_story
-        R = self._read_key(participant, story, "individual_repeats", 3)
-        if R.shape[0] < 2:
-            raise DatasetError(f"{self.response_path(participant, story)}: 'individual_repeats' needs ≥ 2 repeats")
-        return R[:, TEST_EXTRA_TRIM:] if story == self.cfg.test_story else R
+        R, path = self._read_raw(participant, story, "individual_repeats", 3)
+        R = R[:, TEST_EXTRA_TRIM:] if story == self.cfg.test_story else R
+        rows = " in rows [40:]" if story == self.cfg.test_story else ""
+        R = repeats_with_data(R, f"{path}: 'individual_repeats'", rows)
+        return self._finite(R, path, "individual_repeats")
 
     def noise_ceiling(self, participant: str, repeats: np.ndarray | None = None) -> np.ndarray:
         """(n_voxels,) Schoppe cc_max of ``participant``'s test-story repeats under ``cfg.ceiling``

@@ -6,6 +6,7 @@ Both the long ("ooTextFile" with ``xmin = ...`` lines) and the short text format
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -125,12 +126,36 @@ def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
                     lab = str(lab)
                 ivs.append(Interval(a, b, lab))
                 pos += 3
+            check_intervals(ivs, source, str(name))
             tiers.append(Tier(str(name), ivs))
     except (IndexError, TypeError, ValueError) as exc:
         if isinstance(exc, TextGridError):
             raise
         raise TextGridError(f"{source}: malformed TextGrid ({exc.__class__.__name__}: {exc})") from None
     return TextGrid(xmin, xmax, tiers, source)
+
+
+TOLERANCE = 1e-6
+"""Seconds by which an interval may start before the previous one starts or ends (rounding in hand-edited files)."""
+
+
+def check_intervals(intervals: list[Interval], source: str, tier: str) -> None:
+    """Raise ``TextGridError`` naming the file, tier and interval (numbered from 1, as Praat does) unless the
+    intervals lie at times ≥ 0, each ends after it starts, and each starts where the previous one ended or later.
+    Readers index frames and TRs by these times: a negative one wraps to the end of an array, and unsorted or
+    overlapping ones give words and phones to other times, silently."""
+    prev = None
+    for j, iv in enumerate(intervals, 1):
+        where = f"{source}: tier {tier!r} interval [{j}] ({iv.xmin:g} – {iv.xmax:g} s, {iv.text!r})"
+        if not (math.isfinite(iv.xmin) and math.isfinite(iv.xmax)) or iv.xmin < 0:
+            raise TextGridError(f"{where}: times must be finite and ≥ 0")
+        if iv.xmax < iv.xmin:
+            raise TextGridError(f"{where}: ends before it starts")
+        if prev is not None and iv.xmin < prev.xmin - TOLERANCE:
+            raise TextGridError(f"{where}: out of time order (interval [{j - 1}] starts later, at {prev.xmin:g} s)")
+        if prev is not None and iv.xmin < prev.xmax - TOLERANCE:
+            raise TextGridError(f"{where}: overlaps interval [{j - 1}], which ends at {prev.xmax:g} s")
+        prev = iv
 
 
 def read_textgrid(path: str | os.PathLike) -> TextGrid:

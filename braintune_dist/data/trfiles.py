@@ -17,6 +17,7 @@ which misplaces the second of two repairs; here every repair lands in its own ga
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,22 @@ import numpy as np
 from braintune_dist.errors import DatasetError
 
 REPORT_TR = 2.0045          # TRFile's expectedtr: the spacing of a trigger inserted where one was missed
+
+
+def read_respdict(path: Path) -> dict[str, int]:
+    """Story → TR count of its TR grid, from a ``respdict.json``; ``DatasetError`` naming the file and the story
+    unless every count is a whole number above 0 (``int()`` would take 60.9 as 60 and ``true`` as 1)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not a JSON mapping story → int ({exc})") from None
+    if not isinstance(d, dict):
+        raise DatasetError(f"{path}: not a JSON mapping story → int (it holds a {type(d).__name__})")
+    for story, n in d.items():
+        if not (type(n) is int or (type(n) is float and n.is_integer())) or n <= 0:
+            raise DatasetError(f"{path}: story {story!r} has {json.dumps(n)} TRs; the count must be a whole number "
+                               "above 0")
+    return {str(k): int(v) for k, v in d.items()}
 
 
 def read_tr_report(path: str | os.PathLike) -> tuple[np.ndarray, float]:

@@ -67,6 +67,49 @@ def noise_ceiling(repeats: np.ndarray, zscore: bool = True, batch: int = 1024) -
     return out
 
 
+def repeats_with_data(R: np.ndarray, where: str, rows: str = "") -> np.ndarray:
+    """The repeats of ``R`` that hold data, for :func:`noise_ceiling`.
+
+    A repeat NaN throughout is dropped with a warning naming ``where`` and the repeat: as zeros it would lower
+    every voxel's ceiling and inflate r / ceiling. Fewer than 2 left raise ``DatasetError``. A voxel NaN in every
+    repeat passes silently (the reader sets it to 0, and its ceiling is 0, like an empty voxel of the responses);
+    other NaN (a voxel missing in some repeats or rows) also become 0, with a warning: those voxels' ceiling is
+    then lower than their data's.
+
+    Parameters
+    ----------
+    R : array of shape (n_repeats, n_rows, n_voxels)
+    where : str
+        The file and key, as messages name them.
+    rows : str
+        Which rows ``R`` holds, as messages say it (e.g. " in rows [40:]").
+
+    Returns
+    -------
+    array of shape (n_kept, n_rows, n_voxels): ``R`` itself when no repeat was dropped.
+    """
+    import warnings
+    some, every = np.empty((2, R.shape[0], R.shape[2]), dtype=bool)         # (n_repeats, n_voxels) each
+    for i in range(R.shape[0]):                                              # one repeat's mask at a time
+        nan = np.isnan(R[i])
+        some[i], every[i] = nan.any(axis=0), nan.all(axis=0)
+    empty = [i for i in range(R.shape[0]) if every[i].all()]
+    kept = [i for i in range(R.shape[0]) if i not in empty]
+    if len(kept) < 2:
+        gone = f" ({len(empty)} of {R.shape[0]} are NaN throughout{rows}: repeats {empty})" if empty else ""
+        raise DatasetError(f"{where} needs ≥ 2 repeats with data for a noise ceiling{gone}")
+    if empty:
+        warnings.warn(f"{where}: repeat(s) {empty} are NaN throughout{rows}: dropped; the noise ceiling uses the "
+                      f"other {len(kept)}", stacklevel=3)
+        R, some, every = R[kept], some[kept], every[kept]
+    partial = some.any(axis=0) & ~every.all(axis=0)                         # (n_voxels,)
+    if partial.any():
+        which = [kept[i] for i in np.flatnonzero(some[:, partial].any(axis=1))]
+        warnings.warn(f"{where} has NaN in {int(partial.sum())} voxel(s) in some repeats or rows{rows} (repeat(s) "
+                      f"{which}): set to 0 there, which lowers those voxels' noise ceiling", stacklevel=3)
+    return R
+
+
 def zscore(Y, dtype=None) -> np.ndarray:
     """Z-score each column over rows (ddof 0); constant columns become 0.
 
@@ -93,6 +136,45 @@ def find_common_space(root: str | os.PathLike, directory: str, participants: lis
     """``CommonSpace`` from ``common_space_dir(root, directory)``, or None when it holds no map."""
     d = common_space_dir(root, directory)
     return CommonSpace.load(d, participants) if (d / "common_space.npz").is_file() or has_atlas(d) else None
+
+
+def _array(path: Path, z=None, key: str = "") -> np.ndarray:
+    """The array of the ``.npy`` file ``path``, or array ``key`` of its open ``.npz`` ``z``, never unpickled; a
+    ``DatasetError`` naming ``path`` for an object array or an unreadable file."""
+    try:
+        return np.load(path, allow_pickle=False) if z is None else z[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            what = f" {key}" if key else ""
+            raise DatasetError(f"{path}:{what} holds Python objects (an object array), which are not loaded; it must "
+                               "be a plain numeric (or, for names, string) array") from None
+        raise DatasetError(f"{path}: unreadable ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: unreadable ({exc})") from None
+
+
+def _indices(a: np.ndarray, where: str) -> np.ndarray:
+    """``a`` as int64 indices; ``DatasetError`` naming ``where`` unless it holds integers: casting floats would
+    truncate them silently (−0.3, an unmapped voxel, would become vertex 0)."""
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    detail = ""
+    if a.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))
+        detail = f", e.g. {a.flat[bad[0]]:g} at index {bad[0]}" if bad.size else " (whole numbers, stored as floats)"
+    raise DatasetError(f"{where} must hold integer indices (int64, -1 = none), not {a.dtype}{detail}; save it "
+                       "with an integer dtype")
+
+
+def _check_on_template(vertex_index: np.ndarray, surface: str, path: Path) -> None:
+    """Every vertex lies on the named template (its size known for the fsaverage family)."""
+    from braintune_dist.data.surface import TEMPLATE_SIZES
+    per_hemi = {name: n for n, name in TEMPLATE_SIZES.items()}.get(surface)
+    top = 2 * per_hemi if per_hemi else None
+    if vertex_index.size and (vertex_index.min() < 0 or (top and vertex_index.max() >= top)):
+        span = f"0 .. {top - 1}" if top else "indices >= 0"
+        raise DatasetError(f"{path}: vertex_index holds {vertex_index.min()} .. {vertex_index.max()}, but "
+                           f"{surface or 'the surface'} has vertices {span}")
 
 
 @dataclass
@@ -127,13 +209,15 @@ class CommonSpace:
                 for key in ("vertex_region", "region_names"):
                     if key not in z:
                         raise DatasetError(f"{path}: missing array {key!r}")
-                vertex_region = z["vertex_region"].astype(np.int64)
-                names = [str(s) for s in z["region_names"]]
+                vertex_region = _indices(_array(path, z, "vertex_region"), f"{path}: vertex_region")
+                names = [str(s) for s in _array(path, z, "region_names")]
                 if "vertex_index" in z:
-                    surface, vertex_index = str(z["surface"]), z["vertex_index"].astype(np.int64)
+                    surface = str(_array(path, z, "surface")) if "surface" in z else ""
+                    vertex_index = _indices(_array(path, z, "vertex_index"), f"{path}: vertex_index")
                     if vertex_index.shape != vertex_region.shape:
                         raise DatasetError(f"{path}: vertex_index has {vertex_index.shape[0]} entries, "
                                            f"vertex_region {vertex_region.shape[0]}")
+                    _check_on_template(vertex_index, surface, path)
         elif has_atlas(d):
             vertex_region, names, surface = read_atlas(d)
             vertex_index = np.arange(len(vertex_region), dtype=np.int64)
@@ -145,7 +229,7 @@ class CommonSpace:
             p = d / sub / "voxel_to_vertex.npy"
             if not p.is_file():
                 raise DatasetError(f"no common-space map for subject {sub}: {p}")
-            m = np.load(p).astype(np.int64)
+            m = _indices(_array(p), f"{p}: the map")
             if m.ndim != 1 or (m >= len(vertex_region)).any() or (m < -1).any():
                 raise DatasetError(f"{p}: must be a 1-D vector of vertex indices in [-1, {len(vertex_region)})")
             maps[sub] = m

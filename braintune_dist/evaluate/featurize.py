@@ -53,15 +53,15 @@ def recipe_fingerprint(spec: ModelSpec) -> tuple[str, ModelConfig]:
     """(hash of what determines the weights, the backbone config) of a model, without building it.
 
     The weights are a function of the backbone config, the files it loads (pretrained folder, the
-    checkpoint's ``model.pt``) and, for a random init, the library versions: all of them are hashed.
+    checkpoint's model files) and, for a random init, the library versions: all of them are hashed.
     """
     from importlib.metadata import version
     model = spec.model
     files: list[Path] = []
     if spec.checkpoint:
-        from braintune_dist.train.checkpoint import MODEL_FILE, read_model_file
-        model = from_dict(ModelConfig, read_model_file(spec.checkpoint, mmap=True)["config"]["model"])
-        files.append(Path(spec.checkpoint) / MODEL_FILE)
+        from braintune_dist.train.checkpoint import model_files, read_meta
+        model = from_dict(ModelConfig, read_meta(spec.checkpoint)["config"]["model"])
+        files += model_files(spec.checkpoint)
     if model.pretrained and Path(model.pretrained).is_dir():
         files += sorted(p for p in Path(model.pretrained).rglob("*") if p.is_file())
     h = hashlib.sha1(json.dumps(to_dict(model), sort_keys=True).encode())

@@ -85,11 +85,11 @@ def window_problems(model: ModelConfig, windows: dict[str, float]) -> list[str]:
 
 
 def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str]:
-    from braintune_dist.train.checkpoint import CheckpointError, check_base, read_model_file
+    from braintune_dist.train.checkpoint import CheckpointError, check_base, read_meta
     out = []
     for i, d in enumerate(dirs):
         try:
-            check_base(read_model_file(d, mmap=True), d)
+            check_base(read_meta(d), d)
         except CheckpointError as exc:
             out.append(f"{field}[{i}]: {exc}")
     return out

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 from braintune_dist.errors import SAVED, UserError
 from braintune_dist.experiment import compat
@@ -77,24 +79,40 @@ def tune_console(log, prefix: str, total: int, metrics: tuple[str, ...] = ()) ->
     return dict(verbose=2 if os.environ.get(VERBOSE_ENV) == "1" else 0, callbacks=[TrialLines(log, prefix, total, metrics)])
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's preemption or time limit): the job stops as on Ctrl-C, so its MLflow run
+    ends KILLED (``Tracker.start`` treats every ``KeyboardInterrupt`` so) and the rerun that resumes is printed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
 def run_main(main, argv=None) -> int:
     """Exit status of a job's ``main(argv)``: 2 with one ``error: ...`` line for bad input (any
-    :class:`~braintune_dist.errors.UserError`; the message names the file or field), the traceback only for bugs.
+    :class:`~braintune_dist.errors.UserError`; the message names the file or field), 130 on Ctrl-C and 143 on
+    SIGTERM (128 + the signal, as a shell reports a process the signal killed), the traceback only for bugs.
     ``--verbose`` (taken out of ``argv``) shows the Ray workers' output too."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--verbose" in argv:                   # everything Ray's workers print, in this terminal too
         argv.remove("--verbose")
         os.environ[VERBOSE_ENV] = "1"
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # the MLflow run is marked KILLED by Tracker.start; say what survives and how to go on from it
-        print("interrupted: stopped before the job finished (its MLflow run is marked KILLED).", file=sys.stderr)
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{how}: stopped before the job finished (its MLflow run is marked KILLED).", file=sys.stderr)
         for text in SAVED:
             print(f"  kept: {text}", file=sys.stderr)
         if not SAVED:
             print("  nothing resumable was saved yet; rerunning starts over.", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
+    finally:
+        if main_thread and previous is not None:   # a main run in-process (tests) leaves the handler as it was
+            signal.signal(signal.SIGTERM, previous)

@@ -172,9 +172,9 @@ def resume_problems(ray_cfg) -> list[str]:
     name = record and record["latest"]
     if not name:
         return []                               # a fresh run, or no checkpoint yet
-    from braintune_dist.train.checkpoint import CheckpointError, check_complete
+    from braintune_dist.train.checkpoint import CheckpointError, check_resumable
     try:
-        check_complete(run_dir / name)
+        check_resumable(run_dir / name)
     except CheckpointError as exc:
         return [f"fit.ray.run_name {ray_cfg.run_name!r} would resume from a broken checkpoint: {exc}. "
                 f"Remove {run_dir} or choose another fit.ray.run_name"]
@@ -213,13 +213,15 @@ def search_problems(checks: Checks) -> list[str]:
 
 
 def restore_problems(restore: Restore | None) -> list[str]:
-    """A resumed grid, comparison or sweep needs the Tune experiment it restores."""
+    """A resumed grid, comparison or sweep needs the Tune experiment it restores, created by the same job."""
     if restore is None:
         return []
     from ray import tune
     exp = f"{storage_location(restore.storage_path).rstrip('/')}/{restore.name}"
     if tune.Tuner.can_restore(exp):
-        return []
+        from braintune_dist.experiment.trials import restore_problem
+        problem = restore_problem(restore.field, restore.storage_path, restore.name)
+        return [problem] if problem else []
     field = restore.field.rpartition(".")[0]
     return [f"{restore.field}: nothing to restore at {exp} (run once without it, or set {field}.name / "
             f"{field}.storage_path to the earlier run's)"]
@@ -290,9 +292,17 @@ def preflight_evaluate(cfg, log=print) -> None:
     problems += [] if problems else window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
     try:
         participants = LebelDataset(cfg.data.root, cfg.data).participants()
-        problems += names_problems("eval.participants", cfg.eval.participants, participants, Path(cfg.data.root))
+        named = names_problems("eval.participants", cfg.eval.participants, participants, Path(cfg.data.root))
+        problems += named
     except DatasetError as exc:
         problems.append(f"data: {exc}")
+        named = ["data"]
+    if not named:                               # the maps of those participants, as the report reads them
+        from braintune_dist.data.voxels import find_common_space
+        try:
+            find_common_space(cfg.data.root, cfg.eval.common_space, list(cfg.eval.participants) or participants)
+        except DatasetError as exc:
+            problems.append(f"eval.common_space: {exc}")
     if aliasing_note(cfg.eval.features, cfg.data.tr):
         warnings.warn(f"preflight: {aliasing_note(cfg.eval.features, cfg.data.tr)}", stacklevel=2)
     _report(problems, t0, "model, checkpoints and dataset", log)

@@ -8,15 +8,20 @@ trials are kept, unfinished and errored ones run again. The MLflow parent run's 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from braintune_dist.errors import UserError
-from braintune_dist.io import storage_location, write_text
+from braintune_dist.io import is_uri, storage_location, write_text
 from braintune_dist.experiment.launch import tune_console
 from braintune_dist.tracking import Tracker
 
 PARENT_FILE = "mlflow_parent_run_id"
+MANIFEST_FILE = "braintune_experiment.json"
+"""This project's record of a Tune experiment it created (``{"job": "grid", "name": ...}``), beside Tune's files.
+Tune's restore unpickles the folder's ``tuner.pkl`` (which can run code): only a folder with a matching record
+is restored. It tells a folder of this job from any other, not a trusted one from a forged one."""
 
 
 def original_cwd() -> None:
@@ -48,24 +53,76 @@ def save_parent(exp_dir: Path, run_id: str | None) -> None:
         write_text(exp_dir / PARENT_FILE, run_id)
 
 
+def _manifest(storage_path: str, name: str):
+    """(pyarrow filesystem, path in it, the experiment folder as messages show it) of an experiment's record."""
+    from braintune_dist.data.manifest import display, locate
+    fs, base = locate(storage_location(storage_path))
+    return fs, f"{base.rstrip('/')}/{name}/{MANIFEST_FILE}", f"{display(storage_location(storage_path))}/{name}"
+
+
+def write_manifest(storage_path: str, name: str, job: str) -> None:
+    """Record that this project's ``job`` (grid, compare, search) created the experiment ``<storage_path>/<name>``."""
+    text = json.dumps({"job": job, "name": name}) + "\n"
+    if not is_uri(storage_path):
+        _, exp_dir = experiment_dir(storage_path, name)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        write_text(exp_dir / MANIFEST_FILE, text)
+        return
+    fs, path, _ = _manifest(storage_path, name)
+    with fs.open_output_stream(path) as f:           # an object store replaces the object whole, never in part
+        f.write(text.encode())
+
+
+def restore_problem(field: str, storage_path: str, name: str) -> str:
+    """Why the experiment ``<storage_path>/<name>`` may not be restored by ``field`` (``grid.resume``, ...): it lacks
+    this project's record, or the record names another job or experiment; '' when it may."""
+    job = field.partition(".")[0]
+    fs, path, shown = _manifest(storage_path, name)
+    fix = f"point {job}.name / {job}.storage_path at this job's earlier run, or run without {field}"
+    try:
+        with fs.open_input_stream(path) as f:
+            record = json.loads(f.read().decode())
+    except FileNotFoundError:
+        return (f"{field}: {shown} holds no {MANIFEST_FILE}, the record this project writes beside every experiment "
+                "it creates; Ray Tune's restore unpickles the folder's tuner.pkl, which can run code, so no other "
+                f"folder is restored: {fix}. If you trust the folder (an experiment of an earlier version), write "
+                f"{json.dumps({'job': job, 'name': name})} to {shown}/{MANIFEST_FILE}")
+    except (OSError, ValueError) as exc:
+        return f"{field}: {shown}/{MANIFEST_FILE} is unreadable ({exc.__class__.__name__}: {exc}): {fix}"
+    if not isinstance(record, dict) or record.get("job") != job:
+        other = record.get("job") if isinstance(record, dict) else record
+        return f"{field}: {shown} holds an experiment of {other!r}, not of {job!r} ({MANIFEST_FILE}): {fix}"
+    if record.get("name") != name:
+        return (f"{field}: {shown}/{MANIFEST_FILE} names the experiment {record.get('name')!r}, not {name!r} (a "
+                f"copied or renamed folder?): {fix}")
+    return ""
+
+
 def check_resume(job: str, name: str, storage_path: str, resume: bool) -> None:
-    """``<job>.resume`` with nothing to restore: one error, before the job prepares or trains anything."""
+    """``<job>.resume`` with nothing to restore, or a folder this job did not create: one error, before the job
+    prepares or trains anything and before Tune unpickles the folder."""
     from ray import tune
     _, exp_dir = experiment_dir(storage_path, name)
     if resume and not tune.Tuner.can_restore(str(exp_dir)):
         raise UserError(f"{job}.resume: nothing to restore at {exp_dir} (run once without it, or set "
                         f"{job}.name / {job}.storage_path to the earlier run's)")
+    problem = restore_problem(f"{job}.resume", storage_path, name) if resume else ""
+    if problem:
+        raise UserError(problem)
 
 
 def restore_or_create(trainable, storage_path: str, name: str, resume: bool, job: str, create):
     """The Tune experiment ``<storage_path>/<name>``: restored with ``resume`` (finished trials kept, unfinished and
-    errored ones run again), else ``create(storage)``, a new ``tune.Tuner`` stored under the absolute ``storage``."""
+    errored ones run again; only a folder whose record names ``job`` and ``name``), else ``create(storage)``, a new
+    ``tune.Tuner`` stored under the absolute ``storage``, and the record written."""
     from ray import tune
     storage, exp_dir = experiment_dir(storage_path, name)
     check_resume(job, name, storage_path, resume)
     if resume:
         return tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    return create(storage)
+    tuner = create(storage)
+    write_manifest(storage_path, name, job)
+    return tuner
 
 
 def run_trials(trainable, n: int, key: str, name: str, storage_path: str, resume: bool, max_concurrent: int,

@@ -78,10 +78,10 @@ class AnalyzeConfig:
 def load_models(cfg: AnalyzeConfig) -> tuple[list, set[str]]:
     """[untuned, one ``ModelSpec`` per checkpoint (labelled by its folder name)] and the participants tuned on."""
     from braintune_dist.evaluate.featurize import ModelSpec
-    from braintune_dist.train.checkpoint import read_model_file
+    from braintune_dist.train.checkpoint import read_meta
     models, tuned_on = [ModelSpec(REFERENCE, cfg.model)], set()
     for ck in cfg.checkpoints:
-        payload = read_model_file(ck)              # checks the checkpoint is whole before any worker starts
+        payload = read_meta(ck)                    # checks the checkpoint is whole and safe before any worker starts
         labels = {m.label for m in models}
         label = Path(ck).name if Path(ck).name not in labels else f"{Path(ck).parent.name}-{Path(ck).name}"
         models.append(ModelSpec(label, cfg.model, ck))

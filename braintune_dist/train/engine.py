@@ -44,8 +44,10 @@ class Engine:
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.bf16 = eng.precision == "bf16" or (eng.precision == "auto" and self.device.type == "cuda")
         self.micro_steps = 0
-        groups = model.param_groups(optim.backbone_lr, optim.head_lr)
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=optim.weight_decay)
+        # plain numbers, not the config's range-checked subclasses: the optimizer state and DeepSpeed's files
+        # pickle them, and a resume reads those files as data only (train.checkpoint.load_pickle)
+        groups = model.param_groups(float(optim.backbone_lr), float(optim.head_lr))
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=float(optim.weight_decay))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, optim.warmup_frac, optim.schedule))
         if eng.kind == "deepspeed":
             self._init_deepspeed(model, opt, sched, micro_batch)
@@ -69,10 +71,10 @@ class Engine:
                 sock.bind(("127.0.0.1", 0))
                 os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
         ds_cfg = {
-            "train_micro_batch_size_per_gpu": micro_batch,
-            "gradient_accumulation_steps": self.optim_cfg.grad_accum,
-            "gradient_clipping": self.optim_cfg.grad_clip or 0.0,
-            "zero_optimization": {"stage": self.cfg.zero_stage},
+            "train_micro_batch_size_per_gpu": int(micro_batch),
+            "gradient_accumulation_steps": int(self.optim_cfg.grad_accum),
+            "gradient_clipping": float(self.optim_cfg.grad_clip or 0.0),
+            "zero_optimization": {"stage": int(self.cfg.zero_stage)},
             "bf16": {"enabled": self.bf16},
             "steps_per_print": 10 ** 9,
             "wall_clock_breakdown": False,
@@ -129,11 +131,15 @@ class Engine:
                         "micro_steps": self.micro_steps}, directory / "optimizer.pt")
 
     def load(self, directory: Path) -> None:
+        """Restore the state ``save`` wrote; ``CheckpointError`` naming the file if one holds more than data."""
+        from braintune_dist.train.checkpoint import check_training_state, load_pickle
         if self.cfg.kind == "deepspeed":
+            # DeepSpeed unpickles its files with weights_only=False: they are checked to hold data only first
+            check_training_state(directory)
             _, client = self.model.load_checkpoint(str(directory), tag="deepspeed")
             self.micro_steps = int(client["micro_steps"])
             return
-        state = torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=False)
+        state = load_pickle(directory / "optimizer.pt", map_location=self.device)
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.micro_steps = int(state["micro_steps"])

@@ -108,7 +108,7 @@ def train_loop_per_worker(config: dict) -> None:
     if spec.feature_stats is not None:             # measured once by the driver (trainer.feature_stats)
         model.set_feature_stats(*spec.feature_stats)
 
-    # -- resume: weights from model.pt, optimizer/scheduler/step from the engine's own state
+    # -- resume: weights from the model files, optimizer/scheduler/step from the engine's own state
     start_epoch, best_val, bad_epochs = 0, math.inf, 0
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
