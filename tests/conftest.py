@@ -84,7 +84,8 @@ def make_tiny_dataset(root, audio_scale: float = 1.0) -> None:
 # ending alone on a long file while the other sits idle (longest-processing-time-first scheduling).
 LONGEST_FIRST = ["test_tuning_gain.py", "test_sweep.py", "test_train_ray.py", "test_deepspeed_driver.py", "test_compare.py",
                  "test_evaluate_cluster.py", "test_job_submit.py", "test_scaling.py", "test_object_store.py",
-                 "test_analysis.py", "test_alignment.py", "test_config.py", "test_stream.py", "test_whisper.py"]
+                 "test_analysis.py", "test_alignment.py", "test_signals.py", "test_untrusted.py", "test_teacher.py",
+                 "test_preflight.py", "test_config.py", "test_stream.py", "test_whisper.py"]
 
 
 def pytest_collection_modifyitems(config, items):
