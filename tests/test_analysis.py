@@ -177,7 +177,8 @@ def test_bad_settings_name_the_field(sim, oracle, tiny_root, tmp_path):
     (dict(probes=ProbeSettings(test_stories=["story01"])), r"^probes.test_stories: \['story01'\] are also training"),
     (dict(model=ModelConfig(family="whisper"), features=FeatureConfig(window=40.0)),
      r"^features.window: 40 s is longer than the Whisper model's maximum input of 30 s$"),
-], ids=["permutation-block", "ridge-cv", "residual-cv", "probe-test-story", "whisper-window"])
+    (dict(features=FeatureConfig(layers=[7])), r"^features.layers: \[7\] out of range for a model with 3 hidden"),
+], ids=["permutation-block", "ridge-cv", "residual-cv", "probe-test-story", "whisper-window", "layers"])
 def test_settings_the_data_cannot_take_are_refused_before_features(sim, tmp_path, over, match):
     """Checked against the dataset's row counts in ``run`` before any feature is extracted or anything written."""
     from braintune_dist.errors import UserError

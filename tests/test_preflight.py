@@ -149,6 +149,25 @@ def test_model_family_and_pretrained_path(tiny_root, shards, tmp_path, monkeypat
     assert "not in the Hugging Face cache" in model_problems(ModelConfig(pretrained="nobody/no-such-model"))[0]
 
 
+def test_evaluation_of_a_mismatched_model_layer_or_output_refused_first(tiny_root, tmp_path):
+    """A checkpoint tuned from another backbone family, a hidden state the model does not have, an output folder
+    where nothing can be created: each one preflight line naming its field, before any Ray or MLflow work."""
+    model = BrainTuner(ModelConfig(), LoraSettings(), HeadSettings(), n_vertices=20)     # a wav2vec2 checkpoint
+    save_model(tmp_path / "ck", model, dict(epoch=0, config={"model": to_dict(ModelConfig())}))
+    mark_complete(tmp_path / "ck")
+    cfg = from_dict(EvaluateConfig, {
+        "data": {"root": str(tiny_root)}, "model": {"family": "hubert"}, "checkpoints": [str(tmp_path / "ck")],
+        "eval": {"features": {"layers": [1, 99]}, "out_dir": "/proc/bt-reports"},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    msg = refused(evaluate, cfg, r"preflight: 2 problem", tmp_path)
+    assert f"checkpoints[0]: {tmp_path / 'ck'} was tuned from a wav2vec2 backbone, but model.family is 'hubert'" in msg
+    assert "eval.out_dir: /proc/bt-reports is not writable (/proc refuses writing)" in msg
+    cfg = from_dict(EvaluateConfig, {"data": {"root": str(tiny_root)}, "eval": {"features": {"layers": [1, 99]}},
+                                     "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    msg = refused(evaluate, cfg, r"preflight: 1 problem", tmp_path)
+    assert "eval.features.layers: [99] out of range for a model with 3 hidden states (0..2)" in msg
+
+
 def test_incomplete_checkpoints_refused_before_evaluation(tiny_root, tmp_path):
     model = BrainTuner(ModelConfig(), LoraSettings(), HeadSettings(), n_vertices=20)
     good, unmarked, cut = (tmp_path / n for n in ("good", "unmarked", "cut"))

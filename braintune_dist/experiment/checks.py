@@ -84,15 +84,37 @@ def window_problems(model: ModelConfig, windows: dict[str, float]) -> list[str]:
             if w > limit]
 
 
-def checkpoint_problems(dirs: list[str], field: str = "checkpoints") -> list[str]:
+def checkpoint_problems(dirs: list[str], model: ModelConfig | None = None, field: str = "checkpoints",
+                        model_field: str = "model") -> list[str]:
+    """Each checkpoint is whole, safe to read, of its recorded base model and, with ``model``, tuned from a
+    backbone of that family (its weights would not fit another architecture)."""
     from braintune_dist.train.checkpoint import CheckpointError, check_base, read_meta
     out = []
     for i, d in enumerate(dirs):
         try:
-            check_base(read_meta(d), d)
+            meta = read_meta(d)
+            check_base(meta, d)
         except CheckpointError as exc:
             out.append(f"{field}[{i}]: {exc}")
+            continue
+        family = ((meta.get("config") or {}).get("model") or {}).get("family")
+        if model is not None and family and family != model.family:
+            out.append(f"{field}[{i}]: {d} was tuned from a {family} backbone, but {model_field}.family is "
+                       f"{model.family!r} (set {model_field} to the checkpoint's backbone)")
     return out
+
+
+def layer_problems(model: ModelConfig, layers: list[int], field: str) -> list[str]:
+    """Hidden-state indices the model has (0 = the embedding output, 1..L its transformer layers)."""
+    if not layers:
+        return []
+    try:
+        from braintune_dist.model.backbone import n_layers_of     # the HF config only, no weights
+        n = n_layers_of(model) + 1
+    except (OSError, ValueError):
+        return []                                    # an unreadable model is model_problems' report
+    bad = [lay for lay in layers if not -n <= lay < n]
+    return [f"{field}: {bad} out of range for a model with {n} hidden states (0..{n - 1})"] if bad else []
 
 
 def aliasing_note(features, tr: float) -> str:
@@ -190,9 +212,20 @@ def output_problems(paths: dict[str, str]) -> list[str]:
             probe = probe.parent
         if not probe.is_dir():
             out.append(f"{name}: {path} cannot be created: {probe} is a file")
-        elif not os.access(probe, os.W_OK | os.X_OK):
+        elif not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
             out.append(f"{name}: {path} is not writable ({probe} refuses writing)")
     return out
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can be created inside ``folder``: the access bits do not tell for /proc, /sys or a
+    read-only mount, where even root is refused."""
+    import tempfile
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".bt-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def import_problems(imp) -> list[str]:

@@ -34,7 +34,7 @@ from braintune_dist.config import ConfigError
 from braintune_dist.errors import UserError
 from braintune_dist.experiment import compat
 from braintune_dist.experiment.checks import (aliasing_note, import_problems, job_window_problems, names_problems,
-                                              checkpoint_problems, model_problems, output_problems,
+                                              checkpoint_problems, layer_problems, model_problems, output_problems,
                                               target_problems, window_problems)
 from braintune_dist.io import is_uri, storage_location
 
@@ -264,6 +264,8 @@ def preflight(checks: Checks, log=print) -> None:
     problems = import_problems(cfg.import_model) if cfg.import_model.enabled else \
         model_problems(cfg.fit.model, "fit.model")
     problems += job_window_problems(cfg, ev)
+    if ev is not None and not (cfg.import_model.enabled or cfg.pretrain.enabled):   # else the model comes later
+        problems += layer_problems(cfg.fit.model, ev.features.layers, "eval.features.layers")
     problems += named + (shard_problems(cfg, ds) if not named else []) + resume_problems(cfg.fit.ray)
     problems += search_problems(checks) + restore_problems(checks.restore)
     problems += target_problems(cfg, list(checks.targets or [cfg.fit.target.kind]), ds)
@@ -287,9 +289,10 @@ def preflight(checks: Checks, log=print) -> None:
 def preflight_evaluate(cfg, log=print) -> None:
     """Check an evaluate job config: model, checkpoints, dataset and the participants it names."""
     t0 = time.time()
-    problems = model_problems(cfg.model) + checkpoint_problems(cfg.checkpoints)
+    problems = model_problems(cfg.model) + checkpoint_problems(cfg.checkpoints, cfg.model)
     problems += output_problems({"eval.out_dir": cfg.eval.out_dir, "eval.features.cache_dir": cfg.eval.features.cache_dir})
-    problems += [] if problems else window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
+    problems += [] if problems else (window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
+                                     + layer_problems(cfg.model, cfg.eval.features.layers, "eval.features.layers"))
     try:
         participants = LebelDataset(cfg.data.root, cfg.data).participants()
         named = names_problems("eval.participants", cfg.eval.participants, participants, Path(cfg.data.root))

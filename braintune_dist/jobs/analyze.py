@@ -11,7 +11,7 @@ from pathlib import Path
 
 from braintune_dist.io import write_text
 from braintune_dist.experiment.launch import connect_ray
-from braintune_dist.experiment.checks import window_problems
+from braintune_dist.experiment.checks import checkpoint_problems, layer_problems, window_problems
 from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.validate import check_tiers
@@ -176,9 +176,11 @@ def check_data(cfg: AnalyzeConfig, ds: LebelDataset, train: list[str]) -> None:
     if cfg.residual.enabled and cfg.residual.cv > rows:
         raise ConfigError(f"residual.cv: {cfg.residual.cv} folds, but the training stories hold {rows} rows; use "
                           "fewer folds, or 0 (leave one story out)")
-    too_long = window_problems(cfg.model, {"features.window": cfg.features.window})
-    if too_long:
-        raise ConfigError(too_long[0])
+    problems = (window_problems(cfg.model, {"features.window": cfg.features.window})
+                + checkpoint_problems(cfg.checkpoints, cfg.model) + layer_problems(cfg.model, cfg.features.layers,
+                                                                                  "features.layers"))
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def run(cfg: AnalyzeConfig, log=print) -> dict[str, list[dict]]:
