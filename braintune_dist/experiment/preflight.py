@@ -36,7 +36,7 @@ from braintune_dist.experiment import compat
 from braintune_dist.experiment.checks import (aliasing_note, import_problems, job_window_problems, names_problems,
                                               checkpoint_problems, layer_problems, model_problems, output_problems,
                                               target_problems, window_problems)
-from braintune_dist.io import is_uri, storage_location
+from braintune_dist.io import is_uri
 
 
 
@@ -216,15 +216,9 @@ def restore_problems(restore: Restore | None) -> list[str]:
     """A resumed grid, comparison or sweep needs the Tune experiment it restores, created by the same job."""
     if restore is None:
         return []
-    from ray import tune
-    exp = f"{storage_location(restore.storage_path).rstrip('/')}/{restore.name}"
-    if tune.Tuner.can_restore(exp):
-        from braintune_dist.experiment.trials import restore_problem
-        problem = restore_problem(restore.field, restore.storage_path, restore.name)
-        return [problem] if problem else []
-    field = restore.field.rpartition(".")[0]
-    return [f"{restore.field}: nothing to restore at {exp} (run once without it, or set {field}.name / "
-            f"{field}.storage_path to the earlier run's)"]
+    from braintune_dist.experiment.trials import resume_problem
+    problem = resume_problem(restore.field, restore.storage_path, restore.name)
+    return [problem] if problem else []
 
 
 def _participant_count(shards: str) -> int:

@@ -98,15 +98,23 @@ def restore_problem(field: str, storage_path: str, name: str) -> str:
     return ""
 
 
+def resume_problem(field: str, storage_path: str, name: str) -> str:
+    """Why ``field`` (``grid.resume``, ...) cannot restore ``<storage_path>/<name>``: nothing there to restore, or a
+    folder this job did not create (:func:`restore_problem`); '' when it can. The preflight reports it; the job
+    checks it again right before Tune unpickles the folder."""
+    from ray import tune
+    _, exp_dir = experiment_dir(storage_path, name)
+    if not tune.Tuner.can_restore(str(exp_dir)):
+        job = field.rpartition(".")[0]
+        return (f"{field}: nothing to restore at {exp_dir} (run once without it, or set {job}.name / "
+                f"{job}.storage_path to the earlier run's)")
+    return restore_problem(field, storage_path, name)
+
+
 def check_resume(job: str, name: str, storage_path: str, resume: bool) -> None:
     """``<job>.resume`` with nothing to restore, or a folder this job did not create: one error, before the job
     prepares or trains anything and before Tune unpickles the folder."""
-    from ray import tune
-    _, exp_dir = experiment_dir(storage_path, name)
-    if resume and not tune.Tuner.can_restore(str(exp_dir)):
-        raise UserError(f"{job}.resume: nothing to restore at {exp_dir} (run once without it, or set "
-                        f"{job}.name / {job}.storage_path to the earlier run's)")
-    problem = restore_problem(f"{job}.resume", storage_path, name) if resume else ""
+    problem = resume_problem(f"{job}.resume", storage_path, name) if resume else ""
     if problem:
         raise UserError(problem)
 

@@ -175,7 +175,11 @@ def _legacy_payload(d: Path) -> dict[str, Any]:
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a complete checkpoint directory (config, participants, epoch, ...), without its weights."""
-    d = check_complete(directory)
+    return _meta(check_complete(directory))
+
+
+def _meta(d: Path) -> dict[str, Any]:
+    """The metadata of checkpoint ``d``, already checked complete."""
     if _model_files(d) != MODEL_FILES:
         return {k: v for k, v in _legacy_payload(d).items() if k not in ("backbone", "head")}
     try:
@@ -193,7 +197,7 @@ def read_model_file(directory: str | os.PathLike) -> dict[str, Any]:
     if _model_files(d) != MODEL_FILES:
         return _legacy_payload(d)
     from safetensors.torch import load_file
-    meta = read_meta(d)
+    meta = _meta(d)                                  # checked above: the model files are hashed once
     try:
         tensors = load_file(d / WEIGHTS_FILE, device="cpu")
     except Exception as exc:  # noqa: BLE001  (safetensors' header and size errors of a damaged file)
