@@ -61,6 +61,37 @@ def feature_resources(compute: ComputeSettings, n_units: int) -> tuple[int, floa
     return max(1, min(n, n_units)), compute.feature_cpus, per_gpu
 
 
+def actor_pool(units: list[dict], worker_cls, worker_kwargs: dict, compute: ComputeSettings,
+               on_row: Callable[[dict, int], None], log=print, what: str = "features") -> None:
+    """Run ``units`` through ``worker_cls`` actors (a Ray Data actor pool on Ray, one worker here otherwise).
+
+    A worker is a callable class built once per actor with ``worker_kwargs`` (it loads its model once); it is
+    called with a batch ``{field: (1,) array}`` of one unit and returns ``{field: (1,) array}``: a small
+    summary row (the heavy output goes to a cache on shared storage, never back through the driver).
+    ``on_row(row, done)`` sees each row as it arrives, ``done`` counting from 1.
+    """
+    if not use_ray(compute):
+        worker = worker_cls(**worker_kwargs)
+        for done, u in enumerate(units, 1):
+            res = worker({k: [v] for k, v in u.items()})
+            on_row({k: v[0] for k, v in res.items()}, done)
+        return
+    import warnings
+    import ray
+    n, cpus, gpus = feature_resources(compute, len(units))
+    log(f"[{what}] {len(units)} units on up to {n} actors ({cpus:g} CPU, {gpus:g} GPU each)")
+    data = ray.data.from_items(units, override_num_blocks=len(units))
+    # n actors asked for at once, but the pool runs with as few as 1 (another job may hold the rest)
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=n, initial_size=n)
+    with warnings.catch_warnings():       # scheduling_strategy has no named map_batches argument yet
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        out = data.map_batches(worker_cls, batch_size=1, compute=pool, num_cpus=cpus, num_gpus=gpus,
+                               scheduling_strategy="DEFAULT",   # not in a calling Tune trial's group
+                               fn_constructor_kwargs=dict(worker_kwargs, threads=max(1, int(cpus))))
+    for done, row in enumerate(out.iter_rows(), 1):
+        on_row(row, done)
+
+
 def ridge_gpus(compute: ComputeSettings, backend: str) -> float:
     if compute.ridge_gpus >= 0:
         return compute.ridge_gpus

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from braintune_dist.data.lebel import LebelDataset
 from braintune_dist.config import from_dict, to_dict
-from braintune_dist.evaluate.compute import ComputeSettings, feature_resources, node_id, use_ray
+from braintune_dist.evaluate.compute import ComputeSettings, actor_pool, node_id
 from braintune_dist.features.extract import (CachedFeatures, FeatureCache, FeatureExtractor, cache_key, check_layers, window_ends)
 from braintune_dist.features.config import FeatureConfig
 from braintune_dist.io import write_text
@@ -74,6 +73,19 @@ def recipe_fingerprint(spec: ModelSpec) -> tuple[str, ModelConfig]:
     return h.hexdigest()[:16], model
 
 
+def check_weights(folder: Path, weights: str, label: str) -> None:
+    """The first worker records the weights' fingerprint in ``folder/WEIGHTS``; any other must match it (a model
+    whose build is not reproducible would otherwise mix two models' features under one cache key)."""
+    path = folder / "WEIGHTS"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, weights)
+    elif path.read_text().strip() != weights:
+        raise RuntimeError(f"model {label!r}: weights built here ({weights}) differ from those cached under "
+                           f"{path.parent} ({path.read_text().strip()}); its build is not reproducible "
+                           "(random init without a fixed seed, or a different library version)")
+
+
 class FeatureWorker:
     """Ray Data actor: computes and caches the windows of (model, story) units.
 
@@ -98,21 +110,9 @@ class FeatureWorker:
     def _extractor(self, i: int) -> FeatureExtractor:
         if self._loaded is None or self._loaded[0] != i:
             fx = FeatureExtractor(self.specs[i].load(), self.cfg)
-            self._check_weights(self.keys[i], fx.fingerprint, self.specs[i].label)
+            check_weights(self.cache.root / self.keys[i], fx.fingerprint, self.specs[i].label)
             self._loaded = (i, fx)
         return self._loaded[1]
-
-    def _check_weights(self, key: str, weights: str, label: str) -> None:
-        """The first worker records the weights' fingerprint under the key; any other must match it (a model
-        whose build is not reproducible would otherwise mix two models' windows under one key)."""
-        path = self.cache.root / key / "WEIGHTS"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text(path, weights)
-        elif path.read_text().strip() != weights:
-            raise RuntimeError(f"model {label!r}: weights built here ({weights}) differ from those cached under "
-                               f"{path.parent} ({path.read_text().strip()}); its build is not reproducible "
-                               "(random init without a fixed seed, or a different library version)")
 
     def __call__(self, batch: dict) -> dict:
         """batch: {'model': (n,) int, 'story': (n,) str} → {'model', 'story', 'windows', 'seconds', 'node'}."""
@@ -149,7 +149,6 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     """
     if not cfg.cache_dir:                         # every job sets it (report.with_cache)
         raise ValueError("featurize needs features.cache_dir")
-    on_ray = use_ray(compute)
     cache = FeatureCache(cfg.cache_dir)
     for s in stories:                # the audio must fit the TR grid even where its windows come from the cache
         ds.check_audio(s)
@@ -184,27 +183,9 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
             log(f"[features] {done}/{len(units)} units, {stats['windows']}/{total} windows, "
                 f"{stats['windows'] / max(now, 1e-9):.0f} windows/s")
 
-    if on_ray:
-        import ray
-        n, cpus, gpus = feature_resources(compute, len(units))
-        log(f"[features] {len(units)} (model, story) units ({total} windows) on up to {n} actors "
-            f"({cpus:g} CPU, {gpus:g} GPU each); cache {cfg.cache_dir}")
-        data = ray.data.from_items(units, override_num_blocks=len(units))
-        # n actors asked for at once, but the pool runs with as few as 1 (another job may hold the rest)
-        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=n, initial_size=n)
-        with warnings.catch_warnings():       # scheduling_strategy has no named map_batches argument yet
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
-            out = data.map_batches(FeatureWorker, batch_size=1, compute=pool, num_cpus=cpus, num_gpus=gpus,
-                                   scheduling_strategy="DEFAULT",   # not in a calling Tune trial's group
-                                   fn_constructor_kwargs=dict(ds=ds, specs=specs, keys=keys, layers=model_layers, cfg=cfg,
-                                                              threads=max(1, int(cpus))))
-        for done, row in enumerate(out.iter_rows(), 1):
-            report(row, done)
-    else:
-        worker = FeatureWorker(ds, specs, keys, model_layers, cfg)
-        for done, u in enumerate(units, 1):
-            res = worker({"model": [u["model"]], "story": [u["story"]]})
-            report({k: v[0] for k, v in res.items()}, done)
+    log(f"[features] {len(units)} (model, story) units ({total} windows); cache {cfg.cache_dir}")
+    actor_pool(units, FeatureWorker, dict(ds=ds, specs=specs, keys=keys, layers=model_layers, cfg=cfg), compute,
+               report, log)
     stats["seconds"] = time.time() - t0
     cost = ", ".join(f"{m} {sec / max(audio, 1e-9):.3f}" for m, (sec, audio) in stats["per_model"].items())
     log(f"[features] {stats['seconds']:.0f} s; worker seconds per second of audio: {cost}")
