@@ -187,6 +187,7 @@ JOB_CONFIGS: dict[str, str] = {
     "analyze": "braintune_dist.jobs.analyze:AnalyzeConfig",
     "pretrain": "braintune_dist.jobs.pretrain:PretrainJobConfig",
     "import_whisper": "braintune_dist.jobs.import_whisper:ImportJobConfig",
+    "downstream": "braintune_dist.jobs.downstream:DownstreamConfig",
 }
 """Job name (folder under ``jobs/configs/``) → ``module:Class`` of its config."""
 

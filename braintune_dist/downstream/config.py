@@ -8,6 +8,8 @@ from typing import Literal
 from jsonargparse.typing import PositiveInt
 
 from braintune_dist.config import ConfigError
+from braintune_dist.downstream.synthetic_plan import SuiteSettings
+from braintune_dist.evaluate.compute import ComputeSettings
 
 
 @dataclass
@@ -57,3 +59,75 @@ class ProbeSettings:
             raise ConfigError(f"probe.weight_decays: {list(self.weight_decays)}; give non-negative penalties")
         if self.batch_size < 0:
             raise ConfigError(f"probe.batch_size: {self.batch_size}; 0 (full batch) or a positive size")
+
+
+@dataclass
+class DatasetSource:
+    """A real downstream dataset, read in the layout it is distributed in."""
+
+    kind: Literal["timit_phonemes", "timit_sentence_type", "speech_commands", "crema_d", "slurp_action",
+                  "slurp_intent"]
+    """Which reader and label: TIMIT phoneme presence (39 phones) or sentence type (SA/SI/SX); Speech Commands v2
+    (35 words); CREMA-D (6 emotions); SLURP action or intent."""
+    root: str
+    """The dataset's folder (TIMIT: the one holding TRAIN/ and TEST/; Speech Commands: speech_commands_v0.02/;
+    CREMA-D: the one holding AudioWAV/; SLURP: the one holding dataset/slurp/ and slurp_real/)."""
+
+
+@dataclass
+class AsrSettings:
+    """Transcription check of Whisper encoders: the original decoder on the tuned encoder's output."""
+
+    enabled: bool = True
+    """Transcribe with every Whisper model (skipped, with a note, for other families)."""
+    task: str = "sentence_type"
+    """The synthetic task whose test-split sentences are transcribed (held-out speakers)."""
+    max_clips: int = 60
+    """Sentences transcribed per model (the first of the test split; 0 = all)."""
+    max_tokens: PositiveInt = 96
+    """Greedy decoding stops here at the latest."""
+
+
+@dataclass
+class WordPreferenceSettings:
+    """Semantic–phonetic preference of word representations (isolated words, several voices)."""
+
+    enabled: bool = True
+    """Compute the per-layer preference curve of every model."""
+    voices: list[str] = field(default_factory=lambda: ["en-us", "en-gb", "en+m3", "en+f2"])
+    """espeak-ng voices each word is spoken in (distances are taken within a voice, then averaged)."""
+    out: str = "data/downstream/words"
+    """Folder of the isolated-word audio (made once, reused)."""
+    n_boot: PositiveInt = 1000
+    """Bootstrap resamples of the targets for the confidence intervals."""
+
+
+@dataclass
+class DownstreamSettings:
+    """What the downstream report measures of every model: probes per layer on each task, transcription, and
+    the semantic–phonetic preference of word representations."""
+
+    enabled: bool = True
+    """Run the downstream report (in the comparison job: off unless set)."""
+    synthetic: bool = True
+    """Probe the offline espeak-ng suite (made once under suite.out, reused)."""
+    suite: SuiteSettings = field(default_factory=SuiteSettings)
+    """The synthetic suite: voices, speaker splits, sizes per task, seed."""
+    tasks: list[str] = field(default_factory=list)
+    """Synthetic tasks probed ([] = all: commands, phonemes, meaning, sentence_type)."""
+    datasets: list[DatasetSource] = field(default_factory=list)
+    """Real datasets probed as well (TIMIT, Speech Commands v2, CREMA-D, SLURP in their own layouts)."""
+    features: ClipFeatureSettings = field(default_factory=ClipFeatureSettings)
+    """Layers probed and the clip feature cache."""
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    """Probe seeds, learning rates, penalties, epochs (chosen on validation)."""
+    asr: AsrSettings = field(default_factory=AsrSettings)
+    """Whisper transcription check."""
+    preference: WordPreferenceSettings = field(default_factory=WordPreferenceSettings)
+    """Semantic–phonetic preference curve."""
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
+    """Feature actors and probe tasks on Ray, or this process."""
+
+    def __post_init__(self):
+        if self.enabled and not self.synthetic and not self.datasets:
+            raise ConfigError("downstream: nothing to probe (synthetic is false and datasets is empty)")

@@ -114,13 +114,14 @@ class ClipWorker:
 
 
 def clip_features(tasks: list[Task], specs: list[ModelSpec], settings: ClipFeatureSettings,
-                  compute: ComputeSettings, log=print) -> dict[str, dict[str, np.ndarray]]:
+                  compute: ComputeSettings, log=print) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, list[int]]]:
     """Per-layer clip vectors of every task under every model, computed where not cached.
 
     Returns
     -------
     feats : dict model label → dict task name → array (n_clips, n_layers, hidden) float32, the layers of
-        ``settings.layers`` (every transformer layer when empty) in that order; see :func:`probed_layers`.
+        ``settings.layers`` (every transformer layer when empty) in that order
+    layers : dict model label → the hidden_states index of each position of axis 1 (:func:`probed_layers`)
     """
     if not settings.cache_dir:
         raise ValueError("clip_features needs features.cache_dir")
@@ -154,7 +155,7 @@ def clip_features(tasks: list[Task], specs: list[ModelSpec], settings: ClipFeatu
             n_chunks = -(-len(u.files) // settings.chunk)
             full = np.concatenate([np.load(_chunk_path(root, keys[i], u.fingerprint, c)) for c in range(n_chunks)])
             out[spec.label][task.name] = np.ascontiguousarray(full[:, layers[spec.label]])
-    return out
+    return out, layers
 
 
 def probed_layers(layers: list[int], n_layers: int) -> list[int]:

@@ -22,6 +22,7 @@ from typing import Literal
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from braintune_dist.config import ConfigError, to_dict
+from braintune_dist.downstream.config import DownstreamSettings
 from braintune_dist.evaluate.config import EvalSettings
 from braintune_dist.experiment.preflight import Checks, Restore
 from braintune_dist.experiment.stages import TrainingStages, held_out, setup, with_seed
@@ -80,6 +81,9 @@ class CompareJobConfig(TrainingStages):
     """The one alignment report of every model (headline layers: eval.layers)."""
     compare: CompareSettings = field(default_factory=CompareSettings)
     """Models, seeds and trials."""
+    downstream: DownstreamSettings = field(default_factory=lambda: DownstreamSettings(enabled=False))
+    """Downstream probes, transcription and word-pair preference of every compared model (enabled: true), in
+    <eval.out_dir>/<compare.name>/downstream."""
 
     def checks(self) -> Checks:
         c = self.compare
@@ -137,10 +141,11 @@ def run_fits(cfg: CompareJobConfig, fits: list[FitConfig], labels: list[str], pa
 
 def run(cfg: CompareJobConfig, log=print) -> dict:
     """Prepare once, fit every (target, seed), evaluate every model together; returns ``{'summary', 'rows',
-    'fits', 'impact', 'run_id'}``."""
+    'fits', 'impact', 'downstream', 'run_id'}``."""
     from ray.train import Checkpoint
 
     from braintune_dist.analysis.impact import impact_report
+    from braintune_dist.downstream.pipeline import run_downstream
     from braintune_dist.evaluate.featurize import ModelSpec
     from braintune_dist.evaluate.report import evaluate_models
     prepared = setup(cfg, cfg.checks(), log)             # data, shards, import/pretraining once, here
@@ -165,6 +170,9 @@ def run(cfg: CompareJobConfig, log=print) -> dict:
             report = evaluate_models(ds, specs, ev, held, tr, log)
             impact = (impact_report(ds, specs, ev, held, report, cfg.compare.lowlevel.spaces, tr, log)
                       if cfg.compare.lowlevel.enabled else [])
+            downstream = run_downstream(specs, cfg.downstream, out / "downstream", tr, log) \
+                if cfg.downstream.enabled else None
         run_id = tr.run_id
     log(f"[compare] tables and figures in {out}; MLflow run {run_id}")
-    return dict(summary=report.summary, rows=report.rows, fits=done, impact=impact, run_id=run_id)
+    return dict(summary=report.summary, rows=report.rows, fits=done, impact=impact, downstream=downstream,
+                run_id=run_id)

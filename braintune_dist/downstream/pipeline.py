@@ -1,0 +1,113 @@
+"""The downstream report of several models: tasks → clip features (actor pool, cache) → probes (Ray tasks) →
+tables, figures and MLflow; then the Whisper transcription check and the word-pair preference curve.
+
+Used by ``jobs/downstream.py`` and, for every model it compares, by ``jobs/compare.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from braintune_dist.downstream.config import DownstreamSettings
+from braintune_dist.downstream.tasks import Task
+from braintune_dist.evaluate.featurize import ModelSpec
+from braintune_dist.io import write_text
+from braintune_dist.tracking import Tracker, csv_text, save_figure
+
+
+SOURCES = {"timit_phonemes": ("timit", dict(task="phonemes")),
+           "timit_sentence_type": ("timit", dict(task="sentence_type")),
+           "speech_commands": ("speech_commands", {}), "crema_d": ("crema_d", {}),
+           "slurp_action": ("slurp", dict(label="action")), "slurp_intent": ("slurp", dict(label="intent"))}
+"""``DatasetSource.kind`` → (reader, its options)."""
+
+
+@dataclass
+class DownstreamReport:
+    """What one downstream report measured."""
+
+    summary: list[dict]
+    """Headline rows: (model group, task, metric) averaged over layers (``report.summary_table``)."""
+    layers: list[dict]
+    """Per (model, task, layer) rows."""
+    naive: dict[str, dict]
+    """task → the naive majority classifier's test scores."""
+    asr: list[dict] = field(default_factory=list)
+    """Transcription rows (1 − WER per model, Δ against untuned), Whisper only."""
+    preference: list[dict] = field(default_factory=list)
+    """Per (model, layer) semantic − phonetic distance with its CI."""
+
+
+def load_tasks(ds: DownstreamSettings, log=print) -> list[Task]:
+    """The synthetic suite's tasks (made once, reused) and every real dataset named, each checked."""
+    from braintune_dist.downstream.readers import read_task
+    from braintune_dist.downstream.synthetic import make_suite
+    tasks: list[Task] = []
+    if ds.synthetic:
+        suite = make_suite(ds.suite)
+        missing = sorted(set(ds.tasks) - set(suite))
+        if missing:
+            from braintune_dist.config import ConfigError
+            raise ConfigError(f"downstream.tasks: {missing} are not synthetic tasks ({sorted(suite)})")
+        tasks += [t for name, t in suite.items() if not ds.tasks or name in ds.tasks]
+    for src in ds.datasets:          # named by kind: the real Speech Commands is not the synthetic 'commands'
+        reader, options = SOURCES[src.kind]
+        tasks.append(dataclasses.replace(read_task(reader, src.root, **options), name=src.kind))
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        from braintune_dist.config import ConfigError
+        raise ConfigError(f"downstream.datasets: a task is named twice ({names})")
+    for t in tasks:
+        log(f"[downstream] task {t.name}: {t.n_clips} clips, {len(t.classes)} classes"
+            f"{' (multi-label)' if t.multi_label else ''}; train/validation/test "
+            f"{'/'.join(str(len(t.indices(s))) for s in ('train', 'validation', 'test'))} from {t.source}")
+    return tasks
+
+
+def _write(out: Path, tracker: Tracker | None, tables: dict[str, list[dict]], figures: dict) -> None:
+    import matplotlib.pyplot as plt
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in tables.items():
+        if rows:
+            write_text(out / name, csv_text(rows))
+            if tracker:
+                tracker.log_table(rows, f"downstream/{name}")
+    for name, fig in figures.items():
+        save_figure(fig, out / name)
+        if tracker:
+            tracker.log_figure(fig, f"downstream/{name}")
+        plt.close(fig)
+
+
+def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Path,
+                   tracker: Tracker | None = None, log=print) -> DownstreamReport:
+    """Probe every model on every task; then transcription (Whisper) and word-pair preference if enabled."""
+    from braintune_dist.downstream.features import clip_features
+    from braintune_dist.downstream.probe import TaskArrays, naive_scores, run_probes
+    from braintune_dist.downstream.report import format_summary, layer_table, plot_layers, plot_summary, summary_table
+    out = Path(out)
+    features = ds.features if ds.features.cache_dir else \
+        dataclasses.replace(ds.features, cache_dir=str(out / "feature_cache"))
+    tasks = load_tasks(ds, log)
+    feats, layers = clip_features(tasks, specs, features, ds.compute, log)
+    results = run_probes(feats, [TaskArrays.of(t) for t in tasks], layers, ds.probe, ds.compute, log)
+    naive = {t.name: naive_scores(t) for t in tasks}
+    per_layer, summary = layer_table(results), summary_table(results, naive)
+    naive_rows = [dict(task=t, **sc) for t, sc in naive.items()]
+    _write(out, tracker, {"downstream_summary.csv": summary, "downstream_layers.csv": per_layer,
+                          "downstream_naive.csv": naive_rows},
+           {"downstream_summary.png": plot_summary(summary, "f1_macro", "Downstream probes (test split, held-out "
+                                                                          "speakers)"),
+            "downstream_per_layer.png": plot_layers(per_layer)})
+    if tracker:
+        tracker.log_metrics({f"probe.{r['model']}.{r['task']}.{r['metric']}": r["mean"] for r in summary})
+    for line in format_summary(summary):
+        log(line)
+    report = DownstreamReport(summary, per_layer, naive)
+    if ds.asr.enabled:
+        report.asr = asr_stage(specs, tasks, ds, out, tracker, log)
+    if ds.preference.enabled:
+        report.preference = preference_stage(specs, ds, features, out, tracker, log)
+    log(f"[downstream] tables and figures in {out}")
+    return report
