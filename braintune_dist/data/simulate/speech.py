@@ -36,13 +36,17 @@ class WordClip:
     """IPA phonemes from espeak-ng, stress marks removed."""
 
 
-def speak(text: str, voice: str = "en-us", speed: int = 170, tmpdir: Path | None = None) -> tuple[np.ndarray, str]:
-    """espeak-ng speech of ``text`` as float32 (n_samples,) at 16 kHz, and the IPA phonemes it printed."""
+def speak(text: str, voice: str = "en-us", speed: int = 170, tmpdir: Path | None = None,
+          pitch: int | None = None) -> tuple[np.ndarray, str]:
+    """espeak-ng speech of ``text`` as float32 (n_samples,) at 16 kHz, and the IPA phonemes it printed.
+
+    ``pitch`` is espeak-ng's ``-p`` (0-99, its default 50); None leaves the voice's own pitch."""
     import soundfile as sf
     from scipy.signal import resample_poly
     with tempfile.TemporaryDirectory(dir=tmpdir) as d:
         wav_path = Path(d) / "speech.wav"
-        cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "--ipa", "--sep=_", "-w", str(wav_path), text]
+        cmd = ["espeak-ng", "-v", voice, "-s", str(speed)] + ([] if pitch is None else ["-p", str(pitch)])
+        cmd += ["--ipa", "--sep=_", "-w", str(wav_path), text]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0 or not wav_path.is_file():
             raise RuntimeError(f"espeak-ng failed on {text!r} (voice {voice!r}): {res.stderr.strip()}")
