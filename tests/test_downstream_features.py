@@ -39,7 +39,8 @@ def test_vectors_are_the_mean_over_each_clips_own_frames(task, tmp_path):
 
     from braintune_dist.downstream.tasks import load_clip
     s = ClipFeatureSettings(layers=[0, 2], chunk=2, cache_dir=str(tmp_path / "cache"))
-    feats = clip_features([task], MODELS, s, LOCAL, **QUIET)
+    feats, layers = clip_features([task], MODELS, s, LOCAL, **QUIET)
+    assert layers == {"w2v": [0, 2], "whisper": [0, 2]}
     for spec in MODELS:
         got = feats[spec.label]["t"]
         assert got.shape[:2] == (5, 2) and got.dtype == np.float32
@@ -56,13 +57,13 @@ def test_vectors_are_the_mean_over_each_clips_own_frames(task, tmp_path):
 def test_cached_once_and_layers_chosen_at_read(task, tmp_path):
     s = ClipFeatureSettings(layers=[1], chunk=2, cache_dir=str(tmp_path / "cache"))
     lines = []
-    first = clip_features([task], MODELS[:1], s, LOCAL, log=lines.append)
+    first, _ = clip_features([task], MODELS[:1], s, LOCAL, log=lines.append)
     assert any("3 units" in line for line in lines)             # 5 clips in chunks of 2
     chunks = sorted((tmp_path / "cache").rglob("*.npy"))
     assert len(chunks) == 3
     stamp = [c.stat().st_mtime_ns for c in chunks]
     lines.clear()
-    again = clip_features([task], MODELS[:1], ClipFeatureSettings(layers=[2, 1], chunk=2, cache_dir=s.cache_dir),
+    again, _ = clip_features([task], MODELS[:1], ClipFeatureSettings(layers=[2, 1], chunk=2, cache_dir=s.cache_dir),
                           LOCAL, log=lines.append)
     assert not lines and [c.stat().st_mtime_ns for c in chunks] == stamp
     np.testing.assert_array_equal(again["w2v"]["t"][:, 1], first["w2v"]["t"][:, 0])
@@ -70,15 +71,15 @@ def test_cached_once_and_layers_chosen_at_read(task, tmp_path):
 
 def test_default_layers_are_the_transformer_layers(task, tmp_path):
     s = ClipFeatureSettings(chunk=8, cache_dir=str(tmp_path / "cache"))
-    feats = clip_features([task], MODELS[:1], s, LOCAL, **QUIET)
-    assert feats["w2v"]["t"].shape[1] == 2          # the tiny wav2vec2: 2 transformer layers (not the CNN output)
+    feats, layers = clip_features([task], MODELS[:1], s, LOCAL, **QUIET)
+    assert feats["w2v"]["t"].shape[1] == 2 and layers["w2v"] == [1, 2]          # the tiny wav2vec2: 2 transformer layers (not the CNN output)
 
 
 def test_actor_pool_gives_the_local_vectors(task, tmp_path, ray_local):
     s = ClipFeatureSettings(layers=[1], chunk=2, cache_dir=str(tmp_path / "local"))
-    local = clip_features([task], MODELS[:1], s, LOCAL, **QUIET)
+    local, _ = clip_features([task], MODELS[:1], s, LOCAL, **QUIET)
     s_ray = ClipFeatureSettings(layers=[1], chunk=2, cache_dir=str(tmp_path / "ray"))
-    on_ray = clip_features([task], MODELS[:1], s_ray, ComputeSettings(runner="ray", feature_workers=2), **QUIET)
+    on_ray, _ = clip_features([task], MODELS[:1], s_ray, ComputeSettings(runner="ray", feature_workers=2), **QUIET)
     np.testing.assert_allclose(on_ray["w2v"]["t"], local["w2v"]["t"], rtol=1e-5, atol=1e-6)
 
 

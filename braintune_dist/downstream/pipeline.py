@@ -84,7 +84,8 @@ def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Pa
                    tracker: Tracker | None = None, log=print) -> DownstreamReport:
     """Probe every model on every task; then transcription (Whisper) and word-pair preference if enabled."""
     from braintune_dist.downstream.features import clip_features
-    from braintune_dist.downstream.probe import TaskArrays, naive_scores, run_probes
+    from braintune_dist.downstream.metrics import levels
+    from braintune_dist.downstream.probe import TaskArrays, run_probes
     from braintune_dist.downstream.report import format_summary, layer_table, plot_layers, plot_summary, summary_table
     out = Path(out)
     features = ds.features if ds.features.cache_dir else \
@@ -92,11 +93,12 @@ def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Pa
     tasks = load_tasks(ds, log)
     feats, layers = clip_features(tasks, specs, features, ds.compute, log)
     results = run_probes(feats, [TaskArrays.of(t) for t in tasks], layers, ds.probe, ds.compute, log)
-    naive = {t.name: naive_scores(t) for t in tasks}
+    level = {t.name: levels(t) for t in tasks}
+    naive = {name: lv["majority"] for name, lv in level.items()}
     per_layer, summary = layer_table(results), summary_table(results, naive)
-    naive_rows = [dict(task=t, **sc) for t, sc in naive.items()]
+    naive_rows = [dict(task=name, level=kind, **lv[kind]) for name, lv in level.items() for kind in ("majority", "chance")]
     _write(out, tracker, {"downstream_summary.csv": summary, "downstream_layers.csv": per_layer,
-                          "downstream_naive.csv": naive_rows},
+                          "downstream_levels.csv": naive_rows},
            {"downstream_summary.png": plot_summary(summary, "f1_macro", "Downstream probes (test split, held-out "
                                                                           "speakers)"),
             "downstream_per_layer.png": plot_layers(per_layer)})

@@ -130,14 +130,6 @@ def probe_layer(feats: np.ndarray, pos: int, layer: int, model: str, t: TaskArra
     return out
 
 
-def naive_scores(task: Task) -> dict:
-    """Test scores of the naive classifier (the training split's majority: ``Task.majority``)."""
-    t = TaskArrays.of(task)
-    guess = task.majority()
-    pred = np.repeat(guess[None], len(t.test), axis=0) if t.multi_label else np.full(len(t.test), guess[0])
-    return scores(t.targets[t.test], pred, t.multi_label, t.n_classes)
-
-
 def run_probes(feats: dict[str, dict[str, np.ndarray]], tasks: list[TaskArrays], layers: dict[str, list[int]],
                s: ProbeSettings, compute: ComputeSettings, log=print) -> list[ProbeResult]:
     """Probe every (model, task, layer) as Ray tasks (or here, with ``compute.runner: local``).

@@ -263,8 +263,8 @@ def read_slurp(root: str | Path, label: str = "action", audio_dir: str | Path | 
     if speaker_of and no_speaker:
         warnings.warn(f"SLURP: {no_speaker} of {len(files)} recordings are not in {jsonl_dir / 'metadata.json'}; "
                       f"their speaker is the recording take", stacklevel=2)
-    check_clips(f"slurp_{label}", files, missing_hint=f" (the SLURP audio: run SLURP's scripts/download_audio.sh, "
-                                                      f"or pass audio_dir= the folder of audio-*.flac)")
+    check_clips(f"slurp_{label}", files, missing_hint=" (the SLURP audio: run SLURP's scripts/download_audio.sh, "
+                                                      "or pass audio_dir= the folder of audio-*.flac)")
     return Task(name=f"slurp_{label}", classes=classes, multi_label=False, files=tuple(files),
                 targets=np.array(targets, dtype=np.int64), splits=tuple(splits), speakers=tuple(speakers),
                 source=str(jsonl_dir), texts=tuple(texts)).check()

@@ -63,7 +63,7 @@ def summary_table(results: list[ProbeResult], naive: dict[str, dict], reference:
 
     Parameters
     ----------
-    naive : task → the naive classifier's test scores (``probe.naive_scores``)
+    naive : task → the naive classifier's test scores (``metrics.levels(task)["majority"]``)
 
     Returns
     -------
