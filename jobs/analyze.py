@@ -1,5 +1,5 @@
 """The original brain-tuning code's analyses of untuned and brain-tuned models: permutation-tested alignment, low-level residual
-alignment, layer-wise probes, semantic preference; tables and figures → out_dir and MLflow.
+alignment, layer-wise probes, semantic–auditory region contrast; tables and figures → out_dir and MLflow.
 
     python jobs/analyze.py --config jobs/configs/analyze/demo.yaml [--checkpoints [runs/ray/<run>/checkpoint_...]]
 """

@@ -1,5 +1,5 @@
 """The analyses on simulated data whose answer is known: permutation tests, low-level residual alignment,
-layer-wise probes, semantic preference; and ``jobs/analyze.py`` end to end (tables, figures, MLflow)."""
+layer-wise probes, semantic–auditory region contrast; and ``jobs/analyze.py`` end to end (tables, figures, MLflow)."""
 import json
 import sys
 from pathlib import Path
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from braintune_dist.analysis.compare import StatsSettings
-from braintune_dist.analysis.preference import plot_preference, preference_table
+from braintune_dist.analysis.region_contrast import plot_region_contrast, region_contrast_table
 from braintune_dist.analysis.probes import ProbeSettings, StimulusWindows, compare_probes, probe_layers
 from braintune_dist.analysis.residual import ResidualFeatures, ResidualSettings, survival_table
 from braintune_dist.jobs.analyze import AnalyzeConfig, run
@@ -191,14 +191,14 @@ def test_settings_the_data_cannot_take_are_refused_before_features(sim, tmp_path
     assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_semantic_preference_of_oracle_layers(oracle, tmp_path):
+def test_region_contrast_of_oracle_layers(oracle, tmp_path):
     _, _, _, scores = oracle
-    rows = preference_table({"oracle": scores}, THR, STATS)
+    rows = region_contrast_table({"oracle": scores}, THR, STATS)
     sem_layer = get(rows, layer="categories", subject="pooled", comparison="semantic - auditory")
     aud_layer = get(rows, layer="spectral", subject="pooled", comparison="semantic - auditory")
     assert sem_layer["diff"] > 0.5 and sem_layer["ci_low"] > 0.3 and sem_layer["p_holm"] < 1e-3
     assert aud_layer["diff"] < -0.2 and aud_layer["ci_high"] < 0
-    fig = plot_preference(rows, "t")
+    fig = plot_region_contrast(rows, "t")
     ax1, ax2 = fig.axes
     assert "noise ceiling" in ax1.get_ylabel() and "layer" in ax2.get_xlabel() and ax2.get_legend() is not None
 
@@ -233,9 +233,9 @@ def test_analyze_job_end_to_end(small, ray_local):
                          "--permutation.n_perm", "200", "--stats.n_boot", "300", "--probes.sample_every", "1.0",
                          "--probes.min_count", "3", "--out_dir", str(out), "--tracking.uri", uri,
                          "--tracking.experiment", "analyze-test"]) == 0
-    tables = {"alignment", "lowlevel_explained", "comparisons", "residual", "preference", "probes",
+    tables = {"alignment", "lowlevel_explained", "comparisons", "residual", "region_contrast", "probes",
               "probe_comparisons"}
-    figures = {"semantic_preference.png", "residual_alignment.png", "probes_per_layer.png"}
+    figures = {"region_contrast.png", "residual_alignment.png", "probes_per_layer.png"}
     assert {p.name for p in out.iterdir()} == {f"{t}.csv" for t in tables} | figures | {"feature_cache"}
     import csv
     with open(out / "comparisons.csv") as f:
@@ -251,5 +251,5 @@ def test_analyze_job_end_to_end(small, ray_local):
     (run,) = client.search_runs([client.get_experiment_by_name("analyze-test").experiment_id])
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "analysis")}
     assert {f"analysis/{n}" for n in figures} | {f"analysis/{t}.csv" for t in tables} <= arts
-    history = client.get_metric_history(run.info.run_id, "preference.checkpoint_a")
+    history = client.get_metric_history(run.info.run_id, "region_contrast.checkpoint_a")
     assert sorted(m.step for m in history) == [0, 1, 2]                # one point per layer

@@ -1,5 +1,5 @@
 """Figures of the analyses over layers: probe scores per target, alignment surviving the removal of
-low-level features per region (matplotlib, Agg). The semantic-preference figure is in ``preference.py``."""
+low-level features per region (matplotlib, Agg). The region-contrast figure is in ``region_contrast.py``."""
 from __future__ import annotations
 
 import matplotlib

@@ -1,5 +1,5 @@
 """The analysis job: for the untuned model and each brain-tuning checkpoint, per-layer alignment with
-permutation p-values, low-level residual alignment, layer-wise probes and semantic preference, every
+permutation p-values, low-level residual alignment, layer-wise probes and the semantic–auditory region contrast, every
 "tuned vs untuned" difference with a CI and a corrected p-value → CSV tables and figures in ``out_dir``
 (written atomically) and in MLflow. ``jobs/analyze.py`` is its thin driver.
 """
@@ -24,7 +24,7 @@ from braintune_dist.features.lowlevel import SPACES
 from braintune_dist.tracking import Tracker, TrackingConfig, csv_text, save_figure
 from braintune_dist.analysis.compare import StatsSettings, compare_models
 from braintune_dist.analysis.figures import plot_probes, plot_residual
-from braintune_dist.analysis.preference import PreferenceSettings, plot_preference, preference_table
+from braintune_dist.analysis.region_contrast import RegionContrastSettings, plot_region_contrast, region_contrast_table
 from braintune_dist.analysis.probes import (TARGETS, ProbeSettings, category_map, check_probe_stories, compare_probes,
                                             load_categories, probe_layers)
 from braintune_dist.analysis.residual import ResidualSettings, residual_source, survival_table
@@ -34,7 +34,7 @@ REFERENCE = "untuned"
 
 @dataclass
 class AnalyzeConfig:
-    """The original brain-tuning code's analyses (residual alignment, probes, semantic preference, statistics) of brain-tuned models."""
+    """The original brain-tuning code's analyses (residual alignment, probes, region contrast, statistics) of brain-tuned models."""
 
     data: DataConfig = field(default_factory=DataConfig)
     """Dataset and story split (training stories fit every ridge; the test story scores them)."""
@@ -58,8 +58,8 @@ class AnalyzeConfig:
     """Low-level residual alignment."""
     probes: ProbeSettings = field(default_factory=ProbeSettings)
     """Layer-wise linear probes."""
-    preference: PreferenceSettings = field(default_factory=PreferenceSettings)
-    """Semantic preference regions."""
+    region_contrast: RegionContrastSettings = field(default_factory=RegionContrastSettings)
+    """Regions of the semantic–auditory region contrast."""
     stats: StatsSettings = field(default_factory=StatsSettings)
     """Paired tests, bootstrap CIs."""
     compute: ComputeSettings = field(default_factory=ComputeSettings)
@@ -112,11 +112,11 @@ def _main_unit(rows: list[dict]) -> str:
 
 
 def _metrics(tables: dict) -> list[tuple[int, dict]]:
-    """(step = layer position, metrics) for MLflow: semantic preference, probe scores, surviving fraction."""
+    """(step = layer position, metrics) for MLflow: region contrast, probe scores, surviving fraction."""
     layers = list(dict.fromkeys(r["layer"] for r in tables["alignment"]))
     out: dict[int, dict] = {i: {} for i in range(len(layers))}
     for name, key, value, keep in (
-            ("preference", lambda r: f"preference.{r['model']}", "diff",
+            ("region_contrast", lambda r: f"region_contrast.{r['model']}", "diff",
              lambda r: r["comparison"] == "semantic - auditory"),
             ("residual", lambda r: f"surviving.{r['model']}.{r['region']}", "surviving",
              lambda r: r["unit"] == "voxels"),
@@ -249,21 +249,22 @@ def _analyse(cfg: AnalyzeConfig, ds: LebelDataset, sources: dict, participants: 
     if resid:
         tables["residual"] = survival_table(full, resid, thr, cfg.stats)
     regions = set(space.region_names) if space is not None else set()
-    pref = cfg.preference
-    if pref.enabled and {pref.semantic_region, pref.auditory_region} <= regions:
-        tables["preference"] = preference_table(full, thr, cfg.stats, pref, REFERENCE)
-    elif pref.enabled:
-        log(f"[analyze] semantic preference skipped: regions {pref.semantic_region!r} and "
-            f"{pref.auditory_region!r} not both in the common space ({sorted(regions) or 'none found'})")
+    rc = cfg.region_contrast
+    if rc.enabled and {rc.semantic_region, rc.auditory_region} <= regions:
+        tables["region_contrast"] = region_contrast_table(full, thr, cfg.stats, rc, REFERENCE)
+    elif rc.enabled:
+        log(f"[analyze] region contrast skipped: regions {rc.semantic_region!r} and "
+            f"{rc.auditory_region!r} not both in the common space ({sorted(regions) or 'none found'})")
     if probe_results:
         tables["probes"] = [r.row() for r in probe_results]
         if len(sources) > 1:
             tables["probe_comparisons"] = compare_probes(probe_results, REFERENCE, cfg.stats.n_boot, cfg.stats.ci,
                                                          cfg.stats.seed)
     figures = {}
-    if "preference" in tables:
-        figures["semantic_preference.png"] = plot_preference(
-            tables["preference"], f"Semantic preference per layer (participants: {', '.join(participants)})", pref,
+    if "region_contrast" in tables:
+        figures["region_contrast.png"] = plot_region_contrast(
+            tables["region_contrast"],
+            f"Semantic–auditory region contrast per layer (participants: {', '.join(participants)})", rc,
             cfg.stats.measure, cfg.stats.ci)
     if "residual" in tables:
         figures["residual_alignment.png"] = plot_residual(tables["residual"], measure=cfg.stats.measure)

@@ -1,9 +1,11 @@
-"""Semantic preference: per layer, the alignment of semantic-region voxels relative to auditory-region
-voxels, and how brain-tuning changes it (the ICLR abstract's "increased semantic preference").
+"""Semantic–auditory region contrast: per layer, the alignment of semantic-region voxels relative to
+auditory-region voxels, and how brain-tuning changes it. A property of the brain data's regions, not of the
+representation alone: the papers' semantic–phonetic preference (word pairs) is
+``braintune_dist.downstream.preference``.
 
 Per model, layer and participant (and all participants' voxels pooled): mean r / noise ceiling of the
-semantic voxels and of the auditory voxels, preference = semantic − auditory with a stratified bootstrap
-CI and a Mann-Whitney p. Against the reference (untuned) model, the change of preference is the same
+semantic voxels and of the auditory voxels, contrast = semantic − auditory with a stratified bootstrap
+CI and a Mann-Whitney p. Against the reference (untuned) model, the change of contrast is the same
 statistic on per-voxel differences ``r_model − r_reference`` (a difference in differences).
 """
 from __future__ import annotations
@@ -23,11 +25,11 @@ from braintune_dist.analysis.stats import add_corrections, bootstrap_ci, compare
 
 
 @dataclass
-class PreferenceSettings:
-    """Which regions the semantic preference compares."""
+class RegionContrastSettings:
+    """Which regions the semantic–auditory region contrast compares."""
 
     enabled: bool = True
-    """Compute the semantic preference (needs both regions in the common space)."""
+    """Compute the region contrast (needs both regions in the common space)."""
     semantic_region: str = "semantic"
     """Region of semantic / late-language voxels (simulated data: 'semantic')."""
     auditory_region: str = "auditory"
@@ -46,9 +48,10 @@ def _units(scores: dict[str, VoxelScores], layer, region: str, threshold: float,
     return out
 
 
-def preference_table(scores: dict[str, dict[str, VoxelScores]], threshold: float, stats: StatsSettings,
-                     settings: PreferenceSettings | None = None, reference: str = "untuned") -> list[dict]:
-    """Semantic preference of every model and its change against ``reference``, per layer and participant.
+def region_contrast_table(scores: dict[str, dict[str, VoxelScores]], threshold: float, stats: StatsSettings,
+                          settings: RegionContrastSettings | None = None, reference: str = "untuned") -> list[dict]:
+    """Semantic–auditory region contrast of every model and its change against ``reference``, per layer and
+    participant.
 
     Parameters
     ----------
@@ -59,10 +62,10 @@ def preference_table(scores: dict[str, dict[str, VoxelScores]], threshold: float
     -------
     rows : list of dict
         ``{model, comparison ('semantic - auditory' | 'change vs <reference>'), layer, subject, n_a, n_b,
-        mean_a (semantic), mean_b (auditory), diff (preference), ci_low, ci_high, p, semantic_ci_low,
+        mean_a (semantic), mean_b (auditory), diff (contrast), ci_low, ci_high, p, semantic_ci_low,
         semantic_ci_high, auditory_ci_low, auditory_ci_high, p_holm, p_fdr}``.
     """
-    st = settings or PreferenceSettings()
+    st = settings or RegionContrastSettings()
     rows = []
     for model, by_sub in scores.items():
         changes = [(None, "semantic - auditory")]
@@ -82,16 +85,16 @@ def preference_table(scores: dict[str, dict[str, VoxelScores]], threshold: float
     return add_corrections(rows)
 
 
-def plot_preference(rows: list[dict], title: str = "Semantic preference per layer",
-                    settings: PreferenceSettings | None = None, measure: str = "r_norm",
-                    ci: float = 0.95) -> plt.Figure:
+def plot_region_contrast(rows: list[dict], title: str = "Semantic–auditory region contrast per layer",
+                         settings: RegionContrastSettings | None = None, measure: str = "r_norm",
+                         ci: float = 0.95) -> plt.Figure:
     """Two panels over layers, one colour per model: (left) mean r / ceiling of semantic (solid) and auditory
-    (dashed) voxels with bootstrap CIs; (right) preference = semantic − auditory with its CI.
+    (dashed) voxels with bootstrap CIs; (right) contrast = semantic − auditory with its CI.
 
-    rows : ``preference_table`` rows; the pooled rows are drawn (the only subject's rows when there is one).
+    rows : ``region_contrast_table`` rows; the pooled rows are drawn (the only subject's rows when there is one).
     measure, ci : what the rows hold (StatsSettings.measure, .ci), for the labels.
     """
-    st = settings or PreferenceSettings()
+    st = settings or RegionContrastSettings()
     own = [r for r in rows if r["comparison"] == "semantic - auditory"]
     unit = "pooled" if any(r["subject"] == "pooled" for r in own) else own[0]["subject"]
     own = [r for r in own if r["subject"] == unit]
@@ -124,7 +127,7 @@ def plot_preference(rows: list[dict], title: str = "Semantic preference per laye
     ax1.set_title(f"alignment by region ({unit} voxels)")
     ax1.set_ylabel(f"mean {measure} (test story, unitless)")
     ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)   # below: 2 lines per model
-    ax2.set_title(f"semantic preference ({unit} voxels)")
+    ax2.set_title(f"semantic–auditory region contrast ({unit} voxels)")
     ax2.set_ylabel(f"{st.semantic_region} − {st.auditory_region} ({measure})")
     ax2.legend(title="model", fontsize=8)
     fig.tight_layout()
