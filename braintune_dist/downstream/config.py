@@ -94,8 +94,9 @@ class WordPreferenceSettings:
 
     enabled: bool = True
     """Compute the per-layer preference curve of every model."""
-    voices: list[str] = field(default_factory=lambda: ["en-us", "en-gb", "en+m3", "en+f2"])
-    """espeak-ng voices each word is spoken in (distances are taken within a voice, then averaged)."""
+    voices: list[str] = field(default_factory=lambda: ["en-us", "en-us+f3", "en-us+m3"])
+    """espeak-ng voices each word is spoken in (distances are taken within a voice, then averaged); one accent,
+    that of the phonemes the pairs are found from."""
     out: str = "data/downstream/words"
     """Folder of the isolated-word audio (made once, reused)."""
     n_boot: PositiveInt = 1000

@@ -113,3 +113,48 @@ def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Pa
         report.preference = preference_stage(specs, ds, features, out, tracker, log)
     log(f"[downstream] tables and figures in {out}")
     return report
+
+
+def preference_stage(specs: list[ModelSpec], ds: DownstreamSettings, features, out: Path,
+                     tracker: Tracker | None, log=print) -> list[dict]:
+    """Semantic − phonetic distance per layer of every model on isolated words; groups of seeds averaged."""
+    import numpy as np
+
+    from braintune_dist.downstream.features import clip_features
+    from braintune_dist.downstream.preference import compare_curves, group_curve, plot_preference, preference_curve
+    from braintune_dist.downstream.wordpairs import build_pairs, synthesize_words
+    from braintune_dist.evaluate.summary import group_of
+    p = ds.preference
+    pairs = build_pairs()
+    clips = synthesize_words(list(pairs.words), tuple(p.voices), p.out)
+    log(f"[downstream] word pairs: {len(pairs.targets)} targets ({len(pairs.dropped)} words without a phonetic "
+        f"neighbour left out), {len(pairs.words)} words × {len(p.voices)} voices")
+    feats, layers = clip_features([clips.task()], specs, features, ds.compute, log)
+    curves = {label: preference_curve(f["word_pairs"], clips.word_index, pairs, n_boot=p.n_boot,
+                                      clip_voice=np.asarray(clips.voices), layers=layers[label])
+              for label, f in feats.items()}
+    groups: dict[str, list[str]] = {}
+    for label in curves:
+        groups.setdefault(group_of(label), []).append(label)
+    shown = {g: group_curve([curves[m] for m in ms], p.n_boot) for g, ms in groups.items()}
+    rows = [dict(r, group=group_of(label)) for label, c in curves.items() for r in c.rows(label)]
+    summary = []
+    for g, ms in groups.items():                 # layer-averaged d: mean and SE over the group's seeds
+        per_seed = np.array([curves[m].d.mean() for m in ms])
+        lm = shown[g].per_target.mean(axis=1)
+        summary.append(dict(model=g, n_seeds=len(ms), d_layer_mean=float(per_seed.mean()),
+                            se_over_seeds=float(per_seed.std(ddof=1) / np.sqrt(len(ms))) if len(ms) > 1 else float("nan"),
+                            n_targets=len(lm)))
+    delta = compare_curves(shown, "untuned", p.n_boot).rows() if "untuned" in shown else []
+    _write(out, tracker, {"preference_layers.csv": rows, "preference_summary.csv": summary,
+                          "preference_vs_untuned.csv": delta},
+           {"preference_per_layer.png": plot_preference(shown, "Semantic − phonetic distance per layer (model groups: "
+                                                               "words' d averaged over seeds)")})
+    for r in summary:
+        line = f"[downstream] preference {r['model']}: d {r['d_layer_mean']:+.4f} (layer mean"
+        line += f", ± {r['se_over_seeds']:.4f} SE over {r['n_seeds']} seeds)" if r["n_seeds"] > 1 else ")"
+        log(line)
+    for r in (r for r in delta if r["layer"] == "mean"):
+        log(f"[downstream] preference {r['model']} − untuned: Δd {r['delta']:+.4f} "
+            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] (95% paired bootstrap over words, layer mean)")
+    return rows

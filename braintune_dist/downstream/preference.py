@@ -159,6 +159,19 @@ def preference_curve(feats: np.ndarray, clip_word: np.ndarray, pairs: WordPairs,
                            tuple(pairs.targets), metric, ci)
 
 
+def group_curve(members: list[PreferenceCurve], n_boot: int = 1000, seed: int = 0) -> PreferenceCurve:
+    """The curve of a model group (replicate seeds): each target's d averaged over the members, its CI over
+    targets as for one model (the spread over seeds is reported apart, as SE over seeds)."""
+    first = members[0]
+    if any(m.targets != first.targets or m.layers != first.layers or m.metric != first.metric for m in members):
+        raise UserError("group_curve: the members differ in targets, layers or metric")
+    stack = lambda name: np.mean([getattr(m, name) for m in members], axis=0)   # noqa: E731
+    diff = stack("per_target")
+    lo, hi = _ci(diff, _boot_weights(len(first.targets), n_boot, seed), first.ci)
+    return PreferenceCurve(first.layers, diff.mean(axis=0), lo, hi, stack("semantic"), stack("phonetic"), diff,
+                           first.targets, first.metric, first.ci)
+
+
 @dataclass(frozen=True)
 class CurveComparison:
     """Every model against the reference, with paired bootstrap CIs over targets."""
