@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from braintune_dist.config import to_dict
-from braintune_dist.downstream.asr import (AsrResult, asr_table, corpus_wer, decode, format_asr_table, run_asr,
+from braintune_dist.downstream.asr import (AsrResult, asr_table, corpus_wer, format_asr_table, run_asr,
                                            transcribe, wer, whisper_with_encoder)
 from braintune_dist.errors import UserError
 from braintune_dist.evaluate.compute import ComputeSettings
@@ -106,7 +106,7 @@ def tiny(tmp_path_factory):
 
 
 def test_untuned_encoder_leaves_whisper_unchanged(tiny):
-    """Same weights, same tokens; the cached decoding gives greedy_transcribe's tokens."""
+    """Same weights, same tokens as the original model."""
     from transformers import WhisperForConditionalGeneration
     from braintune_dist.model.ct2 import greedy_transcribe
     folder, wav, _, _ = tiny
@@ -116,19 +116,16 @@ def test_untuned_encoder_leaves_whisper_unchanged(tiny):
         assert torch.equal(t, assembled.state_dict()[name]), name
     audio = sf.read(wav, dtype="float32")[0]
     ids = greedy_transcribe(original, audio, 12)
-    assert len(ids) == 12 and decode(assembled, audio, 12) == ids
+    assert len(ids) == 12 and greedy_transcribe(assembled, audio, 12) == ids
 
 
 def test_tuned_encoder_under_the_original_decoder(tiny):
     from transformers import WhisperForConditionalGeneration
-    from braintune_dist.model.ct2 import greedy_transcribe
     folder, wav, ck, tuner = tiny
     original = WhisperForConditionalGeneration.from_pretrained(folder).state_dict()
     tuned = tuner.merged_backbone().model.state_dict()
     model = whisper_with_encoder(ModelSpec("tuned-s1", ModelConfig(family="whisper", pretrained=str(folder)), str(ck)))
     got = model.state_dict()
-    audio = sf.read(wav, dtype="float32")[0]
-    assert decode(model, audio, 12) == greedy_transcribe(model, audio, 12)
     changed = [n for n, t in tuned.items() if not torch.equal(t, original[f"model.encoder.{n}"])]
     assert any("self_attn.q_proj" in n for n in changed)                 # LoRA moved the encoder
     for n, t in tuned.items():

@@ -2,7 +2,7 @@
 
 A brain-tuned Whisper checkpoint holds only the encoder (LoRA merged in). :func:`whisper_with_encoder` puts it
 under the untouched decoder of the pretrained model it was tuned from, :func:`transcribe` decodes clips
-greedily (:func:`decode`: ``greedy_transcribe``'s tokens, with a key/value cache) and scores them against their
+greedily (:func:`braintune_dist.model.ct2.greedy_transcribe`) and scores them against their
 transcripts, and :func:`asr_table` compares models with a paired bootstrap over sentences. Torch-free at module
 level.
 
@@ -134,39 +134,6 @@ def _assemble(spec: ModelSpec):
     return full.eval(), folder
 
 
-def decode(model, audio: np.ndarray, max_tokens: int = 96) -> list[int]:
-    """Token ids of :func:`braintune_dist.model.ct2.greedy_transcribe` (same prompt, masks and stopping rule,
-    the 30 s padded log-mel of 16 kHz ``audio`` (n_samples,)), decoded with the decoder's key/value cache:
-    without it every step recomputes the cross-attention keys of all 1,500 encoder frames (10× slower on tiny.en).
-    """
-    import inspect
-    import torch
-    from transformers import WhisperFeatureExtractor
-    cfg, gen = model.config, model.generation_config
-    mel = WhisperFeatureExtractor(feature_size=cfg.num_mel_bins)(audio, sampling_rate=16_000,
-                                                                  return_tensors="np").input_features
-    # the cache argument is `past_key_values` in transformers 4, `cache` in later 5.x releases
-    arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-    suppress = list(cfg.suppress_tokens or [])
-    tokens, cache = [cfg.decoder_start_token_id, gen.no_timestamps_token_id], None
-    with torch.no_grad():
-        enc = model.model.encoder(torch.from_numpy(mel).to(model.dtype)).last_hidden_state
-        for step in range(max_tokens):
-            new = tokens if cache is None else tokens[-1:]
-            out = model(encoder_outputs=(enc,), decoder_input_ids=torch.tensor([new]), use_cache=True, **{arg: cache})
-            cache = getattr(out, arg)
-            logits = out.logits[0, -1]
-            logits[suppress] = -float("inf")
-            logits[gen.no_timestamps_token_id + 1:] = -float("inf")     # timestamp tokens
-            if step == 0:
-                logits[list(cfg.begin_suppress_tokens or [])] = -float("inf")
-            nxt = int(logits.argmax())
-            if nxt == cfg.eos_token_id:
-                break
-            tokens.append(nxt)
-    return tokens[2:]
-
-
 @dataclass(frozen=True)
 class AsrResult:
     """One model's transcripts of a set of clips and their word error rate."""
@@ -194,6 +161,7 @@ def transcribe(spec: ModelSpec, files: list[str], texts: list[str], max_tokens: 
     original decoder, greedy decoding of at most ``max_tokens`` tokens per clip, scored against ``texts``."""
     from transformers import WhisperTokenizerFast
     from braintune_dist.downstream.tasks import load_clip
+    from braintune_dist.model.ct2 import greedy_transcribe
     if len(files) != len(texts):
         raise UserError(f"transcribe: {len(files)} clips but {len(texts)} transcripts")
     if not files:
@@ -208,7 +176,7 @@ def transcribe(spec: ModelSpec, files: list[str], texts: list[str], max_tokens: 
         audio = load_clip(f)
         if audio.size > MAX_SECONDS * 16_000:
             raise DatasetError(f"{f}: {audio.size / 16_000:.1f} s; Whisper transcribes at most {MAX_SECONDS:.0f} s")
-        hyp = tok.decode(decode(model, audio, max_tokens), skip_special_tokens=True).strip()
+        hyp = tok.decode(greedy_transcribe(model, audio, max_tokens), skip_special_tokens=True).strip()
         e, n = wer(ref, hyp)
         if n == 0:
             raise DatasetError(f"{f}: its transcript {ref!r} has no words")

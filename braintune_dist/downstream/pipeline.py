@@ -158,3 +158,32 @@ def preference_stage(specs: list[ModelSpec], ds: DownstreamSettings, features, o
         log(f"[downstream] preference {r['model']} − untuned: Δd {r['delta']:+.4f} "
             f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] (95% paired bootstrap over words, layer mean)")
     return rows
+
+
+def asr_stage(specs: list[ModelSpec], tasks: list[Task], ds: DownstreamSettings, out: Path,
+              tracker: Tracker | None, log=print) -> list[dict]:
+    """1 − WER of every Whisper model (its encoder under the original decoder) on held-out-speaker sentences."""
+    from braintune_dist.config import ConfigError
+    from braintune_dist.downstream.asr import asr_table, format_asr_table, run_asr
+    whisper = [s for s in specs if s.model.family == "whisper"]
+    if not whisper or "untuned" not in [s.label for s in whisper]:
+        log("[downstream] transcription check skipped: it compares Whisper encoders with the untuned one")
+        return []
+    by_name = {t.name: t for t in tasks}
+    if ds.asr.task not in by_name or not by_name[ds.asr.task].texts:
+        raise ConfigError(f"downstream.asr.task: {ds.asr.task!r} is not a probed task with transcripts "
+                          f"({[t.name for t in tasks if t.texts]})")
+    task = by_name[ds.asr.task]
+    test = task.indices("test")
+    test = test[:ds.asr.max_clips] if ds.asr.max_clips else test
+    log(f"[downstream] transcribing {len(test)} held-out-speaker sentences of {task.name} with {len(whisper)} "
+        "Whisper encoders under the original decoder")
+    results = run_asr(whisper, [task.files[i] for i in test], [task.texts[i] for i in test], ds.compute,
+                      ds.asr.max_tokens)
+    rows = asr_table(results)
+    _write(out, tracker, {"asr.csv": rows}, {})
+    if tracker:
+        tracker.log_metrics({f"asr.{r['model']}.accuracy": r["accuracy"] for r in rows if r["n_seeds"] == 1})
+    for line in format_asr_table(rows).splitlines():
+        log(f"[downstream] {line}")
+    return rows
