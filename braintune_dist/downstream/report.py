@@ -104,7 +104,7 @@ def format_summary(rows: list[dict], metric: str = "f1_macro") -> list[str]:
     rows = [r for r in rows if r["metric"] == metric]
     if not rows:
         return []
-    out = [f"[downstream] headline: test {metric.replace('_', ' ')}, mean over layers {rows[0]['layers']}; "
+    out = [f"[downstream] headline: test {metric.replace('_', ' ')}, {rows[0]['layers']} over layers; "
            "± SE over the unit named; Δ against untuned:"]
     for task in dict.fromkeys(r["task"] for r in rows):
         out.append(f"  {task} (naive majority {rows[[r['task'] for r in rows].index(task)]['naive']:.3f}):")
@@ -139,7 +139,7 @@ def plot_summary(rows: list[dict], metric: str = "f1_macro", title: str = "Downs
         ax.hlines(level, j - 0.45, j + 0.45, colors="black", linestyles="--", lw=1,
                   label="naive majority" if j == 0 else None)
     ax.set_xticks(np.arange(len(tasks)), tasks)
-    ax.set_ylabel(f"test {metric.replace('_', ' ')}, mean over layers {rows[0]['layers']}")
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}, {rows[0]['layers']} over layers")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
