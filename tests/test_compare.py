@@ -17,6 +17,13 @@ def tiny_compare(tmp) -> CompareJobConfig:
     # 2 CPUs hold two fits: 2 × (0.25 trial + 0.25 Train worker) leave Ray Data's read tasks a whole CPU
     d["compare"] = {"seeds": [0, 1], "max_concurrent": 2, "storage_path": str(tmp / "tune"), "name": "cmp",
                     "lowlevel": {"enabled": True, "spaces": ["spectral"]}}
+    # every compared model gets downstream probe rows (a tiny suite: 3 speakers, 2 command words, 1 layer)
+    d["downstream"] = {"enabled": True, "features": {"layers": [1]}, "preference": {"enabled": False},
+                       "suite": {"out": str(tmp / "suite"), "voices": ["en-us", "en-gb+f2", "en-us+m3"],
+                                 "validation_speakers": 1, "test_speakers": 1, "speeds": [150, 190], "pitches": [50],
+                                 "command_words": ["yes", "no"], "command_takes": 1, "phoneme_sentences": 2,
+                                 "meaning_sentences": 8, "sentence_type_items": 1},
+                       "probe": {"seeds": [0], "lrs": [0.01], "weight_decays": [0.0], "max_epochs": 5}}
     return from_dict(CompareJobConfig, d)
 
 
@@ -58,6 +65,10 @@ def test_comparison_runs_fits_concurrently_reports_over_seeds_and_resumes(ray_lo
     # R is undefined); measured R ≈ 10 % for every model when the spectrum is removed
     assert 0 < impact[("untuned", "phonetic")]["R"] < 100 and impact[("brain-tuned", "phonetic")]["n_seeds"] == 2
     assert np.isfinite(impact[("brain-tuned", "phonetic")]["R_se"])
+    probes = {(r["model"], r["task"]) for r in out["downstream"].summary}
+    assert probes == {(m, t) for m in ("untuned", "brain-tuned", "shuffled-tuned")
+                      for t in ("commands", "phonemes", "meaning", "sentence_type")}
+    assert (tmp_path / "reports" / "cmp" / "downstream" / "downstream_summary.png").is_file()
     client = mlflow.tracking.MlflowClient(cfg.fit.tracking.uri)
     exp = client.get_experiment_by_name("compare-test")
     kids = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{out['run_id']}'")
