@@ -262,6 +262,63 @@ def compare_layers(stem: str) -> str:
     return table(["region", "model"] + [f"layer {lay}" for lay in layers], rows)
 
 
+# --------------------------------------------------------------------------- downstream.py (three tables per run)
+def _nan(x) -> bool:
+    return x is None or x != x
+
+
+def downstream_probes(stem: str) -> str:
+    """Per task: test F1 macro averaged over layers, each group ± SE (unit), Δ against untuned with its p; the
+    naive majority classifier and a random guess."""
+    d = load(stem)
+    summ = {(r["model"], r["task"]): r for r in d["summary"] if r["metric"] == "f1_macro"}
+    level = {(r["task"], r["level"]): r["f1_macro"] for r in d["levels"]}
+    groups = _groups([r for r in d["summary"] if r["metric"] == "f1_macro"])
+    tasks = list(dict.fromkeys(r["task"] for r in d["summary"]))
+
+    def cell(r):
+        s = f"{r['mean']:.3f} ± {r['se']:.3f}"
+        return s if _nan(r["diff"]) else s + f" (Δ {r['diff']:+.3f}, p {r['p']:.2g})"
+    rows = [[t, f"{level[(t, 'majority')]:.3f}", f"{level[(t, 'chance')]:.3f}"] + [cell(summ[(g, t)]) for g in groups]
+            for t in tasks]
+    first = {g: summ[(g, tasks[0])] for g in groups}
+    return table(["task", "naive majority", "random guess"] + [
+        f"{g} ({int(first[g]['n_seeds'])} seed{'s' if first[g]['n_seeds'] > 1 else ''}; ± SE over "
+        f"{first[g]['se_over']})" for g in groups], rows)
+
+
+def downstream_asr(stem: str) -> str:
+    """1 − WER of each model and seed group, Δ against untuned with its paired bootstrap CI over sentences."""
+    d = load(stem)
+    return table(["model", "1 − WER", "± SE over seeds", "Δ against untuned", "95% CI of Δ (sentences resampled)"], [
+        [r["model"], f"{r['accuracy']:.3f}", "" if _nan(r["se"]) else f"{r['se']:.3f}",
+         "" if r["model"] == "untuned" else f"{r['delta']:+.3f}",
+         "" if _nan(r["ci_low"]) else f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"] for r in d["asr"]])
+
+
+def downstream_preference(stem: str) -> str:
+    """Per layer: d = semantic − phonetic distance of each group (mean over seeds), then the layer mean with its
+    SE over seeds and the group's Δd against untuned with a paired bootstrap CI over words."""
+    d = load(stem)
+    per: dict = {}
+    for r in d["preference_layers"]:
+        per.setdefault((r["group"], r["layer"]), []).append(r["d"])
+    groups = _groups([dict(model=r["group"]) for r in d["preference_layers"]])
+    layers = sorted({r["layer"] for r in d["preference_layers"]})
+    summ = {r["model"]: r for r in d["preference"]}
+    delta = {r["model"]: r for r in d["preference_delta"] if r["layer"] == "mean"}
+    rows = []
+    for g in groups:
+        s = summ[g]
+        mean = f"{s['d_layer_mean']:+.4f}" + ("" if _nan(s["se_over_seeds"]) else f" ± {s['se_over_seeds']:.4f}")
+        dd = delta.get(g)
+        rows.append([g] + [f"{sum(per[(g, lay)]) / len(per[(g, lay)]):+.4f}" for lay in layers] + [
+            mean, "" if dd is None else f"{dd['delta']:+.4f} [{dd['ci_low']:+.4f}, {dd['ci_high']:+.4f}]"])
+    return table(["model"] + [f"layer {lay:g}" for lay in layers] + ["layer mean (± SE over seeds)",
+                                                                     "Δ layer mean against untuned (95% CI, words)"],
+                 rows)
+
+
 # --------------------------------------------------------------------------- startup.py
 def startup() -> str:
     d = load("startup")
@@ -277,6 +334,10 @@ for _path in sorted(RESULTS.glob("compare_*.json")):
     _tag = _path.stem[len("compare_"):].replace("_", "-")
     TABLES[f"compare-{_tag}-headline"] = functools.partial(compare_headline, _path.stem)
     TABLES[f"compare-{_tag}-layers"] = functools.partial(compare_layers, _path.stem)
+for _path in sorted(RESULTS.glob("downstream_*.json")):
+    _tag = _path.stem[len("downstream_"):].replace("_", "-")
+    for _what in ("probes", "asr", "preference"):
+        TABLES[f"downstream-{_tag}-{_what}"] = functools.partial(globals()[f"downstream_{_what}"], _path.stem)
 
 
 def render(text: str) -> str:

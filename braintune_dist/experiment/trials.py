@@ -1,8 +1,8 @@
 """A job's fits as Ray Tune trials under one MLflow parent run, written once for every job that runs trials.
 
 :func:`run_trials` runs trials ``0 … n-1`` of a fixed grid (``max_concurrent`` at once, bounded by the cluster's
-resources) as the Tune experiment ``<storage_path>/<name>``; with ``resume`` it restores that experiment: finished
-trials are kept, unfinished and errored ones run again. The MLflow parent run's id is saved beside the experiment
+resources) as the Tune experiment ``<storage_path>/<name>``; with ``resume`` the trials that finished are kept and
+the unfinished and errored ones run again. The MLflow parent run's id is saved beside the experiment
 (:func:`save_parent`) so that a resumed job reopens it (:func:`open_parent`); each trial reopens its own nested run
 (:func:`open_child`). A trial writes what it produced to a file (atomically) and reports the path.
 """
@@ -18,6 +18,8 @@ from braintune_dist.experiment.launch import tune_console
 from braintune_dist.tracking import Tracker
 
 PARENT_FILE = "mlflow_parent_run_id"
+DONE_FILE = "braintune_trials.json"
+"""The trials of a fixed grid that finished, by index, with their last metrics (written by :func:`run_trials`)."""
 MANIFEST_FILE = "braintune_experiment.json"
 """This project's record of a Tune experiment it created (``{"job": "grid", "name": ...}``), beside Tune's files.
 Tune's restore unpickles the folder's ``tuner.pkl`` (which can run code): only a folder with a matching record
@@ -53,35 +55,52 @@ def save_parent(exp_dir: Path, run_id: str | None) -> None:
         write_text(exp_dir / PARENT_FILE, run_id)
 
 
-def _manifest(storage_path: str, name: str):
-    """(pyarrow filesystem, path in it, the experiment folder as messages show it) of an experiment's record."""
+def _manifest(storage_path: str, name: str, filename: str = MANIFEST_FILE):
+    """(pyarrow filesystem, path in it, the experiment folder as messages show it) of a record beside an experiment."""
     from braintune_dist.data.manifest import display, locate
     fs, base = locate(storage_location(storage_path))
-    return fs, f"{base.rstrip('/')}/{name}/{MANIFEST_FILE}", f"{display(storage_location(storage_path))}/{name}"
+    return fs, f"{base.rstrip('/')}/{name}/{filename}", f"{display(storage_location(storage_path))}/{name}"
+
+
+def _put(storage_path: str, name: str, filename: str, text: str) -> None:
+    """Write ``<storage_path>/<name>/<filename>`` whole: temp name then rename locally; an object store replaces
+    the object whole, never in part."""
+    if not is_uri(storage_path):
+        _, exp_dir = experiment_dir(storage_path, name)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        write_text(exp_dir / filename, text)
+        return
+    fs, path, _ = _manifest(storage_path, name, filename)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def _get(storage_path: str, name: str, filename: str) -> str | None:
+    """The text of ``<storage_path>/<name>/<filename>``, None when there is no such file."""
+    fs, path, _ = _manifest(storage_path, name, filename)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except FileNotFoundError:
+        return None
 
 
 def write_manifest(storage_path: str, name: str, job: str) -> None:
     """Record that this project's ``job`` (grid, compare, search) created the experiment ``<storage_path>/<name>``."""
-    text = json.dumps({"job": job, "name": name}) + "\n"
-    if not is_uri(storage_path):
-        _, exp_dir = experiment_dir(storage_path, name)
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        write_text(exp_dir / MANIFEST_FILE, text)
-        return
-    fs, path, _ = _manifest(storage_path, name)
-    with fs.open_output_stream(path) as f:           # an object store replaces the object whole, never in part
-        f.write(text.encode())
+    _put(storage_path, name, MANIFEST_FILE, json.dumps({"job": job, "name": name}) + "\n")
 
 
 def restore_problem(field: str, storage_path: str, name: str) -> str:
     """Why the experiment ``<storage_path>/<name>`` may not be restored by ``field`` (``grid.resume``, ...): it lacks
     this project's record, or the record names another job or experiment; '' when it may."""
     job = field.partition(".")[0]
-    fs, path, shown = _manifest(storage_path, name)
+    _, _, shown = _manifest(storage_path, name)
     fix = f"point {job}.name / {job}.storage_path at this job's earlier run, or run without {field}"
     try:
-        with fs.open_input_stream(path) as f:
-            record = json.loads(f.read().decode())
+        text = _get(storage_path, name, MANIFEST_FILE)
+        if text is None:
+            raise FileNotFoundError(MANIFEST_FILE)
+        record = json.loads(text)
     except FileNotFoundError:
         return (f"{field}: {shown} holds no {MANIFEST_FILE}, the record this project writes beside every experiment "
                 "it creates; Ray Tune's restore unpickles the folder's tuner.pkl, which can run code, so no other "
@@ -133,24 +152,58 @@ def restore_or_create(trainable, storage_path: str, name: str, resume: bool, job
     return tuner
 
 
+def finished_trials(trainable, storage_path: str, name: str, key: str) -> dict[int, dict]:
+    """Trials of ``<storage_path>/<name>`` that finished (reported ``done``), by ``config[key]``: this project's record
+    of earlier runs (:data:`DONE_FILE`) and the Tune experiment's own state, read without running anything."""
+    from ray import tune
+    text = _get(storage_path, name, DONE_FILE)
+    done = {int(k): v for k, v in json.loads(text).items()} if text else {}
+    _, exp_dir = experiment_dir(storage_path, name)
+    for r in tune.Tuner.restore(str(exp_dir), trainable=trainable).get_results():
+        if r.error is None and r.metrics and r.metrics.get("done") and key in (r.config or {}):
+            done[int(r.config[key])] = _plain(r.metrics)
+    return done
+
+
+def _plain(metrics: dict) -> dict:
+    """The JSON-ready part of a trial's reported metrics (numbers and strings)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
 def run_trials(trainable, n: int, key: str, name: str, storage_path: str, resume: bool, max_concurrent: int,
                job: str, log, metrics: tuple[str, ...] = ()) -> dict[int, dict]:
-    """Run trials ``0 … n-1`` of ``trainable`` (each gets ``config[key]``), ``max_concurrent`` at once, as the Tune
-    experiment ``<storage_path>/<name>`` (restored with ``resume``). Returns each trial's last reported metrics by
-    index; a failed trial is one error."""
+    """Run trials ``0 … n-1`` of ``trainable`` (each gets ``config[key]`` and reports ``done`` when it finishes),
+    ``max_concurrent`` at once, as the Tune experiment ``<storage_path>/<name>``. Returns each trial's last
+    reported metrics by index; a failed trial is one error.
+
+    With ``resume`` the trials that finished earlier are kept and only the others run, as a new Tune run in the
+    same folder. Tune's own restore would start every unfinished trial at once: its ``max_concurrent_trials``
+    bounds the trials its search algorithm creates, not the ones it restores, and on a small machine fits that
+    all hold their trial CPUs leave their Train workers and Ray Data none (the job hangs).
+    """
     from ray import tune
-    tuner = restore_or_create(trainable, storage_path, name, resume, job, lambda storage: tune.Tuner(
-        trainable, param_space={key: tune.grid_search(list(range(n)))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=name, storage_path=storage, **tune_console(log, job, n, metrics))))
-    results = tuner.fit()
-    failed = [r for r in results if r.error]
-    if failed:
-        raise RuntimeError(f"{len(failed)} trial(s) of {job} failed, e.g. {failed[0].error}; fix and rerun with "
-                           f"--{job}.resume true to run only those")
-    return {r.config[key]: r.metrics for r in results}
-
-
+    check_resume(job, name, storage_path, resume)
+    storage, _ = experiment_dir(storage_path, name)
+    done = finished_trials(trainable, storage_path, name, key) if resume else {}
+    todo = [i for i in range(n) if i not in done]
+    if resume:
+        _put(storage_path, name, DONE_FILE, json.dumps({str(i): m for i, m in done.items()}))
+        log(f"[{job}] resuming {name}: {n - len(todo)} of {n} trials finished earlier and are kept; "
+            f"{len(todo)} to run")
+    if todo:
+        tuner = tune.Tuner(trainable, param_space={key: tune.grid_search(todo)},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+                           run_config=tune.RunConfig(name=name, storage_path=storage,
+                                                     **tune_console(log, job, len(todo), metrics)))
+        write_manifest(storage_path, name, job)
+        results = tuner.fit()
+        done.update({r.config[key]: _plain(r.metrics) for r in results if r.error is None and r.metrics})
+        _put(storage_path, name, DONE_FILE, json.dumps({str(i): m for i, m in done.items()}))
+        failed = [r for r in results if r.error]
+        if failed:
+            raise RuntimeError(f"{len(failed)} trial(s) of {job} failed, e.g. {failed[0].error}; fix and rerun with "
+                               f"--{job}.resume true to run only those")
+    return {i: done[i] for i in range(n)}
 
 
 def open_child(tracker: Tracker, name: str, parent_run_id: str | None, tags: dict, params: dict | None = None):
