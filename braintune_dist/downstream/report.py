@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from braintune_dist.downstream.probe import ProbeResult  # noqa: E402
+from braintune_dist.evaluate.figures import grouped_bars  # noqa: E402
 from braintune_dist.evaluate.summary import group_of, layers_label  # noqa: E402
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
@@ -121,24 +122,11 @@ def plot_summary(rows: list[dict], metric: str = "f1_macro", title: str = "Downs
     """Bars per task, one per model group (± SE, unit in the legend), the naive classifier as a black dash."""
     rows = [r for r in rows if r["metric"] == metric]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    models.sort(key=lambda m: m != "untuned")
-    get = {(r["model"], r["task"]): r for r in rows}
-    width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(1.5 + 1.3 * len(tasks) * max(1, len(models) / 2), 3.8))
-    for i, model in enumerate(models):
-        rs = [get.get((model, t)) for t in tasks]
-        xs = np.arange(len(tasks)) + (i - (len(models) - 1) / 2) * width
-        first = next(r for r in rs if r)
-        seeds = f", {first['n_seeds']} seeds" if first["n_seeds"] > 1 else ""
-        ax.bar(xs, [r["mean"] if r else np.nan for r in rs], width,
-               yerr=[np.nan_to_num(r["se"]) if r else 0 for r in rs], capsize=2,
-               label=f"{model}{seeds} (± SE over {first['se_over']})")
+    fig, ax, _ = grouped_bars(rows, "task", tasks, "untuned")
     for j, t in enumerate(tasks):
         level = next(r["naive"] for r in rows if r["task"] == t)
         ax.hlines(level, j - 0.45, j + 0.45, colors="black", linestyles="--", lw=1,
                   label="naive majority" if j == 0 else None)
-    ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_ylabel(f"test {metric.replace('_', ' ')}, {rows[0]['layers']} over layers")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)

@@ -63,28 +63,43 @@ def plot_layers(rows: list[dict], title: str = "Brain alignment per layer") -> p
     return _curves_by_region(rows, "layer", "layer", title, "layer (hidden_states index)", integer_x=True)
 
 
+def grouped_bars(rows: list[dict], key: str, categories: list, reference: str, height: float = 3.8):
+    """One group of bars per category (``row[key]``), one bar per model group, the reference first: height =
+    ``mean``, error bar = ``se`` (its unit, ``se_over``, and the seeds in the legend).
+
+    Returns
+    -------
+    fig, ax, placed : ``placed[model] = (x positions (n_categories,), rows (None where missing))``
+    """
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    models.sort(key=lambda m: m != reference)
+    get = {(r["model"], r[key]): r for r in rows}
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(categories) * max(1, len(models) / 2), height))
+    placed = {}
+    for i, model in enumerate(models):
+        rs = [get.get((model, c)) for c in categories]
+        xs = np.arange(len(categories)) + (i - (len(models) - 1) / 2) * width
+        first = next(r for r in rs if r)
+        seeds = f", {first['n_seeds']} seeds" if first["n_seeds"] > 1 else ""
+        ax.bar(xs, [r["mean"] if r else np.nan for r in rs], width,
+               yerr=[np.nan_to_num(r["se"]) if r else 0 for r in rs], capsize=2,
+               label=f"{model}{seeds} (± SE over {first['se_over']})")
+        placed[model] = (xs, rs)
+    ax.set_xticks(np.arange(len(categories)), categories)
+    return fig, ax, placed
+
+
 def plot_summary(table: list[dict], title: str = "Brain alignment") -> plt.Figure:
     """The headline as the papers draw it (ICLR 2025 Fig. 2): one group of bars per region, one bar per model
     group, height = r / noise ceiling averaged over voxels, the layers named and participants (and seeds), error
     bars = its SE (unit in the legend), ``*`` above a bar whose difference to the reference has p < 0.05."""
     regions = sorted(dict.fromkeys(r["region"] for r in table), key=_region_order)
-    models = list(dict.fromkeys(r["model"] for r in table))
-    models.sort(key=lambda m: m != table[0]["reference"])             # the reference first
-    get = {(r["model"], r["region"]): r for r in table}
-    width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(regions) * max(1, len(models) / 2), 3.8))
-    for i, model in enumerate(models):
-        rs = [get.get((model, reg)) for reg in regions]
-        xs = np.arange(len(regions)) + (i - (len(models) - 1) / 2) * width
-        ys = np.array([r["mean"] if r else np.nan for r in rs])
-        es = np.array([r["se"] if r else np.nan for r in rs])
-        first = next(r for r in rs if r)
-        seeds = f", {first['n_seeds']} seeds" if first["n_seeds"] > 1 else ""
-        ax.bar(xs, ys, width, yerr=np.nan_to_num(es), capsize=2, label=f"{model}{seeds} (± SE over {first['se_over']})")
-        for x, y, e, r in zip(xs, ys, es, rs):
+    fig, ax, placed = grouped_bars(table, "region", regions, table[0]["reference"])
+    for xs, rs in placed.values():
+        for x, r in zip(xs, rs):
             if r and np.isfinite(r["p"]) and r["p"] < 0.05:
-                ax.text(x, y + np.nan_to_num(e) + 0.01, "*", ha="center", fontsize=12)
-    ax.set_xticks(np.arange(len(regions)), regions)
+                ax.text(x, r["mean"] + np.nan_to_num(r["se"]) + 0.01, "*", ha="center", fontsize=12)
     ax.set_ylabel(f"r / noise ceiling, {table[0]['layers']}")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_title(f"{title}\n* p < 0.05 against {table[0]['reference'] or '—'} (test per bar in summary.csv)", fontsize=9)
