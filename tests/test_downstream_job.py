@@ -1,6 +1,7 @@
 """The downstream job end to end on a tiny random-init wav2vec2 and two LoRA checkpoints of it (replicate seeds of
 one group): the espeak-ng suite, clip features, probes, word-pair preference; tables, figures, MLflow; bad input
 refused before any work."""
+import json
 import shutil
 
 import mlflow
@@ -112,3 +113,26 @@ def test_bad_input_refused_before_any_work(tmp_path):
     text = str(err.value)
     assert "missing" in text and "datasets[0].root" in text
     assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_bad_dataset_file_is_one_error_line_through_the_driver(tmp_path, capsys):
+    """A CREMA-D file with an unknown emotion code: exit status 2, one `error:` line naming the file, no run."""
+    import runpy
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from braintune_dist.experiment.launch import run_main
+    audio = tmp_path / "crema" / "AudioWAV"
+    audio.mkdir(parents=True)
+    for name in ("1001_DFA_ANG_XX", "1002_DFA_SAD_XX", "1003_IEO_XYZ_HI"):
+        sf.write(audio / f"{name}.wav", np.zeros(1600, np.float32), 16_000)
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "jobs" / "downstream.py"), run_name="d")["main"]
+    rc = run_main(main, ["--downstream.synthetic", "false", "--downstream.preference.enabled", "false",
+                         "--downstream.datasets", json.dumps([{"kind": "crema_d", "root": str(tmp_path / "crema")}]),
+                         "--out_dir", str(tmp_path / "out"), "--tracking.uri", f"sqlite:///{tmp_path / 'm.db'}",
+                         "--downstream.compute.runner", "local"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error: ") == 1 and "Traceback" not in err, err[-2000:]
+    assert "1003_IEO_XYZ_HI.wav" in err and "XYZ" in err
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "out").exists()

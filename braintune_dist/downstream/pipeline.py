@@ -81,8 +81,9 @@ def _write(out: Path, tracker: Tracker | None, tables: dict[str, list[dict]], fi
 
 
 def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Path,
-                   tracker: Tracker | None = None, log=print) -> DownstreamReport:
-    """Probe every model on every task; then transcription (Whisper) and word-pair preference if enabled."""
+                   tracker: Tracker | None = None, log=print, tasks: list[Task] | None = None) -> DownstreamReport:
+    """Probe every model on every task (``tasks``: :func:`load_tasks` of ``ds`` when not given); then
+    transcription (Whisper) and word-pair preference if enabled."""
     from braintune_dist.downstream.features import clip_features
     from braintune_dist.downstream.metrics import levels
     from braintune_dist.downstream.probe import TaskArrays, run_probes
@@ -90,7 +91,7 @@ def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Pa
     out = Path(out)
     features = ds.features if ds.features.cache_dir else \
         dataclasses.replace(ds.features, cache_dir=str(out / "feature_cache"))
-    tasks = load_tasks(ds, log)
+    tasks = load_tasks(ds, log) if tasks is None else tasks
     feats, layers = clip_features(tasks, specs, features, ds.compute, log)
     results = run_probes(feats, [TaskArrays.of(t) for t in tasks], layers, ds.probe, ds.compute, log)
     level = {t.name: levels(t) for t in tasks}

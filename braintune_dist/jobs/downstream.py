@@ -80,7 +80,7 @@ def preflight(cfg: DownstreamConfig, log=print) -> None:
 
 def run(cfg: DownstreamConfig, log=print):
     """Preflight, then the downstream report of every model; returns its ``DownstreamReport``."""
-    from braintune_dist.downstream.pipeline import run_downstream
+    from braintune_dist.downstream.pipeline import load_tasks, run_downstream
     from braintune_dist.evaluate.featurize import ModelSpec
     from braintune_dist.experiment.imports import ensure_imported
     from braintune_dist.experiment.launch import connect_ray
@@ -95,7 +95,8 @@ def run(cfg: DownstreamConfig, log=print):
         raise ConfigError(f"checkpoints: two have the same target and seed ({labels}); name them in labels")
     specs = [ModelSpec("untuned", cfg.model)] if cfg.include_untuned else []
     specs += [ModelSpec(label, cfg.model, ck) for label, ck in zip(labels, cfg.checkpoints)]
+    tasks = load_tasks(cfg.downstream, log)            # every reader's refusal before Ray or MLflow start
     if cfg.downstream.compute.runner != "local":
         connect_ray(cfg.downstream.compute.address)
     with Tracker(cfg.tracking).start(cfg.run_name, params=to_dict(cfg), tags={"job": "downstream"}) as tr:
-        return run_downstream(specs, cfg.downstream, cfg.out_dir, tr, log)
+        return run_downstream(specs, cfg.downstream, cfg.out_dir, tr, log, tasks)
