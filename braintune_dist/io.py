@@ -161,3 +161,38 @@ def local_path(path: str | os.PathLike) -> Path | None:
     """The local folder a storage path names, ``None`` for a URI (object storage: nothing to check or cache
     on this machine's disk)."""
     return None if is_uri(path) else Path(str(path).removeprefix("file://"))
+
+
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` made absolute, or its nearest ancestor that exists."""
+    probe = Path(path).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    return probe
+
+
+def refusing_folder(path: str | os.PathLike) -> Path | None:
+    """The folder that refuses making ``path`` (or a file inside it), None when it can be made or written.
+
+    That folder is ``path``'s nearest existing ancestor, ``path`` itself when it exists. The probe makes and
+    removes a folder there: the access bits do not tell for root, /proc, a read-only mount or an immutable
+    folder, where even root is refused. A file where a folder is needed is returned too (the caller says so).
+    """
+    probe = nearest_existing(path)
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        return probe
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".bt-probe-", dir=probe))
+    except OSError:
+        return probe
+    return None
+
+
+def write_refusal(path: str | os.PathLike) -> str:
+    """Why the existing file ``path`` cannot be written ('' when it can): it is opened for writing, not changed.
+    A real open for the same reason as :func:`refusing_folder`: root passes every access-bit check."""
+    try:
+        with open(path, "r+b"):
+            return ""
+    except OSError as exc:
+        return exc.strerror or exc.__class__.__name__

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from braintune_dist.io import atomic_path, is_uri
+from braintune_dist.io import atomic_path, is_uri, refusing_folder, write_refusal
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,56 @@ class TrackingConfig:
     """After a failed logging call, skip logging for this many seconds (a dead server must not slow training)."""
 
 
+def uri_source(cfg: TrackingConfig) -> tuple[str, str]:
+    """(the tracking URI in force, where it comes from: 'uri', 'MLFLOW_TRACKING_URI' or 'default'), creating
+    nothing: config, then environment, then the project's sqlite store."""
+    if cfg.uri:
+        return cfg.uri, "uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    return f"sqlite:///{Path('runs').resolve() / 'mlflow.db'}", "default"
+
+
 def resolve_uri(cfg: TrackingConfig) -> str:
-    """The tracking URI in force: config, then environment, then the project's sqlite store."""
-    uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri:
+    """The tracking URI in force (:func:`uri_source`); the default store's folder is made."""
+    uri, source = uri_source(cfg)
+    if source == "default":
         Path("runs").mkdir(exist_ok=True)
-        uri = f"sqlite:///{Path('runs').resolve() / 'mlflow.db'}"
     return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working directory unless absolute), None for
+    any other store or an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def store_problem(cfg: TrackingConfig, field: str = "tracking") -> str:
+    """Why the local sqlite store ``cfg`` names cannot be written, '' when it can (or is a server, which answers
+    for itself). Checked before any work: on a store it cannot write, MLflow prints SQLAlchemy tracebacks (or
+    retries opening it for ~100 s), logs nothing and leaves the run RUNNING, while the job goes on as if it did.
+    ``field``: the job's tracking field (``tracking``, ``fit.tracking``), as the message names it."""
+    if not cfg.enabled:
+        return ""
+    uri, source = uri_source(cfg)
+    path = sqlite_path(uri)
+    if path is None:
+        return ""
+    named = {"uri": f"{field}.uri", "MLFLOW_TRACKING_URI": f"MLFLOW_TRACKING_URI (with {field}.uri unset)",
+             "default": f"{field}.uri (unset: the default store)"}[source]
+    fix = (f"make it writable, or set {field}.uri to a writable sqlite:///<folder>/mlflow.db, or {field}.enabled "
+           "false to run without MLflow")
+    if path.is_dir():
+        return f"{named}: {path} is a folder, not an MLflow sqlite database file (name a file: {path / 'mlflow.db'})"
+    folder = refusing_folder(path.parent)      # SQLite writes its journal beside the database: the folder too
+    if folder is not None:
+        why = "is a file" if not folder.is_dir() else "refuses writing"
+        return f"{named}: the MLflow store {path} cannot be written: {folder} {why}; {fix}"
+    why = write_refusal(path) if path.exists() else ""
+    return f"{named}: the MLflow store {path} cannot be written ({why}); {fix}" if why else ""
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -91,6 +134,20 @@ class Stopped(BaseException):
     on SIGINT, not FAILED on whatever the teardown then raises."""
 
 
+class _ReportedByTracker(logging.Filter):
+    """Drops the traceback MLflow's database layer logs for each failed store call (a page each, one per call):
+    the Tracker reports the failure itself, once, as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+def _quiet_store_tracebacks() -> None:
+    db_log = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _ReportedByTracker) for f in db_log.filters):
+        db_log.addFilter(_ReportedByTracker())
+
+
 class Tracker:
     """A thin, failure-tolerant wrapper over one active MLflow run (or a no-op when disabled)."""
 
@@ -100,6 +157,22 @@ class Tracker:
         self.uri = resolve_uri(cfg) if cfg.enabled else ""
         if self.uri.startswith(("http://", "https://")):
             bound_http_requests(cfg)
+        if self.uri.startswith("sqlite:"):
+            _quiet_store_tracebacks()
+
+    def logged(self, run_id: str | None) -> bool:
+        """Whether run ``run_id`` holds everything this Tracker logged: a run opened and no call failed."""
+        return bool(self.cfg.enabled and run_id and not self.failures)
+
+    def outcome(self, run_id: str | None) -> str:
+        """A job's last word on its logging: where its run is, or that logging FAILED (a failed store must not
+        end the job on a line that reads as success)."""
+        if not self.cfg.enabled:
+            return "tracking off (tracking.enabled false): nothing was logged"
+        if not self.logged(run_id):
+            return (f"logging FAILED at {self.uri}: {self.failures} call(s) failed, {self.skipped} skipped (the "
+                    f"warning above says why); run {run_id or '(none opened)'} is incomplete")
+        return f"run {run_id} in {self.uri}"
 
     def _warn_once(self, what: str, exc: Exception, consequence: str) -> None:
         self.failures += 1

@@ -235,3 +235,107 @@ def test_unsorted_textgrid_intervals_are_named_before_any_feature(sim_copy, tmp_
                               "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], capsys, tmp_path)
     assert err.startswith(f"error: {path}: tier 'words' interval [5] ("), err
     assert "out of time order (interval [4] starts later, at " in err and not (tmp_path / "analysis").exists()
+
+
+def test_a_boolean_tr_count_is_named(sim_copy, tmp_path, capsys):
+    """JSON true is an int to Python (bool subclasses int): it must not pass as 1 TR."""
+    path = sim_copy / "derivative" / "respdict.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), story02=True)))
+    err = refused("prepare_data", ["--data.root", sim_copy, "--shards", tmp_path / "shards", "--stream_check", "false"],
+                  capsys, tmp_path)
+    assert err.strip() == f"error: {path}: story 'story02': true is not a TR count (an integer)", err
+
+
+@pytest.mark.parametrize("file, target", [
+    ("derivative/preprocessed_data/sim02/story01.hf5", "loop"), ("stimuli/story02.wav", "loop"),
+    ("stimuli/story02.wav", "gone.wav")], ids=["hf5-loop", "wav-loop", "wav-dangling"])
+def test_a_broken_symlink_is_named_as_one(sim_copy, tmp_path, capsys, file, target):
+    """A link that loops or leads nowhere lists like a file but opens like a missing one: it is named as the
+    broken link it is, not as missing audio or a story the subject did not hear."""
+    path = sim_copy / file
+    path.unlink()
+    path.symlink_to(path.name if target == "loop" else target)       # a loop: the link points at itself
+    err = refused("prepare_data", ["--data.root", sim_copy, "--shards", tmp_path / "shards", "--stream_check", "false"],
+                  capsys, tmp_path)
+    what = "the subject's response file" if file.endswith(".hf5") else "the story's audio file"
+    expected = (f"a symlink loop (it points to {path.name}, which leads back to it)" if target == "loop" else
+                f"a broken symlink (its target {target} does not exist)")
+    assert err.strip() == f"error: {path}: {expected}: point it at {what}", err
+    assert not (tmp_path / "shards").exists()
+
+
+def test_a_hugging_face_folder_named_as_a_checkpoint(tiny_root, tmp_path, capsys):
+    """config.json and weights, but none of a checkpoint's files: not "an interrupted write"."""
+    from braintune_dist.model.backbone import build_backbone
+    from braintune_dist.model.config import ModelConfig
+    folder = tmp_path / "hf-model"
+    build_backbone(ModelConfig(seed=3)).model.save_pretrained(folder)
+    err = refused("evaluate", ["--data.root", tiny_root, "--checkpoints", f"[{folder}]", "--eval.out_dir",
+                               tmp_path / "out", "--tracking.uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+                  capsys, tmp_path)
+    assert f"checkpoints[0]: {folder} is a Hugging Face model folder, not a brain-tuning checkpoint (it has " \
+           "config.json and weights but no model.json or COMPLETE): set model.pretrained to it" in err, err
+    assert "interrupted" not in err
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """A real MLflow sqlite store, one run in it."""
+    from braintune_dist.tracking import Tracker, TrackingConfig
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    with Tracker(TrackingConfig(uri=f"sqlite:///{db}", experiment="made")).start("made"):
+        pass
+    return db
+
+
+@pytest.mark.parametrize("locked", ["file", "folder"])
+def test_a_read_only_mlflow_store_is_refused_before_any_work(mlflow_store, tiny_root, tmp_path, capsys, locked):
+    """Else MLflow prints SQLAlchemy tracebacks, records nothing and leaves the run RUNNING, and the job ends on a
+    line that reads as if it had logged. The file alone, or its folder (SQLite writes its journal there)."""
+    from readonly import read_only
+    with read_only(mlflow_store if locked == "file" else mlflow_store.parent):
+        err = refused("evaluate", ["--data.root", tiny_root, "--eval.out_dir", tmp_path / "out", "--tracking.uri",
+                                   f"sqlite:///{mlflow_store}"], capsys, tmp_path)
+    assert f"tracking.uri: the MLflow store {mlflow_store} cannot be written" in err, err
+    assert "or tracking.enabled false to run without MLflow" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["a folder", "under /proc"])
+def test_an_mlflow_store_that_cannot_be_a_database_is_named(where, tiny_root, tmp_path, capsys, monkeypatch):
+    """Two stores no one can write, root included; the second comes from MLFLOW_TRACKING_URI, as the message says."""
+    args = ["--data.root", tiny_root, "--eval.out_dir", tmp_path / "out"]
+    if where == "a folder":
+        (tmp_path / "store").mkdir()
+        args += ["--tracking.uri", f"sqlite:///{tmp_path / 'store'}"]
+        expected = f"tracking.uri: {tmp_path / 'store'} is a folder, not an MLflow sqlite database file"
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////proc/braintune/mlflow.db")
+        expected = ("MLFLOW_TRACKING_URI (with tracking.uri unset): the MLflow store /proc/braintune/mlflow.db cannot "
+                    "be written: /proc refuses writing")
+    err = refused("evaluate", args, capsys, tmp_path)
+    assert expected in err, err
+
+
+def test_a_read_only_feature_cache_serves_a_rerun_that_needs_nothing_written(tiny_root, tmp_path, capsys):
+    """Every unit cached: read-only is fine. One unit missing: one error naming the cache, before any model runs."""
+    from readonly import read_only
+    main = runpy.run_path(str(REPO / "jobs" / "evaluate.py"), run_name="driver")["main"]
+    cache = tmp_path / "cache"
+    features = dict(window=1.0, stride=2.0, pool="stride", device="cpu", cache_dir=cache)    # 72 windows in all
+    args = [str(a) for a in ["--data.root", tiny_root, "--eval.train_stories", "[alpha]", "--eval.efficiency_stories",
+                             "[1]", "--eval.compute.runner", "local", "--eval.out_dir", tmp_path / "out",
+                             "--tracking.enabled", "false", *(x for k, v in features.items()
+                                                               for x in (f"--eval.features.{k}", v))]]
+    assert run_main(main, args) == 0, capsys.readouterr().err[-3000:]
+    capsys.readouterr()
+    with read_only(cache):
+        assert run_main(main, args) == 0, capsys.readouterr().err[-3000:]
+    assert "[features] all 2 (model, story) units cached" in capsys.readouterr().out
+    gone = next(cache.glob("*/alpha.*"))
+    shutil.rmtree(gone)
+    with read_only(cache):
+        err = refused("evaluate", args, capsys, tmp_path)
+    assert err.strip() == (
+        f"error: eval.features.cache_dir: {cache} cannot be written ({gone.parent} refuses writing), but 1 (model, "
+        "story) unit(s) are not cached there yet, e.g. model 'untuned' on story 'alpha': make it writable, or set "
+        "eval.features.cache_dir to a writable folder (a read-only cache works once it holds every unit)"), err

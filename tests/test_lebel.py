@@ -131,8 +131,12 @@ def test_a_tr_count_that_is_not_a_whole_number_is_refused(real_root, value):
     path = real_root / "derivative" / "respdict.json"
     counts = json.loads(path.read_text())
     path.write_text(json.dumps(dict(counts, beta=value)))
-    _expect(rf"{path}: story 'beta' has {re.escape(json.dumps(value))} TRs; the count must be a whole number above 0",
-            LebelDataset(real_root).n_trs, "alpha")
+    shown = re.escape(json.dumps(value))
+    if type(value) in (int, float):                # a number, but not a count; true is not even a number here
+        expected = rf"{path}: story 'beta' has {shown} TRs; the count must be a whole number above 0"
+    else:
+        expected = rf"{path}: story 'beta': {shown} is not a TR count \(an integer\)"
+    _expect(expected, LebelDataset(real_root).n_trs, "alpha")
     path.write_text(json.dumps(dict(counts, beta=36.0)))                  # a whole number written as a float
     assert LebelDataset(real_root).n_trs("beta") == 36
 

@@ -60,3 +60,27 @@ def test_run_status_says_how_the_run_ended(tmp_path):
     status = {name: client.get_run(i).info.status for name, i in ids.items()}
     assert status == {"ok": "FINISHED", "bug": "FAILED", "ctrl-c": "KILLED", "exit-0": "FINISHED", "exit-2": "FAILED",
                       "stopped": "KILLED"}
+
+
+def test_a_store_that_turns_read_only_mid_run_warns_once_and_says_failed(tmp_path, capfd):
+    """(A store read-only from the start is refused by the jobs' preflight: test_bad_input.py.) No SQLAlchemy
+    traceback, one warning, and the job's last line says logging FAILED, not where the run is."""
+    from readonly import read_only
+    db = tmp_path / "store" / "mlflow.db"
+    tracker = Tracker(TrackingConfig(uri=f"sqlite:///{db}", experiment="ro", pause_after_failure=0.0))
+    with warnings.catch_warnings(record=True) as caught, contextlib.ExitStack() as stack:
+        warnings.simplefilter("always")
+        with tracker.start("turns-read-only") as tr:
+            run_id = tr.run_id
+            assert tracker.outcome(run_id) == f"run {run_id} in sqlite:///{db}"
+            stack.enter_context(read_only(db.parent))     # undone after the run's end was tried
+            tr.log_metrics({"loss": 1.0}, step=0)
+            tr.set_tags({"k": "v"})
+    mlflow_warnings = [str(w.message) for w in caught if "MLflow" in str(w.message)]
+    assert len(mlflow_warnings) == 1 and "OperationalError" in mlflow_warnings[0], mlflow_warnings
+    assert tracker.failures == 3 and not tracker.logged(run_id)          # metrics, tags, end_run
+    assert tracker.outcome(run_id) == (f"logging FAILED at sqlite:///{db}: 3 call(s) failed, 0 skipped (the warning "
+                                       f"above says why); run {run_id} is incomplete")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "SQLAlchemy database error" not in err, err
+    assert Tracker(TrackingConfig(enabled=False)).outcome(None).startswith("tracking off")

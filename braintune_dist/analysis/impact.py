@@ -70,7 +70,8 @@ def impact_report(ds, specs, ev, participants: list[str], report, spaces: list[s
     from braintune_dist.evaluate.report import with_cache
     train = list(ev.train_stories) or ds.split()["train"]
     features = with_cache(ev.features, ev.out_dir)
-    sources, _ = featurize(ds, specs, train + [ds.cfg.test_story], features, ev.compute, log)   # cached already
+    sources, _ = featurize(ds, specs, train + [ds.cfg.test_story], features, ev.compute, log,   # cached already
+                           field="eval.features.cache_dir")
     space = find_common_space(ds.root, ev.common_space, participants)
     residual = {}
     for low in spaces:

@@ -19,6 +19,7 @@ original brain-tuning code drops 40 more TRs: features ``[50:-5]`` against ``dat
 """
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +43,22 @@ TRFILE_PAD = 5              # load_simulated_trfiles(pad=5): TR grid has n_trs -
 TRIM_START, TRIM_END = 10, 5
 TEST_STORY = "wheretheressmoke"
 TEST_EXTRA_TRIM = 40        # test story: data[40:] against features [50:-5]
+
+
+def broken_link(path: Path, what: str) -> str:
+    """Why ``path`` is a symlink that leads to no file ('' when it is none): one that loops, or one whose target
+    is gone. ``what`` it should point to, for the fix. Such a link lists like a file but opens like a missing one,
+    so without this it reads as "missing audio" or a story the subject did not hear."""
+    if not path.is_symlink():
+        return ""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        target = os.readlink(path)
+        if exc.errno == errno.ELOOP:
+            return f"{path}: a symlink loop (it points to {target}, which leads back to it): point it at {what}"
+        return f"{path}: a broken symlink (its target {target} does not exist): point it at {what}"
+    return ""
 
 
 @dataclass
@@ -134,7 +151,10 @@ class LebelDataset:
         d = self.resp_dir / participant
         if not d.is_dir():
             raise DatasetError(f"unknown subject {participant!r}: no folder {d}")
-        return sorted(p.stem for p in d.glob("*.hf5"))
+        found = sorted(d.glob("*.hf5"))
+        for path in found:                       # a dangling link would pass for a story the subject heard
+            self._refuse_broken_link(path, "the subject's response file")
+        return [p.stem for p in found]
 
     def split(self, mode: str = "shared", participants: list[str] | None = None) -> dict[str, list[str]]:
         """``{'train': [...], 'val': [...], 'test': [story]}`` for ``participants`` (default: the configured ones).
@@ -172,8 +192,15 @@ class LebelDataset:
     def _audio_file(self, story: str) -> Path:
         path = self.audio_path(story)
         if not path.is_file():
+            self._refuse_broken_link(path, "the story's audio file")
             raise DatasetError(f"missing audio for story {story!r}: {path}")
         return path
+
+    @staticmethod
+    def _refuse_broken_link(path: Path, what: str) -> None:
+        problem = broken_link(path, what)
+        if problem:
+            raise DatasetError(problem)
 
     def textgrid_path(self, story: str) -> Path:
         return self.deriv / "TextGrids" / f"{story}.TextGrid"
@@ -239,6 +266,7 @@ class LebelDataset:
         if not (self.resp_dir / participant).is_dir():
             raise DatasetError(f"unknown subject {participant!r}: no folder {self.resp_dir / participant}")
         if not path.is_file():
+            self._refuse_broken_link(path, "the subject's response file")
             raise DatasetError(f"missing story {story!r} for subject {participant}: {path}")
         try:
             return h5py.File(path, "r"), path

@@ -38,7 +38,9 @@ def read_respdict(path: Path) -> dict[str, int]:
     if not isinstance(d, dict):
         raise DatasetError(f"{path}: not a JSON mapping story → int (it holds a {type(d).__name__})")
     for story, n in d.items():
-        if not (type(n) is int or (type(n) is float and n.is_integer())) or n <= 0:
+        if type(n) not in (int, float):          # bool is an int to Python: true would pass as 1 TR
+            raise DatasetError(f"{path}: story {story!r}: {json.dumps(n)} is not a TR count (an integer)")
+        if not (type(n) is int or n.is_integer()) or n <= 0:
             raise DatasetError(f"{path}: story {story!r} has {json.dumps(n)} TRs; the count must be a whole number "
                                "above 0")
     return {str(k): int(v) for k, v in d.items()}

@@ -26,7 +26,8 @@ from braintune_dist.config import from_dict, to_dict
 from braintune_dist.evaluate.compute import ComputeSettings, actor_pool, node_id
 from braintune_dist.features.extract import (CachedFeatures, FeatureCache, FeatureExtractor, cache_key, check_layers, window_ends)
 from braintune_dist.features.config import FeatureConfig
-from braintune_dist.io import write_text
+from braintune_dist.errors import UserError
+from braintune_dist.io import nearest_existing, refusing_folder, write_text
 from braintune_dist.model.backbone import SAMPLE_RATE, n_layers_of
 from braintune_dist.model.config import ModelConfig
 
@@ -137,9 +138,34 @@ def _n_windows(ds: LebelDataset, story: str, cfg: FeatureConfig) -> int:
     return len(window_ends(int(info.frames * SAMPLE_RATE / info.samplerate), cfg)[0])
 
 
+def check_writable(cache: FeatureCache, ds: LebelDataset, units: list[dict], specs: list[ModelSpec],
+                   keys: list[str], field: str) -> None:
+    """Raise a ``UserError`` naming the cache folder (``field``) when one of the ``units`` still to compute cannot
+    be written into it: its story's folder, and its model's folder where that model's ``WEIGHTS`` is not there
+    yet. Only here, where something is left to write: a read-only cache that holds every unit is just read."""
+    probed: dict[Path, Path | None] = {}          # one probe per existing folder, however many units go there
+    for u in units:
+        story_dir = cache.story_dir(keys[u["model"]], ds, u["story"])
+        places = [story_dir] + ([] if (story_dir.parent / "WEIGHTS").is_file() else [story_dir.parent])
+        for near in map(nearest_existing, places):
+            if near not in probed:
+                probed[near] = refusing_folder(near)
+            if probed[near] is None:
+                continue
+            raise UserError(
+                f"{field}: {cache.root} cannot be written ({near} refuses writing), but {len(units)} (model, story) "
+                f"unit(s) are not cached there yet, e.g. model {specs[u['model']].label!r} on story {u['story']!r}: "
+                f"make it writable, or set {field} to a writable folder (a read-only cache works once it holds "
+                "every unit)")
+
+
 def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg: FeatureConfig,
-              compute: ComputeSettings, log=print) -> tuple[dict[str, CachedFeatures], dict]:
+              compute: ComputeSettings, log=print, field: str = "features.cache_dir"
+              ) -> tuple[dict[str, CachedFeatures], dict]:
     """Make sure every (model, story) window is in the cache; return a cache-reading source per model.
+
+    ``field`` names ``cfg.cache_dir`` in the job's config, for the error when units are missing and the cache
+    cannot be written.
 
     Returns
     -------
@@ -166,6 +192,7 @@ def featurize(ds: LebelDataset, specs: list[ModelSpec], stories: list[str], cfg:
     if not units:
         log(f"[features] all {stats['units']} (model, story) units cached in {cfg.cache_dir}")
         return sources, stats
+    check_writable(cache, ds, units, specs, keys, field)
     total = sum(_n_windows(ds, u["story"], cfg) for u in units)
     t0, last = time.time(), 0.0
 

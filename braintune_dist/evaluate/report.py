@@ -58,7 +58,8 @@ def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings,
     check_inputs(ds, train_stories, ev.ridge, efficiency=ev.efficiency_stories, prefix="eval.")
     space = find_common_space(ds.root, ev.common_space, participants)
     features = with_cache(ev.features, ev.out_dir)
-    sources, _ = featurize(ds, models, train_stories + [ds.cfg.test_story], features, ev.compute, log)
+    sources, _ = featurize(ds, models, train_stories + [ds.cfg.test_story], features, ev.compute, log,
+                           field="eval.features.cache_dir")
     rows, scores = encode(ds, sources, participants, train_stories, ev.ridge, space, ev.compute,
                           efficiency=ev.efficiency_stories, log=log)
     layers = mean_layers(dict.fromkeys(r["layer"] for r in rows if r["kind"] == "layer"), ev.layers)

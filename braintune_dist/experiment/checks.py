@@ -17,13 +17,11 @@ from braintune_dist.data.shards import MANIFEST
 from braintune_dist.data.stream import select
 from braintune_dist.errors import UserError
 from braintune_dist.experiment.imports import source_of
-from braintune_dist.io import is_uri
-from braintune_dist.model.config import ModelConfig
+from braintune_dist.io import is_uri, refusing_folder
+from braintune_dist.model.config import HF_WEIGHT_FILES, ModelConfig
 from braintune_dist.model.ct2 import is_ct2_folder
 from braintune_dist.targets import teacher
-
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+from braintune_dist.tracking import TrackingConfig, store_problem
 
 
 def names_problems(kind: str, wanted, known, where) -> list[str]:
@@ -49,8 +47,8 @@ def model_problems(model: ModelConfig, field: str = "model") -> list[str]:
                     "import_model.enabled in a tuning job) and point pretrained at DIR"]
         if not config.is_file():
             return [f"{field}.pretrained: {path} is not a Hugging Face checkpoint folder (no {config.name})"]
-        if not any((path / w).is_file() for w in WEIGHT_FILES):
-            return [f"{field}.pretrained: {path} has no weights (none of {', '.join(WEIGHT_FILES)})"]
+        if not any((path / w).is_file() for w in HF_WEIGHT_FILES):
+            return [f"{field}.pretrained: {path} has no weights (none of {', '.join(HF_WEIGHT_FILES)})"]
     else:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
             return []                           # downloadable: from_pretrained fetches it
@@ -207,25 +205,34 @@ def output_problems(paths: dict[str, str]) -> list[str]:
     for name, path in paths.items():
         if not path or is_uri(path):
             continue
-        probe = Path(path).resolve()
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir():
-            out.append(f"{name}: {path} cannot be created: {probe} is a file")
-        elif not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
-            out.append(f"{name}: {path} is not writable ({probe} refuses writing)")
+        folder = refusing_folder(path)
+        if folder is not None and not folder.is_dir():
+            out.append(f"{name}: {path} cannot be created: {folder} is a file")
+        elif folder is not None:
+            out.append(f"{name}: {path} is not writable ({folder} refuses writing)")
     return out
 
 
-def _can_create_in(folder: Path) -> bool:
-    """Whether a folder can be created inside ``folder``: the access bits do not tell for /proc, /sys or a
-    read-only mount, where even root is refused."""
-    import tempfile
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".bt-probe-", dir=folder))
-    except OSError:
-        return False
-    return True
+def cache_problems(paths: dict[str, str]) -> list[str]:
+    """Each cache folder (field → path) that exists can be read; one that does not, created. An existing cache
+    need not be writable: when it holds every unit a job needs nothing is written, and the stage that would
+    write names the folder then (``evaluate.featurize``)."""
+    out = []
+    for name, path in paths.items():
+        if not path or is_uri(path) or not Path(path).is_dir():
+            out += output_problems({name: path})
+            continue
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            out.append(f"{name}: {path} cannot be read ({exc.strerror})")
+    return out
+
+
+def tracking_problems(tracking: TrackingConfig, field: str) -> list[str]:
+    """The MLflow store can be written (a local sqlite file; ``field``: the job's tracking field)."""
+    problem = store_problem(tracking, field)
+    return [problem] if problem else []
 
 
 def import_problems(imp) -> list[str]:

@@ -33,9 +33,9 @@ from braintune_dist.targets import teacher
 from braintune_dist.config import ConfigError
 from braintune_dist.errors import UserError
 from braintune_dist.experiment import compat
-from braintune_dist.experiment.checks import (aliasing_note, import_problems, job_window_problems, names_problems,
-                                              checkpoint_problems, layer_problems, model_problems, output_problems,
-                                              target_problems, window_problems)
+from braintune_dist.experiment.checks import (aliasing_note, cache_problems, import_problems, job_window_problems,
+                                              names_problems, checkpoint_problems, layer_problems, model_problems,
+                                              output_problems, target_problems, tracking_problems, window_problems)
 from braintune_dist.io import is_uri
 
 
@@ -273,18 +273,21 @@ def preflight(checks: Checks, log=print) -> None:
             problems += short
     outputs = {"fit.ray.storage_path": cfg.fit.ray.storage_path, "fit.shards": cfg.fit.shards}
     if ev is not None:
-        outputs.update({"eval.out_dir": ev.out_dir, "eval.features.cache_dir": ev.features.cache_dir})
-    problems += output_problems(outputs)
+        outputs["eval.out_dir"] = ev.out_dir
+        problems += cache_problems({"eval.features.cache_dir": ev.features.cache_dir})
+    problems += output_problems(outputs) + tracking_problems(cfg.fit.tracking, "fit.tracking")
     if ev is not None and aliasing_note(ev.features, cfg.fit.data.tr):
         warnings.warn(f"preflight: {aliasing_note(ev.features, cfg.fit.data.tr)}", stacklevel=2)
     _report(problems, t0, "data, model, checkpoints and resources", log)
 
 
 def preflight_evaluate(cfg, log=print) -> None:
-    """Check an evaluate job config: model, checkpoints, dataset and the participants it names."""
+    """Check an evaluate job config: model, checkpoints, dataset and the participants it names, the output and
+    cache folders and the MLflow store."""
     t0 = time.time()
     problems = model_problems(cfg.model) + checkpoint_problems(cfg.checkpoints, cfg.model)
-    problems += output_problems({"eval.out_dir": cfg.eval.out_dir, "eval.features.cache_dir": cfg.eval.features.cache_dir})
+    problems += output_problems({"eval.out_dir": cfg.eval.out_dir}) + tracking_problems(cfg.tracking, "tracking")
+    problems += cache_problems({"eval.features.cache_dir": cfg.eval.features.cache_dir})
     problems += [] if problems else (window_problems(cfg.model, {"eval.features.window": cfg.eval.features.window})
                                      + layer_problems(cfg.model, cfg.eval.features.layers, "eval.features.layers"))
     try:

@@ -73,25 +73,26 @@ class FeatureCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def _dir(self, key: str, ds: LebelDataset, story: str) -> Path:
+    def story_dir(self, key: str, ds: LebelDataset, story: str) -> Path:
+        """The folder of ``story``'s windows under the model and settings ``key``."""
         # the story's audio content is part of the address: another dataset's story of the same name, or
         # a re-generated wav, gets its own entry instead of the stale one
         return self.root / key / f"{story}.{ds.audio_digest(story)}"
 
     def has(self, key: str, ds: LebelDataset, story: str, layers) -> bool:
-        d = self._dir(key, ds, story)
+        d = self.story_dir(key, ds, story)
         return (d / "times.npy").is_file() and all((d / f"layer{lay}.npy").is_file() for lay in layers)
 
     def read(self, key: str, ds: LebelDataset, story: str, layers) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """(times (n_windows,), {layer: (n_windows, hidden)}), memory-mapped."""
-        d = self._dir(key, ds, story)
+        d = self.story_dir(key, ds, story)
         if not self.has(key, ds, story, layers):
             raise FileNotFoundError(f"{d}: features of layers {list(layers)} not cached")
         return (np.load(d / "times.npy"),
                 {lay: np.load(d / f"layer{lay}.npy", mmap_mode="r") for lay in layers})
 
     def write(self, key: str, ds: LebelDataset, story: str, times: np.ndarray, feats: dict[int, np.ndarray]) -> None:
-        d = self._dir(key, ds, story)
+        d = self.story_dir(key, ds, story)
         d.mkdir(parents=True, exist_ok=True)
         for name, arr in [(f"layer{lay}", f) for lay, f in feats.items()] + [("times", times)]:
             with atomic_path(d / f"{name}.npy") as tmp:

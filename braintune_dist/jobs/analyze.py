@@ -11,7 +11,7 @@ from pathlib import Path
 
 from braintune_dist.io import write_text
 from braintune_dist.experiment.launch import connect_ray
-from braintune_dist.experiment.checks import checkpoint_problems, layer_problems, window_problems
+from braintune_dist.experiment.checks import checkpoint_problems, layer_problems, tracking_problems, window_problems
 from braintune_dist.model.config import ModelConfig
 from braintune_dist.config import ConfigError, to_dict
 from braintune_dist.data.validate import check_tiers
@@ -178,7 +178,8 @@ def check_data(cfg: AnalyzeConfig, ds: LebelDataset, train: list[str]) -> None:
                           "fewer folds, or 0 (leave one story out)")
     problems = (window_problems(cfg.model, {"features.window": cfg.features.window})
                 + checkpoint_problems(cfg.checkpoints, cfg.model) + layer_problems(cfg.model, cfg.features.layers,
-                                                                                  "features.layers"))
+                                                                                  "features.layers")
+                + tracking_problems(cfg.tracking, "tracking"))
     if problems:
         raise ConfigError("; ".join(problems))
 

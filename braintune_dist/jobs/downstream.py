@@ -57,10 +57,11 @@ def label_of(checkpoint: str) -> str:
 
 
 def preflight(cfg: DownstreamConfig, log=print) -> None:
-    """Model, checkpoints, layers, output folders and dataset folders, all at once, before any work."""
+    """Model, checkpoints, layers, output and dataset folders and the MLflow store, all at once, before any work."""
     import time
 
-    from braintune_dist.experiment.checks import checkpoint_problems, layer_problems, model_problems, output_problems
+    from braintune_dist.experiment.checks import (checkpoint_problems, layer_problems, model_problems, output_problems,
+                                                  tracking_problems)
     from braintune_dist.experiment.preflight import PreflightError
     t0 = time.time()
     d = cfg.downstream
@@ -69,6 +70,7 @@ def preflight(cfg: DownstreamConfig, log=print) -> None:
     problems += output_problems({"out_dir": cfg.out_dir, "downstream.features.cache_dir": d.features.cache_dir,
                                  "downstream.suite.out": d.suite.out if d.synthetic else "",
                                  "downstream.preference.out": d.preference.out if d.preference.enabled else ""})
+    problems += tracking_problems(cfg.tracking, "tracking")
     if not problems and not cfg.import_model.enabled:
         problems += layer_problems(cfg.model, d.features.layers, "downstream.features.layers")
     problems += [f"downstream.datasets[{i}].root: {src.root} is not a folder" for i, src in enumerate(d.datasets)

@@ -96,6 +96,6 @@ def run(cfg: MultiBrainConfig, log=print) -> dict:
                     ModelSpec(label, fit.model, stack.enter_context(best.as_directory())) for label, _, best in fits]
                 rows = alignment_report(prepared.dataset, models, cfg.eval, held, tr, log, tag=f"{name}_")
         run_id = tr.run_id
-    log(f"[mlflow] run {run_id} in {tracker.uri} (open the UI with: ./run ui)")
+    log(f"[mlflow] {tracker.outcome(run_id)}{' (open the UI with: ./run ui)' if tracker.logged(run_id) else ''}")
     _, result, best = fits[0]
     return dict(result=result, checkpoint=best.path, rows=rows, run_id=run_id, plan=p, seeds=seeds)

@@ -313,5 +313,5 @@ def run(cfg: ScalingJobConfig, log=print) -> dict:
         log(f"  {r['mode']:>6} @ {r['size']:g} {r['unit']:<7} {r['region']:>9}: alignment {r['tuned']:.3f}{spread} "
             f"(untuned {r['untuned']:.3f}), new participant needs {60 * r['new_participant_hours']:.1f} of "
             f"{60 * r['untuned_hours']:.1f} min → ratio {r['efficiency_ratio']:.2f}")
-    log(f"[scaling] figures in {out}; MLflow run {run_id} in {tracker.uri}")
+    log(f"[scaling] figures in {out}; MLflow {tracker.outcome(run_id)}")
     return dict(table=table, points=points, untuned=untuned, figures=figures, run_id=run_id)

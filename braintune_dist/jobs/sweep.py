@@ -272,6 +272,6 @@ def run(cfg: SweepConfig, log=print) -> dict:
             tr.set_tags({"best_trial": best["trial"]})
     log(f"[sweep] {len(rows)} trials ({len(rows) - len(done)} errored/unfinished) in {time.time() - t:.0f} s; "
         f"best: {best}")
-    log(f"[sweep] restore point: {exp_dir}; MLflow parent run {parent} in {tracker.uri}")
+    log(f"[sweep] restore point: {exp_dir}; MLflow parent {tracker.outcome(parent)}")
     return dict(results=results, rows=rows, best=best, parent_run_id=parent, path=str(exp_dir))
 

@@ -7,6 +7,10 @@ from typing import Any, Literal
 
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
 
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+"""The weight files of a Hugging Face model folder (beside its config.json), one of which it holds."""
+
 
 @dataclass
 class ModelConfig:

@@ -33,7 +33,7 @@ import torch
 
 from braintune_dist.io import atomic_path, sha256_file, write_text
 from braintune_dist.model.backbone import Backbone
-from braintune_dist.model.config import HeadSettings, LoraSettings, ModelConfig
+from braintune_dist.model.config import HF_WEIGHT_FILES, HeadSettings, LoraSettings, ModelConfig
 from braintune_dist.config import from_dict
 from braintune_dist.model.tuner import BrainTuner
 from braintune_dist.errors import UserError
@@ -111,11 +111,21 @@ def model_files(directory: str | os.PathLike) -> list[Path]:
     return [Path(directory) / name for name in _model_files(Path(directory))]
 
 
+def is_hf_model_folder(d: Path) -> bool:
+    """Whether ``d`` is a Hugging Face model folder (config.json and weights, none of a checkpoint's own files):
+    named as a checkpoint, it would otherwise read as an interrupted write (no model.json)."""
+    return ((d / "config.json").is_file() and any((d / w).is_file() for w in HF_WEIGHT_FILES)
+            and not (d / META_FILE).exists() and not (d / MARKER).exists())
+
+
 def check_complete(directory: str | os.PathLike) -> Path:
     """Raise ``CheckpointError`` naming the path unless ``directory`` is a complete checkpoint (no loading)."""
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointError(f"checkpoint not found: {d}")
+    if is_hf_model_folder(d):
+        raise CheckpointError(f"{d} is a Hugging Face model folder, not a brain-tuning checkpoint (it has config.json "
+                              f"and weights but no {META_FILE} or {MARKER}): set model.pretrained to it")
     for name in _model_files(d) + (MARKER,):
         if not (d / name).is_file():
             raise CheckpointError(f"incomplete checkpoint {d}: missing {name} (the write was interrupted; "
