@@ -30,6 +30,11 @@ from braintune_dist.io import atomic_path, is_uri, refusing_folder, write_refusa
 
 log = logging.getLogger(__name__)
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag through which MLflow 3 records an experiment's type (its UI's experiment-type selector)."""
+MODEL_TRAINING = "custom_model_development"
+"""The tag's value for model training ("Machine learning" in MLflow's UI), as opposed to GenAI apps' traces."""
+
 
 @dataclass
 class TrackingConfig:
@@ -214,7 +219,10 @@ class Tracker:
                 loc = None
                 if self.uri.startswith("sqlite:///"):   # keep artifacts beside the db, not in the cwd
                     loc = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
-                mlflow.create_experiment(self.cfg.experiment, artifact_location=loc)
+                # typed as model training (an MLflow UI that reads the type opens the runs rather than guess or ask);
+                # the 3.17 UI follows its own GenAI / Model training toggle instead, which ui.py's links set
+                mlflow.create_experiment(self.cfg.experiment, artifact_location=loc,
+                                         tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
             mlflow.set_experiment(self.cfg.experiment)
             run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested, tags=tags)
             self.run_id = run.info.run_id

@@ -61,6 +61,17 @@ def feature_resources(compute: ComputeSettings, n_units: int) -> tuple[int, floa
     return max(1, min(n, n_units)), compute.feature_cpus, per_gpu
 
 
+RESTART_NOTE = (
+    "if Ray prints 'E ... core_worker.cc ... has constructor arguments in the object store and max_restarts > 0' "
+    "(once), it is not an error here: Ray Data itself hands its pool actors objects in the object store "
+    "(ray-project/ray#57733); they belong to this driver and live as long as the pool, so the restart of an actor "
+    "whose node was lost, which carries the evaluation on, finds them")
+"""Said once per process, before the actors start (Ray's line is once per process too). The line comes with any
+Ray Data actor pool, however small the worker's own arguments; only ``max_restarts=0`` silences it, and then the
+loss of one actor's node fails the whole pool (``tests/test_evaluate_cluster.py`` needs it to carry on)."""
+_restart_note_said = False
+
+
 def actor_pool(units: list[dict], worker_cls, worker_kwargs: dict, compute: ComputeSettings,
                on_row: Callable[[dict, int], None], log=print, what: str = "features") -> None:
     """Run ``units`` through ``worker_cls`` actors (a Ray Data actor pool on Ray, one worker here otherwise).
@@ -78,8 +89,12 @@ def actor_pool(units: list[dict], worker_cls, worker_kwargs: dict, compute: Comp
         return
     import warnings
     import ray
+    global _restart_note_said
     n, cpus, gpus = feature_resources(compute, len(units))
     log(f"[{what}] {len(units)} units on up to {n} actors ({cpus:g} CPU, {gpus:g} GPU each)")
+    if not _restart_note_said:
+        _restart_note_said = True
+        log(f"[{what}] note: {RESTART_NOTE}")
     data = ray.data.from_items(units, override_num_blocks=len(units))
     # n actors asked for at once, but the pool runs with as few as 1 (another job may hold the rest)
     pool = ray.data.ActorPoolStrategy(min_size=1, max_size=n, initial_size=n)

@@ -38,12 +38,11 @@ class MultiBrainConfig(TrainingStages):
 
 def _fit_one(fit: FitConfig, prepared: Prepared, tracker: Tracker, log):
     """One Ray Train fit, its metrics in the run ``tracker`` has open; returns (result, best checkpoint)."""
-    from braintune_dist.train.trainer import build_trainer, fit_with_progress
+    from braintune_dist.train.trainer import build_trainer, fit_summary, fit_with_progress
     t = time.time()
     result = fit_with_progress(build_trainer(fit, mlflow_run_id=tracker.run_id, run_plan=prepared.plan), log)
     best = best_checkpoint(result)
-    log(f"[train] {fit.ray.run_name} finished in {time.time() - t:.0f} s: {result.metrics}")
-    log(f"[train] best checkpoint: {best.path}")
+    log(f"[train] {fit.ray.run_name} done in {time.time() - t:.0f} s: {fit_summary(result, best)}")
     tracker.set_tags({"checkpoint": best.path})
     tracker.log_metrics({"train.seconds": time.time() - t})
     return result, best

@@ -228,6 +228,31 @@ def _progress_callback(path: str):
     return Progress()
 
 
+def fit_summary(result, best) -> str:
+    """A finished fit in one line, e.g. ``epoch 1 (step 40); best checkpoint epoch 1, val_loss 0.912, val_r 0.186:
+    runs/ray/<run>/checkpoint_...``: where it stopped and its best checkpoint (``best``) with that epoch's numbers.
+
+    Parameters
+    ----------
+    result : ray.train.Result  what ``fit()`` returned: ``metrics`` is the last report, ``best_checkpoints`` the
+        kept checkpoints with their reports
+    best : ray.train.Checkpoint  the checkpoint the job goes on with (``experiment.trials.best_checkpoint``)
+    """
+    last = result.metrics or {}
+    scored = next((m for c, m in (result.best_checkpoints or []) if c.path == best.path), {})
+
+    def num(m: dict, key: str, fmt: str) -> str:
+        v = m.get(key)
+        if not isinstance(v, (int, float)):
+            return "?"
+        return format(int(v) if fmt == "d" and v == v else v, fmt)     # a count may arrive as a float
+    where = f"epoch {num(last, 'epoch', 'd')} (step {num(last, 'step', 'd')})"
+    if not scored:
+        return f"{where}; checkpoint: {best.path}"
+    return (f"{where}; best checkpoint epoch {num(scored, 'epoch', 'd')}, val_loss {num(scored, 'val_loss', '.4g')}, "
+            f"val_r {num(scored, 'val_r', '.3f')}: {best.path}")
+
+
 def fit_with_progress(trainer, log=print, what: str = "train"):
     """``trainer.fit()`` with one driver line per epoch: the workers' own output stays in Ray's log files
     (see ``experiment.launch.connect_ray``), so this is what the user sees of training."""
