@@ -114,6 +114,12 @@ def test_story_features_align_and_cache(tmp_path):
     fx2 = FeatureExtractor(bb, cfg)
     fx2.story_windows = None  # would raise if called
     np.testing.assert_array_equal(fx2.story_features(ds, TEST_STORY)[1], X[1])
+    # the cache is keyed by the audio's content, not its path: a copy of the dataset elsewhere hits it
+    import shutil
+    moved = LebelDataset(shutil.copytree(root, tmp_path / "moved"))
+    np.testing.assert_array_equal(fx2.story_features(moved, TEST_STORY)[1], X[1])
+    np.testing.assert_array_equal(fx2.story_features(moved, "alpha")[2], story)
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*.npy")) == cached
     # different weights -> different cache key
     bb2 = build_backbone(ModelConfig(family="hubert", seed=1))
     assert FeatureExtractor(bb2, cfg).fingerprint != fx.fingerprint
@@ -128,6 +134,16 @@ def test_story_features_align_and_cache(tmp_path):
     assert not np.allclose(fresh, story, atol=1e-3)
     np.testing.assert_allclose(fresh, FeatureExtractor(bb, FeatureConfig(**{**cfg.__dict__, "cache_dir": ""}))
                                .story_features(ds2, "alpha")[2], rtol=1e-5, atol=1e-6)
+    # a story's wav rewritten in place (same path, same size, other samples) misses the cache: recomputed
+    path, units = root / "stimuli" / "alpha.wav", lambda: len(list((tmp_path / "cache").rglob("times.npy")))
+    wav, sr = sf.read(path, dtype="float32")
+    size, before = path.stat().st_size, units()
+    sf.write(path, np.roll(wav, len(wav) // 2), sr, subtype=sf.info(str(path)).subtype)
+    assert path.stat().st_size == size
+    rewritten = FeatureExtractor(bb, cfg).story_features(ds, "alpha")[2]
+    assert units() == before + 1 and not np.allclose(rewritten, story, atol=1e-3)
+    np.testing.assert_allclose(rewritten, FeatureExtractor(bb, FeatureConfig(**{**cfg.__dict__, "cache_dir": ""}))
+                               .story_features(LebelDataset(root), "alpha")[2], rtol=1e-5, atol=1e-6)
     # a cache hit still checks the audio against the TR grid (here: respdict edited after caching)
     import json
     rd = other / "derivative" / "respdict.json"

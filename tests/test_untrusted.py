@@ -45,14 +45,25 @@ def tiny_tuner(n_vertices: int = 20) -> tuple[BrainTuner, dict]:
     return BrainTuner(m, lora, head, n_vertices=n_vertices, n_participants=1), meta
 
 
-def first_format(d: Path, model: BrainTuner, meta: dict, **extra) -> Path:
-    """A checkpoint as the first format wrote it: weights and metadata pickled together in ``model.pt``."""
+def first_format(d: Path, model: BrainTuner, meta: dict, summed: bool = True, **extra) -> Path:
+    """A checkpoint as the first format wrote it: weights and metadata pickled together in ``model.pt``;
+    ``summed``: as written once COMPLETE held its sha256 (the payload then has ``base_fingerprint``), else as
+    before (no fingerprint, and the caller writes the marker)."""
     d.mkdir(parents=True, exist_ok=True)
     head = {n: p.detach() for n, p in model.named_parameters() if not n.startswith("backbone.")}
-    torch.save(dict(meta, backbone=model.backbone_state(), head=head, base_fingerprint=base_fingerprint(model),
-                    **extra), d / "model.pt")
-    mark_complete(d)
+    fingerprint = dict(base_fingerprint=base_fingerprint(model)) if summed else {}
+    torch.save(dict(meta, backbone=model.backbone_state(), head=head, **fingerprint, **extra), d / "model.pt")
+    if summed:
+        mark_complete(d)
     return d
+
+
+def drop_lines(marker: Path, prefix: str, name: str) -> None:
+    """Remove the lines of ``marker`` that start with ``prefix`` and name ``name``."""
+    lines = marker.read_text().splitlines()
+    kept = [line for line in lines if not (line.startswith(prefix) and line.endswith(" " + name))]
+    assert len(kept) < len(lines), (prefix, name, lines)
+    marker.write_text("".join(line + "\n" for line in kept))
 
 
 def evil_checkpoint(d: Path, marker: Path) -> Path:
@@ -97,10 +108,36 @@ def test_the_current_format_holds_no_pickle_and_checks_its_metadata(tmp_path):
         read_meta(tmp_path)
     (tmp_path / "model.json").write_text(text)
     complete = (tmp_path / "COMPLETE").read_text()
-    (tmp_path / "COMPLETE").write_text("".join(line + "\n" for line in complete.splitlines()
-                                               if "model.json" not in line or not line.startswith("sha256")))
-    with pytest.raises(CheckpointError, match=r"COMPLETE has no sha256 of model.json"):
-        read_meta(tmp_path)
+    # a marker that lost a model file's sha256 line proves nothing about that file: refused, the file named
+    for name in ("model.json", "model.safetensors"):
+        drop_lines(tmp_path / "COMPLETE", "sha256 ", name)
+        for check in (checkpoint.check_complete, read_meta, load_tuner):
+            with pytest.raises(CheckpointError, match=rf"checkpoint {tmp_path}: COMPLETE has no sha256 of {name}$"):
+                check(tmp_path)
+        (tmp_path / "COMPLETE").write_text(complete)
+    (tmp_path / "COMPLETE").write_text(complete + "ok\n")                # only the first format's whole marker
+    with pytest.raises(CheckpointError, match=r"COMPLETE holds 'ok', neither a size nor a sha256 line"):
+        checkpoint.check_complete(tmp_path)
+    (tmp_path / "COMPLETE").write_text(complete)
+    assert checkpoint.check_complete(tmp_path) == tmp_path
+
+
+def test_first_format_markers(tmp_path):
+    """``model.pt`` checkpoints keep the marker they were written with: ``ok``, then sizes alone, then sizes and
+    the sha256 (with ``base_fingerprint`` in the payload); one written with the sha256 that lost it is refused."""
+    model, meta = tiny_tuner()
+    old = first_format(tmp_path / "ok", model, meta, summed=False)
+    (old / "COMPLETE").write_text("ok\n")
+    sized = first_format(tmp_path / "sized", model, meta, summed=False)
+    (sized / "COMPLETE").write_text(f"{(sized / 'model.pt').stat().st_size} model.pt\n")
+    for ck in (old, sized):
+        assert load_tuner(ck)[1]["participants"] == ["sub-01"] and read_meta(ck)["epoch"] == 0
+    summed = first_format(tmp_path / "summed", model, meta)
+    assert read_meta(summed)["epoch"] == 0
+    drop_lines(summed / "COMPLETE", "sha256 ", "model.pt")
+    for load in (read_meta, read_model_file, load_tuner):
+        with pytest.raises(CheckpointError, match=rf"checkpoint {summed}: COMPLETE has no sha256 of model.pt$"):
+            load(summed)
 
 
 def test_training_state_is_loaded_as_data_only(tmp_path):

@@ -119,37 +119,51 @@ def is_hf_model_folder(d: Path) -> bool:
 
 
 def check_complete(directory: str | os.PathLike) -> Path:
-    """Raise ``CheckpointError`` naming the path unless ``directory`` is a complete checkpoint (no loading)."""
+    """Raise ``CheckpointError`` naming the path unless ``directory`` is a complete checkpoint (no loading).
+
+    Every line of ``COMPLETE`` must be a size or a sha256 line, and every model file needs its sha256 line,
+    except in a ``model.pt`` checkpoint written before the sums: its marker has none (the first format's
+    ``ok``, or sizes only), and ``_legacy_payload`` refuses such a one whose payload shows the sums' era."""
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointError(f"checkpoint not found: {d}")
     if is_hf_model_folder(d):
         raise CheckpointError(f"{d} is a Hugging Face model folder, not a brain-tuning checkpoint (it has config.json "
                               f"and weights but no {META_FILE} or {MARKER}): set model.pretrained to it")
-    for name in _model_files(d) + (MARKER,):
+    files = _model_files(d)
+    for name in files + (MARKER,):
         if not (d / name).is_file():
             raise CheckpointError(f"incomplete checkpoint {d}: missing {name} (the write was interrupted; "
                                   "use an earlier checkpoint)")
+    lines = (d / MARKER).read_text().splitlines()
     summed = set()
-    for line in (d / MARKER).read_text().splitlines():
+    for line in lines:
         size, _, name = line.partition(" ")
         if size == "sha256":
             digest, _, name = name.partition(" ")
+            if not (d / name).is_file():
+                raise CheckpointError(f"incomplete checkpoint {d}: {name} is missing, {MARKER} has its sha256")
             if sha256_file(d / name) != digest:
                 raise CheckpointError(f"damaged checkpoint {d}: {name} does not match its sha256 in {MARKER}")
             summed.add(name)
-            continue
-        if not size.isdigit():                     # "ok": a marker of the first format, without sizes
-            continue
-        f = d / name
-        if not f.is_file() or f.stat().st_size != int(size):
-            have = f"{f.stat().st_size} bytes" if f.is_file() else "missing"
-            raise CheckpointError(f"incomplete checkpoint {d}: {name} is {have}, {MARKER} says {size} bytes "
-                                  "(an interrupted copy?)")
-    unsummed = [n for n in MODEL_FILES if n not in summed]
-    if _model_files(d) == MODEL_FILES and unsummed:
+        elif size.isdigit() and name:
+            f = d / name
+            if not f.is_file() or f.stat().st_size != int(size):
+                have = f"{f.stat().st_size} bytes" if f.is_file() else "missing"
+                raise CheckpointError(f"incomplete checkpoint {d}: {name} is {have}, {MARKER} says {size} bytes "
+                                      "(an interrupted copy?)")
+        elif lines != ["ok"]:                      # "ok" alone: the first format's marker
+            raise CheckpointError(f"damaged checkpoint {d}: {MARKER} holds {line!r}, neither a size nor a sha256 line")
+    unsummed = [n for n in files if n not in summed]
+    if unsummed and (files != (LEGACY_FILE,) or summed):
         raise CheckpointError(f"damaged checkpoint {d}: {MARKER} has no sha256 of {', '.join(unsummed)}")
     return d
+
+
+def _summed(d: Path, name: str) -> bool:
+    """Whether ``COMPLETE`` of ``d`` (already checked) holds the sha256 of ``name``."""
+    return any(line.startswith("sha256 ") and line.split(" ", 2)[2:] == [name]
+               for line in (d / MARKER).read_text().splitlines())
 
 
 def load_pickle(path: Path, map_location: Any = "cpu", allowed: tuple[str, ...] = ()) -> Any:
@@ -180,6 +194,10 @@ def _legacy_payload(d: Path) -> dict[str, Any]:
     payload = load_pickle(d / LEGACY_FILE)
     if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict):
         raise CheckpointError(f"{d / LEGACY_FILE}: not a brain-tuning checkpoint (no config in it)")
+    # the sha256 line and base_fingerprint came in together: a model.pt with the fingerprint was written with
+    # its sum, and a marker without it lost the line (check_complete lets a marker without sums through)
+    if "base_fingerprint" in payload and not _summed(d, LEGACY_FILE):
+        raise CheckpointError(f"damaged checkpoint {d}: {MARKER} has no sha256 of {LEGACY_FILE}")
     return payload
 
 
