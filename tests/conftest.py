@@ -85,7 +85,8 @@ def make_tiny_dataset(root, audio_scale: float = 1.0) -> None:
 LONGEST_FIRST = ["test_tuning_gain.py", "test_sweep.py", "test_train_ray.py", "test_deepspeed_driver.py", "test_compare.py",
                  "test_evaluate_cluster.py", "test_job_submit.py", "test_scaling.py", "test_object_store.py",
                  "test_analysis.py", "test_alignment.py", "test_signals.py", "test_untrusted.py", "test_teacher.py",
-                 "test_preflight.py", "test_config.py", "test_stream.py", "test_whisper.py"]
+                 "test_preflight.py", "test_config.py", "test_stream.py", "test_whisper.py", "test_downstream_features.py",
+                 "test_ui.py", "test_downstream_job.py", "test_downstream_probe.py", "test_trials.py"]
 
 
 def pytest_collection_modifyitems(config, items):

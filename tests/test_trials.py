@@ -14,7 +14,7 @@ def _trial(config: dict, log_dir: str, fail: list[int]) -> None:
     from ray import tune
     i, d = config["i"], Path(log_dir)
     start = time.time()
-    time.sleep(1.0)
+    time.sleep(0.4)
     if i in fail and not (d / "FIXED").exists():
         raise RuntimeError(f"trial {i} fails")
     with open(d / f"ran{i}", "a") as f:
