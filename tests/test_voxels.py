@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from braintune_dist.data.lebel import DatasetError
-from braintune_dist.data.voxels import CommonSpace, noise_ceiling, normalised_alignment
+from braintune_dist.data.voxels import CommonSpace, isc_ceiling, noise_ceiling, normalised_alignment
 
 
 def reference_cc_max(repeats):
@@ -174,3 +174,24 @@ def test_a_repeat_without_data_is_dropped_not_zeroed():
     with pytest.raises(DatasetError, match=r"f.hf5: 'r' needs ≥ 2 repeats with data for a noise ceiling \(3 of 4 "
                                            r"are NaN throughout: repeats \[0, 1, 2\]\)"):
         repeats_with_data(with_nan, "f.hf5: 'r'")
+
+
+def test_isc_ceiling_against_its_formula_written_out():
+    """Leave-one-out ISC: participant i against the mean of the others, vertex by vertex, np.corrcoef."""
+    rng = np.random.default_rng(3)
+    n, t, v = 4, 120, 30
+    shared = rng.standard_normal((t, v))
+    weight = np.r_[np.zeros(10), np.linspace(0.2, 3, 19), 1.0]          # 10 vertices share nothing
+    R = (shared * weight)[None] + rng.standard_normal((n, t, v))
+    R[:, :, -1] = 5.0                                                   # a constant vertex
+    got = isc_ceiling(R.astype(np.float32), batch=7)
+    want = np.zeros((n, v))
+    for i in range(n):
+        others = np.delete(R, i, axis=0).mean(axis=0)
+        for j in range(v - 1):
+            want[i, j] = np.corrcoef(R[i, :, j], others[:, j])[0, 1]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[:, -1].tolist() == [0.0] * n
+    assert np.abs(got[:, :10]).mean() < 0.15 < got[:, 20:29].mean()  # planted sharing is found
+    with pytest.raises(ValueError, match="n_participants ≥ 2"):
+        isc_ceiling(R[:1])

@@ -67,6 +67,39 @@ def noise_ceiling(repeats: np.ndarray, zscore: bool = True, batch: int = 1024) -
     return out
 
 
+def isc_ceiling(responses: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Leave-one-out inter-subject correlation per vertex: the ceiling where no story is repeated (Narratives).
+
+    Each participant's response is correlated with the mean of the others' (all heard the same story, in one
+    common space). A model can predict of participant i at most what is shared with the others; their mean is a
+    noisy estimate of the shared part, so this is a conservative ceiling (Nastase et al. 2021).
+
+    Parameters
+    ----------
+    responses : array of shape (n_participants ≥ 2, n_trs, n_vertices)
+        The same TRs of one story for every participant (any float dtype; not copied whole).
+    batch : int
+        Vertices per float64 block.
+
+    Returns
+    -------
+    isc : array of shape (n_participants, n_vertices), float64
+        Pearson r of participant i against the mean of the others; 0 where either side is constant.
+    """
+    R = np.asarray(responses)
+    if R.ndim != 3 or R.shape[0] < 2:
+        raise ValueError(f"responses must have shape (n_participants ≥ 2, n_trs, n_vertices), got {R.shape}")
+    n, out = R.shape[0], np.empty((R.shape[0], R.shape[2]))
+    for a in range(0, R.shape[2], max(1, batch)):
+        B = R[:, :, a:a + batch].astype(np.float64)                 # (n, n_trs, b)
+        B -= B.mean(axis=1, keepdims=True)
+        others = (B.sum(axis=0, keepdims=True) - B) / (n - 1)       # (n, n_trs, b): mean of everyone but i
+        num = (B * others).sum(axis=1)
+        den = np.sqrt((B ** 2).sum(axis=1) * (others ** 2).sum(axis=1))
+        out[:, a:a + batch] = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return out
+
+
 def repeats_with_data(R: np.ndarray, where: str, rows: str = "") -> np.ndarray:
     """The repeats of ``R`` that hold data, for :func:`noise_ceiling`.
 
