@@ -162,3 +162,23 @@ def test_gentle_past_the_audio(clone):
     replace(path, json.dumps(data))
     with pytest.raises(DatasetError, match=r"narr02/align\.json: words aligned up to 65\.00 s.*narr02_audio\.wav"):
         NarrativesDataset(clone).words("narr02")
+
+
+def test_shifted_onset_read_from_the_participants_own_events(clone):
+    # a trigger error moves one participant's story onset 6 s (4 TRs) earlier in the scan
+    path = func(clone, "sub-002", "narr01", "events.tsv")
+    replace(path, path.read_text().replace("12.0\t60.0", "6.0\t60.0"))
+    ds = NarrativesDataset(clone)
+    assert ds.story_rows("sub-002", "narr01") == (4 + INITIAL_TRIM, 4 + SIM.story_trs)
+    assert ds.story_rows("sub-001", "narr01") == (SIM.music_trs + INITIAL_TRIM, SIM.music_trs + SIM.story_trs)
+    np.testing.assert_allclose(ds.tr_times("sub-002", "narr01"), ds.tr_times("sub-001", "narr01"))
+
+
+def test_template_that_disagrees_with_the_file_name(clone):
+    for h in "LR":
+        path = gii(clone, "sub-001", "narr01", h)
+        path.unlink()
+        _write_gifti(path, np.zeros((2, 40962), np.float32))
+    with pytest.raises(DatasetError, match=r"hemi-L_desc-clean\.func\.gii and .*: fsaverage6, but their names say "
+                                           r"space-fsaverage5"):
+        NarrativesDataset(clone).load_responses("sub-001", "narr01")
