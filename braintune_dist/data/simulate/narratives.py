@@ -125,8 +125,14 @@ def _build(cfg: NarrSimConfig, root: Path) -> dict:
         n_fine = int(round(n_scan * cfg.tr * brain.FINE_HZ))
         feats = brain.stage_features(cfg.seed, st.audio, st.words, st.phones, n_bands, embedding, onset, n_fine)
         rows = np.round(((np.arange(n_scan) + 0.5) * cfg.tr) * brain.FINE_HZ).astype(np.int64)
+        V = brain.vertex_signals(space, feats, rows)
+        # unit variance over the TRs the reader keeps: the sound's onset after the silent music makes a large
+        # transient in the trimmed TRs that would otherwise leave the acoustic signal weak in the kept ones
+        kept = slice(cfg.music_trs + INITIAL_TRIM, cfg.music_trs + cfg.story_trs)
+        sd = V[kept].std(axis=0)
+        V = np.divide(V - V[kept].mean(axis=0), sd, out=np.zeros_like(V), where=sd > 1e-9)
         S = np.zeros((n_scan, surface.n_vertices))
-        S[:, vertex_index] = brain.vertex_signals(space, feats, rows)
+        S[:, vertex_index] = V
         for p, sub in enumerate(subs):
             func = root / sub / "func"
             func.mkdir(parents=True, exist_ok=True)
