@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from braintune_dist.data.simulate.speech import speak
+from braintune_dist.data.simulate.speech import speak, write_wav
 from braintune_dist.downstream.metrics import levels
 from braintune_dist.downstream.synthetic_plan import TASKS, ClipSpec, SuiteSettings, classes, plan
 from braintune_dist.downstream.tasks import SAMPLE_RATE, Task
@@ -90,12 +90,6 @@ def phonemes(ipa: str) -> list[str]:
     return list(out)
 
 
-def _write_wav(path: Path, x: np.ndarray) -> None:
-    import soundfile as sf
-    pcm = np.round(np.clip(x.astype(np.float64), -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16")
-
-
 def _synthesise(clips: dict[str, list[ClipSpec]], root: Path) -> dict[str, list[str]]:
     """Speak every clip into ``root/<task>/<i:05d>.wav``, 2 espeak-ng processes at a time (the suite's
     default machine has 2 cores); returns task → espeak-ng's IPA of each clip. Prints progress."""
@@ -108,7 +102,7 @@ def _synthesise(clips: dict[str, list[ClipSpec]], root: Path) -> dict[str, list[
     def one(job: tuple[str, int, ClipSpec], tmp: Path) -> str:
         task, i, spec = job
         x, ipa = speak(spec.text, spec.voice, spec.speed, tmp, pitch=spec.pitch)
-        _write_wav(root / task / f"{i:05d}.wav", x)
+        write_wav(root / task / f"{i:05d}.wav", x)
         with lock:
             done[0] += 1
             if done[0] % step == 0 or done[0] == len(jobs):

@@ -40,7 +40,7 @@ import numpy as np
 from braintune_dist.config import ConfigError, parse_cli, to_dict
 from braintune_dist.data.simulate import brain, placement, speech, vocabulary
 from braintune_dist.data.surface import fsaverage5
-from braintune_dist.data.lebel import SAMPLE_RATE, SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
+from braintune_dist.data.lebel import SOUND_ONSET, TEST_EXTRA_TRIM, TEST_STORY, TR, TRFILE_PAD, TRIM_END, \
     TRIM_START, LebelDataset
 from braintune_dist.data.validate import validate
 from braintune_dist.data.textgrid import write_textgrid
@@ -204,7 +204,7 @@ def _build(cfg: SimConfig, root: Path) -> dict:
         n_grid = ds.n_trs(story) - TRFILE_PAD                  # triggers of the TR grid
         duration = n_grid * cfg.scanner_tr - SOUND_ONSET       # audio covers the triggers exactly
         st = speech.compose_story(_rng(cfg.seed, _TEXT, key[story]), clips, duration, cfg.word_gap, cfg.sentence_gap)
-        _write_wav(ds.audio_path(story), st.audio)
+        speech.write_wav(ds.audio_path(story), st.audio)
         write_textgrid(st.textgrid(), ds.textgrid_path(story))
         n_words[story] = len(st.words)
         sentences |= set(st.sentences)
@@ -279,13 +279,6 @@ def _write_tr_reports(folder: Path, respdict: dict[str, int], tr: float) -> None
         lines = [f"{k * tr:.4f} {'init-trigger' if k == 0 else 'trigger'}" for k in range(n - TRFILE_PAD)]
         lines.insert(1, f"{SOUND_ONSET:.4f} sound-start")        # a line out of time order, as reports allow
         (folder / f"{story}.report").write_text("\n".join(lines) + "\n")
-
-
-def _write_wav(path: Path, audio: np.ndarray) -> None:
-    import soundfile as sf
-    # audio is already on the 16-bit grid (speech.compose_story), so the int16 write is exact
-    pcm = np.round(audio.astype(np.float64) * 32768).astype(np.int16)
-    sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16")
 
 
 def simulate(cfg: SimConfig, out: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -32,7 +32,6 @@ import numpy as np
 from braintune_dist.config import ConfigError, parse_cli
 from braintune_dist.data.narratives import INITIAL_TRIM
 from braintune_dist.data.simulate import brain, placement, speech, vocabulary
-from braintune_dist.data.simulate.dataset import _write_wav
 from braintune_dist.data.surface import fsaverage5
 from braintune_dist.errors import OutputExistsError, UserError
 from braintune_dist.io import atomic_dir
@@ -118,7 +117,7 @@ def _build(cfg: NarrSimConfig, root: Path) -> dict:
     for k, story in enumerate(stories):
         (root / f"task-{story}_bold.json").write_text(json.dumps({"RepetitionTime": cfg.tr, "TaskName": story}))
         st = speech.compose_story(_rng(cfg.seed, _TEXT, k), clips, cfg.story_trs * cfg.tr)
-        _write_wav(root / "stimuli" / f"{story}_audio.wav", st.audio)
+        speech.write_wav(root / "stimuli" / f"{story}_audio.wav", st.audio)
         (root / "stimuli" / "gentle" / story).mkdir()
         (root / "stimuli" / "gentle" / story / "align.json").write_text(
             json.dumps(_gentle(st, clips, "unheard"), indent=1))

@@ -57,6 +57,13 @@ def speak(text: str, voice: str = "en-us", speed: int = 170, tmpdir: Path | None
     return resample_poly(x, SAMPLE_RATE // g, int(sr) // g).astype(np.float32), res.stdout
 
 
+def write_wav(path: Path, audio: np.ndarray) -> None:
+    """16 kHz mono 16-bit PCM; samples outside [-1, 1) are clipped (audio already on the 16-bit grid is exact)."""
+    import soundfile as sf
+    pcm = np.round(np.clip(audio.astype(np.float64), -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    sf.write(path, pcm, SAMPLE_RATE, subtype="PCM_16")
+
+
 def _espeak_word(word: str, voice: str, speed: int, tmpdir: Path) -> WordClip:
     """Synthesise one word with espeak-ng, trimmed of silence, with its IPA phonemes."""
     x, ipa = speak(word, voice, speed, tmpdir)
