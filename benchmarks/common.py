@@ -14,13 +14,16 @@ from braintune_dist.experiment.imports import ImportSettings, ensure_imported
 REPO = Path(__file__).resolve().parents[1]
 
 
-def whisper_bench(doc: str, name: str) -> tuple[argparse.Namespace, Path, str]:
-    """(arguments ``--out``, ``--data``; the data folder; the imported tiny.en folder). Simulates the demo's
-    dataset (4 participants, 8 stories, 80 TRs) into ``<data>/sim`` unless one with processing stages is
-    there, and imports the bundled Whisper tiny.en into ``<data>/tiny.en`` (reused when its checksum matches)."""
+def whisper_bench(doc: str, name: str, extra=None) -> tuple[argparse.Namespace, Path, str]:
+    """(arguments ``--out``, ``--data`` and those ``extra(parser)`` adds; the data folder; the imported tiny.en
+    folder). Simulates the demo's dataset (4 participants, 8 stories, 80 TRs) into ``<data>/sim`` unless one with
+    processing stages is there, and imports the bundled Whisper tiny.en into ``<data>/tiny.en`` (reused when its
+    checksum matches)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / f"benchmarks/results/{name}.json"))
     ap.add_argument("--data", default="/tmp/whisperbench")
+    if extra is not None:
+        extra(ap)
     args = ap.parse_args()
     torch.set_num_threads(2)
     data = Path(args.data)

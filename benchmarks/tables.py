@@ -198,6 +198,94 @@ def stride() -> str:
     return table(["stride", "pool", "semantic", "auditory", "null", "feature s / s of audio"], rows)
 
 
+def stride_stages() -> str:
+    d = load("stride_stages")
+    regions = ["auditory", "phonetic", "lexical", "semantic", "null", "all"]
+    ref = d["reference"]
+    rows = []
+    for r in d["runs"]:
+        b, cost = r["best_layer"], r["feature_seconds_per_audio_second"]
+        is_ref = r["stride"] == ref["stride"] and r["pool"] == ref["pool"]
+        worst = "reference" if is_ref else f"{min(r['delta_vs_reference'][k] for k in regions[:4]):+.3f}"
+        rows.append([f"{r['stride']:g} s", r["pool"]] + [f"{b[k]:.3f}" for k in regions] +
+                    ["–" if cost != cost else f"{cost:.3f}", worst,
+                     "1" if is_ref else f"{r['cost_vs_reference']:.2f}"])
+    return table(["stride", "pool"] + regions + ["feature s / s of audio", "lowest stage Δ vs reference",
+                                                 "cost vs reference"], rows)
+
+
+def _seconds(s: float) -> str:
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.1f} h"
+
+
+def evaluate_cost_units() -> str:
+    c = load("evaluate")["cost_model"]
+    u = c["units"]
+    w, b, r, rr = u["window"], u["base_window"], u["rates_1_thread"], u["ridge"]
+    h = c["h100_rates"]
+    rows = [[f"Whisper tiny.en window ({w['window_s']:g} s, native input, every {w['stride']:g} s, `pool: {w['pool']}`), "
+             f"{w['threads']} thread, batch {w['batch']}: one story's `story_windows`", f"{w['s_per_window']:.3f} s",
+             "measured in this run"],
+            [f"base wav2vec2 window ({PAPER_WINDOW} s), {b['threads']} threads, batch {b['batch']}",
+             f"{b['s_per_window']:.2f} s", "measured in this run"],
+            [f"GEMM float32 / float64, {r['threads']} thread; one float64 eigh at p = {r['eigh_m']:,}",
+             f"{r['f32'] / 1e9:.0f} / {r['f64'] / 1e9:.0f} GFLOP/s; {r['eigh_s']:.2f} s", "measured in this run"],
+            [f"ridge task (`fit_layer`, block leave-out, 17 alphas), {rr['stories']} stories × {rr['rows']} rows, "
+             f"p {rr['p']:,}, v {rr['v']:,}, {rr['threads']} thread",
+             f"{rr['seconds']:.2f} s = {rr['scale']:.2f} × its floor", "measured in this run; the ratio scales every "
+             "other shape's floor (operation count at the rates above)"],
+            ["H100: GEMM float32 / float64; float64 eigh at p = 3,072",
+             f"{h['f32'] / 1e12:.1f} / {h['f64'] / 1e12:.1f} TFLOP/s; {h['eigh_s'] * 1000:.0f} ms",
+             "measured 2026-11-23 (§ voxel-wise ridge, GPU per layer); the fit is taken at its floor (ratio 1): "
+             "**derived**"],
+            ["H100: responses host → device", f"{h['h2d'] / 1e9:.0f} GB/s", "**assumed**"],
+            ["H100: base window", f"{c['gpu_windows_s']:.0f} windows/s",
+             "**derived, not measured**: the H100 bf16 training rate × 3 × 10 / 16.1"]]
+    return table(["unit cost", "value", "source"], rows)
+
+
+def evaluate_cost_check() -> str:
+    c = load("evaluate")["cost_model"]
+    d, s = c["check"]["dataset"], c["check"]["settings"]
+    size = (f"{d['participants']} participants × {d['voxels'][0]:,}–{d['voxels'][-1]:,} voxels, {d['train_stories']} "
+            f"training stories ({d['train_rows']:,} rows; {d['audio_s'] / 3600:.2f} h of audio with the test story), "
+            f"{s['models']} model × {s['layers']} layers: {s['windows']:,} windows, {s['fits']} ridge fits.\n\n")
+    runs = c.get("earlier_checks", []) + [dict(date=c["date"], loadavg_start=c["machine"]["loadavg_start"],
+                                               loadavg_end=c["machine"]["loadavg_end"], **c["check"])]
+    rows = []
+    for r in runs:
+        p, m = r["predicted"], r["measured"]
+        la = f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} (15 min: {r['loadavg_end'][2]:.1f})"
+        rows.append([r["date"].replace("T", " ")[:16] + (" (this file's units)" if r is runs[-1] else ""), la,
+                     f"{p['features_s']:.0f} + {p['ridge_s']:.0f} = **{p['total_s']:.0f} s**",
+                     f"{m['marks']['features_start']:.0f} + {m['features_s']:.0f} + {m['ridge_s']:.0f} + "
+                     f"{m['wall_s'] - m['marks']['ridge_end']:.0f} → **{m['wall_s']:.0f} s**",
+                     f"{m['features_s'] / p['features_s']:.2f} / {m['ridge_s'] / p['ridge_s']:.2f} / **{r['ratio']:.2f}**"])
+    return size + table(["run", "load average (1 min, start → end)", "predicted: features + ridge = total",
+                         "measured: start-up + features + ridge + report → wall", "measured / predicted: features / "
+                         "ridge / wall"], rows)
+
+
+def evaluate_cost_full() -> str:
+    c = load("evaluate")["cost_model"]
+    what = {"paper": "the paper preset (`compare/paper_hubert.yaml`)", "earlier": "the earlier model's size"}
+    rows = []
+    for name, sc in c["full"].items():
+        for key in [k for k in sc if k.endswith(("_last", "_stride"))]:
+            r = sc[key]
+            stride, pool = key.split("_")
+            h = r["h100"]
+            rows.append([f"{what[name]}: {sc['models']} models × {sc['participants']} participants × {sc['layers']} "
+                         f"layers, {sc['stories']} stories", f"{stride} s, `{pool}`", f"{r['windows']:,}", f"{r['fits']:,}",
+                         f"**{_seconds(h['total_s'])}** ({_seconds(h['features_s'])} + {_seconds(h['ridge_s'])})",
+                         _seconds(r["cpu_1x2"]["total_s"]), _seconds(r["cpu_8x2"]["total_s"])])
+    return table(["evaluation", "features", "windows", "ridge fits", "1 × H100 (features + ridge), derived",
+                  "1 × 2-core CPU", "8 × 2-core CPU"], rows)
+
+
+PAPER_WINDOW = 16.1
+
+
 WHISPER = {"forward_8s": "forward, 8 s windows (the demo's evaluation window)",
            "forward_10s": "forward, 10 s windows (the training window)",
            "forward_16.1s": "forward, 16.1 s windows (the papers' evaluation window)",
@@ -329,7 +417,8 @@ def startup() -> str:
 
 TABLES = {f.__name__.replace("_", "-"): f for f in (
     shards_write, shards_stream, data_path_bytes, data_path_delivery, data_path_curves, train_story_vs_windows,
-    ridge, ridge_loso, cv_choice, evaluate_pool, evaluate_workers, ceiling, stride, whisper_speed, startup)}
+    ridge, ridge_loso, cv_choice, evaluate_pool, evaluate_workers, evaluate_cost_units, evaluate_cost_check,
+    evaluate_cost_full, ceiling, stride, stride_stages, whisper_speed, startup)}
 for _path in sorted(RESULTS.glob("compare_*.json")):
     _tag = _path.stem[len("compare_"):].replace("_", "-")
     TABLES[f"compare-{_tag}-headline"] = functools.partial(compare_headline, _path.stem)
