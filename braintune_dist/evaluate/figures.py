@@ -65,7 +65,7 @@ def plot_layers(rows: list[dict], title: str = "Brain alignment per layer") -> p
 
 def grouped_bars(rows: list[dict], key: str, categories: list, reference: str, height: float = 3.8):
     """One group of bars per category (``row[key]``), one bar per model group, the reference first: height =
-    ``mean``, error bar = ``se`` (its unit, ``se_over``, and the seeds in the legend).
+    ``mean``, error bar = ``se`` (its unit, ``se_over``, and the seed count in the legend).
 
     Returns
     -------
