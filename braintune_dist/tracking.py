@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from braintune_dist.io import atomic_path, is_uri, refusing_folder, write_refusal
+from braintune_dist.io import atomic_path, is_uri, refusing_folder, write_refusal, write_text
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,25 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return path
+
+
+def publish(out: str | os.PathLike, tracker: "Tracker | None", artifact_dir: str, tables: dict | None = None,
+            figures: dict | None = None, tag: str = "") -> None:
+    """Write each table (name → rows; an empty one is skipped) as CSV and each figure (name → Figure, closed after)
+    to ``out/<tag><name>`` atomically, and log both to MLflow under ``artifact_dir/<name>``."""
+    import matplotlib.pyplot as plt
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fig in (figures or {}).items():
+        save_figure(fig, out / f"{tag}{name}")
+        if tracker:
+            tracker.log_figure(fig, f"{artifact_dir}/{name}")
+        plt.close(fig)
+    for name, rows in (tables or {}).items():
+        if rows:
+            write_text(out / f"{tag}{name}", csv_text(rows))
+            if tracker:
+                tracker.log_table(rows, f"{artifact_dir}/{name}")
 
 
 def run_manifest(config: dict, shard_dir: str | os.PathLike | None = None) -> dict:

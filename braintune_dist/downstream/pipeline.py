@@ -12,8 +12,7 @@ from pathlib import Path
 from braintune_dist.downstream.config import DownstreamSettings
 from braintune_dist.downstream.tasks import Task
 from braintune_dist.evaluate.featurize import ModelSpec
-from braintune_dist.io import write_text
-from braintune_dist.tracking import Tracker, csv_text, save_figure
+from braintune_dist.tracking import Tracker, publish
 
 
 SOURCES = {"timit_phonemes": ("timit", dict(task="phonemes")),
@@ -65,21 +64,6 @@ def load_tasks(ds: DownstreamSettings, log=print) -> list[Task]:
     return tasks
 
 
-def _write(out: Path, tracker: Tracker | None, tables: dict[str, list[dict]], figures: dict) -> None:
-    import matplotlib.pyplot as plt
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in tables.items():
-        if rows:
-            write_text(out / name, csv_text(rows))
-            if tracker:
-                tracker.log_table(rows, f"downstream/{name}")
-    for name, fig in figures.items():
-        save_figure(fig, out / name)
-        if tracker:
-            tracker.log_figure(fig, f"downstream/{name}")
-        plt.close(fig)
-
-
 def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Path,
                    tracker: Tracker | None = None, log=print, tasks: list[Task] | None = None) -> DownstreamReport:
     """Probe every model on every task (``tasks``: :func:`load_tasks` of ``ds`` when not given); then
@@ -98,7 +82,7 @@ def run_downstream(specs: list[ModelSpec], ds: DownstreamSettings, out: str | Pa
     naive = {name: lv["majority"] for name, lv in level.items()}
     per_layer, summary = layer_table(results), summary_table(results, naive)
     naive_rows = [dict(task=name, level=kind, **lv[kind]) for name, lv in level.items() for kind in ("majority", "chance")]
-    _write(out, tracker, {"downstream_summary.csv": summary, "downstream_layers.csv": per_layer,
+    publish(out, tracker, "downstream", {"downstream_summary.csv": summary, "downstream_layers.csv": per_layer,
                           "downstream_levels.csv": naive_rows},
            {"downstream_summary.png": plot_summary(summary, "f1_macro", "Downstream probes (test split, held-out "
                                                                           "speakers)"),
@@ -147,7 +131,7 @@ def preference_stage(specs: list[ModelSpec], ds: DownstreamSettings, features, o
                             se_over_seeds=float(per_seed.std(ddof=1) / np.sqrt(len(ms))) if len(ms) > 1 else float("nan"),
                             n_targets=len(lm)))
     delta = compare_curves(shown, "untuned", p.n_boot).rows() if "untuned" in shown else []
-    _write(out, tracker, {"preference_layers.csv": rows, "preference_summary.csv": summary,
+    publish(out, tracker, "downstream", {"preference_layers.csv": rows, "preference_summary.csv": summary,
                           "preference_vs_untuned.csv": delta},
            {"preference_per_layer.png": plot_preference(shown, "Semantic − phonetic distance per layer (model groups: "
                                                                "words' d averaged over seeds)")})
@@ -182,7 +166,7 @@ def asr_stage(specs: list[ModelSpec], tasks: list[Task], ds: DownstreamSettings,
     results = run_asr(whisper, [task.files[i] for i in test], [task.texts[i] for i in test], ds.compute,
                       ds.asr.max_tokens)
     rows = asr_table(results)
-    _write(out, tracker, {"asr.csv": rows}, {})
+    publish(out, tracker, "downstream", {"asr.csv": rows}, {})
     if tracker:
         tracker.log_metrics({f"asr.{r['model']}.accuracy": r["accuracy"] for r in rows if r["n_seeds"] == 1})
     for line in format_asr_table(rows).splitlines():

@@ -20,8 +20,7 @@ from braintune_dist.evaluate.summary import (at_best_layer, best_layer_notes, be
                                              format_contrast, format_summary, layer_mean_rows, layers_label,
                                              mean_layers, summary_table, voxel_layer_mean)
 from braintune_dist.features.config import FeatureConfig
-from braintune_dist.io import write_text
-from braintune_dist.tracking import Tracker, csv_text, save_figure
+from braintune_dist.tracking import Tracker, publish
 
 
 def with_cache(features: FeatureConfig, out_dir: str) -> FeatureConfig:
@@ -77,20 +76,11 @@ def evaluate_models(ds: LebelDataset, models: list[ModelSpec], ev: EvalSettings,
         figs["alignment_by_stage.png"] = stages
     if ev.maps.enabled and space is not None and space.vertex_index is not None:
         figs.update(_maps(space, scores, best_layers(rows), ev, participants, out, tracker, tag, log))
-    import matplotlib.pyplot as plt
-    for name, fig in figs.items():
-        save_figure(fig, out / f"{tag}{name}")
-        if tracker:
-            tracker.log_figure(fig, f"report/{name}")
-        plt.close(fig)
+    publish(out, tracker, "report", figures=figs, tag=tag)
     gains = gain_table(scores, layers, "untuned", ev.ridge.nc_threshold)
     contrast = control_contrast(scores, layers, ev.ridge.nc_threshold)
-    for name, tab in (("summary.csv", table), ("alignment.csv", rows), ("gain.csv", gains),
-                      ("control_contrast.csv", contrast)):
-        if tab:
-            write_text(out / f"{tag}{name}", csv_text(tab))
-            if tracker:
-                tracker.log_table(tab, f"report/{name}")
+    publish(out, tracker, "report", tables={"summary.csv": table, "alignment.csv": rows, "gain.csv": gains,
+                                             "control_contrast.csv": contrast}, tag=tag)
     if tracker:
         tracker.log_metrics({f"align.{r['model']}.{r['region']}": r["mean"] for r in table})
         tracker.log_metrics({f"align_se.{r['model']}.{r['region']}": r["se"] for r in table})
