@@ -33,7 +33,9 @@ POOLING = "clip-mean-v1"
 
 
 def clip_key(recipe: str, settings: ClipFeatureSettings) -> str:
-    return hashlib.sha1(f"{recipe}|{settings.dtype}|{POOLING}".encode()).hexdigest()[:16]
+    # '|f32in': half-precision vectors made from a float32 waveform (the backbone casts after normalising)
+    half = "|f32in" if settings.dtype != "float32" else ""
+    return hashlib.sha1(f"{recipe}|{settings.dtype}|{POOLING}{half}".encode()).hexdigest()[:16]
 
 
 def _chunk_path(root: Path, key: str, task_fp: str, chunk: int) -> Path:
@@ -85,7 +87,9 @@ class ClipWorker:
         import torch
         out = []
         for f in files:
-            wav = torch.from_numpy(load_clip(f))[None].to(self.device, self.dtype)     # (1, n_samples)
+            # float32 in: the backbone normalises, then casts to its own dtype (a half-precision waveform would
+            # lose the samples' precision before normalisation)
+            wav = torch.from_numpy(load_clip(f))[None].to(self.device)               # (1, n_samples)
             try:
                 with torch.no_grad():
                     hs, n_valid = backbone(wav)
